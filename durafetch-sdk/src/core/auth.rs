@@ -1,0 +1,171 @@
+//! Bearer-token checks for the export API and the authenticator on internal calls.
+//!
+//! Tokens are compared as SHA-256 digests with `subtle`, so the time taken depends neither on
+//! where a guess first differs nor on its length.
+
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+/// The wrangler secret that holds the accepted token(s).
+pub const SECRET_NAME: &str = "DURAFETCH_AUTH";
+/// The shortest token accepted as a secret.
+pub const MIN_TOKEN_LEN: usize = 40;
+/// Header carrying the internal authenticator on worker → object and object → registry calls.
+pub const INTERNAL_HEADER: &str = "x-durafetch-internal";
+
+const INTERNAL_CONTEXT: &[u8] = b"durafetch internal call v1\0";
+
+/// Why the configured secret cannot be used. The message names the fix and never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("durafetch: the secret DURAFETCH_AUTH is not set; set it with `wrangler secret put DURAFETCH_AUTH` (locally: a DURAFETCH_AUTH line in .dev.vars) to a random token of at least 40 characters")]
+    Missing,
+    #[error("durafetch: a token in the secret DURAFETCH_AUTH is shorter than 40 characters; set it with `wrangler secret put DURAFETCH_AUTH` to a random token of at least 40 characters")]
+    TooShort,
+}
+
+/// The accepted tokens. The secret may hold several, separated by white space or commas, so that
+/// a new token can be rolled out before the old one is removed.
+pub struct Secret {
+    digests: Vec<[u8; 32]>,
+    internal: [u8; 32],
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn digest(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+impl Secret {
+    pub fn parse(raw: Option<&str>) -> Result<Self, SecretError> {
+        let raw = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or(SecretError::Missing)?;
+        let tokens: Vec<&str> = raw
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .collect();
+        if tokens.iter().any(|t| t.len() < MIN_TOKEN_LEN) {
+            return Err(SecretError::TooShort);
+        }
+        Ok(Self {
+            digests: tokens.iter().map(|t| digest(&[t.as_bytes()])).collect(),
+            internal: digest(&[INTERNAL_CONTEXT, raw.as_bytes()]),
+        })
+    }
+
+    /// Whether `token` is one of the accepted tokens. Every accepted token is compared, so the
+    /// time does not tell which one matched.
+    pub fn accepts(&self, token: &str) -> bool {
+        let candidate = digest(&[token.as_bytes()]);
+        let mut any = Choice::from(0);
+        for accepted in &self.digests {
+            any |= accepted.ct_eq(&candidate);
+        }
+        any.into()
+    }
+
+    /// Whether the `Authorization` header value carries an accepted bearer token.
+    pub fn accepts_header(&self, authorization: Option<&str>) -> bool {
+        // Compare even when the header is absent or malformed, so that its shape is not timed.
+        let token = authorization.and_then(bearer_token);
+        let ok = self.accepts(token.unwrap_or(""));
+        ok && token.is_some()
+    }
+
+    /// The value internal calls carry in [`INTERNAL_HEADER`]: derived from the secret, so only code
+    /// running with the secret can produce it, and distinct from every token.
+    pub fn internal_tag(&self) -> String {
+        hex(&self.internal)
+    }
+
+    pub fn accepts_internal(&self, tag: Option<&str>) -> bool {
+        let candidate = digest(&[tag.unwrap_or("").as_bytes()]);
+        let expected = digest(&[self.internal_tag().as_bytes()]);
+        bool::from(candidate.ct_eq(&expected)) && tag.is_some()
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+    const OTHER: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlk";
+
+    #[test]
+    fn missing_empty_and_short_secrets_are_refused_with_the_fix() {
+        assert_eq!(Secret::parse(None).unwrap_err(), SecretError::Missing);
+        assert_eq!(Secret::parse(Some("  ")).unwrap_err(), SecretError::Missing);
+        assert_eq!(Secret::parse(Some(&TOKEN[..39])).unwrap_err(), SecretError::TooShort);
+        assert_eq!(
+            Secret::parse(Some(&format!("{TOKEN} short"))).unwrap_err(),
+            SecretError::TooShort
+        );
+        let msg = SecretError::TooShort.to_string();
+        assert!(msg.contains("wrangler secret put DURAFETCH_AUTH"));
+        assert!(Secret::parse(Some(&TOKEN[..40])).is_ok());
+    }
+
+    #[test]
+    fn only_exact_tokens_are_accepted() {
+        let secret = Secret::parse(Some(TOKEN)).unwrap();
+        assert!(secret.accepts(TOKEN));
+        for bad in ["", &TOKEN[..TOKEN.len() - 1], &format!("{TOKEN}x"), OTHER, &TOKEN.to_uppercase()] {
+            assert!(!secret.accepts(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn several_tokens_allow_rotation() {
+        let secret = Secret::parse(Some(&format!("{TOKEN},\n{OTHER}"))).unwrap();
+        assert!(secret.accepts(TOKEN));
+        assert!(secret.accepts(OTHER));
+        assert!(!secret.accepts("nope"));
+    }
+
+    #[test]
+    fn bearer_header_parsing() {
+        let secret = Secret::parse(Some(TOKEN)).unwrap();
+        assert!(secret.accepts_header(Some(&format!("Bearer {TOKEN}"))));
+        assert!(secret.accepts_header(Some(&format!("bearer  {TOKEN} "))));
+        assert!(!secret.accepts_header(Some(TOKEN)));
+        assert!(!secret.accepts_header(Some(&format!("Basic {TOKEN}"))));
+        assert!(!secret.accepts_header(Some("Bearer ")));
+        assert!(!secret.accepts_header(None));
+    }
+
+    #[test]
+    fn internal_tag_is_not_a_token_and_depends_on_the_secret() {
+        let secret = Secret::parse(Some(TOKEN)).unwrap();
+        let tag = secret.internal_tag();
+        assert!(secret.accepts_internal(Some(&tag)));
+        assert!(!secret.accepts(&tag));
+        assert!(!secret.accepts_internal(Some(TOKEN)));
+        assert!(!secret.accepts_internal(None));
+        let other = Secret::parse(Some(OTHER)).unwrap();
+        assert!(!other.accepts_internal(Some(&tag)));
+        assert!(!format!("{secret:?}").contains(TOKEN));
+    }
+}

@@ -1,0 +1,247 @@
+//! The export wire protocol, shared by the object (server) and the puller (client).
+//! `docs/protocol.md` describes the exchange; these types are its single definition.
+//!
+//! Every message is one JSON text frame. The client opens with [`ClientMessage::Hello`], naming the
+//! protocol version and how many pages it will buffer (`window`); the server sends at most that
+//! many pages ahead of the client's [`ClientMessage::Credit`] messages, so neither end ever holds
+//! more than a window of pages.
+
+use crate::core::cursor::Cursor;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Storage reads and pages carry at most this many keys (the per-call limit of the storage API).
+pub const MAX_PAGE_KEYS: usize = 128;
+/// Upper bound on the window a client may ask for.
+pub const MAX_WINDOW: u32 = 64;
+/// Largest client message the server reads; anything longer is a protocol error.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message of every session.
+    Hello {
+        version: u32,
+        /// For an object export: the cursor the client holds (`None`: send everything).
+        #[serde(default)]
+        since: Option<Cursor>,
+        /// For the index: the registry revision the client holds (0: everything).
+        #[serde(default)]
+        since_rev: u64,
+        /// Pages the client accepts before its first credit.
+        window: u32,
+    },
+    /// The client has consumed `pages` more pages.
+    Credit { pages: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message too large: at most {MAX_CLIENT_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {0}; this server speaks version {PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("window must be between 1 and {MAX_WINDOW}")]
+    Window,
+    #[error("expected a hello message first")]
+    NoHello,
+}
+
+impl ClientMessage {
+    /// Parses and validates one client frame.
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        if text.len() > MAX_CLIENT_MESSAGE_BYTES {
+            return Err(ProtocolError::TooLarge);
+        }
+        let msg: ClientMessage =
+            serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        match msg {
+            ClientMessage::Hello { version, .. } if version != PROTOCOL_VERSION => {
+                Err(ProtocolError::Version(version))
+            }
+            ClientMessage::Hello { window, .. } if window == 0 || window > MAX_WINDOW => {
+                Err(ProtocolError::Window)
+            }
+            ClientMessage::Credit { pages } if pages == 0 || pages > MAX_WINDOW => {
+                Err(ProtocolError::Window)
+            }
+            msg => Ok(msg),
+        }
+    }
+}
+
+/// Whether a session starts from nothing or continues from the client's cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMode {
+    /// The client must drop every key it holds for the object that this session does not send.
+    Snapshot,
+    /// The client applies the changes on top of what it holds.
+    Changes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message of an export session.
+    Begin { mode: ExportMode, epoch: u32 },
+    /// A page of changes of an export session.
+    Page { changes: Vec<Change> },
+    /// Last message of an export session: the client now holds the object as of `cursor`.
+    End { cursor: Cursor },
+    /// A page of the registry index, in revision order.
+    Objects { objects: Vec<IndexEntry> },
+    /// Last message of an index session: the client has seen every change up to `rev`.
+    IndexEnd { rev: u64 },
+    /// The session failed; the server closes the socket after this.
+    Error { message: String },
+}
+
+/// One registry row: an instrumented object and the newest log position it reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub class: String,
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub head: Cursor,
+    /// The registry revision at which this row last changed.
+    pub rev: u64,
+    /// Milliseconds since the Unix epoch when the registry recorded the change.
+    pub changed_at: i64,
+}
+
+/// A key's new state. On the wire: `{"k": key}` plus exactly one of `"v"` (a JSON value), `"b"`
+/// (base64 bytes), `"d": true` (deleted) or `"e"` (the value exists but cannot be exported; the
+/// message says why).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawChange", into = "RawChange")]
+pub struct Change {
+    pub key: String,
+    pub value: ChangeValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeValue {
+    Json(serde_json::Value),
+    Bytes(Vec<u8>),
+    Deleted,
+    Unsupported(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChange {
+    k: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "some_value")]
+    v: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    d: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+}
+
+/// Keeps `"v": null` apart from an absent `v`: null is a value a user can store.
+fn some_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+impl TryFrom<RawChange> for Change {
+    type Error = String;
+    fn try_from(raw: RawChange) -> Result<Self, String> {
+        let value = match (raw.v, raw.b, raw.d, raw.e) {
+            (Some(v), None, None, None) => ChangeValue::Json(v),
+            (None, Some(b), None, None) => ChangeValue::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| format!("key {:?}: bad base64: {e}", raw.k))?,
+            ),
+            (None, None, Some(true), None) => ChangeValue::Deleted,
+            (None, None, None, Some(e)) => ChangeValue::Unsupported(e),
+            _ => return Err(format!("key {:?}: expected exactly one of v, b, d:true, e", raw.k)),
+        };
+        Ok(Change { key: raw.k, value })
+    }
+}
+
+impl From<Change> for RawChange {
+    fn from(c: Change) -> Self {
+        let mut raw = RawChange { k: c.key, v: None, b: None, d: None, e: None };
+        match c.value {
+            ChangeValue::Json(v) => raw.v = Some(v),
+            ChangeValue::Bytes(b) => raw.b = Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ChangeValue::Deleted => raw.d = Some(true),
+            ChangeValue::Unsupported(e) => raw.e = Some(e),
+        }
+        raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(msg: &ServerMessage) -> ServerMessage {
+        serde_json::from_str(&serde_json::to_string(msg).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn changes_round_trip_faithfully() {
+        let changes = vec![
+            Change { key: "a".into(), value: ChangeValue::Json(json!({"n": 1, "s": [true, null]})) },
+            Change { key: "null".into(), value: ChangeValue::Json(serde_json::Value::Null) },
+            Change { key: "b".into(), value: ChangeValue::Bytes(vec![0, 255, 1, 128]) },
+            Change { key: "c".into(), value: ChangeValue::Deleted },
+            Change { key: "\u{0}odd key\n".into(), value: ChangeValue::Unsupported("Map".into()) },
+        ];
+        let msg = ServerMessage::Page { changes };
+        assert_eq!(round_trip(&msg), msg);
+    }
+
+    #[test]
+    fn wire_form_is_compact_and_stable() {
+        let page = ServerMessage::Page {
+            changes: vec![
+                Change { key: "k".into(), value: ChangeValue::Json(json!(2)) },
+                Change { key: "x".into(), value: ChangeValue::Deleted },
+            ],
+        };
+        assert_eq!(
+            serde_json::to_string(&page).unwrap(),
+            r#"{"type":"page","changes":[{"k":"k","v":2},{"k":"x","d":true}]}"#
+        );
+        let end = ServerMessage::End { cursor: Cursor::new(1, 7) };
+        assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#);
+    }
+
+    #[test]
+    fn ambiguous_changes_are_rejected() {
+        for bad in [r#"{"k":"a"}"#, r#"{"k":"a","v":1,"d":true}"#, r#"{"k":"a","d":false}"#, r#"{"k":"a","b":"!!"}"#, r#"{"k":"a","v":1,"z":1}"#] {
+            assert!(serde_json::from_str::<Change>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_messages_are_validated() {
+        let hello = ClientMessage::parse(r#"{"type":"hello","version":1,"since":{"epoch":2,"seq":3},"window":4}"#).unwrap();
+        assert_eq!(hello, ClientMessage::Hello { version: 1, since: Some(Cursor::new(2, 3)), since_rev: 0, window: 4 });
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"hello","version":1,"since_rev":9,"window":1}"#).unwrap(),
+            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1 }
+        );
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":4}"#), Err(ProtocolError::Version(2)));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":0}"#), Err(ProtocolError::Window));
+        assert_eq!(ClientMessage::parse(r#"{"type":"credit","pages":65}"#), Err(ProtocolError::Window));
+        assert!(matches!(ClientMessage::parse("not json"), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(ClientMessage::parse(r#"{"type":"credit","pages":1,"x":1}"#), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":-1,"seq":0}}"#), Err(ProtocolError::Malformed(_))));
+        assert_eq!(ClientMessage::parse(&" ".repeat(MAX_CLIENT_MESSAGE_BYTES + 1)), Err(ProtocolError::TooLarge));
+    }
+}
