@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Storage reads and pages carry at most this many keys (the per-call limit of the storage API).
 pub const MAX_PAGE_KEYS: usize = 128;
+/// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
+pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
 /// Upper bound on the window a client may ask for.
 pub const MAX_WINDOW: u32 = 64;
 /// Largest client message the server reads; anything longer is a protocol error.
@@ -115,6 +117,17 @@ pub struct IndexEntry {
     pub changed_at: i64,
 }
 
+/// What an instrumented object tells its registry after writes (an internal call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectReport {
+    pub class: String,
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub head: Cursor,
+}
+
 /// A key's new state. On the wire: `{"k": key}` plus exactly one of `"v"` (a JSON value), `"b"`
 /// (base64 bytes), `"d": true` (deleted) or `"e"` (the value exists but cannot be exported; the
 /// message says why).
@@ -183,6 +196,45 @@ impl From<Change> for RawChange {
     }
 }
 
+/// Builds the text of [`ServerMessage::Page`] frames incrementally, serialising each change once,
+/// and says when a page is full (by key count or by size).
+#[derive(Default)]
+pub struct PageWriter {
+    text: String,
+    count: usize,
+}
+
+const PAGE_HEAD: &str = r#"{"type":"page","changes":["#;
+const PAGE_TAIL: &str = "]}";
+
+impl PageWriter {
+    pub fn push(&mut self, change: Change) {
+        self.text.push_str(if self.count == 0 { PAGE_HEAD } else { "," });
+        // A Change always serialises: its fields are strings and JSON values.
+        self.text.push_str(&serde_json::to_string(&change).expect("change serialises"));
+        self.count += 1;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count >= MAX_PAGE_KEYS || self.text.len() >= PAGE_TARGET_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The finished page, leaving the writer empty; `None` if nothing was pushed.
+    pub fn take(&mut self) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        self.count = 0;
+        let mut text = std::mem::take(&mut self.text);
+        text.push_str(PAGE_TAIL);
+        Some(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +271,28 @@ mod tests {
         );
         let end = ServerMessage::End { cursor: Cursor::new(1, 7) };
         assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#);
+    }
+
+    #[test]
+    fn page_writer_builds_valid_pages_and_splits_by_count_and_size() {
+        let mut writer = PageWriter::default();
+        assert_eq!(writer.take(), None);
+        let changes: Vec<Change> = (0..MAX_PAGE_KEYS)
+            .map(|i| Change { key: format!("k{i}"), value: ChangeValue::Json(json!(i)) })
+            .collect();
+        for (i, c) in changes.iter().enumerate() {
+            assert!(!writer.is_full(), "full after {i}");
+            writer.push(c.clone());
+        }
+        assert!(writer.is_full());
+        let page: ServerMessage = serde_json::from_str(&writer.take().unwrap()).unwrap();
+        assert_eq!(page, ServerMessage::Page { changes });
+        assert!(writer.is_empty());
+
+        writer.push(Change { key: "big".into(), value: ChangeValue::Bytes(vec![7; PAGE_TARGET_BYTES]) });
+        assert!(writer.is_full());
+        let text = writer.take().unwrap();
+        assert!(matches!(serde_json::from_str(&text).unwrap(), ServerMessage::Page { changes } if changes.len() == 1));
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! The server end of a flow-controlled session: pages go out only against credits the client
+//! granted, so an object never queues more than the client's window in memory.
+
+use crate::core::cursor::Cursor;
+use crate::core::protocol::{ClientMessage, ProtocolError, ServerMessage};
+use futures_util::StreamExt;
+use worker::{EventStream, WebSocket, WebsocketEvent};
+
+/// Close codes: 1000 normal, 1008 policy violation (bad client message), 1011 server error.
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL: u16 = 1008;
+const CLOSE_SERVER_ERROR: u16 = 1011;
+
+/// What the client asked for in its hello.
+pub(crate) struct Hello {
+    pub since: Option<Cursor>,
+    pub since_rev: u64,
+}
+
+pub(crate) enum SessionError {
+    /// The client broke the protocol; it is told why.
+    Protocol(ProtocolError),
+    /// The client went away; nothing more to say.
+    Closed,
+    /// Storage or runtime failure; the client is told, without internals it need not see.
+    Server(String),
+}
+
+impl From<worker::Error> for SessionError {
+    fn from(e: worker::Error) -> Self {
+        SessionError::Server(e.to_string())
+    }
+}
+
+pub(crate) struct FlowSession<'a> {
+    ws: &'a WebSocket,
+    events: EventStream<'a>,
+    credits: u32,
+}
+
+impl<'a> FlowSession<'a> {
+    /// Accepts the server end of a WebSocket pair.
+    pub fn accept(ws: &'a WebSocket) -> worker::Result<FlowSession<'a>> {
+        ws.accept()?;
+        Ok(FlowSession { ws, events: ws.events()?, credits: 0 })
+    }
+
+    /// Waits for the client's hello, which must be its first message.
+    pub async fn hello(&mut self) -> Result<Hello, SessionError> {
+        match self.next_message().await? {
+            ClientMessage::Hello { since, since_rev, window, .. } => {
+                self.credits = window;
+                Ok(Hello { since, since_rev })
+            }
+            ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
+        }
+    }
+
+    async fn next_message(&mut self) -> Result<ClientMessage, SessionError> {
+        match self.events.next().await {
+            Some(Ok(WebsocketEvent::Message(msg))) => match msg.text() {
+                Some(text) => ClientMessage::parse(&text).map_err(SessionError::Protocol),
+                None => Err(SessionError::Protocol(ProtocolError::Malformed("expected a text frame".into()))),
+            },
+            Some(Ok(WebsocketEvent::Close(_))) | None => Err(SessionError::Closed),
+            Some(Err(e)) => Err(SessionError::Server(e.to_string())),
+        }
+    }
+
+    /// Sends one page, first waiting for a credit if the client's window is used up.
+    pub async fn send_page(&mut self, page: &str) -> Result<(), SessionError> {
+        while self.credits == 0 {
+            match self.next_message().await? {
+                ClientMessage::Credit { pages } => self.credits += pages,
+                ClientMessage::Hello { .. } => {
+                    return Err(SessionError::Protocol(ProtocolError::Malformed("hello sent twice".into())))
+                }
+            }
+        }
+        self.credits -= 1;
+        self.ws.send_with_str(page)?;
+        Ok(())
+    }
+
+    /// Sends a control message (begin, end); these do not use credits.
+    pub fn send(&self, msg: &ServerMessage) -> Result<(), SessionError> {
+        let text = serde_json::to_string(msg).map_err(|e| SessionError::Server(e.to_string()))?;
+        self.ws.send_with_str(text)?;
+        Ok(())
+    }
+
+    /// Ends the session: normally, or with an error message and a close code that says whose fault.
+    pub fn finish(self, outcome: Result<(), SessionError>) {
+        let (code, message) = match outcome {
+            Ok(()) => (CLOSE_NORMAL, None),
+            Err(SessionError::Closed) => return,
+            Err(SessionError::Protocol(e)) => (CLOSE_PROTOCOL, Some(e.to_string())),
+            Err(SessionError::Server(e)) => {
+                worker::console_error!("durafetch: export session failed: {e}");
+                (CLOSE_SERVER_ERROR, Some(e))
+            }
+        };
+        if let Some(message) = message {
+            let _ = self.send(&ServerMessage::Error { message });
+        }
+        let _ = self.ws.close(Some(code), None::<&str>);
+    }
+}

@@ -1,0 +1,91 @@
+//! The worker's side of the export API: recognises requests for `durafetch_<worker>.<zone>`,
+//! authenticates them and forwards WebSocket upgrades to the registry or to the object itself.
+
+use url::Url;
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+
+use super::config::{self, Config};
+use super::object::OBJECT_HEADER;
+use super::{is_websocket_upgrade, json_error, registry, Routed};
+use crate::core::auth::{Secret, INTERNAL_HEADER};
+use crate::core::route::{is_local_host, match_host, ApiRoute, HostMatch, HOST_LABEL_PREFIX};
+
+/// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests for
+/// any other host come back untouched, with the environment.
+pub async fn route_worker_request(req: Request, env: Env) -> Routed<(Request, Env)> {
+    let Ok(url) = req.url() else { return Routed::Pass((req, env)) };
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    if !host.starts_with(HOST_LABEL_PREFIX) {
+        return Routed::Pass((req, env));
+    }
+    let config = match Config::from_env(&env) {
+        Ok(config) => config,
+        Err(message) => return Routed::Handled(json_error(500, &message)),
+    };
+    if match_host(&host, &config.worker) == HostMatch::NotOurs {
+        return Routed::Pass((req, env));
+    }
+    Routed::Handled(serve(&req, &env, &config, &url, &host).await)
+}
+
+async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str) -> worker::Result<Response> {
+    let secret = match config::secret(env) {
+        Ok(secret) => secret,
+        Err(e) => return json_error(500, &e.to_string()),
+    };
+    if url.scheme() != "https" && !is_local_host(host) {
+        return json_error(403, "https required");
+    }
+    let authorization = req.headers().get("authorization")?;
+    if !secret.accepts_header(authorization.as_deref()) {
+        return json_error(401, "unauthorized");
+    }
+    let route = match ApiRoute::parse(url.path()) {
+        Ok(route) => route,
+        Err(e) => return json_error(400, &e.to_string()),
+    };
+    if !is_websocket_upgrade(req) {
+        return json_error(426, "expected a WebSocket upgrade");
+    }
+    let forward = Forward { secret: &secret, authorization: authorization.as_deref().unwrap_or_default() };
+    match route {
+        ApiRoute::Index => forward.to(registry::stub(env, "")?, "/index", None).await,
+        ApiRoute::Export { class, id } => {
+            let Some(binding) = config.objects.get(&class) else {
+                return json_error(404, "unknown class");
+            };
+            let Ok(namespace) = env.durable_object(binding) else {
+                return json_error(500, &format!(
+                    "durafetch: DURAFETCH.objects maps {class} to the binding {binding}, which is not a Durable Object binding of this worker"
+                ));
+            };
+            let stub = match namespace.id_from_string(&id) {
+                Ok(object_id) => object_id.get_stub()?,
+                Err(_) => return json_error(400, "invalid object id for this class"),
+            };
+            forward.to(stub, "/export", Some(&id)).await
+        }
+    }
+}
+
+/// An internal call carrying the authenticator and the client's token.
+struct Forward<'a> {
+    secret: &'a Secret,
+    authorization: &'a str,
+}
+
+impl Forward<'_> {
+    async fn to(&self, stub: Stub, path: &str, object: Option<&str>) -> worker::Result<Response> {
+        let headers = Headers::new();
+        headers.set("upgrade", "websocket")?;
+        headers.set("authorization", self.authorization)?;
+        headers.set(INTERNAL_HEADER, &self.secret.internal_tag())?;
+        if let Some(id) = object {
+            headers.set(OBJECT_HEADER, id)?;
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        let req = Request::new_with_init(&format!("https://durafetch.internal{path}"), &init)?;
+        stub.fetch_with_request(req).await
+    }
+}

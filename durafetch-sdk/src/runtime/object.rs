@@ -1,0 +1,398 @@
+//! The instrumented object: storage-write hooks that append a change-log row to every write call,
+//! the in-memory log head, coalesced reports to the registry, and the object's end of the export.
+//!
+//! The hooks are installed as own properties of the raw storage object (and of each transaction
+//! object), where the `worker` glue looks methods up at call time, so every write made through
+//! `worker::Storage` is seen, whichever function makes it and whichever event is running.
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use js_sys::{Array, Function, Map, Object, Reflect};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{Env, Request, Response, State, WebSocketPair};
+
+use super::{config, export, json_error, registry, Routed};
+use crate::core::auth::INTERNAL_HEADER;
+use crate::core::cursor::Cursor;
+use crate::core::keys::{check_user_key, log_key, parse_log_key, LOG_END, LOG_PREFIX};
+use crate::core::protocol::{ObjectReport, MAX_PAGE_KEYS};
+
+/// Header naming the object an internal export call is for.
+pub(crate) const OBJECT_HEADER: &str = "x-durafetch-object";
+
+thread_local! {
+    /// Instrumented objects living in this isolate, by id. An isolate can host several objects of
+    /// a script, so the export handler finds its object here rather than in a global.
+    static OBJECTS: RefCell<HashMap<String, Rc<ObjectLog>>> = RefCell::new(HashMap::new());
+}
+
+type PutHook = Closure<dyn Fn(JsValue, JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
+type DeleteHook = Closure<dyn Fn(JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
+type DeleteAllHook = Closure<dyn Fn(JsValue, JsValue) -> Result<JsValue, JsValue>>;
+type TransactionHook = Closure<dyn Fn(JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
+
+/// The runtime's own write methods of one kind of target (the storage, or a transaction).
+struct Methods {
+    put: Function,
+    delete: Function,
+    delete_all: Function,
+}
+
+impl Methods {
+    fn of_prototype(target: &JsValue) -> Result<Self, JsValue> {
+        let proto = Object::get_prototype_of(target);
+        let method = |name: &str| -> Result<Function, JsValue> {
+            Reflect::get(&proto, &name.into())?.dyn_into::<Function>()
+        };
+        Ok(Self { put: method("put")?, delete: method("delete")?, delete_all: method("deleteAll")? })
+    }
+}
+
+/// Hooks for one kind of target. Each hook takes the target as its first argument and is bound
+/// to a concrete target with `Function.prototype.bind`, so one set serves every transaction.
+struct WriteHooks {
+    put: PutHook,
+    delete: DeleteHook,
+    delete_all: DeleteAllHook,
+}
+
+impl WriteHooks {
+    fn new(log: Weak<ObjectLog>, methods: Methods) -> Self {
+        let methods = Rc::new(methods);
+        let (l, m) = (log.clone(), methods.clone());
+        let put = Closure::wrap(Box::new(move |target: JsValue, a: JsValue, b: JsValue, c: JsValue| {
+            with_log(&l)?.put(&m, &target, a, b, c)
+        }) as Box<dyn Fn(_, _, _, _) -> _>);
+        let (l, m) = (log.clone(), methods.clone());
+        let delete = Closure::wrap(Box::new(move |target: JsValue, keys: JsValue, options: JsValue| {
+            with_log(&l)?.delete(&m, &target, keys, options)
+        }) as Box<dyn Fn(_, _, _) -> _>);
+        let delete_all = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
+            with_log(&log)?.delete_all(&methods, &target, options)
+        }) as Box<dyn Fn(_, _) -> _>);
+        Self { put, delete, delete_all }
+    }
+
+    fn install_on(&self, target: &JsValue) -> Result<(), JsValue> {
+        bind_hook(target, "put", self.put.as_ref())?;
+        bind_hook(target, "delete", self.delete.as_ref())?;
+        bind_hook(target, "deleteAll", self.delete_all.as_ref())
+    }
+}
+
+fn bind_hook(target: &JsValue, name: &str, hook: &JsValue) -> Result<(), JsValue> {
+    let bound = hook.unchecked_ref::<Function>().bind1(&JsValue::NULL, target);
+    Reflect::set(target, &name.into(), &bound)?;
+    Ok(())
+}
+
+fn with_log(log: &Weak<ObjectLog>) -> Result<Rc<ObjectLog>, JsValue> {
+    log.upgrade().ok_or_else(|| js_error("durafetch: storage used after its object was replaced"))
+}
+
+fn js_error(message: &str) -> JsValue {
+    js_sys::Error::new(message).into()
+}
+
+/// Where the coalesced registry report stands: at most one in flight, and one more after it if
+/// writes happened meanwhile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReportState {
+    Idle,
+    InFlight,
+    InFlightDirty,
+}
+
+/// One instrumented object's change log as seen from inside the object.
+pub(crate) struct ObjectLog {
+    pub class: &'static str,
+    pub id: String,
+    name: Option<String>,
+    pub storage: Object,
+    pub env: Env,
+    /// The last position handed out; `None` until the constructor's read of the log finishes.
+    head: Cell<Option<Cursor>>,
+    report: Cell<ReportState>,
+    storage_hooks: OnceCell<WriteHooks>,
+    transaction_hooks: OnceCell<WriteHooks>,
+    transaction_hook: OnceCell<TransactionHook>,
+}
+
+/// Instruments the object being constructed. Called by the `#[durafetch]` attribute at the top
+/// of `DurableObject::new`, before the user's code can write.
+pub fn install(state: &State, env: &Env, class: &'static str) {
+    let id = state.id().to_string();
+    let storage = state.storage();
+    let raw: &JsValue = storage.as_raw().unchecked_ref();
+    let storage: Object = raw.clone().unchecked_into();
+    let log = Rc::new(ObjectLog {
+        class,
+        id: id.clone(),
+        name: state.id().name(),
+        storage,
+        env: env.clone(),
+        head: Cell::new(None),
+        report: Cell::new(ReportState::Idle),
+        storage_hooks: OnceCell::new(),
+        transaction_hooks: OnceCell::new(),
+        transaction_hook: OnceCell::new(),
+    });
+    // Instrumenting cannot fail short of a runtime without the storage API; going on without the
+    // hooks would lose changes silently, so fail the constructor loudly instead.
+    log.install_hooks()
+        .unwrap_or_else(|e| panic!("durafetch: cannot instrument {class}: {e:?}"));
+
+    // Events are held back until the log head is known, so no write can take a stale position.
+    let loader = log.clone();
+    let _ = state.block_concurrency_while(async move {
+        let head = loader.read_head().await?;
+        loader.head.set(Some(head));
+        Ok(())
+    });
+    OBJECTS.with(|objects| objects.borrow_mut().insert(id, log));
+}
+
+impl ObjectLog {
+    fn install_hooks(self: &Rc<Self>) -> Result<(), JsValue> {
+        let target: &JsValue = self.storage.as_ref();
+        let hooks = WriteHooks::new(Rc::downgrade(self), Methods::of_prototype(target)?);
+        hooks.install_on(target)?;
+        let _ = self.storage_hooks.set(hooks);
+
+        let original: Function = Reflect::get(&Object::get_prototype_of(target), &"transaction".into())?.dyn_into()?;
+        let log = Rc::downgrade(self);
+        let hook: TransactionHook = Closure::wrap(Box::new(move |target: JsValue, body: JsValue, options: JsValue| {
+            with_log(&log)?.transaction(&original, &target, body, options)
+        }) as Box<dyn Fn(_, _, _) -> _>);
+        bind_hook(target, "transaction", hook.as_ref())?;
+        let _ = self.transaction_hook.set(hook);
+        Ok(())
+    }
+
+    /// The newest position in storage: the last row of the log range, or the start of epoch 0.
+    async fn read_head(&self) -> worker::Result<Cursor> {
+        let options = Object::new();
+        Reflect::set(&options, &"start".into(), &LOG_PREFIX.into())?;
+        Reflect::set(&options, &"end".into(), &LOG_END.into())?;
+        Reflect::set(&options, &"reverse".into(), &true.into())?;
+        Reflect::set(&options, &"limit".into(), &1.into())?;
+        let list: Function = Reflect::get(&self.storage, &"list".into())?.dyn_into()?;
+        let promise: js_sys::Promise = list.call1(&self.storage, &options)?.dyn_into()?;
+        let rows: Map = wasm_bindgen_futures::JsFuture::from(promise).await?.dyn_into()?;
+        let last = rows.keys().into_iter().next().transpose()?;
+        Ok(last.and_then(|k| k.as_string()).and_then(|k| parse_log_key(&k)).unwrap_or_default())
+    }
+
+    pub fn head(&self) -> Option<Cursor> {
+        self.head.get()
+    }
+
+    fn loaded_head(&self) -> Result<Cursor, JsValue> {
+        self.head.get().ok_or_else(|| {
+            js_error("durafetch: storage was written in the constructor before the change log was loaded; move the write into a handler")
+        })
+    }
+
+    fn next_position(&self) -> Result<Cursor, JsValue> {
+        let next = self.loaded_head()?.next_seq();
+        self.head.set(Some(next));
+        Ok(next)
+    }
+
+    /// `put(key, value, options)` or `put(entries, options)`, with the log row in the same call.
+    fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
+        if let Some(key) = a.as_string() {
+            check_user_key(&key).map_err(|e| js_error(&e.to_string()))?;
+            let at = self.next_position()?;
+            let entries = Object::new();
+            Reflect::set(&entries, &a, &b)?;
+            Reflect::set(&entries, &log_key(at).into(), &Array::of1(&a))?;
+            let promise = m.put.call2(target, &entries, &c)?;
+            self.changed();
+            return Ok(promise);
+        }
+        let Some(entries) = entries_object(&a)? else {
+            // Not a shape storage accepts: let the runtime give its own error.
+            return m.put.call3(target, &a, &b, &c);
+        };
+        let keys = Object::keys(&entries);
+        for key in keys.iter() {
+            check_user_key(&key.as_string().unwrap_or_default()).map_err(|e| js_error(&e.to_string()))?;
+        }
+        if keys.length() == 0 {
+            return m.put.call2(target, &entries, &b);
+        }
+        let at = self.next_position()?;
+        let promise = if (keys.length() as usize) < MAX_PAGE_KEYS {
+            Reflect::set(&entries, &log_key(at).into(), &keys)?;
+            m.put.call2(target, &entries, &b)?
+        } else {
+            // One more key would exceed the storage API's per-call limit. The log row goes first,
+            // so a failure can only leave a row naming unchanged keys, never a change without one.
+            m.put.call2(target, &log_entry(at, &keys)?, &b)?;
+            m.put.call2(target, &entries, &b)?
+        };
+        self.changed();
+        Ok(promise)
+    }
+
+    /// `delete(key | keys, options)`: the log row is put first in the same synchronous step.
+    fn delete(self: &Rc<Self>, m: &Methods, target: &JsValue, keys: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let names: Array = if keys.is_string() {
+            Array::of1(&keys)
+        } else if Array::is_array(&keys) {
+            keys.clone().unchecked_into()
+        } else {
+            return m.delete.call2(target, &keys, &options);
+        };
+        for key in names.iter() {
+            check_user_key(&key.as_string().unwrap_or_default()).map_err(|e| js_error(&e.to_string()))?;
+        }
+        if names.length() == 0 {
+            return m.delete.call2(target, &keys, &options);
+        }
+        let at = self.next_position()?;
+        m.put.call2(target, &log_entry(at, &names)?, &options)?;
+        let promise = m.delete.call2(target, &keys, &options)?;
+        self.changed();
+        Ok(promise)
+    }
+
+    /// `deleteAll()` wipes the log with everything else; a marker row starts the next epoch.
+    fn delete_all(self: &Rc<Self>, m: &Methods, target: &JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let at = self.loaded_head()?.next_epoch();
+        let promise = m.delete_all.call1(target, &options)?;
+        self.head.set(Some(at));
+        m.put.call1(target, &log_entry(at, &Array::new())?)?;
+        self.changed();
+        Ok(promise)
+    }
+
+    /// `transaction(body)`: the body receives a transaction object carrying the same hooks, so its
+    /// writes and their log rows commit or roll back together.
+    fn transaction(self: &Rc<Self>, original: &Function, target: &JsValue, body: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let body: Function = body.dyn_into()?;
+        let log = Rc::downgrade(self);
+        let wrapped = Closure::once_into_js(move |txn: JsValue| -> Result<JsValue, JsValue> {
+            let log = with_log(&log)?;
+            log.transaction_hooks(&txn)?.install_on(&txn)?;
+            body.call1(&JsValue::NULL, &txn)
+        });
+        original.call2(target, &wrapped, &options)
+    }
+
+    fn transaction_hooks(self: &Rc<Self>, txn: &JsValue) -> Result<&WriteHooks, JsValue> {
+        if let Some(hooks) = self.transaction_hooks.get() {
+            return Ok(hooks);
+        }
+        let hooks = WriteHooks::new(Rc::downgrade(self), Methods::of_prototype(txn)?);
+        Ok(self.transaction_hooks.get_or_init(|| hooks))
+    }
+
+    /// Notes a write for the registry. Reports are coalesced: one in flight, one trailing.
+    fn changed(self: &Rc<Self>) {
+        match self.report.get() {
+            ReportState::Idle => {
+                self.report.set(ReportState::InFlight);
+                wasm_bindgen_futures::spawn_local(report_until_idle(self.clone()));
+            }
+            ReportState::InFlight => self.report.set(ReportState::InFlightDirty),
+            ReportState::InFlightDirty => {}
+        }
+    }
+
+    fn report_body(&self) -> Option<ObjectReport> {
+        Some(ObjectReport {
+            class: self.class.to_owned(),
+            id: self.id.clone(),
+            name: self.name.clone(),
+            head: self.head.get()?,
+        })
+    }
+}
+
+async fn report_until_idle(log: Rc<ObjectLog>) {
+    loop {
+        log.report.set(ReportState::InFlight);
+        let sent = match log.report_body() {
+            Some(report) => registry::report(&log.env, &log.storage, &report).await,
+            None => Ok(()),
+        };
+        if let Err(e) = sent {
+            // The next write reports again; the registry keeps the newest head it was told.
+            worker::console_error!("durafetch: reporting {} {} to the registry failed: {e}", log.class, log.id);
+            log.report.set(ReportState::Idle);
+            return;
+        }
+        if log.report.get() == ReportState::InFlight {
+            log.report.set(ReportState::Idle);
+            return;
+        }
+    }
+}
+
+fn log_entry(at: Cursor, keys: &Array) -> Result<JsValue, JsValue> {
+    let entry = Object::new();
+    Reflect::set(&entry, &log_key(at).into(), keys)?;
+    Ok(entry.into())
+}
+
+/// The entries of a multi-key put as a fresh plain object we may add the log row to. A JS `Map`
+/// (what `put_multiple` makes of a `HashMap` or `json!` value) is turned into entries, which
+/// storage would otherwise ignore without an error.
+fn entries_object(value: &JsValue) -> Result<Option<Object>, JsValue> {
+    if let Some(map) = value.dyn_ref::<Map>() {
+        let entries = Object::new();
+        let mut bad_key = None;
+        map.for_each(&mut |v, k| {
+            if k.is_string() {
+                let _ = Reflect::set(&entries, &k, &v);
+            } else {
+                bad_key = Some(k);
+            }
+        });
+        if bad_key.is_some() {
+            return Err(js_error("durafetch: put_multiple needs string keys"));
+        }
+        return Ok(Some(entries));
+    }
+    if value.is_object() && !Array::is_array(value) {
+        return Ok(Some(Object::assign(&Object::new(), value.unchecked_ref())));
+    }
+    Ok(None)
+}
+
+/// The object's side of an export: answers internal calls from the worker, passes everything
+/// else to the user's `fetch` untouched.
+pub async fn route_object_request(req: Request) -> Routed<Request> {
+    if !req.headers().has(INTERNAL_HEADER).unwrap_or(false) {
+        return Routed::Pass(req);
+    }
+    Routed::Handled(serve_export(req).await)
+}
+
+async fn serve_export(req: Request) -> worker::Result<Response> {
+    let id = req.headers().get(OBJECT_HEADER)?.unwrap_or_default();
+    let Some(log) = OBJECTS.with(|objects| objects.borrow().get(&id).cloned()) else {
+        return json_error(404, "not an instrumented object");
+    };
+    let secret = match config::secret(&log.env) {
+        Ok(secret) => secret,
+        Err(e) => return json_error(500, &e.to_string()),
+    };
+    if !secret.accepts_internal(req.headers().get(INTERNAL_HEADER)?.as_deref()) {
+        return json_error(403, "forbidden");
+    }
+    if !secret.accepts_header(req.headers().get("authorization")?.as_deref()) {
+        return json_error(401, "unauthorized");
+    }
+    if !super::is_websocket_upgrade(&req) {
+        return json_error(426, "expected a WebSocket upgrade");
+    }
+    let pair = WebSocketPair::new()?;
+    wasm_bindgen_futures::spawn_local(export::run(log, pair.server));
+    Response::from_websocket(pair.client)
+}

@@ -1,0 +1,189 @@
+//! The registry: a SQLite-backed Durable Object that lists every instrumented object with the
+//! newest log position it reported, and serves that list as a "changed since" stream.
+
+use serde::Deserialize;
+use wasm_bindgen::JsCast;
+use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State, Stub, WebSocketPair};
+
+use super::config::{self, REGISTRY_BINDING};
+use super::flow::{FlowSession, SessionError};
+use super::json_error;
+use crate::core::auth::INTERNAL_HEADER;
+use crate::core::cursor::Cursor;
+use crate::core::protocol::{IndexEntry, ObjectReport, ServerMessage};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS objects (
+    id TEXT PRIMARY KEY,
+    class TEXT NOT NULL,
+    name TEXT,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    rev INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_by_rev ON objects (rev);
+";
+
+/// Keeps the newest head per object: a report older than what is stored (reports can overtake
+/// each other) changes nothing, and every change takes the next registry revision.
+const RECORD: &str = "
+INSERT INTO objects (id, class, name, epoch, seq, rev, first_seen, changed_at)
+VALUES (?1, ?2, ?3, ?4, ?5, (SELECT coalesce(max(rev), 0) + 1 FROM objects), ?6, ?6)
+ON CONFLICT (id) DO UPDATE SET
+    class = excluded.class,
+    name = coalesce(excluded.name, objects.name),
+    epoch = excluded.epoch,
+    seq = excluded.seq,
+    rev = excluded.rev,
+    changed_at = excluded.changed_at
+WHERE excluded.epoch > objects.epoch OR (excluded.epoch = objects.epoch AND excluded.seq > objects.seq)
+";
+
+const CHANGED_SINCE: &str =
+    "SELECT id, class, name, epoch, seq, rev, changed_at FROM objects WHERE rev > ?1 ORDER BY rev LIMIT 128";
+
+const REGISTRY_URL: &str = "https://durafetch.internal";
+
+#[durable_object]
+pub struct DurafetchRegistry {
+    state: State,
+    env: Env,
+}
+
+impl DurableObject for DurafetchRegistry {
+    fn new(state: State, env: Env) -> Self {
+        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
+            worker::console_error!("durafetch: registry schema: {e}; is DurafetchRegistry listed in new_sqlite_classes?");
+        }
+        Self { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        let secret = match config::secret(&self.env) {
+            Ok(secret) => secret,
+            Err(e) => return json_error(500, &e.to_string()),
+        };
+        if !secret.accepts_internal(req.headers().get(INTERNAL_HEADER)?.as_deref()) {
+            return json_error(403, "forbidden");
+        }
+        match (req.method(), req.path().as_str()) {
+            (Method::Post, "/report") => match req.json::<ObjectReport>().await {
+                Ok(report) => {
+                    self.record(&report)?;
+                    Ok(Response::empty()?.with_status(204))
+                }
+                Err(e) => json_error(400, &format!("malformed report: {e}")),
+            },
+            (Method::Get, "/index") => {
+                if !secret.accepts_header(req.headers().get("authorization")?.as_deref()) {
+                    return json_error(401, "unauthorized");
+                }
+                let pair = WebSocketPair::new()?;
+                let storage = self.state.storage();
+                wasm_bindgen_futures::spawn_local(async move {
+                    let sql = storage.sql();
+                    let ws = pair.server;
+                    let Ok(mut session) = FlowSession::accept(&ws) else { return };
+                    let outcome = serve_index(&sql, &mut session).await;
+                    session.finish(outcome);
+                });
+                Response::from_websocket(pair.client)
+            }
+            _ => json_error(404, "unknown registry route"),
+        }
+    }
+}
+
+impl DurafetchRegistry {
+    fn record(&self, report: &ObjectReport) -> worker::Result<()> {
+        let now = js_sys::Date::now();
+        self.state.storage().sql().exec(
+            RECORD,
+            vec![
+                report.id.clone().into(),
+                report.class.clone().into(),
+                report.name.clone().map_or(worker::SqlStorageValue::Null, Into::into),
+                (report.head.epoch as f64).into(),
+                (report.head.seq as f64).into(),
+                now.into(),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    class: String,
+    name: Option<String>,
+    epoch: f64,
+    seq: f64,
+    rev: f64,
+    changed_at: f64,
+}
+
+async fn serve_index(sql: &worker::SqlStorage, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+    let mut rev = session.hello().await?.since_rev;
+    loop {
+        let rows: Vec<Row> = sql.exec(CHANGED_SINCE, vec![(rev as f64).into()])?.to_array()?;
+        let full = rows.len() == 128;
+        if rows.is_empty() {
+            break;
+        }
+        let objects: Vec<IndexEntry> = rows
+            .into_iter()
+            .map(|r| IndexEntry {
+                class: r.class,
+                id: r.id,
+                name: r.name,
+                head: Cursor::new(r.epoch as u32, r.seq as u64),
+                rev: r.rev as u64,
+                changed_at: r.changed_at as i64,
+            })
+            .collect();
+        rev = objects.last().map_or(rev, |o| o.rev);
+        let page = serde_json::to_string(&ServerMessage::Objects { objects }).map_err(|e| SessionError::Server(e.to_string()))?;
+        session.send_page(&page).await?;
+        if !full {
+            break;
+        }
+    }
+    session.send(&ServerMessage::IndexEnd { rev })?;
+    Ok(())
+}
+
+/// The registry shard that keeps `object_id`. One shard for now; the name leaves room for more.
+pub(crate) fn stub(env: &Env, _object_id: &str) -> worker::Result<Stub> {
+    env.durable_object(REGISTRY_BINDING)
+        .map_err(|_| worker::Error::RustError(format!(
+            "durafetch: the Durable Object binding {REGISTRY_BINDING} is missing; add to wrangler.toml: \
+             [[durable_objects.bindings]] name = \"{REGISTRY_BINDING}\", class_name = \"DurafetchRegistry\" \
+             and a migration with new_sqlite_classes = [\"DurafetchRegistry\"]"
+        )))?
+        .id_from_name("shard-0")?
+        .get_stub()
+}
+
+/// Tells the registry the object's head, once the writes it covers are durable.
+pub(crate) async fn report(env: &Env, storage: &js_sys::Object, report: &ObjectReport) -> worker::Result<()> {
+    let sync: js_sys::Function = js_sys::Reflect::get(storage, &"sync".into())?.dyn_into()?;
+    let promise: js_sys::Promise = sync.call0(storage)?.dyn_into()?;
+    wasm_bindgen_futures::JsFuture::from(promise).await?;
+
+    let secret = config::secret(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let headers = worker::Headers::new();
+    headers.set(INTERNAL_HEADER, &secret.internal_tag())?;
+    headers.set("content-type", "application/json")?;
+    let body = serde_json::to_string(report)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let req = Request::new_with_init(&format!("{REGISTRY_URL}/report"), &init)?;
+    let resp = stub(env, &report.id)?.fetch_with_request(req).await?;
+    match resp.status_code() {
+        204 => Ok(()),
+        status => Err(worker::Error::RustError(format!("registry answered {status}"))),
+    }
+}

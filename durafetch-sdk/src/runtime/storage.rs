@@ -1,0 +1,61 @@
+//! Range reads over the raw storage object. `worker::ListOptions` has no `startAfter`; the runtime
+//! accepts it, and it lets a scan resume after the last key without reading it twice.
+
+use js_sys::{Array, Map, Object, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use worker::Result;
+
+use crate::core::protocol::MAX_PAGE_KEYS;
+
+/// A key range `[start, end)`, read in pages that each resume after the previous page's last key.
+pub(crate) struct RangeScan {
+    start: Option<String>,
+    end: Option<String>,
+    after: Option<String>,
+    done: bool,
+}
+
+impl RangeScan {
+    pub fn new(start: Option<&str>, end: Option<&str>) -> Self {
+        Self { start: start.map(Into::into), end: end.map(Into::into), after: None, done: false }
+    }
+
+    /// The next page of at most [`MAX_PAGE_KEYS`] entries, or `None` when the range is exhausted.
+    pub async fn next_page(&mut self, storage: &Object) -> Result<Option<Map>> {
+        if self.done {
+            return Ok(None);
+        }
+        let options = Object::new();
+        if let Some(after) = &self.after {
+            Reflect::set(&options, &"startAfter".into(), &after.into())?;
+        } else if let Some(start) = &self.start {
+            Reflect::set(&options, &"start".into(), &start.into())?;
+        }
+        if let Some(end) = &self.end {
+            Reflect::set(&options, &"end".into(), &end.into())?;
+        }
+        Reflect::set(&options, &"limit".into(), &(MAX_PAGE_KEYS as f64).into())?;
+        let list: js_sys::Function = Reflect::get(storage, &"list".into())?.dyn_into()?;
+        let promise: js_sys::Promise = list.call1(storage, &options)?.dyn_into()?;
+        let page: Map = JsFuture::from(promise).await?.dyn_into()?;
+        if (page.size() as usize) < MAX_PAGE_KEYS {
+            self.done = true;
+        }
+        let last = page.keys().into_iter().last().transpose()?;
+        match last.and_then(|k| k.as_string()) {
+            Some(last) => self.after = Some(last),
+            None => return Ok(None),
+        }
+        Ok(Some(page))
+    }
+}
+
+/// Reads at most [`MAX_PAGE_KEYS`] keys in one call; absent keys are absent from the map.
+pub(crate) async fn get_many(storage: &Object, keys: &[String]) -> Result<Map> {
+    debug_assert!(keys.len() <= MAX_PAGE_KEYS);
+    let array: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+    let get: js_sys::Function = Reflect::get(storage, &"get".into())?.dyn_into()?;
+    let promise: js_sys::Promise = get.call1(storage, &array)?.dyn_into()?;
+    Ok(JsFuture::from(promise).await?.dyn_into()?)
+}

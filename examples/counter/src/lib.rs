@@ -1,0 +1,23 @@
+//! An ordinary worker with two Durable Object classes, instrumented with two `#[durafetch]`
+//! attributes. Requests `/<kv|sql>/<object name>/<operation>?key=..` reach the named object.
+
+mod counter;
+mod writes;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(fetch)]
+#[durafetch_sdk::durafetch]
+async fn main(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let path = req.path();
+    let mut segments = path.trim_start_matches('/').splitn(3, '/');
+    let binding = match segments.next() {
+        Some("kv") => "COUNTER_KV",
+        Some("sql") => "COUNTER_SQL",
+        _ => return Response::error("expected /<kv|sql>/<object name>/<operation>", 404),
+    };
+    let Some(name) = segments.next().filter(|n| !n.is_empty()) else {
+        return Response::error("missing object name", 404);
+    };
+    env.durable_object(binding)?.id_from_name(name)?.get_stub()?.fetch_with_request(req).await
+}
