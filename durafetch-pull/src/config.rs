@@ -1,0 +1,223 @@
+//! Settings: durafetch's JSON config file, overridden by flags and environment variables.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use durafetch_sdk::core::route::{is_local_host, HOST_LABEL_PREFIX};
+use serde::Deserialize;
+use url::Url;
+
+/// The config file, in durafetch's format. Unknown keys are an error: a misspelt key would
+/// otherwise be ignored without a word.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub db_file: Option<PathBuf>,
+    #[serde(default)]
+    pub servers: Vec<ServerEntry>,
+    pub concurrent_downloads: Option<usize>,
+    pub poll: Option<Poll>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEntry {
+    pub ws_url: String,
+    /// The token itself (durafetch's field). Prefer `auth_token_env`, which keeps it out of files.
+    pub auth_token: Option<String>,
+    /// The name of an environment variable holding the token.
+    pub auth_token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Poll {
+    pub every_ms: u64,
+}
+
+/// What the flags may override.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub db: Option<PathBuf>,
+    pub servers: Vec<String>,
+    pub concurrency: Option<usize>,
+    /// Variable holding the token when a server names none.
+    pub token_env: String,
+}
+
+/// A bearer token. Never printed: `Debug` shows only that it is there.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `ws(s)://durafetch_<worker>.<zone>`, as configured.
+    pub url: Url,
+    /// The `<worker>` of the host's first label.
+    pub worker: String,
+    pub token: Token,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub db: PathBuf,
+    pub servers: Vec<Server>,
+    pub concurrency: usize,
+    pub poll_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}; pass an existing file with --config-file")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the config file {path} is not valid: {message}; expected {{\"db_file\": \"..\", \"servers\": [{{\"ws_url\": \"wss://durafetch_<worker>.<zone>\", \"auth_token_env\": \"DURAFETCH_AUTH\"}}]}}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no database file: set db_file in the config file or pass --db")]
+    NoDb,
+    #[error("no server: add servers[].ws_url to the config file or pass --server")]
+    NoServer,
+    #[error("{url:?} is not a valid ws_url: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{url} sends the token unencrypted to a non-local host; use wss://")]
+    Insecure { url: String },
+    #[error("no token for {url}: set the environment variable {var} (or auth_token_env in the config file)")]
+    NoToken { url: String, var: String },
+    #[error("concurrency must be at least 1")]
+    Concurrency,
+}
+
+impl Settings {
+    pub fn load(config_file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let (file, base) = match config_file {
+            Some(path) => (read_file(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
+            None => (ConfigFile::default(), PathBuf::new()),
+        };
+        // A relative db_file is relative to the config file; an absolute one is used as it is.
+        let db = overrides
+            .db
+            .or_else(|| file.db_file.map(|p| if p.is_absolute() { p } else { base.join(p) }))
+            .ok_or(ConfigError::NoDb)?;
+        let entries: Vec<ServerEntry> = if overrides.servers.is_empty() {
+            file.servers
+        } else {
+            overrides.servers.into_iter().map(|ws_url| ServerEntry { ws_url, auth_token: None, auth_token_env: None }).collect()
+        };
+        if entries.is_empty() {
+            return Err(ConfigError::NoServer);
+        }
+        let servers = entries
+            .into_iter()
+            .map(|entry| server(entry, &overrides.token_env, |var| std::env::var(var).ok()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let concurrency = overrides.concurrency.or(file.concurrent_downloads).unwrap_or(8);
+        if concurrency == 0 {
+            return Err(ConfigError::Concurrency);
+        }
+        let poll_every = Duration::from_millis(file.poll.map_or(1000, |p| p.every_ms));
+        Ok(Settings { db, servers, concurrency, poll_every })
+    }
+}
+
+fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+}
+
+fn server(entry: ServerEntry, default_var: &str, env: impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl { url: entry.ws_url.clone(), reason: reason.into() };
+    let url = Url::parse(&entry.ws_url).map_err(|e| bad(&e.to_string()))?;
+    let host = url.host_str().ok_or_else(|| bad("no host"))?.to_ascii_lowercase();
+    match url.scheme() {
+        "wss" => {}
+        "ws" if is_local_host(&host) => {}
+        "ws" => return Err(ConfigError::Insecure { url: entry.ws_url }),
+        _ => return Err(bad("expected ws:// or wss://")),
+    }
+    let worker = host
+        .split('.')
+        .next()
+        .and_then(|label| label.strip_prefix(HOST_LABEL_PREFIX))
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| bad("the host must start with durafetch_<worker name>."))?
+        .to_owned();
+    let var = entry.auth_token_env.as_deref().unwrap_or(default_var);
+    let token = entry
+        .auth_token
+        .or_else(|| env(var))
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| ConfigError::NoToken { url: entry.ws_url.clone(), var: var.to_owned() })?;
+    Ok(Server { url, worker, token: Token(token.trim().to_owned()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(url: &str) -> ServerEntry {
+        ServerEntry { ws_url: url.into(), auth_token: None, auth_token_env: None }
+    }
+
+    fn env(var: &str) -> Option<String> {
+        (var == "DURAFETCH_AUTH").then(|| "secret-token".to_owned())
+    }
+
+    #[test]
+    fn local_urls_may_be_plain_and_name_the_worker() {
+        let s = server(entry("ws://durafetch_my-app.localhost:8787"), "DURAFETCH_AUTH", env).unwrap();
+        assert_eq!(s.worker, "my-app");
+        assert_eq!(s.token.expose(), "secret-token");
+        assert!(!format!("{s:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn remote_urls_must_be_encrypted() {
+        assert!(matches!(server(entry("ws://durafetch_app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::Insecure { .. })));
+        assert!(server(entry("wss://durafetch_app.example.com"), "DURAFETCH_AUTH", env).is_ok());
+        assert!(matches!(server(entry("https://durafetch_app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn host_must_carry_the_durafetch_label() {
+        assert!(matches!(server(entry("wss://app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
+        assert!(matches!(server(entry("wss://durafetch_.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn token_comes_from_the_file_or_the_named_variable() {
+        let mut e = entry("wss://durafetch_a.example.com");
+        e.auth_token_env = Some("OTHER".into());
+        let err = server(e, "DURAFETCH_AUTH", env).unwrap_err().to_string();
+        assert!(err.contains("OTHER"), "{err}");
+        let mut e = entry("wss://durafetch_a.example.com");
+        e.auth_token = Some("inline".into());
+        assert_eq!(server(e, "DURAFETCH_AUTH", env).unwrap().token.expose(), "inline");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys_and_resolves_db_paths() {
+        let dir = std::env::temp_dir().join(format!("durafetch-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(&path, r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}], "poll": {"every_ms": 50}}"#).unwrap();
+        let s = Settings::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(s.db, dir.join("x.sqlite"));
+        assert_eq!(s.poll_every, Duration::from_millis(50));
+        std::fs::write(&path, r#"{"db_file": "/abs/x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}]}"#).unwrap();
+        assert_eq!(Settings::load(Some(&path), Overrides::default()).unwrap().db, PathBuf::from("/abs/x.sqlite"));
+        std::fs::write(&path, r#"{"db_file": "x", "servers": [], "typo": 1}"#).unwrap();
+        assert!(matches!(Settings::load(Some(&path), Overrides::default()), Err(ConfigError::Parse { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

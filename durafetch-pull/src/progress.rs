@@ -1,0 +1,59 @@
+//! What the user sees while a pull runs: a progress bar on a terminal, log lines elsewhere, and
+//! one summary line at the end.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The outcome of one pull over every server.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub index_changed: u64,
+    pub objects_pulled: u64,
+    pub snapshots: u64,
+    pub keys_written: u64,
+    pub keys_deleted: u64,
+    pub failed: Vec<String>,
+}
+
+impl Summary {
+    pub fn line(&self, db: &std::path::Path) -> String {
+        format!(
+            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots): {} keys written, {} deleted; {} failed; database {}",
+            self.index_changed,
+            self.objects_pulled,
+            self.snapshots,
+            self.keys_written,
+            self.keys_deleted,
+            self.failed.len(),
+            db.display()
+        )
+    }
+
+    pub fn json(&self, db: &std::path::Path) -> String {
+        serde_json::json!({
+            "event": "summary",
+            "index_changed": self.index_changed,
+            "objects_pulled": self.objects_pulled,
+            "snapshots": self.snapshots,
+            "keys_written": self.keys_written,
+            "keys_deleted": self.keys_deleted,
+            "failed": self.failed,
+            "db": db.display().to_string(),
+        })
+        .to_string()
+    }
+}
+
+/// A bar over the objects to download, shown only on a terminal and when not quiet.
+pub fn object_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} objects {pos}/{len} {wide_bar} {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}

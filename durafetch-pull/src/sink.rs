@@ -1,0 +1,242 @@
+//! The local SQLite file: durafetch's tables (`durable_objects`, `kv`) plus what resuming needs.
+//! Each object's cursor is written in the same transaction as the last of the data it covers.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use durafetch_sdk::core::cursor::Cursor;
+use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry};
+use rusqlite::{params, Connection, OptionalExtension};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS durable_objects (
+    do_id INTEGER PRIMARY KEY,
+    worker_name TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    name TEXT,
+    id TEXT NOT NULL UNIQUE,
+    last_started_at INTEGER,
+    log_id INTEGER,
+    write_id INTEGER,
+    local_max_log_id INTEGER,
+    local_max_write_id INTEGER,
+    insert_ts INTEGER NOT NULL,
+    update_ts INTEGER NOT NULL,
+    server_url TEXT NOT NULL,
+    registry_rev INTEGER
+);
+CREATE TABLE IF NOT EXISTS kv (
+    val_id INTEGER PRIMARY KEY,
+    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
+    worker_name TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    name TEXT,
+    key TEXT NOT NULL,
+    val TEXT,
+    read_at_log_id INTEGER,
+    read_at_write_id INTEGER,
+    insert_ts INTEGER NOT NULL,
+    update_ts INTEGER NOT NULL,
+    val_type TEXT NOT NULL DEFAULT 'json',
+    val_blob BLOB,
+    val_error TEXT,
+    pull_gen INTEGER,
+    UNIQUE (do_id, key)
+);
+CREATE TABLE IF NOT EXISTS durafetch_servers (
+    server_url TEXT PRIMARY KEY,
+    index_rev INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS durafetch_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// An object that needs a download: its local cursor is behind what the registry reported.
+#[derive(Debug, Clone)]
+pub struct PullTarget {
+    pub do_id: i64,
+    pub class: String,
+    pub id: String,
+    pub local: Option<Cursor>,
+}
+
+/// A download in progress, between `begin` and `finish`.
+pub struct ObjectWrite {
+    do_id: i64,
+    worker: String,
+    class: String,
+    name: Option<String>,
+    mode: ExportMode,
+    /// Snapshot generation: rows not stamped with it are swept when the snapshot finishes.
+    generation: i64,
+    read_at: Cursor,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApplyStats {
+    pub written: u64,
+    pub deleted: u64,
+}
+
+pub struct Sink {
+    conn: Connection,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Sink {
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    pub fn index_rev(&self, server_url: &str) -> rusqlite::Result<u64> {
+        let rev: Option<i64> = self
+            .conn
+            .query_row("SELECT index_rev FROM durafetch_servers WHERE server_url = ?1", [server_url], |r| r.get(0))
+            .optional()?;
+        Ok(rev.unwrap_or(0) as u64)
+    }
+
+    /// Records a page of the registry index: the registry's head for each object.
+    pub fn record_index_page(&mut self, server_url: &str, worker: &str, entries: &[IndexEntry]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO durable_objects (worker_name, class_name, name, id, log_id, write_id, insert_ts, update_ts, server_url, registry_rev)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET
+                    class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
+                    log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
+                    server_url = excluded.server_url, registry_rev = excluded.registry_rev",
+            )?;
+            let now = now_ms();
+            for e in entries {
+                upsert.execute(params![worker, e.class, e.name, e.id, e.head.epoch, e.head.seq as i64, now, server_url, e.rev as i64])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Saves how far the index of `server_url` has been read, once every page is recorded.
+    pub fn save_index_rev(&mut self, server_url: &str, rev: u64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO durafetch_servers (server_url, index_rev) VALUES (?1, ?2)
+             ON CONFLICT (server_url) DO UPDATE SET index_rev = excluded.index_rev",
+            params![server_url, rev as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Objects of `server_url` whose local copy is behind the registry (or was never pulled).
+    pub fn targets(&self, server_url: &str) -> rusqlite::Result<Vec<PullTarget>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT do_id, class_name, id, local_max_log_id, local_max_write_id FROM durable_objects
+             WHERE server_url = ?1 AND (
+                local_max_log_id IS NULL
+                OR local_max_log_id < log_id
+                OR (local_max_log_id = log_id AND local_max_write_id < write_id))
+             ORDER BY do_id",
+        )?;
+        let rows = stmt.query_map([server_url], |r| {
+            let epoch: Option<i64> = r.get(3)?;
+            let seq: Option<i64> = r.get(4)?;
+            Ok(PullTarget {
+                do_id: r.get(0)?,
+                class: r.get(1)?,
+                id: r.get(2)?,
+                local: epoch.zip(seq).map(|(e, s)| Cursor::new(e as u32, s as u64)),
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor) -> rusqlite::Result<ObjectWrite> {
+        let (worker, class, name) = self.conn.query_row(
+            "SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1",
+            [do_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let generation = match mode {
+            ExportMode::Snapshot => self.conn.query_row(
+                "INSERT INTO durafetch_meta (name, value) VALUES ('snapshot_generation', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                [],
+                |r| r.get(0),
+            )?,
+            ExportMode::Changes => 0,
+        };
+        self.conn.execute(
+            "UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1",
+            params![do_id, now_ms()],
+        )?;
+        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, read_at })
+    }
+
+    /// Applies a page of changes in one transaction.
+    pub fn apply(&mut self, write: &ObjectWrite, changes: &[Change]) -> rusqlite::Result<ApplyStats> {
+        let tx = self.conn.transaction()?;
+        let stats = apply_changes(&tx, write, changes)?;
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// Ends a download: sweeps what a snapshot did not send and saves the cursor, together.
+    pub fn finish(&mut self, write: ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let swept = match write.mode {
+            ExportMode::Snapshot => tx.execute(
+                "DELETE FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)",
+                params![write.do_id, write.generation],
+            )? as u64,
+            ExportMode::Changes => 0,
+        };
+        tx.execute(
+            "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4 WHERE do_id = ?1",
+            params![write.do_id, cursor.epoch, cursor.seq as i64, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(swept)
+    }
+}
+
+fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &[Change]) -> rusqlite::Result<ApplyStats> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO kv (do_id, worker_name, class_name, name, key, val, val_type, val_blob, val_error,
+                         read_at_log_id, read_at_write_id, pull_gen, insert_ts, update_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+         ON CONFLICT (do_id, key) DO UPDATE SET
+            val = excluded.val, val_type = excluded.val_type, val_blob = excluded.val_blob,
+            val_error = excluded.val_error, read_at_log_id = excluded.read_at_log_id,
+            read_at_write_id = excluded.read_at_write_id, pull_gen = excluded.pull_gen,
+            update_ts = excluded.update_ts",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM kv WHERE do_id = ?1 AND key = ?2")?;
+    let now = now_ms();
+    let mut stats = ApplyStats::default();
+    for change in changes {
+        let (val, kind, blob, error): (Option<String>, &str, Option<&[u8]>, Option<&str>) = match &change.value {
+            ChangeValue::Deleted => {
+                stats.deleted += delete.execute(params![write.do_id, change.key])? as u64;
+                continue;
+            }
+            ChangeValue::Json(v) => (Some(v.to_string()), "json", None, None),
+            ChangeValue::Bytes(b) => (None, "bytes", Some(b), None),
+            ChangeValue::Unsupported(e) => (None, "error", None, Some(e)),
+        };
+        upsert.execute(params![
+            write.do_id, write.worker, write.class, write.name, change.key, val, kind, blob, error,
+            write.read_at.epoch, write.read_at.seq as i64, write.generation, now
+        ])?;
+        stats.written += 1;
+    }
+    Ok(stats)
+}
