@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The demo: builds the example worker, runs it in local workerd, writes sample data into several
+# objects of both classes, pulls it into a SQLite file with durafetch-pull and prints what it got.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$DURAFETCH_ROOT/scripts/bootstrap.sh"
+bash "$DURAFETCH_ROOT/scripts/build-example.sh" >/dev/null 2>&1 || bash "$DURAFETCH_ROOT/scripts/build-example.sh"
+cargo build --quiet -p durafetch-pull --manifest-path "$DURAFETCH_ROOT/Cargo.toml"
+
+OUT="$DURAFETCH_ROOT/demo-out"
+rm -rf "$OUT" && mkdir -p "$OUT"
+PERSIST_DIR="$OUT/workerd"
+# A throwaway token for this local run; production tokens come from `wrangler secret put`.
+DURAFETCH_AUTH="demo-$(head -c 48 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export DURAFETCH_AUTH
+source "$DURAFETCH_ROOT/scripts/local-worker.sh"
+echo "demo: example worker running in local workerd on 127.0.0.1:$WORKER_PORT"
+
+base="http://127.0.0.1:$WORKER_PORT"
+post() { curl -sf -X POST "$base/$1" --data-binary "$2" >/dev/null; }
+for class in kv sql; do
+  for user in alice bob carol; do
+    post "$class/$user/put?key=name" "\"$user\""
+    post "$class/$user/put_multiple_raw" '{"visits": 3, "tags": ["a", "b"], "score": 1.5, "profile": {"plan": "free", "langs": ["en"]}}'
+    post "$class/$user/put_raw?key=avatar" "bytes-of-$user"
+  done
+  post "$class/bob/delete?key=score" ""
+done
+sleep 1 # objects report to the registry right after their writes are durable
+
+DB="$OUT/durafetch.sqlite"
+"$DURAFETCH_ROOT/target/debug/durafetch-pull" --db "$DB" --server "ws://durafetch_durafetch-example.localhost:$WORKER_PORT"
+python3 - "$DB" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+objects = db.execute("select count(*) from durable_objects").fetchone()[0]
+keys = db.execute("select count(*) from kv").fetchone()[0]
+print(f"demo: {objects} objects, {keys} keys in {sys.argv[1]}")
+for cls, name, n in db.execute("select o.class_name, o.name, count(kv.key) from durable_objects o left join kv using (do_id) group by o.do_id order by o.class_name, o.name"):
+    print(f"  {cls:<10} {name:<6} {n} keys")
+for name, key, val, kind in db.execute("select name, key, val, val_type from kv where class_name = 'CounterSql' and name = 'alice' order by key"):
+    print(f"  CounterSql alice {key} = {val if kind == 'json' else '<' + kind + '>'}")
+PY

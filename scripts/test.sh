@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests of the pure core and the puller, the compile-fail tests of
+# #[durafetch], and the end-to-end tests against the example worker in local workerd.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+bash "$DURAFETCH_ROOT/scripts/bootstrap.sh"
+bash "$DURAFETCH_ROOT/scripts/build-example.sh" >/dev/null 2>&1 || bash "$DURAFETCH_ROOT/scripts/build-example.sh"
+cd "$DURAFETCH_ROOT"
+cargo build --quiet -p durafetch-pull
+cargo test --workspace --exclude durafetch-example "$@"
