@@ -1,0 +1,234 @@
+//! Harness for the end-to-end tests: runs the example worker in local workerd through
+//! `wrangler dev`, drives it over HTTP, runs the real `durafetch-pull` binary and reads the SQLite
+//! file it writes. Run through `scripts/test.sh`, which builds the example and puts the cached
+//! tools on `PATH`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const WORKER: &str = "durafetch-example";
+pub const TOKEN: &str = "e2e-token-0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The example worker running in local workerd. Stopped by its own process group on drop, so a
+/// failing test never leaves it running.
+pub struct LocalWorker {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+    // Two `wrangler dev` at once contend for wrangler's own fixed sockets; tests take turns.
+    _turn: MutexGuard<'static, ()>,
+}
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl LocalWorker {
+    /// Starts the worker with `secret` as DURAFETCH_AUTH (or none).
+    pub fn start(secret: Option<&str>) -> Self {
+        let root = repo_root();
+        assert!(
+            root.join("examples/counter/build/worker/shim.mjs").exists(),
+            "the example worker is not built; run the tests through scripts/test.sh"
+        );
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut cmd = Command::new("wrangler");
+        cmd.current_dir(&root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
+            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+            .arg(dir.path().join("state"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("wrangler.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("wrangler.err")).unwrap())
+            .process_group(0);
+        if let Some(secret) = secret {
+            cmd.args(["--var", &format!("DURAFETCH_AUTH:{secret}")]);
+        }
+        let child = cmd.spawn().expect("wrangler on PATH (run through scripts/test.sh)");
+        let mut worker = LocalWorker { port, child, dir, _turn: turn };
+        worker.wait_ready();
+        worker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler dev exited with {status}: {}", self.logs());
+            }
+            if let Ok(_) | Err(ureq::Error::Status(..)) = ureq::get(&format!("{}/", self.base())).call() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not become ready: {}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("wrangler.log"), read("wrangler.err"))
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The export API's URL as a user configures it.
+    pub fn api_url(&self) -> String {
+        format!("ws://durafetch_{WORKER}.localhost:{}", self.port)
+    }
+
+    pub fn api_host(&self) -> String {
+        format!("durafetch_{WORKER}.localhost:{}", self.port)
+    }
+
+    /// POSTs to an example route (`kv/<name>/put?key=k`), panicking unless it answers 200.
+    pub fn post(&self, path: &str, body: &str) {
+        let url = format!("{}/{path}", self.base());
+        if let Err(e) = ureq::post(&url).send_string(body) {
+            panic!("POST {path}: {e}");
+        }
+    }
+
+    /// An object's user keys and values as it reads them itself (`kv/<name>/get`).
+    pub fn object_state(&self, class: &str, name: &str) -> BTreeMap<String, String> {
+        let url = format!("{}/{class}/{name}/get", self.base());
+        let body = ureq::get(&url).call().expect("get").into_string().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+    }
+
+    /// Runs `durafetch-pull` once into `db` with `token`.
+    pub fn pull(&self, db: &Path, token: &str) -> PullRun {
+        let out = Command::new(puller_binary())
+            .args(["--json", "--db"])
+            .arg(db)
+            .args(["--server", &self.api_url()])
+            .env("DURAFETCH_AUTH", token)
+            .output()
+            .expect("run durafetch-pull");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary = stdout.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        PullRun { code: out.status.code(), summary, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    }
+}
+
+impl Drop for LocalWorker {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct PullRun {
+    pub code: Option<i32>,
+    pub summary: Option<serde_json::Value>,
+    pub stderr: String,
+}
+
+impl PullRun {
+    pub fn objects_pulled(&self) -> u64 {
+        self.summary.as_ref().and_then(|s| s["objects_pulled"].as_u64()).unwrap_or_else(|| panic!("no summary: {}", self.stderr))
+    }
+}
+
+fn puller_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DURAFETCH_PULL_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/<test binary> → target/<profile>/durafetch-pull
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("durafetch-pull");
+    assert!(bin.exists(), "{} is missing; build it with `cargo build -p durafetch-pull`", bin.display());
+    bin
+}
+
+/// The pulled copy: (class, object name) → key → `val` (JSON text; `<bytes:hex>` for bytes).
+pub type Pulled = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+pub fn read_db(db: &Path) -> Pulled {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT o.class_name, o.name, kv.key, kv.val, kv.val_type, hex(kv.val_blob)
+             FROM kv JOIN durable_objects o USING (do_id)",
+        )
+        .unwrap();
+    let mut out = Pulled::new();
+    let rows = stmt
+        .query_map([], |r| {
+            let (class, name, key): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (val, kind, hex): (Option<String>, String, Option<String>) = (r.get(3)?, r.get(4)?, r.get(5)?);
+            let val = match kind.as_str() {
+                "json" => val.unwrap_or_default(),
+                "bytes" => format!("<bytes:{}>", hex.unwrap_or_default()),
+                other => format!("<{other}>"),
+            };
+            Ok(((class, name), key, val))
+        })
+        .unwrap();
+    for row in rows {
+        let (object, key, val) = row.unwrap();
+        out.entry(object).or_default().insert(key, val);
+    }
+    out
+}
+
+/// Row counts of every table, to show a file was left untouched.
+pub fn dump(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut out = String::new();
+    for table in ["durable_objects", "kv", "durafetch_servers"] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..columns).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        for row in rows {
+            out.push_str(&format!("{table}: {}\n", row.unwrap().join("|")));
+        }
+    }
+    out
+}
+
+/// A raw HTTP/1.1 GET with a chosen `Host` header: status and body.
+pub fn raw_get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,156 @@
+//! The walking-skeleton scenario: 30 objects of both classes go through put, put_multiple,
+//! overwrite, delete, delete_multiple, delete_all and new writes; after each step a real pull
+//! must make the SQLite file equal, row by row, to what the objects themselves hold.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use durafetch_e2e::{dump, raw_get, read_db, LocalWorker, Pulled, TOKEN};
+
+const CLASSES: [(&str, &str); 2] = [("kv", "CounterKv"), ("sql", "CounterSql")];
+const PER_CLASS: usize = 15;
+
+fn objects() -> Vec<(&'static str, &'static str, String)> {
+    CLASSES
+        .iter()
+        .flat_map(|(route, class)| (0..PER_CLASS).map(move |i| (*route, *class, format!("obj-{i:02}"))))
+        .collect()
+}
+
+/// Pulls until the file equals `expected` (objects report to the registry right after their
+/// writes are durable, so the registry may trail a write by a moment), checks that the objects
+/// themselves hold `expected`, and returns the pulls' summaries.
+fn pull_until_equal(worker: &LocalWorker, db: &Path, expected: &Pulled, step: &str) -> Vec<u64> {
+    let mut pulled = Vec::new();
+    for _ in 0..50 {
+        let run = worker.pull(db, TOKEN);
+        assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
+        pulled.push(run.objects_pulled());
+        if &read_db(db) == expected {
+            for ((class, name), keys) in expected {
+                let route = CLASSES.iter().find(|(_, c)| c == class).unwrap().0;
+                assert_eq!(&worker.object_state(route, name), keys, "{step}: {class} {name} as the object reads it");
+            }
+            return pulled;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{step}: the pulled file never matched.\nexpected: {expected:?}\ngot: {:?}", read_db(db));
+}
+
+fn model(keys: &[(&str, &str)]) -> Pulled {
+    objects()
+        .into_iter()
+        .map(|(_, class, name)| {
+            let keys: BTreeMap<String, String> = keys.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            ((class.to_string(), name), keys)
+        })
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_step_of_the_scenario_is_pulled_exactly() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pulled.sqlite");
+
+    // (1) No writes yet: nothing in the index, nothing in the file.
+    let run = worker.pull(&db, TOKEN);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.objects_pulled(), 0);
+    assert!(read_db(&db).is_empty());
+
+    // (2) put key-a, put_multiple key-b..key-d (a HashMap, which the sdk must not drop).
+    for (route, _, name) in objects() {
+        worker.post(&format!("{route}/{name}/put?key=key-a"), "1");
+        worker.post(&format!("{route}/{name}/put_multiple"), r#"{"key-b":1,"key-c":1,"key-d":1}"#);
+    }
+    let all_one = model(&[("key-a", "1"), ("key-b", "1"), ("key-c", "1"), ("key-d", "1")]);
+    pull_until_equal(&worker, &db, &all_one, "step 2");
+    assert_eq!(read_db(&db).len(), 30);
+
+    // A pull with no writes in between downloads no object.
+    let idle = worker.pull(&db, TOKEN);
+    assert_eq!(idle.code, Some(0));
+    assert_eq!(idle.objects_pulled(), 0, "an idle pull downloaded objects: {:?}", idle.summary);
+
+    // (3) All four set to 2: key-a with put, the rest with put_multiple_raw.
+    for (route, _, name) in objects() {
+        worker.post(&format!("{route}/{name}/put?key=key-a"), "2");
+        worker.post(&format!("{route}/{name}/put_multiple_raw"), r#"{"key-b":2,"key-c":2,"key-d":2}"#);
+    }
+    let all_two = model(&[("key-a", "2"), ("key-b", "2"), ("key-c", "2"), ("key-d", "2")]);
+    let pulls = pull_until_equal(&worker, &db, &all_two, "step 3");
+    assert!(pulls.iter().sum::<u64>() >= 30, "every object must have been downloaded: {pulls:?}");
+
+    // (4) delete key-a, delete_multiple key-b and key-c: only key-d is left.
+    for (route, _, name) in objects() {
+        worker.post(&format!("{route}/{name}/delete?key=key-a"), "");
+        worker.post(&format!("{route}/{name}/delete_multiple"), r#"["key-b","key-c"]"#);
+    }
+    pull_until_equal(&worker, &db, &model(&[("key-d", "2")]), "step 4");
+
+    // (5) delete_all: no rows left for those objects, even though nothing was written after it.
+    for (route, _, name) in objects() {
+        worker.post(&format!("{route}/{name}/delete_all"), "");
+    }
+    pull_until_equal(&worker, &db, &Pulled::new(), "step 5");
+
+    // (6) Writing again after delete_all starts a new epoch that is pulled like any other.
+    for (route, _, name) in objects() {
+        worker.post(&format!("{route}/{name}/put?key=key-a"), "3");
+        worker.post(&format!("{route}/{name}/put_multiple"), r#"{"key-b":3,"key-c":3,"key-d":3}"#);
+    }
+    let all_three = model(&[("key-a", "3"), ("key-b", "3"), ("key-c", "3"), ("key-d", "3")]);
+    pull_until_equal(&worker, &db, &all_three, "step 6");
+
+    // A wrong token gets a 401, exit status 2, and leaves the file exactly as it was.
+    let before = dump(&db);
+    let wrong = worker.pull(&db, "e2e-token-0123456789abcdefghijklmnopqrstuvwxyZ");
+    assert_eq!(wrong.code, Some(2), "{}", wrong.stderr);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
+    assert!(!wrong.stderr.contains("e2e-token"), "the token leaked into the error: {}", wrong.stderr);
+    assert_eq!(dump(&db), before);
+
+    let (status, body) = raw_get(worker.port, &worker.api_host(), "/index", &[("authorization", "Bearer nope")]);
+    assert_eq!((status, body.trim()), (401, r#"{"error":"unauthorized"}"#));
+}
+
+#[test]
+fn bytes_and_nested_values_round_trip() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("values.sqlite");
+    worker.post("sql/values/put_raw?key=bin", "\u{0}\u{1}binary\u{7f}");
+    worker.post("sql/values/put_multiple_raw", r#"{"nested":{"a":[1,2.5,null,true,"s"],"z":{}},"unicode":"h\u00e9llo \ud83d\ude00"}"#);
+    worker.post("kv/values/put?key=neg", "-17");
+    let expected: Pulled = [
+        (
+            ("CounterSql".to_string(), "values".to_string()),
+            [
+                ("bin".to_string(), format!("<bytes:{}>", "0001" .to_string() + &hex("binary") + "7F")),
+                ("nested".to_string(), r#"{"a":[1,2.5,null,true,"s"],"z":{}}"#.to_string()),
+                ("unicode".to_string(), "\"héllo 😀\"".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+        (("CounterKv".to_string(), "values".to_string()), [("neg".to_string(), "-17".to_string())].into_iter().collect()),
+    ]
+    .into_iter()
+    .collect();
+    for _ in 0..50 {
+        assert_eq!(worker.pull(&db, TOKEN).code, Some(0));
+        if read_db(&db) == expected {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("expected {expected:?}, got {:?}", read_db(&db));
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02X}")).collect()
+}
