@@ -1,0 +1,12 @@
+use durafetch_sdk::durafetch;
+
+pub struct Counter;
+
+#[durafetch]
+impl Counter {
+    pub fn new() -> Self {
+        Counter
+    }
+}
+
+fn main() {}

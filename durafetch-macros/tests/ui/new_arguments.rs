@@ -1,0 +1,20 @@
+use durafetch_sdk::durafetch;
+use worker::{durable_object, DurableObject, Request, Response, Result, State};
+
+#[durable_object]
+pub struct Counter {
+    state: State,
+}
+
+#[durafetch]
+impl DurableObject for Counter {
+    fn new(state: State) -> Self {
+        Self { state }
+    }
+
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::ok("")
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use durafetch_sdk::durafetch;
+
+#[durafetch]
+pub struct Counter;
+
+fn main() {}
