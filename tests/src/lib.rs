@@ -25,6 +25,7 @@ pub struct LocalWorker {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    secret: Option<String>,
     // Two `wrangler dev` at once contend for wrangler's own fixed sockets; tests take turns.
     _turn: MutexGuard<'static, ()>,
 }
@@ -46,22 +47,33 @@ impl LocalWorker {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut cmd = Command::new("wrangler");
-        cmd.current_dir(&root)
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
-            .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
-            .arg(dir.path().join("state"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("wrangler.log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("wrangler.err")).unwrap())
-            .process_group(0);
-        if let Some(secret) = secret {
-            cmd.args(["--var", &format!("DURAFETCH_AUTH:{secret}")]);
-        }
-        let child = cmd.spawn().expect("wrangler on PATH (run through scripts/test.sh)");
-        let mut worker = LocalWorker { port, child, dir, _turn: turn };
+        let child = spawn_wrangler(&root, dir.path(), port, secret);
+        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), _turn: turn };
         worker.wait_ready();
         worker
+    }
+
+    /// Stops workerd and starts it again on the same stored state, as a deploy or an eviction
+    /// would: every object starts cold.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.port = free_port();
+        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref());
+        self.wait_ready();
+    }
+
+    fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
     }
 
     fn wait_ready(&mut self) {
@@ -98,10 +110,38 @@ impl LocalWorker {
 
     /// POSTs to an example route (`kv/<name>/put?key=k`), panicking unless it answers 200.
     pub fn post(&self, path: &str, body: &str) {
-        let url = format!("{}/{path}", self.base());
-        if let Err(e) = ureq::post(&url).send_string(body) {
-            panic!("POST {path}: {e}");
+        if let Err(e) = self.try_post(path, body) {
+            panic!("POST {path}: {e:?}");
         }
+    }
+
+    /// POSTs to an example route; an error status comes back as `Err((status, body))`.
+    pub fn try_post(&self, path: &str, body: &str) -> Result<(), (u16, String)> {
+        match ureq::post(&format!("{}/{path}", self.base())).send_string(body) {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(status, response)) => Err((status, response.into_string().unwrap_or_default())),
+            Err(e) => Err((0, e.to_string())),
+        }
+    }
+
+    /// Pulls into `db` until it equals `expected` (objects report to the registry right after
+    /// their writes are durable, so the registry may trail a write by a moment), then checks
+    /// that the objects themselves hold `expected`. Returns how many objects each pull fetched.
+    pub fn pull_until_equal(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<u64> {
+        let mut pulled = Vec::new();
+        for _ in 0..50 {
+            let run = self.pull(db, TOKEN);
+            assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
+            pulled.push(run.objects_pulled());
+            if &read_db(db) == expected {
+                for ((class, name), keys) in expected {
+                    assert_eq!(&self.object_state(route_of(class), name), keys, "{step}: {class} {name} as the object reads it");
+                }
+                return pulled;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{step}: the pulled file never matched.\nexpected: {expected:?}\ngot: {:?}", read_db(db));
     }
 
     /// An object's user keys and values as it reads them itself (`kv/<name>/get`).
@@ -129,18 +169,24 @@ impl LocalWorker {
 
 impl Drop for LocalWorker {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>) -> Child {
+    let mut cmd = Command::new("wrangler");
+    cmd.current_dir(root)
+        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
+        .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+        .arg(dir.join("state"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("wrangler.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("wrangler.err")).unwrap())
+        .process_group(0);
+    if let Some(secret) = secret {
+        cmd.args(["--var", &format!("DURAFETCH_AUTH:{secret}")]);
+    }
+    cmd.spawn().expect("wrangler on PATH (run through scripts/test.sh)")
 }
 
 pub struct PullRun {
@@ -164,6 +210,26 @@ fn puller_binary() -> PathBuf {
     let bin = exe.parent().and_then(Path::parent).unwrap().join("durafetch-pull");
     assert!(bin.exists(), "{} is missing; build it with `cargo build -p durafetch-pull`", bin.display());
     bin
+}
+
+/// The example's route prefix for a class.
+pub fn route_of(class: &str) -> &'static str {
+    match class {
+        "CounterKv" => "kv",
+        "CounterSql" => "sql",
+        other => panic!("unknown class {other}"),
+    }
+}
+
+/// Builds an expected copy from `(class, name, [(key, val)])`.
+pub fn pulled(objects: &[(&str, &str, &[(&str, &str)])]) -> Pulled {
+    objects
+        .iter()
+        .map(|(class, name, keys)| {
+            let keys = keys.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            ((class.to_string(), name.to_string()), keys)
+        })
+        .collect()
 }
 
 /// The pulled copy: (class, object name) → key → `val` (JSON text; `<bytes:hex>` for bytes).

@@ -3,8 +3,6 @@
 //! must make the SQLite file equal, row by row, to what the objects themselves hold.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
 
 use durafetch_e2e::{dump, raw_get, read_db, LocalWorker, Pulled, TOKEN};
 
@@ -16,27 +14,6 @@ fn objects() -> Vec<(&'static str, &'static str, String)> {
         .iter()
         .flat_map(|(route, class)| (0..PER_CLASS).map(move |i| (*route, *class, format!("obj-{i:02}"))))
         .collect()
-}
-
-/// Pulls until the file equals `expected` (objects report to the registry right after their
-/// writes are durable, so the registry may trail a write by a moment), checks that the objects
-/// themselves hold `expected`, and returns the pulls' summaries.
-fn pull_until_equal(worker: &LocalWorker, db: &Path, expected: &Pulled, step: &str) -> Vec<u64> {
-    let mut pulled = Vec::new();
-    for _ in 0..50 {
-        let run = worker.pull(db, TOKEN);
-        assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
-        pulled.push(run.objects_pulled());
-        if &read_db(db) == expected {
-            for ((class, name), keys) in expected {
-                let route = CLASSES.iter().find(|(_, c)| c == class).unwrap().0;
-                assert_eq!(&worker.object_state(route, name), keys, "{step}: {class} {name} as the object reads it");
-            }
-            return pulled;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{step}: the pulled file never matched.\nexpected: {expected:?}\ngot: {:?}", read_db(db));
 }
 
 fn model(keys: &[(&str, &str)]) -> Pulled {
@@ -68,7 +45,7 @@ fn every_step_of_the_scenario_is_pulled_exactly() {
         worker.post(&format!("{route}/{name}/put_multiple"), r#"{"key-b":1,"key-c":1,"key-d":1}"#);
     }
     let all_one = model(&[("key-a", "1"), ("key-b", "1"), ("key-c", "1"), ("key-d", "1")]);
-    pull_until_equal(&worker, &db, &all_one, "step 2");
+    worker.pull_until_equal(&db, &all_one, "step 2");
     assert_eq!(read_db(&db).len(), 30);
 
     // A pull with no writes in between downloads no object.
@@ -82,7 +59,7 @@ fn every_step_of_the_scenario_is_pulled_exactly() {
         worker.post(&format!("{route}/{name}/put_multiple_raw"), r#"{"key-b":2,"key-c":2,"key-d":2}"#);
     }
     let all_two = model(&[("key-a", "2"), ("key-b", "2"), ("key-c", "2"), ("key-d", "2")]);
-    let pulls = pull_until_equal(&worker, &db, &all_two, "step 3");
+    let pulls = worker.pull_until_equal(&db, &all_two, "step 3");
     assert!(pulls.iter().sum::<u64>() >= 30, "every object must have been downloaded: {pulls:?}");
 
     // (4) delete key-a, delete_multiple key-b and key-c: only key-d is left.
@@ -90,13 +67,13 @@ fn every_step_of_the_scenario_is_pulled_exactly() {
         worker.post(&format!("{route}/{name}/delete?key=key-a"), "");
         worker.post(&format!("{route}/{name}/delete_multiple"), r#"["key-b","key-c"]"#);
     }
-    pull_until_equal(&worker, &db, &model(&[("key-d", "2")]), "step 4");
+    worker.pull_until_equal(&db, &model(&[("key-d", "2")]), "step 4");
 
     // (5) delete_all: no rows left for those objects, even though nothing was written after it.
     for (route, _, name) in objects() {
         worker.post(&format!("{route}/{name}/delete_all"), "");
     }
-    pull_until_equal(&worker, &db, &Pulled::new(), "step 5");
+    worker.pull_until_equal(&db, &Pulled::new(), "step 5");
 
     // (6) Writing again after delete_all starts a new epoch that is pulled like any other.
     for (route, _, name) in objects() {
@@ -104,7 +81,7 @@ fn every_step_of_the_scenario_is_pulled_exactly() {
         worker.post(&format!("{route}/{name}/put_multiple"), r#"{"key-b":3,"key-c":3,"key-d":3}"#);
     }
     let all_three = model(&[("key-a", "3"), ("key-b", "3"), ("key-c", "3"), ("key-d", "3")]);
-    pull_until_equal(&worker, &db, &all_three, "step 6");
+    worker.pull_until_equal(&db, &all_three, "step 6");
 
     // A wrong token gets a 401, exit status 2, and leaves the file exactly as it was.
     let before = dump(&db);
@@ -141,14 +118,7 @@ fn bytes_and_nested_values_round_trip() {
     ]
     .into_iter()
     .collect();
-    for _ in 0..50 {
-        assert_eq!(worker.pull(&db, TOKEN).code, Some(0));
-        if read_db(&db) == expected {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("expected {expected:?}, got {:?}", read_db(&db));
+    worker.pull_until_equal(&db, &expected, "values");
 }
 
 fn hex(s: &str) -> String {

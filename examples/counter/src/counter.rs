@@ -2,7 +2,7 @@
 //! their request handling in `writes`, a module outside the annotated impls.
 
 use durafetch_sdk::durafetch;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage};
 
 #[durable_object]
 pub struct CounterKv {
@@ -17,6 +17,18 @@ impl DurableObject for CounterKv {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         crate::writes::handle(&self.state, req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        crate::writes::on_alarm(&self.state).await
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        crate::writes::on_socket_message(&self.state, &ws, message).await
+    }
+
+    async fn websocket_close(&self, _ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
+        crate::writes::on_socket_close(&self.state).await
     }
 }
 
@@ -33,5 +45,17 @@ impl DurableObject for CounterSql {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         crate::writes::handle(&self.state, req).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        crate::writes::on_alarm(&self.state).await
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        crate::writes::on_socket_message(&self.state, &ws, message).await
+    }
+
+    async fn websocket_close(&self, _ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
+        crate::writes::on_socket_close(&self.state).await
     }
 }

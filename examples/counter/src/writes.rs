@@ -7,7 +7,15 @@ use serde_json::Value;
 use worker::wasm_bindgen::JsCast;
 use worker::{js_sys, wasm_bindgen::JsValue, ListOptions, Method, Request, Response, Result, State};
 
-pub async fn handle(state: &State, mut req: Request) -> Result<Response> {
+/// Answers a request; a failed write answers 500 with the error's message.
+pub async fn handle(state: &State, req: Request) -> Result<Response> {
+    match route(state, req).await {
+        Ok(response) => Ok(response),
+        Err(e) => Response::error(e.to_string(), 500),
+    }
+}
+
+async fn route(state: &State, mut req: Request) -> Result<Response> {
     let url = req.url()?;
     let operation = url.path_segments().and_then(|mut s| s.nth(2)).unwrap_or_default().to_owned();
     let key = url.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
@@ -17,6 +25,10 @@ pub async fn handle(state: &State, mut req: Request) -> Result<Response> {
         ("put", Some(key), true) => {
             let value: Value = req.json().await?;
             storage.put(&key, value).await?;
+        }
+        ("put_symbol", Some(key), true) => {
+            // Storage cannot clone a symbol: the write must fail, and so must its log row.
+            storage.put_raw(&key, JsValue::symbol(None)).await?;
         }
         ("put_raw", Some(key), true) => {
             let bytes = req.bytes().await?;
@@ -44,10 +56,75 @@ pub async fn handle(state: &State, mut req: Request) -> Result<Response> {
             storage.delete_multiple(keys).await?;
         }
         ("delete_all", None, true) => storage.delete_all().await?,
+        ("transaction", None, true) => {
+            let plan: TransactionPlan = req.json().await?;
+            storage
+                .transaction(move |txn| async move {
+                    for (key, value) in plan.put {
+                        txn.put(&key, value).await?;
+                    }
+                    for key in plan.delete {
+                        txn.delete(&key).await?;
+                    }
+                    if plan.rollback {
+                        txn.rollback()?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        ("alarm", None, true) => {
+            let delay_ms: u64 = req.text().await?.trim().parse().unwrap_or(0);
+            storage.set_alarm(std::time::Duration::from_millis(delay_ms)).await?;
+        }
+        ("socket", None, false) => {
+            let pair = worker::WebSocketPair::new()?;
+            state.accept_web_socket(&pair.server);
+            return Response::from_websocket(pair.client);
+        }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
         _ => return Response::error("unknown operation", 404),
     }
     Response::ok("ok")
+}
+
+#[derive(serde::Deserialize)]
+struct TransactionPlan {
+    #[serde(default)]
+    put: Vec<(String, i64)>,
+    #[serde(default)]
+    delete: Vec<String>,
+    #[serde(default)]
+    rollback: bool,
+}
+
+/// The alarm counts how often it fired, in storage.
+pub async fn on_alarm(state: &State) -> Result<Response> {
+    let storage = state.storage();
+    let fired: i64 = storage.get("alarm-fired").await?.unwrap_or(0);
+    storage.put("alarm-fired", fired + 1).await?;
+    Response::ok("ok")
+}
+
+/// A hibernatable socket: a message `key=value` puts the JSON value under the key, then the
+/// socket answers `ok`.
+pub async fn on_socket_message(state: &State, ws: &worker::WebSocket, message: worker::WebSocketIncomingMessage) -> Result<()> {
+    let worker::WebSocketIncomingMessage::String(text) = message else {
+        return ws.send_with_str("expected text");
+    };
+    let Some((key, value)) = text.split_once('=') else {
+        return ws.send_with_str("expected key=value");
+    };
+    let value: Value = serde_json::from_str(value)?;
+    state.storage().put(key, value).await?;
+    ws.send_with_str("ok")
+}
+
+/// Closing a socket is recorded too.
+pub async fn on_socket_close(state: &State) -> Result<()> {
+    let storage = state.storage();
+    let closed: i64 = storage.get("sockets-closed").await?.unwrap_or(0);
+    storage.put("sockets-closed", closed + 1).await
 }
 
 /// A JSON value as the plain JS value `JSON.parse` would give (objects as objects, not Maps).

@@ -1,0 +1,106 @@
+//! Write paths and entry points beyond plain puts: transactions (committed and rolled back),
+//! alarms after a cold start, hibernatable WebSockets, and writes the sdk must refuse.
+
+use std::time::Duration;
+
+use durafetch_e2e::{pulled, read_db, LocalWorker, TOKEN};
+
+#[test]
+fn transactions_commit_with_their_log_and_roll_back_without_it() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("txn.sqlite");
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/t/put?key=doomed"), "0");
+        worker.post(&format!("{route}/t/transaction"), r#"{"put": [["a", 1], ["b", 2]], "delete": ["doomed"]}"#);
+        // Rolled back: neither the write nor its log row may appear.
+        let _ = worker.try_post(&format!("{route}/t/transaction"), r#"{"put": [["ghost", 9]], "delete": ["a"], "rollback": true}"#);
+    }
+    let expected = pulled(&[
+        ("CounterKv", "t", &[("a", "1"), ("b", "2")]),
+        ("CounterSql", "t", &[("a", "1"), ("b", "2")]),
+    ]);
+    worker.pull_until_equal(&db, &expected, "transactions");
+
+    // An incremental pull after the rollback still converges: readers accept the gap.
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/t/transaction"), r#"{"put": [["c", 3]]}"#);
+    }
+    let expected = pulled(&[
+        ("CounterKv", "t", &[("a", "1"), ("b", "2"), ("c", "3")]),
+        ("CounterSql", "t", &[("a", "1"), ("b", "2"), ("c", "3")]),
+    ]);
+    worker.pull_until_equal(&db, &expected, "after rollback");
+}
+
+#[test]
+fn alarms_and_hibernatable_sockets_record_writes_from_a_cold_start() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("entry.sqlite");
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/cold/put?key=before"), "1");
+        worker.post(&format!("{route}/cold/alarm"), "3000");
+    }
+    // The alarms fire after the restart, in objects whose first event is the alarm: only the
+    // puller talks to the worker until the file shows the alarm's write, and the puller
+    // contacts an object only once the registry lists a change for it.
+    worker.restart();
+    let expected = pulled(&[
+        ("CounterKv", "cold", &[("alarm-fired", "1"), ("before", "1")]),
+        ("CounterSql", "cold", &[("alarm-fired", "1"), ("before", "1")]),
+    ]);
+    worker.pull_until_equal(&db, &expected, "alarm after restart");
+
+    // A hibernatable socket: a message writes, and closing writes too.
+    worker.restart();
+    for route in ["kv", "sql"] {
+        let url = format!("ws://127.0.0.1:{}/{route}/cold/socket", worker.port);
+        let (mut socket, _) = tungstenite::connect(url).expect("socket");
+        socket.send(tungstenite::Message::text(r#"from-socket={"n":[1,2]}"#)).unwrap();
+        let reply = socket.read().unwrap();
+        assert_eq!(reply.to_text().unwrap(), "ok");
+        socket.close(None).unwrap();
+        while socket.read().is_ok() {}
+    }
+    let expected = pulled(&[
+        ("CounterKv", "cold", &[("alarm-fired", "1"), ("before", "1"), ("from-socket", "<error>"), ("sockets-closed", "1")]),
+        ("CounterSql", "cold", &[("alarm-fired", "1"), ("before", "1"), ("from-socket", "<error>"), ("sockets-closed", "1")]),
+    ]);
+    wait_for_db(&worker, &db, &expected);
+}
+
+/// For values the example's own read-back cannot compare (a JS Map, exported as an error row).
+fn wait_for_db(worker: &LocalWorker, db: &std::path::Path, expected: &durafetch_e2e::Pulled) {
+    for _ in 0..50 {
+        assert_eq!(worker.pull(db, TOKEN).code, Some(0));
+        if &read_db(db) == expected {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("expected {expected:?}, got {:?}", read_db(db));
+}
+
+#[test]
+fn reserved_keys_and_refused_values_write_nothing() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("refused.sqlite");
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/r/put?key=kept"), "1");
+        let (status, body) = worker.try_post(&format!("{route}/r/put?key=%01durafetch%01log%01x"), "2").unwrap_err();
+        assert_eq!(status, 500);
+        assert!(body.contains("reserved"), "{body}");
+        let (status, _) = worker.try_post(&format!("{route}/r/put_multiple_raw"), r#"{"ok": 1, "\u0001durafetch\u0001x": 2}"#).unwrap_err();
+        assert_eq!(status, 500);
+        worker.try_post(&format!("{route}/r/delete_multiple"), r#"["kept", "\u0001durafetch\u0001x"]"#).unwrap_err();
+    }
+    // A value storage cannot clone is refused, and so is its log row.
+    for route in ["kv", "sql"] {
+        let (status, body) = worker.try_post(&format!("{route}/r/put_symbol?key=f"), "").unwrap_err();
+        assert_eq!(status, 500, "{body}");
+    }
+    let expected = pulled(&[("CounterKv", "r", &[("kept", "1")]), ("CounterSql", "r", &[("kept", "1")])]);
+    worker.pull_until_equal(&db, &expected, "refused writes");
+}
