@@ -104,3 +104,24 @@ fn reserved_keys_and_refused_values_write_nothing() {
     let expected = pulled(&[("CounterKv", "r", &[("kept", "1")]), ("CounterSql", "r", &[("kept", "1")])]);
     worker.pull_until_equal(&db, &expected, "refused writes");
 }
+
+#[test]
+fn overwrites_leave_a_log_of_distinct_keys_and_pulls_stay_exact() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("compaction.sqlite");
+    // A first pull in the middle, so the later one is incremental from an old cursor.
+    worker.post("sql/hot/overwrite", r#"{"writes": 5000, "keys": 1000}"#);
+    let partial: Vec<(String, String)> = (0..1000).map(|k| (format!("hot-{k}"), (4000 + k).to_string())).collect();
+    let partial: Vec<(&str, &str)> = partial.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    worker.pull_until_equal(&db, &pulled(&[("CounterSql", "hot", &partial)]), "after 5,000 writes");
+
+    worker.post("sql/hot/overwrite", r#"{"writes": 100000, "keys": 1000}"#);
+    let rows: u64 = ureq::get(&format!("{}/sql/hot/log_rows", worker.base())).call().unwrap().into_string().unwrap().parse().unwrap();
+    println!("log rows after 105,000 single-key writes over 1,000 keys: {rows}");
+    assert!(rows <= 2000, "{rows} log rows");
+
+    let last: Vec<(String, String)> = (0..1000).map(|k| (format!("hot-{k}"), (99_000 + k).to_string())).collect();
+    let last: Vec<(&str, &str)> = last.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    worker.pull_until_equal(&db, &pulled(&[("CounterSql", "hot", &last)]), "after 105,000 writes");
+}

@@ -1,6 +1,7 @@
 //! The pure core: no `worker`, no `wasm_bindgen`, tested natively with `cargo test`.
 
 pub mod auth;
+pub mod compaction;
 pub mod cursor;
 pub mod keys;
 pub mod protocol;

@@ -16,6 +16,7 @@ use worker::{Env, Request, Response, State, WebSocketPair};
 
 use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
+use crate::core::compaction::Compactor;
 use crate::core::cursor::Cursor;
 use crate::core::keys::{check_user_key, log_key, parse_log_key, LOG_END, LOG_PREFIX};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_KEYS};
@@ -59,16 +60,23 @@ struct WriteHooks {
     delete_all: DeleteAllHook,
 }
 
+/// Whether a target's writes feed the compactor. Writes inside a transaction do not: they may
+/// still roll back, and compaction only needs most dead entries, not all of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Storage,
+    Transaction,
+}
+
 impl WriteHooks {
-    fn new(log: Weak<ObjectLog>, methods: Methods) -> Self {
-        let methods = Rc::new(methods);
+    fn new(log: Weak<ObjectLog>, methods: Rc<Methods>, target_kind: Target) -> Self {
         let (l, m) = (log.clone(), methods.clone());
         let put = Closure::wrap(Box::new(move |target: JsValue, a: JsValue, b: JsValue, c: JsValue| {
-            with_log(&l)?.put(&m, &target, a, b, c)
+            with_log(&l)?.put(&m, &target, target_kind, a, b, c)
         }) as Box<dyn Fn(_, _, _, _) -> _>);
         let (l, m) = (log.clone(), methods.clone());
         let delete = Closure::wrap(Box::new(move |target: JsValue, keys: JsValue, options: JsValue| {
-            with_log(&l)?.delete(&m, &target, keys, options)
+            with_log(&l)?.delete(&m, &target, target_kind, keys, options)
         }) as Box<dyn Fn(_, _, _) -> _>);
         let delete_all = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
             with_log(&log)?.delete_all(&methods, &target, options)
@@ -116,6 +124,10 @@ pub(crate) struct ObjectLog {
     /// The last position handed out; `None` until the constructor's read of the log finishes.
     head: Cell<Option<Cursor>>,
     report: Cell<ReportState>,
+    compactor: RefCell<Compactor>,
+    compacting: Cell<bool>,
+    /// The runtime's own storage methods, for compaction's writes, which are not logged.
+    storage_methods: OnceCell<Rc<Methods>>,
     storage_hooks: OnceCell<WriteHooks>,
     transaction_hooks: OnceCell<WriteHooks>,
     transaction_hook: OnceCell<TransactionHook>,
@@ -136,6 +148,9 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         env: env.clone(),
         head: Cell::new(None),
         report: Cell::new(ReportState::Idle),
+        compactor: RefCell::new(Compactor::default()),
+        compacting: Cell::new(false),
+        storage_methods: OnceCell::new(),
         storage_hooks: OnceCell::new(),
         transaction_hooks: OnceCell::new(),
         transaction_hook: OnceCell::new(),
@@ -158,9 +173,11 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
 impl ObjectLog {
     fn install_hooks(self: &Rc<Self>) -> Result<(), JsValue> {
         let target: &JsValue = self.storage.as_ref();
-        let hooks = WriteHooks::new(Rc::downgrade(self), Methods::of_prototype(target)?);
+        let methods = Rc::new(Methods::of_prototype(target)?);
+        let hooks = WriteHooks::new(Rc::downgrade(self), methods.clone(), Target::Storage);
         hooks.install_on(target)?;
         let _ = self.storage_hooks.set(hooks);
+        let _ = self.storage_methods.set(methods);
 
         let original: Function = Reflect::get(&Object::get_prototype_of(target), &"transaction".into())?.dyn_into()?;
         let log = Rc::downgrade(self);
@@ -203,7 +220,7 @@ impl ObjectLog {
     }
 
     /// `put(key, value, options)` or `put(entries, options)`, with the log row in the same call.
-    fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
+    fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
         if let Some(key) = a.as_string() {
             check_user_key(&key).map_err(|e| js_error(&e.to_string()))?;
             let at = self.next_position()?;
@@ -211,7 +228,7 @@ impl ObjectLog {
             Reflect::set(&entries, &a, &b)?;
             Reflect::set(&entries, &log_key(at).into(), &Array::of1(&a))?;
             let promise = m.put.call2(target, &entries, &c)?;
-            self.changed();
+            self.changed(kind, at, &[key]);
             return Ok(promise);
         }
         let Some(entries) = entries_object(&a)? else {
@@ -219,10 +236,8 @@ impl ObjectLog {
             return m.put.call3(target, &a, &b, &c);
         };
         let keys = Object::keys(&entries);
-        for key in keys.iter() {
-            check_user_key(&key.as_string().unwrap_or_default()).map_err(|e| js_error(&e.to_string()))?;
-        }
-        if keys.length() == 0 {
+        let names = user_keys(&keys)?;
+        if names.is_empty() {
             return m.put.call2(target, &entries, &b);
         }
         let at = self.next_position()?;
@@ -235,29 +250,27 @@ impl ObjectLog {
             m.put.call2(target, &log_entry(at, &keys)?, &b)?;
             m.put.call2(target, &entries, &b)?
         };
-        self.changed();
+        self.changed(kind, at, &names);
         Ok(promise)
     }
 
     /// `delete(key | keys, options)`: the log row is put first in the same synchronous step.
-    fn delete(self: &Rc<Self>, m: &Methods, target: &JsValue, keys: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
-        let names: Array = if keys.is_string() {
+    fn delete(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, keys: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+        let array: Array = if keys.is_string() {
             Array::of1(&keys)
         } else if Array::is_array(&keys) {
             keys.clone().unchecked_into()
         } else {
             return m.delete.call2(target, &keys, &options);
         };
-        for key in names.iter() {
-            check_user_key(&key.as_string().unwrap_or_default()).map_err(|e| js_error(&e.to_string()))?;
-        }
-        if names.length() == 0 {
+        let names = user_keys(&array)?;
+        if names.is_empty() {
             return m.delete.call2(target, &keys, &options);
         }
         let at = self.next_position()?;
-        m.put.call2(target, &log_entry(at, &names)?, &options)?;
+        m.put.call2(target, &log_entry(at, &array)?, &options)?;
         let promise = m.delete.call2(target, &keys, &options)?;
-        self.changed();
+        self.changed(kind, at, &names);
         Ok(promise)
     }
 
@@ -267,7 +280,8 @@ impl ObjectLog {
         let promise = m.delete_all.call1(target, &options)?;
         self.head.set(Some(at));
         m.put.call1(target, &log_entry(at, &Array::new())?)?;
-        self.changed();
+        self.compactor.borrow_mut().reset();
+        self.schedule_report();
         Ok(promise)
     }
 
@@ -288,12 +302,24 @@ impl ObjectLog {
         if let Some(hooks) = self.transaction_hooks.get() {
             return Ok(hooks);
         }
-        let hooks = WriteHooks::new(Rc::downgrade(self), Methods::of_prototype(txn)?);
+        let hooks = WriteHooks::new(Rc::downgrade(self), Rc::new(Methods::of_prototype(txn)?), Target::Transaction);
         Ok(self.transaction_hooks.get_or_init(|| hooks))
     }
 
+    /// After a write call: feeds the compactor (outside transactions) and the registry report.
+    fn changed(self: &Rc<Self>, kind: Target, at: Cursor, keys: &[String]) {
+        if kind == Target::Storage {
+            let mut compactor = self.compactor.borrow_mut();
+            compactor.record(at, keys.iter().map(String::as_str));
+            if compactor.is_due() && !self.compacting.replace(true) {
+                wasm_bindgen_futures::spawn_local(compact_while_due(self.clone()));
+            }
+        }
+        self.schedule_report();
+    }
+
     /// Notes a write for the registry. Reports are coalesced: one in flight, one trailing.
-    fn changed(self: &Rc<Self>) {
+    fn schedule_report(self: &Rc<Self>) {
         match self.report.get() {
             ReportState::Idle => {
                 self.report.set(ReportState::InFlight);
@@ -332,6 +358,66 @@ async fn report_until_idle(log: Rc<ObjectLog>) {
             return;
         }
     }
+}
+
+/// Compaction steps run off the write path, one batch at a time, until no batch is due.
+async fn compact_while_due(log: Rc<ObjectLog>) {
+    while log.compactor.borrow().is_due() {
+        if let Err(e) = compact_step(&log).await {
+            worker::console_error!("durafetch: compacting the change log of {} {} failed: {e:?}", log.class, log.id);
+            break;
+        }
+    }
+    log.compacting.set(false);
+}
+
+async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
+    let Some(head) = log.head.get() else { return Ok(()) };
+    let batch = log.compactor.borrow_mut().take_batch(head.epoch);
+    let row_keys: Vec<String> = batch.rows.iter().map(|r| log_key(*r)).collect();
+    let rows = super::storage::get_many(&log.storage, &row_keys).await.map_err(JsValue::from)?;
+    let mut stored = std::collections::BTreeMap::new();
+    for (cursor, key) in batch.rows.iter().zip(&row_keys) {
+        if let Some(keys) = rows.get(&key.into()).dyn_ref::<Array>() {
+            stored.insert(*cursor, keys.iter().filter_map(|k| k.as_string()).collect::<Vec<_>>());
+        }
+    }
+    // A delete_all while the rows were read makes them history: writing them back would
+    // resurrect rows of a finished epoch.
+    if log.head.get().map(|h| h.epoch) != Some(batch.epoch) {
+        return Ok(());
+    }
+    let rewrite = batch.plan(&stored);
+    let methods = log.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+    let target: &JsValue = log.storage.as_ref();
+    let mut pending = Vec::new();
+    if !rewrite.delete.is_empty() {
+        let keys: Array = rewrite.delete.iter().map(|r| JsValue::from(log_key(*r))).collect();
+        pending.push(methods.delete.call1(target, &keys)?);
+    }
+    if !rewrite.put.is_empty() {
+        let entries = Object::new();
+        for (row, keys) in &rewrite.put {
+            let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+            Reflect::set(&entries, &log_key(*row).into(), &keys)?;
+        }
+        pending.push(methods.put.call1(target, &entries)?);
+    }
+    for promise in pending {
+        wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await?;
+    }
+    Ok(())
+}
+
+/// The keys of a write call as strings, refusing any inside the reserved range.
+fn user_keys(keys: &Array) -> Result<Vec<String>, JsValue> {
+    keys.iter()
+        .map(|key| {
+            let key = key.as_string().unwrap_or_default();
+            check_user_key(&key).map_err(|e| js_error(&e.to_string()))?;
+            Ok(key)
+        })
+        .collect()
 }
 
 fn log_entry(at: Cursor, keys: &Array) -> Result<JsValue, JsValue> {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use durafetch_sdk::core::keys::{LOG_END, LOG_PREFIX};
 use serde_json::Value;
 use worker::wasm_bindgen::JsCast;
 use worker::{js_sys, wasm_bindgen::JsValue, ListOptions, Method, Request, Response, Result, State};
@@ -83,9 +84,27 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             return Response::from_websocket(pair.client);
         }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
+        ("overwrite", None, true) => {
+            // `{"writes": n, "keys": k}`: n awaited single-key puts cycling over k keys.
+            let plan: Overwrite = req.json().await?;
+            for i in 0..plan.writes {
+                storage.put(&format!("hot-{}", i % plan.keys.max(1)), i).await?;
+            }
+        }
+        ("log_rows", None, false) => {
+            // A debug view for tests: how many rows durafetch's change log holds.
+            let rows = storage.list_with_options(ListOptions::new().start(LOG_PREFIX).end(LOG_END)).await?.size();
+            return Response::from_json(&rows);
+        }
         _ => return Response::error("unknown operation", 404),
     }
     Response::ok("ok")
+}
+
+#[derive(serde::Deserialize)]
+struct Overwrite {
+    writes: u64,
+    keys: u64,
 }
 
 #[derive(serde::Deserialize)]

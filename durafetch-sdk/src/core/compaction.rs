@@ -1,0 +1,282 @@
+//! Keeps the change log O(distinct keys): when a key is written again, the older log row's entry
+//! for it is dead, since a reader only needs the newest row naming each key. The compactor
+//! remembers dead entries and plans, in bounded batches, which rows to rewrite or delete.
+//!
+//! A dead entry is dropped only once the row that superseded it has been read back from storage
+//! and still names the key, so a write that failed, or a transaction that rolled back, can never
+//! cost a key its last log row.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::core::cursor::Cursor;
+use crate::core::protocol::MAX_PAGE_KEYS;
+
+/// Dead entries gathered before a compaction step is worth running.
+pub const BATCH: usize = 256;
+/// Keys whose newest row the compactor remembers; past this it forgets and starts again, which
+/// only makes compaction less thorough, never wrong.
+pub const MEMORY_KEYS: usize = 65_536;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dead {
+    row: Cursor,
+    key: String,
+    superseded_by: Cursor,
+}
+
+#[derive(Debug, Default)]
+pub struct Compactor {
+    newest_row: HashMap<String, Cursor>,
+    dead: Vec<Dead>,
+}
+
+/// One step's work: the log rows to read, and the dead entries they settle.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub epoch: u32,
+    pub rows: BTreeSet<Cursor>,
+    dead: Vec<Dead>,
+}
+
+/// What to write back after reading a batch's rows.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Rows left with no live entry.
+    pub delete: Vec<Cursor>,
+    /// Rows that keep some entries, with the entries they keep.
+    pub put: Vec<(Cursor, Vec<String>)>,
+}
+
+impl Compactor {
+    /// Notes that the write call logged at `at` named `keys` (outside a transaction).
+    pub fn record<'k>(&mut self, at: Cursor, keys: impl IntoIterator<Item = &'k str>) {
+        for key in keys {
+            if let Some(previous) = self.newest_row.insert(key.to_owned(), at) {
+                if previous < at && previous.epoch == at.epoch {
+                    self.dead.push(Dead { row: previous, key: key.to_owned(), superseded_by: at });
+                }
+            }
+        }
+        if self.newest_row.len() > MEMORY_KEYS {
+            self.newest_row.clear();
+        }
+    }
+
+    /// `delete_all` removed every row: nothing is left to compact.
+    pub fn reset(&mut self) {
+        self.newest_row.clear();
+        self.dead.clear();
+    }
+
+    pub fn is_due(&self) -> bool {
+        self.dead.len() >= BATCH
+    }
+
+    /// Takes dead entries whose rows (both the dead one and its superseder) fit in one storage
+    /// read of at most [`MAX_PAGE_KEYS`] keys, all from the current `epoch`.
+    pub fn take_batch(&mut self, epoch: u32) -> Batch {
+        self.dead.retain(|d| d.row.epoch == epoch);
+        let mut batch = Batch { epoch, ..Batch::default() };
+        let mut rest = Vec::new();
+        for dead in self.dead.drain(..) {
+            let mut needed = batch.rows.clone();
+            needed.insert(dead.row);
+            needed.insert(dead.superseded_by);
+            if needed.len() <= MAX_PAGE_KEYS {
+                batch.rows = needed;
+                batch.dead.push(dead);
+            } else {
+                rest.push(dead);
+            }
+        }
+        self.dead = rest;
+        batch
+    }
+}
+
+impl Batch {
+    /// Plans the rewrite given the rows as read back from storage (absent rows are absent).
+    pub fn plan(&self, stored: &BTreeMap<Cursor, Vec<String>>) -> Rewrite {
+        let mut rows: BTreeMap<Cursor, Vec<String>> = BTreeMap::new();
+        for dead in &self.dead {
+            let confirmed = stored.get(&dead.superseded_by).is_some_and(|keys| keys.contains(&dead.key));
+            let Some(original) = stored.get(&dead.row) else { continue };
+            if !confirmed {
+                continue;
+            }
+            rows.entry(dead.row).or_insert_with(|| original.clone()).retain(|k| k != &dead.key);
+        }
+        let mut rewrite = Rewrite::default();
+        for (row, keys) in rows {
+            if keys.is_empty() {
+                rewrite.delete.push(row);
+            } else if keys.len() != stored[&row].len() {
+                rewrite.put.push((row, keys));
+            }
+        }
+        rewrite
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The compactor against a model: random writes, deletes, delete_all, transactions with and
+    //! without rollback, failed writes and compaction steps; after each step, a reader starting
+    //! from any earlier cursor must reconstruct the current state exactly from the log.
+
+    use super::*;
+    use crate::core::cursor::ReadPlan;
+
+    /// A deterministic generator, so that a failing seed replays.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Storage as the object sees it: user keys and log rows.
+    #[derive(Default, Clone)]
+    struct Store {
+        user: BTreeMap<String, u64>,
+        log: BTreeMap<Cursor, Vec<String>>,
+    }
+
+    struct World {
+        store: Store,
+        head: Cursor,
+        compactor: Compactor,
+        /// (cursor, user state right after it): where readers may stand.
+        history: Vec<(Cursor, BTreeMap<String, u64>)>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            World { store: Store::default(), head: Cursor::default(), compactor: Compactor::default(), history: vec![(Cursor::default(), BTreeMap::new())] }
+        }
+
+        fn write(&mut self, keys: &[String], value: Option<u64>, logged_outside_txn: bool, lands: bool) {
+            self.head = self.head.next_seq();
+            if lands {
+                for k in keys {
+                    match value {
+                        Some(v) => self.store.user.insert(k.clone(), v),
+                        None => self.store.user.remove(k),
+                    };
+                }
+                self.store.log.insert(self.head, keys.to_vec());
+                self.history.push((self.head, self.store.user.clone()));
+            }
+            if logged_outside_txn {
+                self.compactor.record(self.head, keys.iter().map(String::as_str));
+            }
+        }
+
+        fn delete_all(&mut self) {
+            self.head = self.head.next_epoch();
+            self.store = Store::default();
+            self.store.log.insert(self.head, vec![]);
+            self.compactor.reset();
+            self.history.push((self.head, BTreeMap::new()));
+        }
+
+        fn compact(&mut self) {
+            let batch = self.compactor.take_batch(self.head.epoch);
+            let stored: BTreeMap<Cursor, Vec<String>> =
+                batch.rows.iter().filter_map(|r| self.store.log.get(r).map(|k| (*r, k.clone()))).collect();
+            let rewrite = batch.plan(&stored);
+            for row in rewrite.delete {
+                self.store.log.remove(&row);
+            }
+            for (row, keys) in rewrite.put {
+                self.store.log.insert(row, keys);
+            }
+        }
+
+        /// What a reader holding `state` as of `since` ends with after one export.
+        fn read_from(&self, since: Cursor, state: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+            let floor = Cursor::new(self.head.epoch, 0);
+            match ReadPlan::choose(Some(since), floor, self.head) {
+                ReadPlan::Snapshot => self.store.user.clone(),
+                ReadPlan::ChangesSince(c) => {
+                    let mut out = state.clone();
+                    for (_, keys) in self.store.log.range(c.next_seq()..) {
+                        for k in keys {
+                            match self.store.user.get(k) {
+                                Some(v) => out.insert(k.clone(), *v),
+                                None => out.remove(k),
+                            };
+                        }
+                    }
+                    out
+                }
+            }
+        }
+
+        fn check_every_reader(&self, seed: u64, step: usize) {
+            for (since, state) in &self.history {
+                assert_eq!(self.read_from(*since, state), self.store.user, "seed {seed} step {step}: reader from {since}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_reader_reconstructs_the_state_through_compaction() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut world = World::new();
+            let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+            for step in 0..400 {
+                let pick = |rng: &mut Rng| -> Vec<String> {
+                    let n = 1 + rng.below(4) as usize;
+                    (0..n).map(|_| keys[rng.below(keys.len() as u64) as usize].clone()).collect::<BTreeSet<_>>().into_iter().collect()
+                };
+                match rng.below(100) {
+                    0..=44 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), true, true) }
+                    45..=59 => { let k = pick(&mut rng); world.write(&k, None, true, true) }
+                    60..=66 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), false, true) } // committed transaction
+                    67..=71 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), false, false) } // rolled back
+                    72..=75 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), true, false) } // write storage refused
+                    76..=77 => world.delete_all(),
+                    _ => world.compact(),
+                }
+                if step % 8 == 0 {
+                    world.check_every_reader(seed, step);
+                }
+            }
+            world.check_every_reader(seed, 400);
+        }
+    }
+
+    #[test]
+    fn overwrites_keep_the_log_near_the_number_of_distinct_keys() {
+        let mut world = World::new();
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        for i in 0..20_000u64 {
+            let key = keys[(i % 100) as usize].clone();
+            world.write(&[key], Some(i), true, true);
+            while world.compactor.is_due() {
+                world.compact();
+            }
+        }
+        assert!(world.store.log.len() <= 100 + BATCH, "{} rows", world.store.log.len());
+        world.check_every_reader(0, 0);
+    }
+
+    #[test]
+    fn batches_read_at_most_one_page_of_rows() {
+        let mut compactor = Compactor::default();
+        for seq in 1..=1000u64 {
+            compactor.record(Cursor::new(0, seq), [format!("k{}", seq % 300).as_str()]);
+        }
+        let batch = compactor.take_batch(0);
+        assert!(batch.rows.len() <= MAX_PAGE_KEYS);
+        assert!(!batch.dead.is_empty());
+    }
+}
