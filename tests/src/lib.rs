@@ -126,13 +126,13 @@ impl LocalWorker {
 
     /// Pulls into `db` until it equals `expected` (objects report to the registry right after
     /// their writes are durable, so the registry may trail a write by a moment), then checks
-    /// that the objects themselves hold `expected`. Returns how many objects each pull fetched.
-    pub fn pull_until_equal(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<u64> {
+    /// that the objects themselves hold `expected`. Returns the pulls' runs.
+    pub fn pull_until_equal(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<PullRun> {
         let mut pulled = Vec::new();
         for _ in 0..50 {
             let run = self.pull(db, TOKEN);
             assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
-            pulled.push(run.objects_pulled());
+            pulled.push(run);
             if &read_db(db) == expected {
                 for ((class, name), keys) in expected {
                     assert_eq!(&self.object_state(route_of(class), name), keys, "{step}: {class} {name} as the object reads it");
@@ -149,7 +149,12 @@ impl LocalWorker {
         let url = format!("{}/{class}/{name}/get", self.base());
         let body = ureq::get(&url).call().expect("get").into_string().unwrap();
         let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+        // The example renders bytes as {"bytes": [..]}; the file's rows are read as <bytes:HEX>.
+        let render = |v: &serde_json::Value| match v.get("bytes").and_then(|b| b.as_array()) {
+            Some(bytes) => format!("<bytes:{}>", bytes.iter().map(|b| format!("{:02X}", b.as_u64().unwrap_or(0))).collect::<String>()),
+            None => v.to_string(),
+        };
+        value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), render(v))).collect()
     }
 
     /// Runs `durafetch-pull` once into `db` with `token`.
@@ -197,7 +202,16 @@ pub struct PullRun {
 
 impl PullRun {
     pub fn objects_pulled(&self) -> u64 {
-        self.summary.as_ref().and_then(|s| s["objects_pulled"].as_u64()).unwrap_or_else(|| panic!("no summary: {}", self.stderr))
+        self.count("objects_pulled")
+    }
+
+    /// Objects this run downloaded as full snapshots.
+    pub fn snapshots(&self) -> u64 {
+        self.count("snapshots")
+    }
+
+    fn count(&self, field: &str) -> u64 {
+        self.summary.as_ref().and_then(|s| s[field].as_u64()).unwrap_or_else(|| panic!("no summary: {}", self.stderr))
     }
 }
 

@@ -60,7 +60,10 @@ fn every_step_of_the_scenario_is_pulled_exactly() {
     }
     let all_two = model(&[("key-a", "2"), ("key-b", "2"), ("key-c", "2"), ("key-d", "2")]);
     let pulls = worker.pull_until_equal(&db, &all_two, "step 3");
-    assert!(pulls.iter().sum::<u64>() >= 30, "every object must have been downloaded: {pulls:?}");
+    let downloaded: u64 = pulls.iter().map(|r| r.objects_pulled()).sum();
+    let snapshots: u64 = pulls.iter().map(|r| r.snapshots()).sum();
+    assert!(downloaded >= 30, "every object must have been downloaded: {downloaded}");
+    assert_eq!(snapshots, 0, "changes after a pull are read incrementally");
 
     // (4) delete key-a, delete_multiple key-b and key-c: only key-d is left.
     for (route, _, name) in objects() {

@@ -118,6 +118,39 @@ impl Batch {
     }
 }
 
+/// Readers further behind than this many write calls get a full snapshot instead of the changes,
+/// which lets the log forget deletions older than that.
+pub const DEFAULT_TOMBSTONE_HORIZON: u64 = 100_000;
+
+/// The result of sweeping a page of old rows for tombstones (entries naming keys that no
+/// longer exist).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub rewrite: Rewrite,
+    /// The new floor, when a tombstone was dropped: readers below it need a snapshot.
+    pub floor: Option<Cursor>,
+}
+
+/// Plans the removal of tombstones from `rows` (oldest first, all before the horizon), given
+/// which of their keys still exist.
+pub fn sweep_tombstones(rows: &[(Cursor, Vec<String>)], exists: impl Fn(&str) -> bool) -> Sweep {
+    let mut sweep = Sweep::default();
+    for (row, keys) in rows {
+        let live: Vec<String> = keys.iter().filter(|k| exists(k)).cloned().collect();
+        if live.len() == keys.len() {
+            continue;
+        }
+        // Position 0 of an epoch is its start marker, which carries no keys and stays.
+        sweep.floor = Some(*row);
+        if live.is_empty() {
+            sweep.rewrite.delete.push(*row);
+        } else {
+            sweep.rewrite.put.push((*row, live));
+        }
+    }
+    sweep
+}
+
 #[cfg(test)]
 mod tests {
     //! The compactor against a model: random writes, deletes, delete_all, transactions with and
@@ -151,6 +184,7 @@ mod tests {
     struct World {
         store: Store,
         head: Cursor,
+        floor: Cursor,
         compactor: Compactor,
         /// (cursor, user state right after it): where readers may stand.
         history: Vec<(Cursor, BTreeMap<String, u64>)>,
@@ -158,7 +192,7 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            World { store: Store::default(), head: Cursor::default(), compactor: Compactor::default(), history: vec![(Cursor::default(), BTreeMap::new())] }
+            World { store: Store::default(), head: Cursor::default(), floor: Cursor::default(), compactor: Compactor::default(), history: vec![(Cursor::default(), BTreeMap::new())] }
         }
 
         fn write(&mut self, keys: &[String], value: Option<u64>, logged_outside_txn: bool, lands: bool) {
@@ -180,6 +214,7 @@ mod tests {
 
         fn delete_all(&mut self) {
             self.head = self.head.next_epoch();
+            self.floor = self.head;
             self.store = Store::default();
             self.store.log.insert(self.head, vec![]);
             self.compactor.reset();
@@ -199,10 +234,32 @@ mod tests {
             }
         }
 
+        /// Drops tombstones from the oldest rows more than `horizon` writes behind the head.
+        fn sweep(&mut self, horizon: u64) {
+            let limit = Cursor::new(self.head.epoch, self.head.seq.saturating_sub(horizon));
+            let rows: Vec<(Cursor, Vec<String>)> = self
+                .store
+                .log
+                .range(Cursor::new(self.head.epoch, 0)..limit)
+                .take(MAX_PAGE_KEYS)
+                .map(|(c, k)| (*c, k.clone()))
+                .collect();
+            let user = self.store.user.clone();
+            let sweep = sweep_tombstones(&rows, |k| user.contains_key(k));
+            for row in sweep.rewrite.delete {
+                self.store.log.remove(&row);
+            }
+            for (row, keys) in sweep.rewrite.put {
+                self.store.log.insert(row, keys);
+            }
+            if let Some(floor) = sweep.floor {
+                self.floor = self.floor.max(floor);
+            }
+        }
+
         /// What a reader holding `state` as of `since` ends with after one export.
         fn read_from(&self, since: Cursor, state: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
-            let floor = Cursor::new(self.head.epoch, 0);
-            match ReadPlan::choose(Some(since), floor, self.head) {
+            match ReadPlan::choose(Some(since), self.floor, self.head) {
                 ReadPlan::Snapshot => self.store.user.clone(),
                 ReadPlan::ChangesSince(c) => {
                     let mut out = state.clone();
@@ -244,6 +301,7 @@ mod tests {
                     67..=71 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), false, false) } // rolled back
                     72..=75 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), true, false) } // write storage refused
                     76..=77 => world.delete_all(),
+                    78..=81 => world.sweep(rng.below(40)),
                     _ => world.compact(),
                 }
                 if step % 8 == 0 {
@@ -267,6 +325,22 @@ mod tests {
         }
         assert!(world.store.log.len() <= 100 + BATCH, "{} rows", world.store.log.len());
         world.check_every_reader(0, 0);
+    }
+
+    #[test]
+    fn sweeping_drops_only_tombstones_and_raises_the_floor_past_them() {
+        let rows = vec![
+            (Cursor::new(1, 0), vec![]),
+            (Cursor::new(1, 1), vec!["live".to_string()]),
+            (Cursor::new(1, 2), vec!["gone".to_string()]),
+            (Cursor::new(1, 3), vec!["live2".to_string(), "gone2".to_string()]),
+            (Cursor::new(1, 4), vec!["live3".to_string()]),
+        ];
+        let sweep = sweep_tombstones(&rows, |k| k.starts_with("live"));
+        assert_eq!(sweep.rewrite.delete, vec![Cursor::new(1, 2)]);
+        assert_eq!(sweep.rewrite.put, vec![(Cursor::new(1, 3), vec!["live2".to_string()])]);
+        assert_eq!(sweep.floor, Some(Cursor::new(1, 3)));
+        assert_eq!(sweep_tombstones(&rows[..2], |_| true), Sweep::default());
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub const LOG_PREFIX: &str = "\u{1}durafetch\u{1}log\u{1}";
 /// End of the change-log range (exclusive).
 pub const LOG_END: &str = "\u{1}durafetch\u{1}log\u{2}";
 
+/// The log's floor: the lowest position the log can still serve incremental reads from, as
+/// `[epoch, seq]`. Raised when tombstones are dropped; absent means the start of the epoch.
+pub const FLOOR_KEY: &str = "\u{1}durafetch\u{1}floor";
+
 const EPOCH_DIGITS: usize = 8;
 const SEQ_DIGITS: usize = 16;
 
@@ -90,11 +94,12 @@ mod tests {
             let inside = user >= RESERVED_PREFIX && user < RESERVED_END;
             assert!(!inside, "{user:?} sorts inside the reserved range");
         }
-        for internal in [RESERVED_PREFIX, LOG_PREFIX, &log_key(Cursor::new(3, 9))] {
+        for internal in [RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, &log_key(Cursor::new(3, 9))] {
             assert!(check_user_key(internal).is_err());
             assert!(internal >= RESERVED_PREFIX && internal < RESERVED_END);
         }
         assert!(LOG_PREFIX < LOG_END && LOG_END <= RESERVED_END);
+        assert!(!(FLOOR_KEY >= LOG_PREFIX && FLOOR_KEY < LOG_END), "the floor row is not a log row");
     }
 
     #[test]

@@ -37,9 +37,7 @@ impl ExportSession<'_> {
     async fn serve(mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
         let hello = session.hello().await?;
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
-        // Without compaction the log still holds every row of the current epoch.
-        let floor = Cursor::new(head.epoch, 0);
-        let from = match ReadPlan::choose(hello.since, floor, head) {
+        let from = match ReadPlan::choose(hello.since, self.log.floor(), head) {
             ReadPlan::Snapshot => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Snapshot, epoch: head.epoch })?;
                 // User keys are the two ranges either side of the reserved one.

@@ -16,9 +16,9 @@ use worker::{Env, Request, Response, State, WebSocketPair};
 
 use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
-use crate::core::compaction::Compactor;
+use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
 use crate::core::cursor::Cursor;
-use crate::core::keys::{check_user_key, log_key, parse_log_key, LOG_END, LOG_PREFIX};
+use crate::core::keys::{check_user_key, log_key, parse_log_key, FLOOR_KEY, LOG_END, LOG_PREFIX};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -123,6 +123,11 @@ pub(crate) struct ObjectLog {
     pub env: Env,
     /// The last position handed out; `None` until the constructor's read of the log finishes.
     head: Cell<Option<Cursor>>,
+    /// The lowest position incremental reads can start from (see `FLOOR_KEY`).
+    floor: Cell<Cursor>,
+    /// How far the tombstone sweep has looked, in this instance's lifetime.
+    swept_to: Cell<Cursor>,
+    tombstone_horizon: u64,
     report: Cell<ReportState>,
     compactor: RefCell<Compactor>,
     compacting: Cell<bool>,
@@ -147,6 +152,12 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         storage,
         env: env.clone(),
         head: Cell::new(None),
+        floor: Cell::new(Cursor::default()),
+        swept_to: Cell::new(Cursor::default()),
+        tombstone_horizon: super::config::Config::from_env(env)
+            .ok()
+            .and_then(|c| c.tombstone_horizon)
+            .unwrap_or(DEFAULT_TOMBSTONE_HORIZON),
         report: Cell::new(ReportState::Idle),
         compactor: RefCell::new(Compactor::default()),
         compacting: Cell::new(false),
@@ -164,6 +175,9 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
     let loader = log.clone();
     let _ = state.block_concurrency_while(async move {
         let head = loader.read_head().await?;
+        let floor = loader.read_floor(head).await?;
+        loader.floor.set(floor);
+        loader.swept_to.set(floor);
         loader.head.set(Some(head));
         Ok(())
     });
@@ -203,8 +217,22 @@ impl ObjectLog {
         Ok(last.and_then(|k| k.as_string()).and_then(|k| parse_log_key(&k)).unwrap_or_default())
     }
 
+    /// The stored floor if it belongs to the current epoch, else the epoch's start.
+    async fn read_floor(&self, head: Cursor) -> worker::Result<Cursor> {
+        let row = super::storage::get_many(&self.storage, &[FLOOR_KEY.to_owned()]).await?;
+        let stored = row.get(&FLOOR_KEY.into());
+        let stored = stored.dyn_ref::<Array>().map(|a| {
+            Cursor::new(a.get(0).as_f64().unwrap_or(0.0) as u32, a.get(1).as_f64().unwrap_or(0.0) as u64)
+        });
+        Ok(stored.filter(|f| f.epoch == head.epoch).unwrap_or(Cursor::new(head.epoch, 0)))
+    }
+
     pub fn head(&self) -> Option<Cursor> {
         self.head.get()
+    }
+
+    pub fn floor(&self) -> Cursor {
+        self.floor.get()
     }
 
     fn loaded_head(&self) -> Result<Cursor, JsValue> {
@@ -281,6 +309,8 @@ impl ObjectLog {
         self.head.set(Some(at));
         m.put.call1(target, &log_entry(at, &Array::new())?)?;
         self.compactor.borrow_mut().reset();
+        self.floor.set(at);
+        self.swept_to.set(at);
         self.schedule_report();
         Ok(promise)
     }
@@ -298,6 +328,22 @@ impl ObjectLog {
         original.call2(target, &wrapped, &options)
     }
 
+    /// Issues compaction's own writes with the runtime's methods (they are not logged): the put
+    /// first, then the deletes, in one synchronous step.
+    fn rewrite(&self, put: Option<Object>, delete: &[Cursor]) -> Result<Vec<js_sys::Promise>, JsValue> {
+        let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+        let target: &JsValue = self.storage.as_ref();
+        let mut pending = Vec::new();
+        if let Some(entries) = put {
+            pending.push(methods.put.call1(target, &entries)?.unchecked_into());
+        }
+        if !delete.is_empty() {
+            let keys: Array = delete.iter().map(|r| JsValue::from(log_key(*r))).collect();
+            pending.push(methods.delete.call1(target, &keys)?.unchecked_into());
+        }
+        Ok(pending)
+    }
+
     fn transaction_hooks(self: &Rc<Self>, txn: &JsValue) -> Result<&WriteHooks, JsValue> {
         if let Some(hooks) = self.transaction_hooks.get() {
             return Ok(hooks);
@@ -311,11 +357,23 @@ impl ObjectLog {
         if kind == Target::Storage {
             let mut compactor = self.compactor.borrow_mut();
             compactor.record(at, keys.iter().map(String::as_str));
-            if compactor.is_due() && !self.compacting.replace(true) {
+            if (compactor.is_due() || self.sweep_is_due()) && !self.compacting.replace(true) {
                 wasm_bindgen_futures::spawn_local(compact_while_due(self.clone()));
             }
         }
         self.schedule_report();
+    }
+
+    /// The position before which tombstones may be dropped.
+    fn horizon(&self) -> Option<Cursor> {
+        let head = self.head.get()?;
+        Some(Cursor::new(head.epoch, head.seq.saturating_sub(self.tombstone_horizon)))
+    }
+
+    /// A sweep is worth a step once a page of rows has fallen behind the horizon.
+    fn sweep_is_due(&self) -> bool {
+        let swept = self.swept_to.get();
+        self.horizon().is_some_and(|h| h.epoch == swept.epoch && h.seq > swept.seq + MAX_PAGE_KEYS as u64)
     }
 
     /// Notes a write for the registry. Reports are coalesced: one in flight, one trailing.
@@ -362,13 +420,68 @@ async fn report_until_idle(log: Rc<ObjectLog>) {
 
 /// Compaction steps run off the write path, one batch at a time, until no batch is due.
 async fn compact_while_due(log: Rc<ObjectLog>) {
-    while log.compactor.borrow().is_due() {
-        if let Err(e) = compact_step(&log).await {
+    loop {
+        let step = if log.compactor.borrow().is_due() {
+            compact_step(&log).await
+        } else if log.sweep_is_due() {
+            sweep_step(&log).await
+        } else {
+            break;
+        };
+        if let Err(e) = step {
             worker::console_error!("durafetch: compacting the change log of {} {} failed: {e:?}", log.class, log.id);
             break;
         }
     }
     log.compacting.set(false);
+}
+
+/// Drops tombstones from one page of rows behind the horizon. The raised floor is written in
+/// the same call as the rewritten rows and before any row is deleted, so no reader is ever
+/// served incrementally across a forgotten deletion.
+async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
+    let (Some(horizon), from) = (log.horizon(), log.swept_to.get()) else { return Ok(()) };
+    let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)));
+    let Some(page) = scan.next_page(&log.storage).await.map_err(JsValue::from)? else {
+        log.swept_to.set(horizon);
+        return Ok(());
+    };
+    let mut rows = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for entry in page.entries() {
+        let entry: Array = entry?.unchecked_into();
+        let Some(at) = entry.get(0).as_string().and_then(|k| parse_log_key(&k)) else { continue };
+        let keys: Vec<String> = entry.get(1).dyn_ref::<Array>().map(|a| a.iter().filter_map(|k| k.as_string()).collect()).unwrap_or_default();
+        named.extend(keys.iter().cloned());
+        rows.push((at, keys));
+    }
+    let named: Vec<String> = named.into_iter().collect();
+    let mut existing = std::collections::HashSet::new();
+    for chunk in named.chunks(MAX_PAGE_KEYS) {
+        let values = super::storage::get_many(&log.storage, chunk).await.map_err(JsValue::from)?;
+        existing.extend(chunk.iter().filter(|k| values.has(&JsValue::from_str(k))).cloned());
+    }
+    if log.head.get().map(|h| h.epoch) != Some(horizon.epoch) {
+        return Ok(());
+    }
+    let sweep = sweep_tombstones(&rows, |k| existing.contains(k));
+    let last = rows.last().map_or(horizon, |(at, _)| *at);
+    if let Some(floor) = sweep.floor {
+        let floor = floor.max(log.floor.get());
+        let entries = Object::new();
+        Reflect::set(&entries, &FLOOR_KEY.into(), &Array::of2(&(floor.epoch as f64).into(), &(floor.seq as f64).into()))?;
+        for (row, keys) in &sweep.rewrite.put {
+            let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+            Reflect::set(&entries, &log_key(*row).into(), &keys)?;
+        }
+        let writes = log.rewrite(Some(entries), &sweep.rewrite.delete)?;
+        log.floor.set(floor);
+        for promise in writes {
+            wasm_bindgen_futures::JsFuture::from(promise).await?;
+        }
+    }
+    log.swept_to.set(last);
+    Ok(())
 }
 
 async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
@@ -388,23 +501,15 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
         return Ok(());
     }
     let rewrite = batch.plan(&stored);
-    let methods = log.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
-    let target: &JsValue = log.storage.as_ref();
-    let mut pending = Vec::new();
-    if !rewrite.delete.is_empty() {
-        let keys: Array = rewrite.delete.iter().map(|r| JsValue::from(log_key(*r))).collect();
-        pending.push(methods.delete.call1(target, &keys)?);
-    }
-    if !rewrite.put.is_empty() {
-        let entries = Object::new();
+    let entries = (!rewrite.put.is_empty()).then(Object::new);
+    if let Some(entries) = &entries {
         for (row, keys) in &rewrite.put {
             let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
-            Reflect::set(&entries, &log_key(*row).into(), &keys)?;
+            Reflect::set(entries, &log_key(*row).into(), &keys)?;
         }
-        pending.push(methods.put.call1(target, &entries)?);
     }
-    for promise in pending {
-        wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await?;
+    for promise in log.rewrite(entries, &rewrite.delete)? {
+        wasm_bindgen_futures::JsFuture::from(promise).await?;
     }
     Ok(())
 }
