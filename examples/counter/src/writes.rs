@@ -22,61 +22,34 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
     let key = url.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
     let storage = state.storage();
     let write = req.method() == Method::Post;
-    match (operation.as_str(), key, write) {
-        ("put", Some(key), true) => {
-            let value: Value = req.json().await?;
-            storage.put(&key, value).await?;
-        }
+    let op = match (operation.as_str(), key, write) {
+        ("put", Some(key), true) => Op::Put { key, value: req.json().await? },
+        ("put_raw", Some(key), true) => Op::PutRaw { key, bytes: req.bytes().await? },
+        ("put_multiple", None, true) => Op::PutMultiple { entries: req.json().await? },
+        ("put_multiple_raw", None, true) => Op::PutMultipleRaw { entries: req.json().await? },
+        ("delete", Some(key), true) => Op::Delete { key },
+        ("delete_multiple", None, true) => Op::DeleteMultiple { keys: req.json().await? },
+        ("delete_all", None, true) => Op::DeleteAll,
+        ("transaction", None, true) => req.json::<TransactionPlan>().await?.into(),
         ("put_symbol", Some(key), true) => {
             // Storage cannot clone a symbol: the write must fail, and so must its log row.
             storage.put_raw(&key, JsValue::symbol(None)).await?;
+            return Response::ok("ok");
         }
-        ("put_raw", Some(key), true) => {
-            let bytes = req.bytes().await?;
-            storage.put_raw(&key, js_sys::Uint8Array::from(bytes.as_slice())).await?;
+        ("ops", None, true) => {
+            apply(state, req.json().await?).await?;
+            return Response::ok("ok");
         }
-        ("put_multiple", None, true) => {
-            // A HashMap becomes a JS Map, which storage alone would silently ignore.
-            let values: HashMap<String, Value> = req.json().await?;
-            storage.put_multiple(values).await?;
-        }
-        ("put_multiple_raw", None, true) => {
-            let values: serde_json::Map<String, Value> = req.json().await?;
-            let object = js_sys::Object::new();
-            for (key, value) in values {
-                let value = serde_wasm_bindgen_value(&value)?;
-                js_sys::Reflect::set(&object, &JsValue::from_str(&key), &value)?;
-            }
-            storage.put_multiple_raw(object).await?;
-        }
-        ("delete", Some(key), true) => {
-            storage.delete(&key).await?;
-        }
-        ("delete_multiple", None, true) => {
-            let keys: Vec<String> = req.json().await?;
-            storage.delete_multiple(keys).await?;
-        }
-        ("delete_all", None, true) => storage.delete_all().await?,
-        ("transaction", None, true) => {
-            let plan: TransactionPlan = req.json().await?;
-            storage
-                .transaction(move |txn| async move {
-                    for (key, value) in plan.put {
-                        txn.put(&key, value).await?;
-                    }
-                    for key in plan.delete {
-                        txn.delete(&key).await?;
-                    }
-                    if plan.rollback {
-                        txn.rollback()?;
-                    }
-                    Ok(())
-                })
-                .await?;
+        ("ops_in_alarm", None, true) => {
+            // The alarm runs the writes; the plan waits in storage until then.
+            storage.put(PENDING_OPS, req.text().await?).await?;
+            storage.set_alarm(std::time::Duration::from_millis(0)).await?;
+            return Response::ok("ok");
         }
         ("alarm", None, true) => {
             let delay_ms: u64 = req.text().await?.trim().parse().unwrap_or(0);
             storage.set_alarm(std::time::Duration::from_millis(delay_ms)).await?;
+            return Response::ok("ok");
         }
         ("socket", None, false) => {
             let pair = worker::WebSocketPair::new()?;
@@ -90,6 +63,7 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             for i in 0..plan.writes {
                 storage.put(&format!("hot-{}", i % plan.keys.max(1)), i).await?;
             }
+            return Response::ok("ok");
         }
         ("log_rows", None, false) => {
             // A debug view for tests: how many rows durafetch's change log holds.
@@ -97,8 +71,72 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             return Response::from_json(&rows);
         }
         _ => return Response::error("unknown operation", 404),
-    }
+    };
+    apply(state, vec![op]).await?;
     Response::ok("ok")
+}
+
+/// One call of a storage write path.
+#[derive(serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Put { key: String, value: Value },
+    PutRaw { key: String, bytes: Vec<u8> },
+    /// A HashMap becomes a JS Map, which storage alone would silently ignore.
+    PutMultiple { entries: HashMap<String, Value> },
+    /// Plain JS objects built by hand.
+    PutMultipleRaw { entries: serde_json::Map<String, Value> },
+    Delete { key: String },
+    DeleteMultiple { keys: Vec<String> },
+    DeleteAll,
+    Transaction { put: Vec<(String, i64)>, delete: Vec<String>, rollback: bool },
+}
+
+/// Runs write calls in order, from whichever entry point received them.
+pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
+    let storage = state.storage();
+    for op in ops {
+        match op {
+            Op::Put { key, value } => storage.put(&key, value).await?,
+            Op::PutRaw { key, bytes } => storage.put_raw(&key, js_sys::Uint8Array::from(bytes.as_slice())).await?,
+            Op::PutMultiple { entries } => storage.put_multiple(entries).await?,
+            Op::PutMultipleRaw { entries } => {
+                let object = js_sys::Object::new();
+                for (key, value) in entries {
+                    js_sys::Reflect::set(&object, &JsValue::from_str(&key), &plain_js(&value)?)?;
+                }
+                storage.put_multiple_raw(object).await?
+            }
+            Op::Delete { key } => {
+                storage.delete(&key).await?;
+            }
+            Op::DeleteMultiple { keys } => {
+                storage.delete_multiple(keys).await?;
+            }
+            Op::DeleteAll => storage.delete_all().await?,
+            Op::Transaction { put, delete, rollback } => {
+                let result = storage
+                    .transaction(move |txn| async move {
+                        for (key, value) in put {
+                            txn.put(&key, value).await?;
+                        }
+                        for key in delete {
+                            txn.delete(&key).await?;
+                        }
+                        if rollback {
+                            txn.rollback()?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                // A rollback is what the plan asked for, not a failure.
+                if !rollback {
+                    result?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]
@@ -117,20 +155,38 @@ struct TransactionPlan {
     rollback: bool,
 }
 
-/// The alarm counts how often it fired, in storage.
+impl From<TransactionPlan> for Op {
+    fn from(plan: TransactionPlan) -> Self {
+        Op::Transaction { put: plan.put, delete: plan.delete, rollback: plan.rollback }
+    }
+}
+
+/// Where `ops_in_alarm` leaves the writes for the alarm to run.
+const PENDING_OPS: &str = "pending-ops";
+
+/// The alarm runs pending writes if there are any, and otherwise counts how often it fired.
 pub async fn on_alarm(state: &State) -> Result<Response> {
     let storage = state.storage();
+    if let Some(ops) = storage.get::<String>(PENDING_OPS).await? {
+        storage.delete(PENDING_OPS).await?;
+        apply(state, serde_json::from_str(&ops)?).await?;
+        return Response::ok("ok");
+    }
     let fired: i64 = storage.get("alarm-fired").await?.unwrap_or(0);
     storage.put("alarm-fired", fired + 1).await?;
     Response::ok("ok")
 }
 
-/// A hibernatable socket: a message `key=value` puts the JSON value under the key, then the
-/// socket answers `ok`.
+/// A hibernatable socket: a message `key=value` puts the JSON value under the key, and
+/// `ops:[..]` runs write calls; then the socket answers `ok`.
 pub async fn on_socket_message(state: &State, ws: &worker::WebSocket, message: worker::WebSocketIncomingMessage) -> Result<()> {
     let worker::WebSocketIncomingMessage::String(text) = message else {
         return ws.send_with_str("expected text");
     };
+    if let Some(ops) = text.strip_prefix("ops:") {
+        apply(state, serde_json::from_str(ops)?).await?;
+        return ws.send_with_str("ok");
+    }
     let Some((key, value)) = text.split_once('=') else {
         return ws.send_with_str("expected key=value");
     };
@@ -147,7 +203,7 @@ pub async fn on_socket_close(state: &State) -> Result<()> {
 }
 
 /// A JSON value as the plain JS value `JSON.parse` would give (objects as objects, not Maps).
-fn serde_wasm_bindgen_value(value: &Value) -> Result<JsValue> {
+fn plain_js(value: &Value) -> Result<JsValue> {
     Ok(js_sys::JSON::parse(&value.to_string())?)
 }
 
