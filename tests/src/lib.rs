@@ -144,6 +144,19 @@ impl LocalWorker {
         panic!("{step}: the pulled file never matched.\nexpected: {expected:?}\ngot: {:?}", read_db(db));
     }
 
+    /// GETs an example route and returns the body.
+    pub fn get_text(&self, path: &str) -> String {
+        ureq::get(&format!("{}/{path}", self.base())).call().expect("get").into_string().unwrap()
+    }
+
+    /// POSTs to an example route and returns the body.
+    pub fn post_text(&self, path: &str, body: &str) -> String {
+        match ureq::post(&format!("{}/{path}", self.base())).send_string(body) {
+            Ok(response) => response.into_string().unwrap(),
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
     /// An object's user keys and values as it reads them itself (`kv/<name>/get`).
     pub fn object_state(&self, class: &str, name: &str) -> BTreeMap<String, String> {
         let url = format!("{}/{class}/{name}/get", self.base());

@@ -59,3 +59,19 @@ impl DurableObject for CounterSql {
         crate::writes::on_socket_close(&self.state).await
     }
 }
+
+/// `CounterSql` without `#[durafetch]`: the benchmark's baseline.
+#[durable_object]
+pub struct PlainSql {
+    state: State,
+}
+
+impl DurableObject for PlainSql {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        crate::writes::handle(&self.state, req).await
+    }
+}

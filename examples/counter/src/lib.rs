@@ -1,5 +1,6 @@
 //! An ordinary worker with two Durable Object classes, instrumented with two `#[durafetch]`
-//! attributes. Requests `/<kv|sql>/<object name>/<operation>?key=..` reach the named object.
+//! attributes, and an uninstrumented twin for benchmarks. Requests
+//! `/<kv|sql|plain>/<object name>/<operation>?key=..` reach the named object.
 
 mod counter;
 mod writes;
@@ -14,6 +15,7 @@ async fn main(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let binding = match segments.next() {
         Some("kv") => "COUNTER_KV",
         Some("sql") => "COUNTER_SQL",
+        Some("plain") => "PLAIN_SQL",
         _ => return Response::error("expected /<kv|sql>/<object name>/<operation>", 404),
     };
     let Some(name) = segments.next().filter(|n| !n.is_empty()) else {

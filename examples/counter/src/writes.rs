@@ -65,6 +65,10 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             }
             return Response::ok("ok");
         }
+        ("bench", None, true) => {
+            let plan: Bench = req.json().await?;
+            return Response::from_json(&bench(state, plan).await?);
+        }
         ("log_rows", None, false) => {
             // A debug view for tests: how many rows durafetch's change log holds.
             let rows = storage.list_with_options(ListOptions::new().start(LOG_PREFIX).end(LOG_END)).await?.size();
@@ -137,6 +141,64 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Timed work inside the object, for the benchmark: `single` awaited one-key puts, `batched`
+/// puts of 128 keys, or a `scan` of every key; 100-byte values. Answers milliseconds.
+#[derive(serde::Deserialize)]
+struct Bench {
+    kind: String,
+    #[serde(default)]
+    keys: u64,
+    #[serde(default)]
+    value_bytes: usize,
+}
+
+async fn bench(state: &State, plan: Bench) -> Result<Value> {
+    let storage = state.storage();
+    let value = "v".repeat(plan.value_bytes.max(1));
+    let started = worker::Date::now().as_millis();
+    let mut count = 0u64;
+    match plan.kind.as_str() {
+        "single" => {
+            for i in 0..plan.keys {
+                storage.put(&format!("s-{i:08}"), &value).await?;
+            }
+            count = plan.keys;
+        }
+        "batched" => {
+            let mut i = 0;
+            while i < plan.keys {
+                let batch = js_sys::Object::new();
+                for j in i..(i + 128).min(plan.keys) {
+                    js_sys::Reflect::set(&batch, &JsValue::from_str(&format!("b-{j:08}")), &JsValue::from_str(&value))?;
+                }
+                storage.put_multiple_raw(batch).await?;
+                i += 128;
+            }
+            count = plan.keys;
+        }
+        "scan" => {
+            let mut after: Option<String> = None;
+            loop {
+                let options = ListOptions::new().limit(1000);
+                let options = match &after {
+                    Some(start) => options.start(start),
+                    None => options,
+                };
+                let page = storage.list_with_options(options).await?;
+                let keys: Vec<String> = page.keys().into_iter().filter_map(|k| k.ok()?.as_string()).collect();
+                count += keys.iter().filter(|k| Some(*k) != after.as_ref()).count() as u64;
+                if keys.len() < 1000 {
+                    break;
+                }
+                after = keys.last().cloned();
+            }
+        }
+        other => return Err(format!("unknown bench kind {other}").into()),
+    }
+    let elapsed = worker::Date::now().as_millis() - started;
+    Ok(serde_json::json!({ "ms": elapsed, "count": count }))
 }
 
 #[derive(serde::Deserialize)]
