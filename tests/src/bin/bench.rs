@@ -25,6 +25,17 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The same work in fresh instrumented and plain objects, alternating, median of 3 each:
+/// (instrumented ms, plain ms).
+fn instrumented_vs_plain(worker: &LocalWorker, label: &str, kind: &str, keys: u64) -> (f64, f64) {
+    let (mut inst, mut plain) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        inst.push(bench(worker, "sql", &format!("{label}-{round}"), kind, keys, 100).0);
+        plain.push(bench(worker, "plain", &format!("{label}-{round}"), kind, keys, 100).0);
+    }
+    (median(inst), median(plain))
+}
+
 /// Runs the puller once into `db` and returns (seconds, summary).
 fn timed_pull(worker: &LocalWorker, db: &std::path::Path) -> (f64, Value) {
     let started = Instant::now();
@@ -46,12 +57,7 @@ fn main() {
     let mut rows = Vec::new();
 
     // P1 and P1b: 1,000 single awaited puts, instrumented vs plain, median of 3.
-    let (mut inst, mut plain) = (Vec::new(), Vec::new());
-    for round in 0..3 {
-        inst.push(bench(&worker, "sql", &format!("p1-{round}"), "single", 1000, 100).0);
-        plain.push(bench(&worker, "plain", &format!("p1-{round}"), "single", 1000, 100).0);
-    }
-    let (i, p) = (median(inst), median(plain));
+    let (i, p) = instrumented_vs_plain(&worker, "p1", "single", 1000);
     rows.push(Row { metric: "P1b single puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.3", how: "1,000 awaited one-key puts of 100 B inside the object, median of 3".into() });
     let log_rows: u64 = worker.get_text("sql/p1-0/log_rows").parse().unwrap();
     let db = dir.path().join("p1.sqlite");
@@ -61,12 +67,7 @@ fn main() {
     rows.push(Row { metric: "P1 extra rows per write call", figure: format!("{:.2} log rows ({log_rows} for 1,000 writes)", log_rows as f64 / 1000.0), goal: "1", how: "log rows after 1,000 one-key puts to distinct keys".into() });
     rows.push(Row { metric: "P1 registry reports per write", figure: format!("{:.3} ({reports} reports for 3,000 writes)", reports as f64 / 3000.0), goal: "≪ 1", how: "registry revisions after the P1b runs: 3 instrumented objects × 1,000 writes".into() });
 
-    let (mut inst, mut plain) = (Vec::new(), Vec::new());
-    for round in 0..3 {
-        inst.push(bench(&worker, "sql", &format!("p1b-{round}"), "batched", 100_000, 100).0);
-        plain.push(bench(&worker, "plain", &format!("p1b-{round}"), "batched", 100_000, 100).0);
-    }
-    let (i, p) = (median(inst), median(plain));
+    let (i, p) = instrumented_vs_plain(&worker, "p1b", "batched", 100_000);
     rows.push(Row { metric: "P1b batched puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.05", how: "100,000 keys of 100 B in puts of 128 keys, median of 3".into() });
 
     // P2: a full pull of 100,000 keys vs the object's own scan.
