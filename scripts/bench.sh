@@ -6,5 +6,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$DURAFETCH_ROOT/scripts/bootstrap.sh"
 bash "$DURAFETCH_ROOT/scripts/build-example.sh" >/dev/null 2>&1 || bash "$DURAFETCH_ROOT/scripts/build-example.sh"
 cd "$DURAFETCH_ROOT"
-cargo build --quiet --release -p durafetch-pull -p durafetch-e2e --bin bench
+cargo build --quiet --release -p durafetch-pull
+cargo build --quiet --release -p durafetch-e2e --bin bench
 DURAFETCH_PULL_BIN="$DURAFETCH_ROOT/target/release/durafetch-pull" "$DURAFETCH_ROOT/target/release/bench"

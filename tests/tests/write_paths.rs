@@ -149,3 +149,24 @@ fn old_deletions_are_forgotten_and_stale_readers_resync() {
     let runs = worker.pull_until_equal(&db, &pulled(&[("CounterSql", "tomb", &hot)]), "after the horizon");
     assert!(runs.iter().map(|r| r.snapshots()).sum::<u64>() >= 1, "a reader below the floor must get a snapshot");
 }
+
+#[test]
+fn list_never_shows_durafetch_rows_and_keeps_its_options() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/l/put_multiple_raw"), r#"{"\u0000low": 1, "a": 1, "b": 1, "c": 1}"#);
+        worker.post(&format!("{route}/l/delete?key=b"), "");
+        let list = |query: &str| -> Vec<String> {
+            serde_json::from_str(&worker.get_text(&format!("{route}/l/list?{query}"))).unwrap()
+        };
+        assert_eq!(list(""), ["\u{0}low", "a", "c"]);
+        assert_eq!(list("limit=2"), ["\u{0}low", "a"]);
+        assert_eq!(list("reverse=1&limit=2"), ["c", "a"]);
+        assert_eq!(list("reverse=1"), ["c", "a", "\u{0}low"]);
+        assert_eq!(list("start=%01&limit=1"), ["a"]);
+        assert_eq!(list("end=b"), ["\u{0}low", "a"]);
+        assert_eq!(list("prefix=%01"), Vec::<String>::new());
+        assert_eq!(list("prefix=%01durafetch%01"), Vec::<String>::new());
+        assert_eq!(list("prefix=a"), ["a"]);
+    }
+}

@@ -64,6 +64,63 @@ pub fn parse_log_key(key: &str) -> Option<Cursor> {
     Some(Cursor::new(epoch, seq))
 }
 
+/// Where a key range starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Beginning,
+    /// Keys at or after this one.
+    From(String),
+    /// Keys strictly after this one.
+    After(String),
+}
+
+/// A key range as the storage API's `list` takes it: a start and an exclusive end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Start,
+    pub end: Option<String>,
+}
+
+impl KeyRange {
+    fn starts_below(&self, bound: &str) -> bool {
+        match &self.start {
+            Start::Beginning => true,
+            Start::From(s) | Start::After(s) => s.as_str() < bound,
+        }
+    }
+}
+
+/// The parts of `range` outside the reserved range, in ascending order: what a user's `list`
+/// should see. A range that does not touch the reserved one comes back unchanged.
+pub fn outside_reserved(range: &KeyRange) -> Vec<KeyRange> {
+    let mut parts = Vec::new();
+    let end_below = match &range.end {
+        Some(end) if end.as_str() <= RESERVED_PREFIX => end.clone(),
+        _ => RESERVED_PREFIX.to_owned(),
+    };
+    if range.starts_below(&end_below) {
+        let end = if range.end.as_deref().is_some_and(|e| e <= RESERVED_PREFIX) { range.end.clone() } else { Some(end_below) };
+        parts.push(KeyRange { start: range.start.clone(), end });
+    }
+    if range.end.as_deref().is_none_or(|e| e > RESERVED_END) {
+        let start = match &range.start {
+            Start::From(s) if s.as_str() >= RESERVED_END => Start::From(s.clone()),
+            Start::After(s) if s.as_str() >= RESERVED_END => Start::After(s.clone()),
+            _ => Start::From(RESERVED_END.to_owned()),
+        };
+        parts.push(KeyRange { start, end: range.end.clone() });
+    }
+    // Nothing was cut out: hand back the range exactly as asked.
+    if parts.len() == 1 && !overlaps_reserved(range) {
+        return vec![range.clone()];
+    }
+    parts
+}
+
+fn overlaps_reserved(range: &KeyRange) -> bool {
+    range.starts_below(RESERVED_END) && range.end.as_deref().is_none_or(|e| e > RESERVED_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +157,40 @@ mod tests {
         }
         assert!(LOG_PREFIX < LOG_END && LOG_END <= RESERVED_END);
         assert!(!(FLOOR_KEY >= LOG_PREFIX && FLOOR_KEY < LOG_END), "the floor row is not a log row");
+    }
+
+    #[test]
+    fn ranges_around_the_reserved_one_see_every_user_key_and_no_internal_one() {
+        let keys = ["", "\u{0}", "\u{1}", "\u{1}durafetch", RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, "\u{1}durafetch\u{1}zz", RESERVED_END, "\u{1}durafetch\u{2}x", "a", "b", "m", "z"];
+        let bounds = [None, Some(""), Some("\u{1}"), Some(RESERVED_PREFIX), Some(LOG_PREFIX), Some(RESERVED_END), Some("a"), Some("m"), Some("zz")];
+        let in_range = |r: &KeyRange, k: &str| {
+            let after_start = match &r.start {
+                Start::Beginning => true,
+                Start::From(s) => k >= s.as_str(),
+                Start::After(s) => k > s.as_str(),
+            };
+            after_start && r.end.as_deref().is_none_or(|e| k < e)
+        };
+        for start in bounds {
+            for end in bounds {
+                for exclusive in [false, true] {
+                    let start = match (start, exclusive) {
+                        (None, _) => Start::Beginning,
+                        (Some(s), false) => Start::From(s.to_owned()),
+                        (Some(s), true) => Start::After(s.to_owned()),
+                    };
+                    let range = KeyRange { start, end: end.map(str::to_owned) };
+                    let parts = outside_reserved(&range);
+                    for k in keys {
+                        let wanted = in_range(&range, k) && !is_reserved(k) && !(k >= RESERVED_PREFIX && k < RESERVED_END);
+                        let seen = parts.iter().filter(|p| in_range(p, k)).count();
+                        assert_eq!(seen, usize::from(wanted), "{range:?} {k:?} {parts:?}");
+                    }
+                }
+            }
+        }
+        let plain = KeyRange { start: Start::From("a".into()), end: Some("b".into()) };
+        assert_eq!(outside_reserved(&plain), vec![plain.clone()]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod storage;
 mod value;
 
 pub use gateway::route_worker_request;
-pub use object::{install, route_object_request};
+pub use object::{install, log_rows, route_object_request};
 pub use registry::DurafetchRegistry;
 
 /// What an instrumented entry point does with a request.

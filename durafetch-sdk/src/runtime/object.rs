@@ -18,7 +18,10 @@ use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
 use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
 use crate::core::cursor::Cursor;
-use crate::core::keys::{check_user_key, log_key, parse_log_key, FLOOR_KEY, LOG_END, LOG_PREFIX};
+use crate::core::keys::{
+    check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
+    RESERVED_PREFIX,
+};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -33,6 +36,7 @@ thread_local! {
 type PutHook = Closure<dyn Fn(JsValue, JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
 type DeleteHook = Closure<dyn Fn(JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
 type DeleteAllHook = Closure<dyn Fn(JsValue, JsValue) -> Result<JsValue, JsValue>>;
+type ListHook = Closure<dyn Fn(JsValue, JsValue) -> Result<JsValue, JsValue>>;
 type TransactionHook = Closure<dyn Fn(JsValue, JsValue, JsValue) -> Result<JsValue, JsValue>>;
 
 /// The runtime's own write methods of one kind of target (the storage, or a transaction).
@@ -40,6 +44,7 @@ struct Methods {
     put: Function,
     delete: Function,
     delete_all: Function,
+    list: Function,
 }
 
 impl Methods {
@@ -48,7 +53,7 @@ impl Methods {
         let method = |name: &str| -> Result<Function, JsValue> {
             Reflect::get(&proto, &name.into())?.dyn_into::<Function>()
         };
-        Ok(Self { put: method("put")?, delete: method("delete")?, delete_all: method("deleteAll")? })
+        Ok(Self { put: method("put")?, delete: method("delete")?, delete_all: method("deleteAll")?, list: method("list")? })
     }
 }
 
@@ -58,6 +63,7 @@ struct WriteHooks {
     put: PutHook,
     delete: DeleteHook,
     delete_all: DeleteAllHook,
+    list: ListHook,
 }
 
 /// Whether a target's writes feed the compactor. Writes inside a transaction do not: they may
@@ -78,16 +84,21 @@ impl WriteHooks {
         let delete = Closure::wrap(Box::new(move |target: JsValue, keys: JsValue, options: JsValue| {
             with_log(&l)?.delete(&m, &target, target_kind, keys, options)
         }) as Box<dyn Fn(_, _, _) -> _>);
+        let (l, m) = (log.clone(), methods.clone());
         let delete_all = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
-            with_log(&log)?.delete_all(&methods, &target, options)
+            with_log(&l)?.delete_all(&m, &target, options)
         }) as Box<dyn Fn(_, _) -> _>);
-        Self { put, delete, delete_all }
+        let list = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
+            list_outside_reserved(&methods.list, &target, options)
+        }) as Box<dyn Fn(_, _) -> _>);
+        Self { put, delete, delete_all, list }
     }
 
     fn install_on(&self, target: &JsValue) -> Result<(), JsValue> {
         bind_hook(target, "put", self.put.as_ref())?;
         bind_hook(target, "delete", self.delete.as_ref())?;
-        bind_hook(target, "deleteAll", self.delete_all.as_ref())
+        bind_hook(target, "deleteAll", self.delete_all.as_ref())?;
+        bind_hook(target, "list", self.list.as_ref())
     }
 }
 
@@ -210,7 +221,7 @@ impl ObjectLog {
         Reflect::set(&options, &"end".into(), &LOG_END.into())?;
         Reflect::set(&options, &"reverse".into(), &true.into())?;
         Reflect::set(&options, &"limit".into(), &1.into())?;
-        let list: Function = Reflect::get(&self.storage, &"list".into())?.dyn_into()?;
+        let list = super::storage::runtime_method(&self.storage, "list")?;
         let promise: js_sys::Promise = list.call1(&self.storage, &options)?.dyn_into()?;
         let rows: Map = wasm_bindgen_futures::JsFuture::from(promise).await?.dyn_into()?;
         let last = rows.keys().into_iter().next().transpose()?;
@@ -416,6 +427,82 @@ async fn report_until_idle(log: Rc<ObjectLog>) {
             return;
         }
     }
+}
+
+/// `list(options)` as the user sees it: the reserved range left out, with `limit`, `reverse`,
+/// `prefix`, `start`, `startAfter` and `end` keeping their meaning. A range that cannot touch
+/// the reserved one goes straight to the runtime.
+fn list_outside_reserved(list: &Function, target: &JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+    let option = |name: &str| -> Option<JsValue> {
+        options.is_object().then(|| Reflect::get(&options, &name.into()).ok()).flatten().filter(|v| !v.is_undefined())
+    };
+    if let Some(prefix) = option("prefix").and_then(|p| p.as_string()) {
+        if prefix.starts_with(RESERVED_PREFIX) {
+            return Ok(js_sys::Promise::resolve(&Map::new()).into());
+        }
+        if !RESERVED_PREFIX.starts_with(&prefix) {
+            return list.call1(target, &options);
+        }
+    }
+    let start = match (option("startAfter").and_then(|s| s.as_string()), option("start").and_then(|s| s.as_string())) {
+        (Some(after), _) => Start::After(after),
+        (None, Some(from)) => Start::From(from),
+        (None, None) => Start::Beginning,
+    };
+    let range = KeyRange { start, end: option("end").and_then(|e| e.as_string()) };
+    let mut parts = outside_reserved(&range);
+    if parts == [range] {
+        return list.call1(target, &options);
+    }
+    if option("reverse").and_then(|r| r.as_bool()).unwrap_or(false) {
+        parts.reverse();
+    }
+    let limit = option("limit").and_then(|l| l.as_f64());
+    let (list, target) = (list.clone(), target.clone());
+    let base = if options.is_object() { Object::assign(&Object::new(), options.unchecked_ref()) } else { Object::new() };
+    let listing = async move {
+        let result = Map::new();
+        for part in parts {
+            let remaining = limit.map(|l| l - f64::from(result.size()));
+            if remaining.is_some_and(|r| r <= 0.0) {
+                break;
+            }
+            let options = Object::assign(&Object::new(), &base);
+            for name in ["start", "startAfter", "end", "limit"] {
+                Reflect::delete_property(&options, &name.into())?;
+            }
+            match &part.start {
+                Start::Beginning => {}
+                Start::From(s) => drop(Reflect::set(&options, &"start".into(), &s.into())?),
+                Start::After(s) => drop(Reflect::set(&options, &"startAfter".into(), &s.into())?),
+            }
+            if let Some(end) = &part.end {
+                Reflect::set(&options, &"end".into(), &end.into())?;
+            }
+            if let Some(remaining) = remaining {
+                Reflect::set(&options, &"limit".into(), &remaining.into())?;
+            }
+            let promise: js_sys::Promise = list.call1(&target, &options)?.dyn_into()?;
+            let page: Map = wasm_bindgen_futures::JsFuture::from(promise).await?.dyn_into()?;
+            page.for_each(&mut |value, key| {
+                result.set(&key, &value);
+            });
+        }
+        Ok(result.into())
+    };
+    Ok(wasm_bindgen_futures::future_to_promise(listing).into())
+}
+
+/// How many rows the change log holds: a debug view for tests and benchmarks.
+pub async fn log_rows(state: &State) -> worker::Result<u32> {
+    let storage = state.storage();
+    let raw: &JsValue = storage.as_raw().unchecked_ref();
+    let mut scan = super::storage::RangeScan::new(Some(LOG_PREFIX), Some(LOG_END));
+    let mut rows = 0;
+    while let Some(page) = scan.next_page(raw.unchecked_ref()).await? {
+        rows += page.size();
+    }
+    Ok(rows)
 }
 
 /// Compaction steps run off the write path, one batch at a time, until no batch is due.

@@ -1,4 +1,5 @@
-//! Range reads over the raw storage object. `worker::ListOptions` has no `startAfter`; the runtime
+//! Reads of the raw storage object with the runtime's own methods. Range reads page with
+//! `startAfter`: `worker::ListOptions` has no `startAfter`; the runtime
 //! accepts it, and it lets a scan resume after the last key without reading it twice.
 
 use js_sys::{Array, Map, Object, Reflect};
@@ -36,8 +37,7 @@ impl RangeScan {
             Reflect::set(&options, &"end".into(), &end.into())?;
         }
         Reflect::set(&options, &"limit".into(), &(MAX_PAGE_KEYS as f64).into())?;
-        let list: js_sys::Function = Reflect::get(storage, &"list".into())?.dyn_into()?;
-        let promise: js_sys::Promise = list.call1(storage, &options)?.dyn_into()?;
+        let promise: js_sys::Promise = runtime_method(storage, "list")?.call1(storage, &options)?.dyn_into()?;
         let page: Map = JsFuture::from(promise).await?.dyn_into()?;
         if (page.size() as usize) < MAX_PAGE_KEYS {
             self.done = true;
@@ -55,7 +55,12 @@ impl RangeScan {
 pub(crate) async fn get_many(storage: &Object, keys: &[String]) -> Result<Map> {
     debug_assert!(keys.len() <= MAX_PAGE_KEYS);
     let array: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
-    let get: js_sys::Function = Reflect::get(storage, &"get".into())?.dyn_into()?;
-    let promise: js_sys::Promise = get.call1(storage, &array)?.dyn_into()?;
+    let promise: js_sys::Promise = runtime_method(storage, "get")?.call1(storage, &array)?.dyn_into()?;
     Ok(JsFuture::from(promise).await?.dyn_into()?)
+}
+
+/// The runtime's own method, from the prototype: durafetch's hooks (own properties) hide the
+/// reserved range from users, and durafetch itself must see it.
+pub(crate) fn runtime_method(storage: &Object, name: &str) -> Result<js_sys::Function> {
+    Ok(Reflect::get(&Object::get_prototype_of(storage), &name.into())?.dyn_into()?)
 }

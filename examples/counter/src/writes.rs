@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use durafetch_sdk::core::keys::{LOG_END, LOG_PREFIX};
 use serde_json::Value;
 use worker::wasm_bindgen::JsCast;
 use worker::{js_sys, wasm_bindgen::JsValue, ListOptions, Method, Request, Response, Result, State};
@@ -57,6 +56,26 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             return Response::from_websocket(pair.client);
         }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
+        ("list", None, false) => {
+            // The keys list() returns for the query's start, end, prefix, reverse and limit.
+            let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
+            let mut options = ListOptions::new();
+            if let Some(start) = query.get("start") {
+                options = options.start(start);
+            }
+            if let Some(end) = query.get("end") {
+                options = options.end(end);
+            }
+            if let Some(prefix) = query.get("prefix") {
+                options = options.prefix(prefix);
+            }
+            if let Some(limit) = query.get("limit").and_then(|l| l.parse().ok()) {
+                options = options.limit(limit);
+            }
+            options = options.reverse(query.contains_key("reverse"));
+            let keys: Vec<String> = storage.list_with_options(options).await?.keys().into_iter().filter_map(|k| k.ok()?.as_string()).collect();
+            return Response::from_json(&keys);
+        }
         ("overwrite", None, true) => {
             // `{"writes": n, "keys": k}`: n awaited single-key puts cycling over k keys.
             let plan: Overwrite = req.json().await?;
@@ -71,8 +90,7 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         }
         ("log_rows", None, false) => {
             // A debug view for tests: how many rows durafetch's change log holds.
-            let rows = storage.list_with_options(ListOptions::new().start(LOG_PREFIX).end(LOG_END)).await?.size();
-            return Response::from_json(&rows);
+            return Response::from_json(&durafetch_sdk::runtime::log_rows(state).await?);
         }
         _ => return Response::error("unknown operation", 404),
     };
@@ -275,10 +293,8 @@ async fn read_all(state: &State) -> Result<serde_json::Map<String, Value>> {
     let entries = state.storage().list_with_options(ListOptions::new()).await?;
     for entry in entries.entries() {
         let entry: js_sys::Array = entry?.into();
+        // durafetch hides its own rows from list(); no filtering is needed here.
         let key = entry.get(0).as_string().unwrap_or_default();
-        if durafetch_sdk::core::keys::is_reserved(&key) {
-            continue;
-        }
         let value = entry.get(1);
         let value = if let Some(bytes) = value.dyn_ref::<js_sys::Uint8Array>() {
             serde_json::json!({ "bytes": bytes.to_vec() })
