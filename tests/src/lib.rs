@@ -228,7 +228,8 @@ impl PullRun {
     }
 }
 
-fn puller_binary() -> PathBuf {
+/// The `durafetch-pull` binary under test.
+pub fn puller_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("DURAFETCH_PULL_BIN") {
         return path.into();
     }
