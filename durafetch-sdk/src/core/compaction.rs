@@ -26,8 +26,15 @@ struct Dead {
 
 #[derive(Debug, Default)]
 pub struct Compactor {
-    newest_row: HashMap<String, Cursor>,
+    /// Newest row per key, by a hash of the key: no allocation on the write path. A collision
+    /// can only propose a dead entry the row does not hold, which the plan then ignores.
+    newest_row: HashMap<u64, Cursor>,
     dead: Vec<Dead>,
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 /// One step's work: the log rows to read, and the dead entries they settle.
@@ -51,7 +58,7 @@ impl Compactor {
     /// Notes that the write call logged at `at` named `keys` (outside a transaction).
     pub fn record<'k>(&mut self, at: Cursor, keys: impl IntoIterator<Item = &'k str>) {
         for key in keys {
-            if let Some(previous) = self.newest_row.insert(key.to_owned(), at) {
+            if let Some(previous) = self.newest_row.insert(key_hash(key), at) {
                 if previous < at && previous.epoch == at.epoch {
                     self.dead.push(Dead { row: previous, key: key.to_owned(), superseded_by: at });
                 }

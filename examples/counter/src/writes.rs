@@ -184,12 +184,33 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
             }
             count = plan.keys;
         }
-        "batched" => {
+        // The same puts with one more row of the log's shape written by hand: what the extra
+        // row costs storage, without any durafetch code (run on the plain class).
+        "single_with_row" => {
+            for i in 0..plan.keys {
+                let entries = js_sys::Object::new();
+                js_sys::Reflect::set(&entries, &JsValue::from_str(&format!("s-{i:08}")), &JsValue::from_str(&value))?;
+                let keys = js_sys::Array::of1(&JsValue::from_str(&format!("s-{i:08}")));
+                js_sys::Reflect::set(&entries, &JsValue::from_str(&format!("\u{1}row\u{1}log\u{1}{i:024x}")), &keys)?;
+                storage.put_multiple_raw(entries).await?;
+            }
+            count = plan.keys;
+        }
+        "batched" | "batched_with_row" => {
+            let with_row = plan.kind == "batched_with_row";
             let mut i = 0;
             while i < plan.keys {
                 let batch = js_sys::Object::new();
+                let keys = js_sys::Array::new();
                 for j in i..(i + 128).min(plan.keys) {
-                    js_sys::Reflect::set(&batch, &JsValue::from_str(&format!("b-{j:08}")), &JsValue::from_str(&value))?;
+                    let key = JsValue::from_str(&format!("b-{j:08}"));
+                    js_sys::Reflect::set(&batch, &key, &JsValue::from_str(&value))?;
+                    keys.push(&key);
+                }
+                if with_row {
+                    let row = js_sys::Object::new();
+                    js_sys::Reflect::set(&row, &JsValue::from_str(&format!("\u{1}row\u{1}log\u{1}{i:024x}")), &keys)?;
+                    let _ = storage.put_multiple_raw(row);
                 }
                 storage.put_multiple_raw(batch).await?;
                 i += 128;
