@@ -11,8 +11,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Storage reads and pages carry at most this many keys (the per-call limit of the storage API).
+/// Multi-key gets, puts and deletes carry at most this many keys (the storage API's limit).
 pub const MAX_PAGE_KEYS: usize = 128;
+/// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
+/// per-call key limit, and fewer, larger pages cost less on both ends.
+pub const MAX_PAGE_CHANGES: usize = 1000;
 /// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
 /// Upper bound on the window a client may ask for.
@@ -216,7 +219,7 @@ impl PageWriter {
     }
 
     pub fn is_full(&self) -> bool {
-        self.count >= MAX_PAGE_KEYS || self.text.len() >= PAGE_TARGET_BYTES
+        self.count >= MAX_PAGE_CHANGES || self.text.len() >= PAGE_TARGET_BYTES
     }
 
     pub fn is_empty(&self) -> bool {
@@ -277,7 +280,7 @@ mod tests {
     fn page_writer_builds_valid_pages_and_splits_by_count_and_size() {
         let mut writer = PageWriter::default();
         assert_eq!(writer.take(), None);
-        let changes: Vec<Change> = (0..MAX_PAGE_KEYS)
+        let changes: Vec<Change> = (0..MAX_PAGE_CHANGES)
             .map(|i| Change { key: format!("k{i}"), value: ChangeValue::Json(json!(i)) })
             .collect();
         for (i, c) in changes.iter().enumerate() {

@@ -14,7 +14,7 @@ use super::storage::{get_many, RangeScan};
 use super::value::encode;
 use crate::core::cursor::{Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
-use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_KEYS};
+use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {
@@ -58,7 +58,7 @@ impl ExportSession<'_> {
     }
 
     async fn send_range(&mut self, session: &mut FlowSession<'_>, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
-        let mut scan = RangeScan::new(start, end);
+        let mut scan = RangeScan::new(start, end, MAX_PAGE_CHANGES);
         while let Some(page) = scan.next_page(&self.log.storage).await? {
             for entry in page.entries() {
                 let entry: Array = entry.map_err(worker::Error::from)?.unchecked_into();
@@ -73,7 +73,7 @@ impl ExportSession<'_> {
     /// the last row read, which is the cursor the client holds once it has applied them.
     async fn send_changes_since(&mut self, session: &mut FlowSession<'_>, from: Cursor) -> Result<Cursor, SessionError> {
         let mut last = from;
-        let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END));
+        let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END), MAX_PAGE_CHANGES);
         while let Some(rows) = scan.next_page(&self.log.storage).await? {
             let mut keys = BTreeSet::new();
             for row in rows.entries() {

@@ -22,7 +22,7 @@ use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
     RESERVED_PREFIX,
 };
-use crate::core::protocol::{ObjectReport, MAX_PAGE_KEYS};
+use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
 pub(crate) const OBJECT_HEADER: &str = "x-durafetch-object";
@@ -497,7 +497,7 @@ fn list_outside_reserved(list: &Function, target: &JsValue, options: JsValue) ->
 pub async fn log_rows(state: &State) -> worker::Result<u32> {
     let storage = state.storage();
     let raw: &JsValue = storage.as_raw().unchecked_ref();
-    let mut scan = super::storage::RangeScan::new(Some(LOG_PREFIX), Some(LOG_END));
+    let mut scan = super::storage::RangeScan::new(Some(LOG_PREFIX), Some(LOG_END), MAX_PAGE_CHANGES);
     let mut rows = 0;
     while let Some(page) = scan.next_page(raw.unchecked_ref()).await? {
         rows += page.size();
@@ -528,7 +528,7 @@ async fn compact_while_due(log: Rc<ObjectLog>) {
 /// served incrementally across a forgotten deletion.
 async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
     let (Some(horizon), from) = (log.horizon(), log.swept_to.get()) else { return Ok(()) };
-    let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)));
+    let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)), MAX_PAGE_KEYS);
     let Some(page) = scan.next_page(&log.storage).await.map_err(JsValue::from)? else {
         log.swept_to.set(horizon);
         return Ok(());

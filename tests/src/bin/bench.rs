@@ -25,11 +25,11 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// The same work in fresh instrumented and plain objects, alternating, median of 3 each:
+/// The same work in fresh instrumented and plain objects, alternating, median of 5 each:
 /// (instrumented ms, plain ms).
 fn instrumented_vs_plain(worker: &LocalWorker, label: &str, kind: &str, keys: u64) -> (f64, f64) {
     let (mut inst, mut plain) = (Vec::new(), Vec::new());
-    for round in 0..3 {
+    for round in 0..5 {
         inst.push(bench(worker, "sql", &format!("{label}-{round}"), kind, keys, 100).0);
         plain.push(bench(worker, "plain", &format!("{label}-{round}"), kind, keys, 100).0);
     }
@@ -56,10 +56,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
 
-    // P1 and P1b: 1,000 single awaited puts, instrumented vs plain, median of 3.
+    // P1 and P1b: 1,000 single awaited puts, instrumented vs plain, median of 5.
     let (i, p) = instrumented_vs_plain(&worker, "p1", "single", 1000);
-    rows.push(Row { metric: "P1b single puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.3", how: "1,000 awaited one-key puts of 100 B inside the object, median of 3".into() });
-    let with_row = median((0..3).map(|r| bench(&worker, "plain", &format!("p1row-{r}"), "single_with_row", 1000, 100).0).collect());
+    rows.push(Row { metric: "P1b single puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.3", how: "1,000 awaited one-key puts of 100 B inside the object, median of 5".into() });
+    let with_row = median((0..5).map(|r| bench(&worker, "plain", &format!("p1row-{r}"), "single_with_row", 1000, 100).0).collect());
     rows.push(Row { metric: "P1b single puts, instrumented/(plain + the same extra row by hand)", figure: format!("{:.2} ({i:.0} ms / {with_row:.0} ms)", i / with_row), goal: "(what durafetch's code adds beyond the row)", how: "the plain class writes the value and a log-shaped row in one put".into() });
     let log_rows: u64 = worker.get_text("sql/p1-0/log_rows").parse().unwrap();
     let db = dir.path().join("p1.sqlite");
@@ -70,8 +70,8 @@ fn main() {
     rows.push(Row { metric: "P1 registry reports per write", figure: format!("{:.3} ({reports} reports for 3,000 writes)", reports as f64 / 3000.0), goal: "≪ 1", how: "registry revisions after the P1b runs: 3 instrumented objects × 1,000 writes".into() });
 
     let (i, p) = instrumented_vs_plain(&worker, "p1b", "batched", 100_000);
-    rows.push(Row { metric: "P1b batched puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.05", how: "100,000 keys of 100 B in puts of 128 keys, median of 3".into() });
-    let with_row = median((0..3).map(|r| bench(&worker, "plain", &format!("p1brow-{r}"), "batched_with_row", 100_000, 100).0).collect());
+    rows.push(Row { metric: "P1b batched puts, instrumented/plain", figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p), goal: "≤ 1.05", how: "100,000 keys of 100 B in puts of 128 keys, median of 5".into() });
+    let with_row = median((0..5).map(|r| bench(&worker, "plain", &format!("p1brow-{r}"), "batched_with_row", 100_000, 100).0).collect());
     rows.push(Row { metric: "P1b batched puts, instrumented/(plain + the same extra row by hand)", figure: format!("{:.2} ({i:.0} ms / {with_row:.0} ms)", i / with_row), goal: "(what durafetch's code adds beyond the row)", how: "the plain class writes each batch and a log-shaped row of its 128 keys".into() });
 
     // P2: a full pull of 100,000 keys vs the object's own scan.
