@@ -30,6 +30,19 @@ impl Cursor {
     }
 }
 
+/// The furthest a reader may be told it has read, given the head each open transaction saw when
+/// it started (`oldest_open`). A transaction logs its writes under positions after that head but
+/// commits them later, so a cursor past it could skip rows that appear afterwards.
+pub fn settled(read_up_to: Cursor, oldest_open: Option<Cursor>) -> Cursor {
+    match oldest_open {
+        None => read_up_to,
+        Some(open) if open.epoch == read_up_to.epoch => read_up_to.min(open),
+        // Opened in an earlier epoch: its writes land somewhere in this one.
+        Some(open) if open.epoch < read_up_to.epoch => Cursor::new(read_up_to.epoch, 0),
+        Some(_) => read_up_to,
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.epoch, self.seq)
@@ -87,6 +100,15 @@ mod tests {
         assert_eq!(ReadPlan::choose(Some(Cursor::new(2, 11)), floor, head), ReadPlan::Snapshot);
         assert_eq!(ReadPlan::choose(Some(Cursor::new(2, 4)), floor, head), ReadPlan::Snapshot);
         assert_eq!(ReadPlan::choose(Some(Cursor::new(3, 0)), floor, head), ReadPlan::Snapshot);
+    }
+
+    #[test]
+    fn open_transactions_hold_readers_back() {
+        let read = Cursor::new(3, 50);
+        assert_eq!(settled(read, None), read);
+        assert_eq!(settled(read, Some(Cursor::new(3, 20))), Cursor::new(3, 20));
+        assert_eq!(settled(read, Some(Cursor::new(3, 70))), read);
+        assert_eq!(settled(read, Some(Cursor::new(2, 70))), Cursor::new(3, 0));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::flow::{FlowSession, SessionError};
 use super::object::ObjectLog;
 use super::storage::{get_many, RangeScan};
 use super::value::encode;
-use crate::core::cursor::{Cursor, ReadPlan};
+use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
 use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
@@ -39,12 +39,14 @@ impl ExportSession<'_> {
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
         let from = match ReadPlan::choose(hello.since, self.log.floor(), head) {
             ReadPlan::Snapshot => {
+                // Writes made while the scan runs are in the log after `head`, or after the head
+                // an open transaction started from: its rows appear only once it commits.
+                let start = settled(head, self.log.oldest_open_transaction());
                 session.send(&ServerMessage::Begin { mode: ExportMode::Snapshot, epoch: head.epoch })?;
                 // User keys are the two ranges either side of the reserved one.
                 self.send_range(session, None, Some(RESERVED_PREFIX)).await?;
                 self.send_range(session, Some(RESERVED_END), None).await?;
-                // Writes made while the scan ran are in the log after `head`.
-                head
+                start
             }
             ReadPlan::ChangesSince(since) => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Changes, epoch: since.epoch })?;
@@ -69,12 +71,16 @@ impl ExportSession<'_> {
         Ok(())
     }
 
-    /// Sends the current state of every key a log row after `from` names; returns the position of
-    /// the last row read, which is the cursor the client holds once it has applied them.
+    /// Sends the current state of every key a log row after `from` names; returns the cursor the
+    /// client holds once it has applied them: the last row read, held back behind every
+    /// transaction that was open during any of the reads (its rows may commit out of order).
     async fn send_changes_since(&mut self, session: &mut FlowSession<'_>, from: Cursor) -> Result<Cursor, SessionError> {
         let mut last = from;
+        let mut open: Option<Cursor> = None;
         let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END), MAX_PAGE_CHANGES);
-        while let Some(rows) = scan.next_page(&self.log.storage).await? {
+        loop {
+            open = open.into_iter().chain(self.log.oldest_open_transaction()).min();
+            let Some(rows) = scan.next_page(&self.log.storage).await? else { break };
             let mut keys = BTreeSet::new();
             for row in rows.entries() {
                 let row: Array = row.map_err(worker::Error::from)?.unchecked_into();
@@ -101,7 +107,7 @@ impl ExportSession<'_> {
                 }
             }
         }
-        Ok(last)
+        Ok(settled(last, open))
     }
 
     async fn push(&mut self, session: &mut FlowSession<'_>, change: Change) -> Result<(), SessionError> {

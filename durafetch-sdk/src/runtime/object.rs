@@ -142,6 +142,9 @@ pub(crate) struct ObjectLog {
     report: Cell<ReportState>,
     compactor: RefCell<Compactor>,
     compacting: Cell<bool>,
+    /// The head each open transaction saw when it started (a multiset): exports must not hand
+    /// out cursors past the oldest, since its rows appear only when it commits.
+    open_transactions: RefCell<std::collections::BTreeMap<Cursor, usize>>,
     /// The runtime's own storage methods, for compaction's writes, which are not logged.
     storage_methods: OnceCell<Rc<Methods>>,
     storage_hooks: OnceCell<WriteHooks>,
@@ -172,6 +175,7 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         report: Cell::new(ReportState::Idle),
         compactor: RefCell::new(Compactor::default()),
         compacting: Cell::new(false),
+        open_transactions: RefCell::new(std::collections::BTreeMap::new()),
         storage_methods: OnceCell::new(),
         storage_hooks: OnceCell::new(),
         transaction_hooks: OnceCell::new(),
@@ -244,6 +248,11 @@ impl ObjectLog {
 
     pub fn floor(&self) -> Cursor {
         self.floor.get()
+    }
+
+    /// The head the oldest open transaction saw when it started, if any is open.
+    pub fn oldest_open_transaction(&self) -> Option<Cursor> {
+        self.open_transactions.borrow().keys().next().copied()
     }
 
     fn loaded_head(&self) -> Result<Cursor, JsValue> {
@@ -336,7 +345,24 @@ impl ObjectLog {
             log.transaction_hooks(&txn)?.install_on(&txn)?;
             body.call1(&JsValue::NULL, &txn)
         });
-        original.call2(target, &wrapped, &options)
+        let started_at = self.loaded_head()?;
+        let promise: js_sys::Promise = original.call2(target, &wrapped, &options)?.dyn_into()?;
+        *self.open_transactions.borrow_mut().entry(started_at).or_insert(0) += 1;
+        // Committed or rolled back, the transaction no longer holds readers back.
+        let log = Rc::downgrade(self);
+        let settled: JsValue = Closure::once_into_js(move || {
+            if let Some(log) = log.upgrade() {
+                let mut open = log.open_transactions.borrow_mut();
+                if let Some(count) = open.get_mut(&started_at) {
+                    *count -= 1;
+                    if *count == 0 {
+                        open.remove(&started_at);
+                    }
+                }
+            }
+        });
+        let finally: Function = Reflect::get(&promise, &"finally".into())?.dyn_into()?;
+        finally.call1(&promise, &settled)
     }
 
     /// Issues compaction's own writes with the runtime's methods (they are not logged): the put
