@@ -7,4 +7,9 @@ bash "$DURAFETCH_ROOT/scripts/bootstrap.sh"
 bash "$DURAFETCH_ROOT/scripts/build-example.sh" >/dev/null 2>&1 || bash "$DURAFETCH_ROOT/scripts/build-example.sh"
 cd "$DURAFETCH_ROOT"
 cargo build --quiet -p durafetch-pull
-cargo test --workspace --exclude durafetch-example "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --exclude durafetch-example "$@" 2>&1 | tee "$log"
+# One closing line over every test binary, rather than the last binary's own count.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
