@@ -26,6 +26,7 @@ pub struct LocalWorker {
     child: Child,
     dir: tempfile::TempDir,
     secret: Option<String>,
+    config: Option<PathBuf>,
     // Two `wrangler dev` at once contend for wrangler's own fixed sockets; tests take turns.
     _turn: MutexGuard<'static, ()>,
 }
@@ -47,8 +48,8 @@ impl LocalWorker {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = spawn_wrangler(&root, dir.path(), port, secret);
-        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), _turn: turn };
+        let child = spawn_wrangler(&root, dir.path(), port, secret, None);
+        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, _turn: turn };
         worker.wait_ready();
         worker
     }
@@ -58,8 +59,23 @@ impl LocalWorker {
     pub fn restart(&mut self) {
         self.stop();
         self.port = free_port();
-        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref());
+        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref(), self.config.as_deref());
         self.wait_ready();
+    }
+
+    /// Restarts with the example's wrangler.toml edited by `edit` (or the original for `None`),
+    /// keeping the stored state.
+    pub fn restart_with_config(&mut self, edit: Option<&dyn Fn(String) -> String>) {
+        self.config = edit.map(|edit| {
+            let root = repo_root();
+            let original = std::fs::read_to_string(root.join("wrangler.toml")).unwrap();
+            let main = root.join("examples/counter/build/worker/shim.mjs");
+            let text = edit(original).replace("examples/counter/build/worker/shim.mjs", main.to_str().unwrap());
+            let path = self.dir.path().join("wrangler.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        self.restart();
     }
 
     fn stop(&mut self) {
@@ -191,10 +207,13 @@ impl Drop for LocalWorker {
     }
 }
 
-fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>) -> Child {
+fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, config: Option<&Path>) -> Child {
     let mut cmd = Command::new("wrangler");
-    cmd.current_dir(root)
-        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
+    cmd.current_dir(root).args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"]);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd
         .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
         .arg(dir.join("state"))
         .stdin(Stdio::null())

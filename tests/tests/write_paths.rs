@@ -170,3 +170,23 @@ fn list_never_shows_durafetch_rows_and_keeps_its_options() {
         assert_eq!(list("prefix=a"), ["a"]);
     }
 }
+
+#[test]
+fn a_lost_registry_report_is_sent_again_when_the_object_next_starts() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lost.sqlite");
+    // Without its registry binding the worker still serves writes, but every report fails.
+    worker.restart_with_config(Some(&|toml: String| {
+        toml.replace("[[durable_objects.bindings]]\nname = \"DURAFETCH_REGISTRY\"\nclass_name = \"DurafetchRegistry\"\n", "")
+    }));
+    worker.post("sql/lost/put?key=k", "1");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    worker.restart_with_config(None);
+    let run = worker.pull(&db, TOKEN);
+    assert_eq!((run.code, run.objects_pulled()), (Some(0), 0), "the registry never heard of the write");
+    // The object's next start, whatever wakes it, reports what the registry never acknowledged.
+    assert_eq!(worker.object_state("sql", "lost").get("k").map(String::as_str), Some("1"));
+    worker.pull_until_equal(&db, &pulled(&[("CounterSql", "lost", &[("k", "1")])]), "after the object restarted");
+}

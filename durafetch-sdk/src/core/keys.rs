@@ -21,6 +21,10 @@ pub const LOG_END: &str = "\u{1}durafetch\u{1}log\u{2}";
 /// `[epoch, seq]`. Raised when tombstones are dropped; absent means the start of the epoch.
 pub const FLOOR_KEY: &str = "\u{1}durafetch\u{1}floor";
 
+/// The head the registry last acknowledged, as `[epoch, seq]`. An object whose head is ahead of
+/// it when it starts (a report failed, or the object was evicted first) reports again at once.
+pub const REPORTED_KEY: &str = "\u{1}durafetch\u{1}reported";
+
 const EPOCH_DIGITS: usize = 8;
 const SEQ_DIGITS: usize = 16;
 
@@ -151,12 +155,14 @@ mod tests {
             let inside = user >= RESERVED_PREFIX && user < RESERVED_END;
             assert!(!inside, "{user:?} sorts inside the reserved range");
         }
-        for internal in [RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, &log_key(Cursor::new(3, 9))] {
+        for internal in [RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, REPORTED_KEY, &log_key(Cursor::new(3, 9))] {
             assert!(check_user_key(internal).is_err());
             assert!(internal >= RESERVED_PREFIX && internal < RESERVED_END);
         }
         assert!(LOG_PREFIX < LOG_END && LOG_END <= RESERVED_END);
-        assert!(!(FLOOR_KEY >= LOG_PREFIX && FLOOR_KEY < LOG_END), "the floor row is not a log row");
+        for marker in [FLOOR_KEY, REPORTED_KEY] {
+            assert!(!(marker >= LOG_PREFIX && marker < LOG_END), "{marker:?} is not a log row");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HOR
 use crate::core::cursor::Cursor;
 use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
-    RESERVED_PREFIX,
+    REPORTED_KEY, RESERVED_PREFIX,
 };
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
@@ -190,10 +190,14 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
     let loader = log.clone();
     let _ = state.block_concurrency_while(async move {
         let head = loader.read_head().await?;
-        let floor = loader.read_floor(head).await?;
+        let (floor, reported) = loader.read_markers(head).await?;
         loader.floor.set(floor);
         loader.swept_to.set(floor);
         loader.head.set(Some(head));
+        // Writes the registry never acknowledged are reported now, not at the next write.
+        if head != Cursor::default() && reported != Some(head) {
+            loader.schedule_report();
+        }
         Ok(())
     });
     OBJECTS.with(|objects| objects.borrow_mut().insert(id, log));
@@ -232,14 +236,17 @@ impl ObjectLog {
         Ok(last.and_then(|k| k.as_string()).and_then(|k| parse_log_key(&k)).unwrap_or_default())
     }
 
-    /// The stored floor if it belongs to the current epoch, else the epoch's start.
-    async fn read_floor(&self, head: Cursor) -> worker::Result<Cursor> {
-        let row = super::storage::get_many(&self.storage, &[FLOOR_KEY.to_owned()]).await?;
-        let stored = row.get(&FLOOR_KEY.into());
-        let stored = stored.dyn_ref::<Array>().map(|a| {
-            Cursor::new(a.get(0).as_f64().unwrap_or(0.0) as u32, a.get(1).as_f64().unwrap_or(0.0) as u64)
-        });
-        Ok(stored.filter(|f| f.epoch == head.epoch).unwrap_or(Cursor::new(head.epoch, 0)))
+    /// The stored floor if it belongs to the current epoch (else the epoch's start), and the head
+    /// the registry last acknowledged.
+    async fn read_markers(&self, head: Cursor) -> worker::Result<(Cursor, Option<Cursor>)> {
+        let rows = super::storage::get_many(&self.storage, &[FLOOR_KEY.to_owned(), REPORTED_KEY.to_owned()]).await?;
+        let marker = |key: &str| {
+            rows.get(&key.into()).dyn_ref::<Array>().map(|a| {
+                Cursor::new(a.get(0).as_f64().unwrap_or(0.0) as u32, a.get(1).as_f64().unwrap_or(0.0) as u64)
+            })
+        };
+        let floor = marker(FLOOR_KEY).filter(|f| f.epoch == head.epoch).unwrap_or(Cursor::new(head.epoch, 0));
+        Ok((floor, marker(REPORTED_KEY)))
     }
 
     pub fn head(&self) -> Option<Cursor> {
@@ -425,6 +432,17 @@ impl ObjectLog {
         }
     }
 
+    /// Remembers durably what the registry acknowledged (a write per report, not per write).
+    fn mark_reported(&self, head: Cursor) {
+        let entry = Object::new();
+        let value = Array::of2(&(head.epoch as f64).into(), &(head.seq as f64).into());
+        let marked = Reflect::set(&entry, &REPORTED_KEY.into(), &value)
+            .and_then(|_| self.rewrite(Some(entry), &[]).map(drop));
+        if let Err(e) = marked {
+            worker::console_error!("durafetch: cannot store the reported head of {} {}: {e:?}", self.class, self.id);
+        }
+    }
+
     fn report_body(&self) -> Option<ObjectReport> {
         Some(ObjectReport {
             class: self.class.to_owned(),
@@ -438,16 +456,18 @@ impl ObjectLog {
 async fn report_until_idle(log: Rc<ObjectLog>) {
     loop {
         log.report.set(ReportState::InFlight);
-        let sent = match log.report_body() {
-            Some(report) => registry::report(&log.env, &log.storage, &report).await,
-            None => Ok(()),
+        let Some(report) = log.report_body() else {
+            log.report.set(ReportState::Idle);
+            return;
         };
-        if let Err(e) = sent {
-            // The next write reports again; the registry keeps the newest head it was told.
+        if let Err(e) = registry::report(&log.env, &log.storage, &report).await {
+            // Reported again at the next write, or when the object next starts: the stored
+            // marker still names an older head.
             worker::console_error!("durafetch: reporting {} {} to the registry failed: {e}", log.class, log.id);
             log.report.set(ReportState::Idle);
             return;
         }
+        log.mark_reported(report.head);
         if log.report.get() == ReportState::InFlight {
             log.report.set(ReportState::Idle);
             return;
