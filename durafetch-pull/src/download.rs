@@ -7,10 +7,8 @@ use durafetch_sdk::core::protocol::ServerMessage;
 
 use crate::config::Server;
 use crate::connect;
-use crate::index::with_sink;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::{ApplyStats, PullTarget};
-use crate::SharedSink;
+use crate::sink::{with_sink, ApplyStats, PullTarget, SharedSink};
 
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

@@ -6,7 +6,7 @@ use durafetch_sdk::core::protocol::ServerMessage;
 use crate::config::Server;
 use crate::connect;
 use crate::session::{ClientSession, SessionError};
-use crate::SharedSink;
+use crate::sink::{with_sink, SharedSink};
 
 /// What a read of the index found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -36,12 +36,4 @@ pub async fn read(server: &Server, sink: &SharedSink) -> Result<IndexStats, Sess
             other => return Err(SessionError::Protocol(format!("{other:?} in an index session"))),
         }
     }
-}
-
-/// Runs a database call from async code without stalling the other tasks' threads.
-pub fn with_sink<T>(sink: &SharedSink, f: impl FnOnce(&mut crate::sink::Sink) -> rusqlite::Result<T>) -> Result<T, SessionError> {
-    tokio::task::block_in_place(|| {
-        let mut guard = sink.lock().map_err(|_| SessionError::Sink("database lock poisoned".into()))?;
-        f(&mut guard).map_err(|e| SessionError::Sink(e.to_string()))
-    })
 }

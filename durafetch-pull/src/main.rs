@@ -12,11 +12,8 @@ mod sink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-
-pub type SharedSink = Arc<Mutex<sink::Sink>>;
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
 /// Only objects that changed since the last run are downloaded, and only their changed keys.

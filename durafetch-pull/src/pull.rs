@@ -9,7 +9,7 @@ use crate::config::Settings;
 use crate::connect::ConnectError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::Sink;
+use crate::sink::{with_sink, Sink};
 use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
             .await
             .map_err(|source| PullError::Index { server: server.url.to_string(), source })?;
         summary.index_changed += stats.changed;
-        let targets = index::with_sink(&sink, |s| s.targets(server.url.as_str()))
+        let targets = with_sink(&sink, |s| s.targets(server.url.as_str()))
             .map_err(|source| PullError::Index { server: server.url.to_string(), source })?;
         work.extend(targets.into_iter().map(|t| (server, t)));
     }

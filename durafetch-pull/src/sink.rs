@@ -8,6 +8,19 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::session::SessionError;
+
+/// The one database connection, shared by the index reader and every download task.
+pub type SharedSink = std::sync::Arc<std::sync::Mutex<Sink>>;
+
+/// Runs a database call from async code without stalling the other tasks' threads.
+pub fn with_sink<T>(sink: &SharedSink, f: impl FnOnce(&mut Sink) -> rusqlite::Result<T>) -> Result<T, SessionError> {
+    tokio::task::block_in_place(|| {
+        let mut guard = sink.lock().map_err(|_| SessionError::Sink("database lock poisoned".into()))?;
+        f(&mut guard).map_err(|e| SessionError::Sink(e.to_string()))
+    })
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS durable_objects (
     do_id INTEGER PRIMARY KEY,

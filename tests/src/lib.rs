@@ -140,24 +140,30 @@ impl LocalWorker {
         }
     }
 
-    /// Pulls into `db` until it equals `expected` (objects report to the registry right after
-    /// their writes are durable, so the registry may trail a write by a moment), then checks
-    /// that the objects themselves hold `expected`. Returns the pulls' runs.
-    pub fn pull_until_equal(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<PullRun> {
-        let mut pulled = Vec::new();
+    /// Pulls into `db` until the file equals `expected` (objects report to the registry right
+    /// after their writes are durable, so the registry may trail a write by a moment). Returns
+    /// the pulls' runs.
+    pub fn pull_until_file_equals(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<PullRun> {
+        let mut runs = Vec::new();
         for _ in 0..50 {
             let run = self.pull(db, TOKEN);
             assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
-            pulled.push(run);
+            runs.push(run);
             if &read_db(db) == expected {
-                for ((class, name), keys) in expected {
-                    assert_eq!(&self.object_state(route_of(class), name), keys, "{step}: {class} {name} as the object reads it");
-                }
-                return pulled;
+                return runs;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("{step}: the pulled file never matched.\nexpected: {expected:?}\ngot: {:?}", read_db(db));
+    }
+
+    /// [`Self::pull_until_file_equals`], then checks that the objects themselves hold `expected`.
+    pub fn pull_until_equal(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<PullRun> {
+        let runs = self.pull_until_file_equals(db, expected, step);
+        for ((class, name), keys) in expected {
+            assert_eq!(&self.object_state(route_of(class), name), keys, "{step}: {class} {name} as the object reads it");
+        }
+        runs
     }
 
     /// GETs an example route and returns the body.
