@@ -7,6 +7,8 @@ use durafetch_sdk::core::route::{is_local_host, HOST_LABEL_PREFIX};
 use serde::Deserialize;
 use url::Url;
 
+use crate::filter::{Filter, FilterError, FilterSpec};
+
 /// The config file, in durafetch's format. Unknown keys are an error: a misspelt key would
 /// otherwise be ignored without a word.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,9 @@ pub struct Overrides {
     pub concurrency: Option<usize>,
     /// Variable holding the token when a server names none.
     pub token_env: String,
+    pub filter: FilterSpec,
+    pub history: bool,
+    pub verify: bool,
 }
 
 /// A bearer token. Never printed: `Debug` shows only that it is there.
@@ -76,6 +81,11 @@ pub struct Settings {
     pub servers: Vec<Server>,
     pub concurrency: usize,
     pub poll_every: Duration,
+    pub filter: Filter,
+    /// Keep every change, deletions included, in `kv_history`.
+    pub history: bool,
+    /// Contact every known object, not only those the registry lists as changed.
+    pub verify: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +106,8 @@ pub enum ConfigError {
     NoToken { url: String, var: String },
     #[error("concurrency must be at least 1")]
     Concurrency,
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
 impl Settings {
@@ -104,6 +116,11 @@ impl Settings {
             Some(path) => (read_file(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default()),
             None => (ConfigFile::default(), PathBuf::new()),
         };
+        Self::resolve(file, &base, overrides, |var| std::env::var(var).ok())
+    }
+
+    /// Settings from a parsed config file (`base`: its directory), the flags and the environment.
+    pub fn resolve(file: ConfigFile, base: &Path, overrides: Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // A relative db_file is relative to the config file; an absolute one is used as it is.
         let db = overrides
             .db
@@ -119,23 +136,30 @@ impl Settings {
         }
         let servers = entries
             .into_iter()
-            .map(|entry| server(entry, &overrides.token_env, |var| std::env::var(var).ok()))
+            .map(|entry| server(entry, &overrides.token_env, &env))
             .collect::<Result<Vec<_>, _>>()?;
         let concurrency = overrides.concurrency.or(file.concurrent_downloads).unwrap_or(8);
         if concurrency == 0 {
             return Err(ConfigError::Concurrency);
         }
         let poll_every = Duration::from_millis(file.poll.map_or(1000, |p| p.every_ms));
-        Ok(Settings { db, servers, concurrency, poll_every })
+        let filter = Filter::new(overrides.filter)?;
+        Ok(Settings { db, servers, concurrency, poll_every, filter, history: overrides.history, verify: overrides.verify })
     }
 }
 
 fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    serde_json::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    ConfigFile::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
 }
 
-fn server(entry: ServerEntry, default_var: &str, env: impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+fn server(entry: ServerEntry, default_var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Server, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl { url: entry.ws_url.clone(), reason: reason.into() };
     let url = Url::parse(&entry.ws_url).map_err(|e| bad(&e.to_string()))?;
     let host = url.host_str().ok_or_else(|| bad("no host"))?.to_ascii_lowercase();
@@ -175,7 +199,7 @@ mod tests {
 
     #[test]
     fn local_urls_may_be_plain_and_name_the_worker() {
-        let s = server(entry("ws://durafetch_my-app.localhost:8787"), "DURAFETCH_AUTH", env).unwrap();
+        let s = server(entry("ws://durafetch_my-app.localhost:8787"), "DURAFETCH_AUTH", &env).unwrap();
         assert_eq!(s.worker, "my-app");
         assert_eq!(s.token.expose(), "secret-token");
         assert!(!format!("{s:?}").contains("secret-token"));
@@ -183,26 +207,26 @@ mod tests {
 
     #[test]
     fn remote_urls_must_be_encrypted() {
-        assert!(matches!(server(entry("ws://durafetch_app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::Insecure { .. })));
-        assert!(server(entry("wss://durafetch_app.example.com"), "DURAFETCH_AUTH", env).is_ok());
-        assert!(matches!(server(entry("https://durafetch_app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
+        assert!(matches!(server(entry("ws://durafetch_app.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::Insecure { .. })));
+        assert!(server(entry("wss://durafetch_app.example.com"), "DURAFETCH_AUTH", &env).is_ok());
+        assert!(matches!(server(entry("https://durafetch_app.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })));
     }
 
     #[test]
     fn host_must_carry_the_durafetch_label() {
-        assert!(matches!(server(entry("wss://app.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
-        assert!(matches!(server(entry("wss://durafetch_.example.com"), "DURAFETCH_AUTH", env), Err(ConfigError::BadUrl { .. })));
+        assert!(matches!(server(entry("wss://app.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })));
+        assert!(matches!(server(entry("wss://durafetch_.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })));
     }
 
     #[test]
     fn token_comes_from_the_file_or_the_named_variable() {
         let mut e = entry("wss://durafetch_a.example.com");
         e.auth_token_env = Some("OTHER".into());
-        let err = server(e, "DURAFETCH_AUTH", env).unwrap_err().to_string();
+        let err = server(e, "DURAFETCH_AUTH", &env).unwrap_err().to_string();
         assert!(err.contains("OTHER"), "{err}");
         let mut e = entry("wss://durafetch_a.example.com");
         e.auth_token = Some("inline".into());
-        assert_eq!(server(e, "DURAFETCH_AUTH", env).unwrap().token.expose(), "inline");
+        assert_eq!(server(e, "DURAFETCH_AUTH", &env).unwrap().token.expose(), "inline");
     }
 
     #[test]

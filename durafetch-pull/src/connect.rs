@@ -1,6 +1,8 @@
 //! Opens an authenticated WebSocket to a server. `*.localhost` does not resolve through the
 //! system resolver, so such hosts are reached on 127.0.0.1 with the name in the `Host` header.
 
+use std::time::Duration;
+
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -10,6 +12,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::config::Server;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connection and its WebSocket upgrade must be done within this long; a host that drops
+/// packets would otherwise hold a download for minutes.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -21,6 +27,8 @@ pub enum ConnectError {
     Unreachable { host: String, message: String },
     #[error("websocket: {0}")]
     Protocol(String),
+    #[error("{host} did not complete the connection within {} s", HANDSHAKE_LIMIT.as_secs())]
+    TimedOut { host: String },
 }
 
 impl ConnectError {
@@ -31,6 +39,12 @@ impl ConnectError {
 }
 
 pub async fn open(server: &Server, path: &str) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(HANDSHAKE_LIMIT, handshake(server, path))
+        .await
+        .unwrap_or_else(|_| Err(ConnectError::TimedOut { host: server.url.host_str().unwrap_or_default().to_owned() }))
+}
+
+async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> {
     let mut url = server.url.clone();
     url.set_path(path);
     let host = url.host_str().unwrap_or_default().to_owned();

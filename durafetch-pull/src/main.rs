@@ -1,26 +1,18 @@
 //! durafetch-pull: downloads what changed in your Durable Objects into one SQLite file.
-//! This binary parses flags and sets up logging; the work is in the modules below.
-
-mod config;
-mod connect;
-mod download;
-mod index;
-mod progress;
-mod pull;
-mod session;
-mod sink;
+//! This binary parses flags and sets up logging; the work is in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use durafetch_pull::{config, filter, progress, pull};
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
 /// Only objects that changed since the last run are downloaded, and only their changed keys.
 ///
 /// Example: DURAFETCH_AUTH=... durafetch-pull --config-file config.json
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, next_line_help = false)]
 struct Flags {
     /// durafetch's JSON config: {"db_file": "..", "servers": [{"ws_url": "wss://durafetch_<worker>.<zone>"}]}.
     /// A relative db_file is relative to the config file.
@@ -38,9 +30,40 @@ struct Flags {
     /// How many objects to download at once (overrides concurrent_downloads). Example: --concurrency 16
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
-    /// Keep running: pull again every poll.every_ms (default 1000) until interrupted.
+    /// Pull once and exit (the default).
+    #[arg(long, conflicts_with = "watch")]
+    once: bool,
+    /// Keep running until interrupted: stay subscribed to the registry, which pushes each change
+    /// as it is recorded; objects that failed are tried again every poll.every_ms (default 1000).
     #[arg(long)]
     watch: bool,
+    /// Download only objects of this class (repeatable). Example: --class ChatRoom
+    #[arg(long = "class", value_name = "CLASS")]
+    classes: Vec<String>,
+    /// Skip objects of this class (repeatable). Example: --exclude-class RateLimiter
+    #[arg(long = "exclude-class", value_name = "CLASS")]
+    exclude_classes: Vec<String>,
+    /// Download only objects whose name matches this glob (repeatable; unnamed objects never match). Example: --name 'room-*'
+    #[arg(long = "name", value_name = "GLOB")]
+    names: Vec<String>,
+    /// Skip objects whose name matches this glob (repeatable). Example: --exclude-name 'test-*'
+    #[arg(long = "exclude-name", value_name = "GLOB")]
+    exclude_names: Vec<String>,
+    /// Keep only keys starting with this prefix (repeatable). Changing key filters re-pulls objects from scratch. Example: --key-prefix user:
+    #[arg(long = "key-prefix", value_name = "PREFIX")]
+    key_prefixes: Vec<String>,
+    /// Drop keys starting with this prefix (repeatable). Example: --exclude-key-prefix cache:
+    #[arg(long = "exclude-key-prefix", value_name = "PREFIX")]
+    exclude_key_prefixes: Vec<String>,
+    /// Also append every change to the kv_history table, deletions as rows with deleted = 1.
+    /// Example: --history, then SELECT * FROM kv_history WHERE key = 'k' ORDER BY history_id
+    #[arg(long)]
+    history: bool,
+    /// Also contact every object the file knows, not only those the registry lists as changed,
+    /// and pull what each holds since the file's cursor. Costs one session per object; catches a
+    /// write whose registry report was lost in a crash. Example: a daily --verify from cron
+    #[arg(long, conflicts_with = "watch")]
+    verify: bool,
     /// Log as newline-delimited JSON, and print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -61,6 +84,16 @@ fn main() -> ExitCode {
         servers: flags.servers.clone(),
         concurrency: flags.concurrency,
         token_env: flags.token_env.clone(),
+        filter: filter::FilterSpec {
+            classes: flags.classes.clone(),
+            exclude_classes: flags.exclude_classes.clone(),
+            names: flags.names.clone(),
+            exclude_names: flags.exclude_names.clone(),
+            key_prefixes: flags.key_prefixes.clone(),
+            exclude_key_prefixes: flags.exclude_key_prefixes.clone(),
+        },
+        history: flags.history,
+        verify: flags.verify,
     };
     let settings = match config::Settings::load(flags.config_file.as_deref(), overrides) {
         Ok(settings) => settings,
@@ -77,12 +110,16 @@ fn main() -> ExitCode {
         }
     };
     let report = |summary: &progress::Summary| {
+        let summary = progress::Summary { peak_rss_kib: progress::peak_rss_kib(), ..summary.clone() };
         if !flags.quiet {
             println!("{}", if flags.json { summary.json(&settings.db) } else { summary.line(&settings.db) });
         }
     };
     if flags.watch {
-        return runtime.block_on(pull::watch(&settings, flags.quiet, report));
+        return match runtime.block_on(pull::watch(&settings, flags.quiet, report)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failure(&e),
+        };
     }
     match runtime.block_on(pull::once(&settings, flags.quiet)) {
         Ok(summary) => {
@@ -94,11 +131,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         }
-        Err(e) => {
-            eprintln!("durafetch-pull: {e}");
-            ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
-        }
+        Err(e) => failure(&e),
     }
+}
+
+fn failure(e: &pull::PullError) -> ExitCode {
+    eprintln!("durafetch-pull: {e}");
+    ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
 }
 
 fn init_logging(flags: &Flags) {

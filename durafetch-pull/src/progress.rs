@@ -13,18 +13,26 @@ pub struct Summary {
     pub snapshots: u64,
     pub keys_written: u64,
     pub keys_deleted: u64,
+    /// Bytes of export messages received.
+    pub bytes: u64,
+    /// Objects behind the registry that the filters left out.
+    pub filtered_out: u64,
     pub failed: Vec<String>,
+    /// The process's peak resident memory so far (Linux only).
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Summary {
     pub fn line(&self, db: &std::path::Path) -> String {
         format!(
-            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots): {} keys written, {} deleted; {} failed; database {}",
+            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} left out by filters; {} failed; database {}",
             self.index_changed,
             self.objects_pulled,
             self.snapshots,
+            self.bytes as f64 / 1e6,
             self.keys_written,
             self.keys_deleted,
+            self.filtered_out,
             self.failed.len(),
             db.display()
         )
@@ -38,11 +46,21 @@ impl Summary {
             "snapshots": self.snapshots,
             "keys_written": self.keys_written,
             "keys_deleted": self.keys_deleted,
+            "bytes": self.bytes,
+            "filtered_out": self.filtered_out,
+            "peak_rss_kib": self.peak_rss_kib,
             "failed": self.failed,
             "db": db.display().to_string(),
         })
         .to_string()
     }
+}
+
+/// Peak resident memory of this process, from `/proc/self/status` (`None` elsewhere).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A bar over the objects to download, shown only on a terminal and when not quiet.
@@ -52,7 +70,7 @@ pub fn object_bar(total: u64, quiet: bool) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} objects {pos}/{len} {wide_bar} {per_sec} {msg}")
+        ProgressStyle::with_template("{spinner} objects {pos}/{len} {wide_bar} {per_sec} {elapsed} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar

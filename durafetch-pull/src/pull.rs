@@ -1,15 +1,15 @@
-//! One pull over every server: read each index, then download the objects that are behind with
-//! bounded concurrency.
+//! A pull over every server: read each index, then download the objects that are behind with
+//! bounded concurrency; once, or continuously as the registry's watch says objects changed.
 
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 
-use crate::config::Settings;
-use crate::connect::ConnectError;
+use crate::config::{Server, Settings};
+use crate::connect::{self, ConnectError};
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::{with_sink, Sink};
+use crate::sink::{with_sink, SharedSink, Sink};
 use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum PullError {
     Database { path: String, source: rusqlite::Error },
     #[error("{server}: {source}")]
     Index { server: String, source: SessionError },
+    #[error("internal error: {0}")]
+    Task(String),
 }
 
 impl PullError {
@@ -28,30 +30,52 @@ impl PullError {
 }
 
 pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError> {
-    let sink = Sink::open(&settings.db)
-        .map_err(|source| PullError::Database { path: settings.db.display().to_string(), source })?;
-    let sink = Arc::new(Mutex::new(sink));
-    let mut summary = Summary::default();
+    // Every server is reached before the database is opened: an unreachable server or a refused
+    // token leaves the file as it was (or not created at all).
+    let mut sockets = Vec::new();
+    for server in &settings.servers {
+        let socket = connect::open(server, "/index").await.map_err(|e| index_error(server, e.into()))?;
+        sockets.push(socket);
+    }
+    let sink = open_sink(settings)?;
+    let mut changed = 0;
+    for (server, socket) in settings.servers.iter().zip(sockets) {
+        let stats = index::read_all_shards(server, Some(socket), &sink).await.map_err(|e| index_error(server, e))?;
+        changed += stats.changed;
+    }
+    let mut summary = download(settings, &sink, quiet, settings.verify).await?;
+    summary.index_changed = changed;
+    Ok(summary)
+}
 
+fn index_error(server: &Server, source: SessionError) -> PullError {
+    PullError::Index { server: server.url.to_string(), source }
+}
+
+fn open_sink(settings: &Settings) -> Result<SharedSink, PullError> {
+    let sink = Sink::open(&settings.db, settings.history)
+        .map_err(|source| PullError::Database { path: settings.db.display().to_string(), source })?;
+    Ok(Arc::new(Mutex::new(sink)))
+}
+
+/// Downloads every object the index shows behind (with `every`, every object it lists) that the
+/// filters keep.
+async fn download(settings: &Settings, sink: &SharedSink, quiet: bool, every: bool) -> Result<Summary, PullError> {
+    let mut summary = Summary::default();
     let mut work = Vec::new();
     for server in &settings.servers {
-        let stats = index::read(server, &sink)
-            .await
-            .map_err(|source| PullError::Index { server: server.url.to_string(), source })?;
-        summary.index_changed += stats.changed;
-        let targets = with_sink(&sink, |s| s.targets(server.url.as_str()))
-            .map_err(|source| PullError::Index { server: server.url.to_string(), source })?;
-        work.extend(targets.into_iter().map(|t| (server, t)));
+        let targets = with_sink(sink, |s| s.targets(server.url.as_str(), settings.filter.key_filter_id(), every)).map_err(|e| index_error(server, e))?;
+        let (kept, skipped): (Vec<_>, Vec<_>) =
+            targets.into_iter().partition(|t| settings.filter.keeps_object(&t.class, t.name.as_deref()));
+        summary.filtered_out += skipped.len() as u64;
+        work.extend(kept.into_iter().map(|t| (server, t)));
     }
 
     let bar = object_bar(work.len() as u64, quiet);
     let mut downloads = futures_util::stream::iter(work)
-        .map(|(server, target)| {
-            let sink = sink.clone();
-            async move {
-                let result = download::pull_with_retries(server, &target, &sink).await;
-                (target, result)
-            }
+        .map(|(server, target)| async move {
+            let result = download::pull_with_retries(server, &target, sink, &settings.filter).await;
+            (target, result)
         })
         .buffer_unordered(settings.concurrency);
     while let Some((target, result)) = downloads.next().await {
@@ -62,6 +86,9 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
                 summary.snapshots += u64::from(stats.snapshot);
                 summary.keys_written += stats.written;
                 summary.keys_deleted += stats.deleted;
+                summary.bytes += stats.bytes;
+                let rate = summary.bytes as f64 / 1e6 / bar.elapsed().as_secs_f64().max(0.001);
+                bar.set_message(format!("{} keys, {:.1} MB, {rate:.1} MB/s", summary.keys_written + summary.keys_deleted, summary.bytes as f64 / 1e6));
                 tracing::info!(class = %target.class, id = %target.id, written = stats.written, deleted = stats.deleted, "pulled");
             }
             Err(e) => {
@@ -74,24 +101,66 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
     Ok(summary)
 }
 
-/// Pulls every `poll_every` until interrupted. A failed round is logged and retried at the next
-/// tick; only a refused token ends the loop.
-pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) -> std::process::ExitCode {
-    let mut ticker = tokio::time::interval(settings.poll_every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Keeps the file up to date until interrupted: a watch subscription per server says when the
+/// registry recorded changes, and the objects behind are downloaded at once. Objects that failed
+/// are tried again every `poll_every`. Only a refused token or a database error ends the loop.
+pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
+    // Listening from the start and once: a signal that arrives while a download runs is kept for
+    // the loop's next turn, where a listener made anew each turn would miss it.
+    let mut stop = std::pin::pin!(stop_signal());
+    let sink = open_sink(settings)?;
+    let (changed, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscriptions = tokio::task::JoinSet::new();
+    for server in &settings.servers {
+        // Shard 0 says how many shards to subscribe to; the subscriptions then catch up.
+        let shards = index::read_with_retries(server, 0, None, &sink).await.map_err(|e| index_error(server, e))?.shards;
+        for shard in 0..shards {
+            let (server, sink, changed) = (server.clone(), sink.clone(), changed.clone());
+            subscriptions.spawn(async move { index_error(&server, index::subscribe(&server, shard, &sink, changed).await) });
+        }
+    }
+    let mut retry = tokio::time::interval(settings.poll_every);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return std::process::ExitCode::SUCCESS,
-            _ = ticker.tick() => {}
+            _ = &mut stop => return Ok(()),
+            Some(ended) = subscriptions.join_next() => {
+                return Err(ended.unwrap_or_else(|e| PullError::Task(e.to_string())));
+            }
+            Some(()) = wakeups.recv() => while wakeups.try_recv().is_ok() {},
+            _ = retry.tick() => {}
         }
-        match once(settings, quiet).await {
+        match download(settings, &sink, quiet, false).await {
             Ok(summary) if summary.objects_pulled > 0 || !summary.failed.is_empty() => report(&summary),
             Ok(_) => {}
-            Err(e) if e.is_config() => {
-                eprintln!("durafetch-pull: {e}");
-                return std::process::ExitCode::from(2);
-            }
-            Err(e) => tracing::error!(error = %e, "pull failed; retrying at the next poll"),
+            Err(e) => tracing::error!(error = %e, "pull failed; retrying"),
         }
+    }
+}
+
+/// A future that resolves at the first SIGINT or SIGTERM (a terminal's Ctrl-C, or a service
+/// manager's stop). The handlers are registered here, at the call, so no signal is missed later.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let handlers = signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+        async move {
+            match handlers {
+                Ok((mut interrupt, mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,6 +1,8 @@
 //! The client end of a flow-controlled session: reads server messages and hands back credits as
 //! pages are consumed, so the server never runs more than a window ahead.
 
+use std::time::{Duration, Instant};
+
 use durafetch_sdk::core::protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -10,12 +12,27 @@ use crate::connect::{ConnectError, Socket};
 /// Pages the client lets the server send ahead.
 pub const WINDOW: u32 = 8;
 
+/// How a session tells a quiet server from a dead one. A quiet session pings the server every
+/// `ping_every`; the server's runtime answers with a pong, so a live session is never silent for
+/// long, even a watch with nothing to report. A session that hears nothing for `silence_limit`
+/// is taken as dead (a half-open connection, a server gone without closing) and fails, to be
+/// retried, rather than waiting forever.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    ping_every: Duration,
+    silence_limit: Duration,
+}
+
+const HEARTBEAT: Heartbeat = Heartbeat { ping_every: Duration::from_secs(20), silence_limit: Duration::from_secs(60) };
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("the server closed the session early")]
     Closed,
+    #[error("the server sent nothing for {} s", HEARTBEAT.silence_limit.as_secs())]
+    Silent,
     #[error("the server reported: {0}")]
     Server(String),
     #[error("unexpected message from the server: {0}")]
@@ -29,7 +46,7 @@ impl SessionError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SessionError::Connect(e) => !e.is_permanent(),
-            SessionError::Closed | SessionError::Server(_) => true,
+            SessionError::Closed | SessionError::Silent | SessionError::Server(_) => true,
             SessionError::Protocol(_) | SessionError::Sink(_) => false,
         }
     }
@@ -37,21 +54,44 @@ impl SessionError {
 
 pub struct ClientSession {
     socket: Socket,
+    /// Bytes of server messages received, for progress.
+    received: u64,
+    heartbeat: Heartbeat,
 }
 
 impl ClientSession {
-    pub async fn start(mut socket: Socket, since: Option<durafetch_sdk::core::cursor::Cursor>, since_rev: u64) -> Result<Self, SessionError> {
-        let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_rev, window: WINDOW };
+    /// Opens an export session from the cursor `since`.
+    pub async fn export(socket: Socket, since: Option<durafetch_sdk::core::cursor::Cursor>) -> Result<Self, SessionError> {
+        Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_rev: 0, window: WINDOW, watch: false }).await
+    }
+
+    /// Opens an index session from the registry revision `since_rev`, kept open if `watch`.
+    pub async fn index(socket: Socket, since_rev: u64, watch: bool) -> Result<Self, SessionError> {
+        Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since: None, since_rev, window: WINDOW, watch }).await
+    }
+
+    async fn start(mut socket: Socket, hello: ClientMessage) -> Result<Self, SessionError> {
         send(&mut socket, &hello).await?;
-        Ok(Self { socket })
+        Ok(Self { socket, received: 0, heartbeat: HEARTBEAT })
     }
 
     pub async fn next(&mut self) -> Result<ServerMessage, SessionError> {
+        let mut heard = Instant::now();
         loop {
-            let frame = self.socket.next().await.ok_or(SessionError::Closed)?;
-            match frame.map_err(|e| SessionError::Connect(ConnectError::Protocol(e.to_string())))? {
+            // `next` is cancel-safe: a frame that arrives as the wait times out is read next turn.
+            let frame = match tokio::time::timeout(self.heartbeat.ping_every, self.socket.next()).await {
+                Ok(frame) => frame.ok_or(SessionError::Closed)?,
+                Err(_) if heard.elapsed() >= self.heartbeat.silence_limit => return Err(SessionError::Silent),
+                Err(_) => {
+                    self.socket.send(Message::Ping(Default::default())).await.map_err(protocol_error)?;
+                    continue;
+                }
+            };
+            heard = Instant::now();
+            match frame.map_err(protocol_error)? {
                 Message::Text(text) => {
-                    return match serde_json::from_str::<ServerMessage>(&text) {
+                    self.received += text.len() as u64;
+                    return match ServerMessage::parse(&text) {
                         Ok(ServerMessage::Error { message }) => Err(SessionError::Server(message)),
                         Ok(msg) => Ok(msg),
                         Err(e) => Err(SessionError::Protocol(e.to_string())),
@@ -62,6 +102,10 @@ impl ClientSession {
                 _ => continue,
             }
         }
+    }
+
+    pub fn received_bytes(&self) -> u64 {
+        self.received
     }
 
     /// Returns a credit for a page the caller has consumed.
@@ -76,8 +120,47 @@ impl ClientSession {
 
 async fn send(socket: &mut Socket, msg: &ClientMessage) -> Result<(), SessionError> {
     let text = serde_json::to_string(msg).map_err(|e| SessionError::Protocol(e.to_string()))?;
-    socket
-        .send(Message::text(text))
-        .await
-        .map_err(|e| SessionError::Connect(ConnectError::Protocol(e.to_string())))
+    socket.send(Message::text(text)).await.map_err(protocol_error)
+}
+
+fn protocol_error(e: tokio_tungstenite::tungstenite::Error) -> SessionError {
+    SessionError::Connect(ConnectError::Protocol(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A session with a WebSocket server on loopback that sends nothing after the handshake. It
+    /// answers pings if `answers_pings` (tungstenite does so while it reads), else reads nothing.
+    async fn session_with_mute_server(answers_pings: bool) -> ClientSession {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            if answers_pings {
+                while let Some(Ok(_)) = ws.next().await {}
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
+        let heartbeat = Heartbeat { ping_every: Duration::from_millis(50), silence_limit: Duration::from_millis(300) };
+        ClientSession { socket, received: 0, heartbeat }
+    }
+
+    #[tokio::test]
+    async fn a_server_gone_silent_fails_the_session_and_a_quiet_live_one_does_not() {
+        let mut dead = session_with_mute_server(false).await;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), dead.next()).await;
+        assert!(matches!(outcome, Ok(Err(SessionError::Silent))), "still waiting after {:?}", started.elapsed());
+        assert!(SessionError::Silent.is_retryable());
+
+        let mut quiet = session_with_mute_server(true).await;
+        let wait = tokio::time::timeout(Duration::from_secs(2), quiet.next()).await;
+        assert!(wait.is_err(), "a live server that answers pings kept the session open: {:?}", wait.map(|r| r.map(|_| ())));
+    }
 }

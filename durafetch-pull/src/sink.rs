@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS durable_objects (
     insert_ts INTEGER NOT NULL,
     update_ts INTEGER NOT NULL,
     server_url TEXT NOT NULL,
-    registry_rev INTEGER
+    registry_rev INTEGER,
+    key_filter TEXT
 );
 CREATE TABLE IF NOT EXISTS kv (
     val_id INTEGER PRIMARY KEY,
@@ -56,9 +57,28 @@ CREATE TABLE IF NOT EXISTS kv (
     pull_gen INTEGER,
     UNIQUE (do_id, key)
 );
+CREATE TABLE IF NOT EXISTS kv_history (
+    history_id INTEGER PRIMARY KEY,
+    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
+    worker_name TEXT NOT NULL,
+    class_name TEXT NOT NULL,
+    name TEXT,
+    key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    val TEXT,
+    val_type TEXT,
+    val_blob BLOB,
+    val_error TEXT,
+    read_at_log_id INTEGER,
+    read_at_write_id INTEGER,
+    pulled_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kv_history_by_key ON kv_history (do_id, key, history_id);
 CREATE TABLE IF NOT EXISTS durafetch_servers (
-    server_url TEXT PRIMARY KEY,
-    index_rev INTEGER NOT NULL
+    server_url TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    index_rev INTEGER NOT NULL,
+    PRIMARY KEY (server_url, shard)
 );
 CREATE TABLE IF NOT EXISTS durafetch_meta (
     name TEXT PRIMARY KEY,
@@ -66,12 +86,18 @@ CREATE TABLE IF NOT EXISTS durafetch_meta (
 );
 ";
 
-/// An object that needs a download: its local cursor is behind what the registry reported.
+/// Columns added after the first release, for files an older puller created.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("durable_objects", "key_filter", "TEXT")];
+
+/// An object that needs a download: its local cursor is behind what the registry reported, or
+/// its rows were pulled under another key filter.
 #[derive(Debug, Clone)]
 pub struct PullTarget {
     pub do_id: i64,
     pub class: String,
     pub id: String,
+    pub name: Option<String>,
+    /// `None`: download a snapshot.
     pub local: Option<Cursor>,
 }
 
@@ -85,6 +111,8 @@ pub struct ObjectWrite {
     /// Snapshot generation: rows not stamped with it are swept when the snapshot finishes.
     generation: i64,
     read_at: Cursor,
+    key_filter: String,
+    history: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,6 +123,8 @@ pub struct ApplyStats {
 
 pub struct Sink {
     conn: Connection,
+    /// Whether changes are also appended to `kv_history`.
+    history: bool,
 }
 
 fn now_ms() -> i64 {
@@ -102,24 +132,39 @@ fn now_ms() -> i64 {
 }
 
 impl Sink {
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, history: bool) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        for (table, column, kind) in ADDED_COLUMNS {
+            let present: bool = conn.query_row(
+                &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+                [column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
+        Ok(Self { conn, history })
     }
 
-    pub fn index_rev(&self, server_url: &str) -> rusqlite::Result<u64> {
+    pub fn index_rev(&self, server_url: &str, shard: u32) -> rusqlite::Result<u64> {
         let rev: Option<i64> = self
             .conn
-            .query_row("SELECT index_rev FROM durafetch_servers WHERE server_url = ?1", [server_url], |r| r.get(0))
+            .query_row(
+                "SELECT index_rev FROM durafetch_servers WHERE server_url = ?1 AND shard = ?2",
+                params![server_url, shard],
+                |r| r.get(0),
+            )
             .optional()?;
         Ok(rev.unwrap_or(0) as u64)
     }
 
-    /// Records a page of the registry index: the registry's head for each object.
+    /// Records a page of the registry index: the registry's head for each object. A head older
+    /// than the one held (a row left in another shard after a reshard) changes nothing.
     pub fn record_index_page(&mut self, server_url: &str, worker: &str, entries: &[IndexEntry]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -129,7 +174,10 @@ impl Sink {
                  ON CONFLICT (id) DO UPDATE SET
                     class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
                     log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
-                    server_url = excluded.server_url, registry_rev = excluded.registry_rev",
+                    server_url = excluded.server_url, registry_rev = excluded.registry_rev
+                 WHERE excluded.log_id > durable_objects.log_id
+                    OR (excluded.log_id = durable_objects.log_id AND excluded.write_id > durable_objects.write_id)
+                    OR durable_objects.log_id IS NULL",
             )?;
             let now = now_ms();
             for e in entries {
@@ -139,40 +187,47 @@ impl Sink {
         tx.commit()
     }
 
-    /// Saves how far the index of `server_url` has been read, once every page is recorded.
-    pub fn save_index_rev(&mut self, server_url: &str, rev: u64) -> rusqlite::Result<()> {
+    /// Saves how far a shard of the index of `server_url` has been read, once every page is recorded.
+    pub fn save_index_rev(&mut self, server_url: &str, shard: u32, rev: u64) -> rusqlite::Result<()> {
         self.conn.execute(
-            "INSERT INTO durafetch_servers (server_url, index_rev) VALUES (?1, ?2)
-             ON CONFLICT (server_url) DO UPDATE SET index_rev = excluded.index_rev",
-            params![server_url, rev as i64],
+            "INSERT INTO durafetch_servers (server_url, shard, index_rev) VALUES (?1, ?2, ?3)
+             ON CONFLICT (server_url, shard) DO UPDATE SET index_rev = excluded.index_rev",
+            params![server_url, shard, rev as i64],
         )?;
         Ok(())
     }
 
-    /// Objects of `server_url` whose local copy is behind the registry (or was never pulled).
-    pub fn targets(&self, server_url: &str) -> rusqlite::Result<Vec<PullTarget>> {
+    /// Objects of `server_url` whose local copy is behind the registry (or was never pulled, or
+    /// was pulled under another key filter than `key_filter`, which makes it start over); with
+    /// `every`, all of the server's objects.
+    pub fn targets(&self, server_url: &str, key_filter: &str, every: bool) -> rusqlite::Result<Vec<PullTarget>> {
         let mut stmt = self.conn.prepare(
-            "SELECT do_id, class_name, id, local_max_log_id, local_max_write_id FROM durable_objects
+            "SELECT do_id, class_name, id, name, local_max_log_id, local_max_write_id, key_filter IS ?2
+             FROM durable_objects
              WHERE server_url = ?1 AND (
                 local_max_log_id IS NULL
                 OR local_max_log_id < log_id
-                OR (local_max_log_id = log_id AND local_max_write_id < write_id))
+                OR (local_max_log_id = log_id AND local_max_write_id < write_id)
+                OR key_filter IS NOT ?2
+                OR ?3)
              ORDER BY do_id",
         )?;
-        let rows = stmt.query_map([server_url], |r| {
-            let epoch: Option<i64> = r.get(3)?;
-            let seq: Option<i64> = r.get(4)?;
+        let rows = stmt.query_map(params![server_url, key_filter, every], |r| {
+            let epoch: Option<i64> = r.get(4)?;
+            let seq: Option<i64> = r.get(5)?;
+            let same_filter: bool = r.get(6)?;
             Ok(PullTarget {
                 do_id: r.get(0)?,
                 class: r.get(1)?,
                 id: r.get(2)?,
-                local: epoch.zip(seq).map(|(e, s)| Cursor::new(e as u32, s as u64)),
+                name: r.get(3)?,
+                local: epoch.zip(seq).filter(|_| same_filter).map(|(e, s)| Cursor::new(e as u32, s as u64)),
             })
         })?;
         rows.collect()
     }
 
-    pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor) -> rusqlite::Result<ObjectWrite> {
+    pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str) -> rusqlite::Result<ObjectWrite> {
         let (worker, class, name) = self.conn.query_row(
             "SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1",
             [do_id],
@@ -191,7 +246,7 @@ impl Sink {
             "UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1",
             params![do_id, now_ms()],
         )?;
-        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, read_at })
+        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, read_at, key_filter: key_filter.to_owned(), history: self.history })
     }
 
     /// Applies a page of changes in one transaction.
@@ -205,16 +260,26 @@ impl Sink {
     /// Ends a download: sweeps what a snapshot did not send and saves the cursor, together.
     pub fn finish(&mut self, write: ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
+        let now = now_ms();
         let swept = match write.mode {
-            ExportMode::Snapshot => tx.execute(
-                "DELETE FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)",
-                params![write.do_id, write.generation],
-            )? as u64,
+            ExportMode::Snapshot => {
+                const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)";
+                if write.history {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO kv_history (do_id, worker_name, class_name, name, key, deleted, read_at_log_id, read_at_write_id, pulled_at)
+                             SELECT do_id, worker_name, class_name, name, key, 1, ?3, ?4, ?5 {UNSEEN}"
+                        ),
+                        params![write.do_id, write.generation, write.read_at.epoch, write.read_at.seq as i64, now],
+                    )?;
+                }
+                tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, write.generation])? as u64
+            }
             ExportMode::Changes => 0,
         };
         tx.execute(
-            "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4 WHERE do_id = ?1",
-            params![write.do_id, cursor.epoch, cursor.seq as i64, now_ms()],
+            "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4, key_filter = ?5 WHERE do_id = ?1",
+            params![write.do_id, cursor.epoch, cursor.seq as i64, now, write.key_filter],
         )?;
         tx.commit()?;
         Ok(swept)
@@ -233,18 +298,41 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
             update_ts = excluded.update_ts",
     )?;
     let mut delete = tx.prepare_cached("DELETE FROM kv WHERE do_id = ?1 AND key = ?2")?;
+    // History rows only for real changes: a snapshot re-sends unchanged keys, and a deletion of
+    // a key the file never held is no event.
+    let mut history = tx.prepare_cached(
+        "INSERT INTO kv_history (do_id, worker_name, class_name, name, key, deleted, val, val_type, val_blob, val_error,
+                                 read_at_log_id, read_at_write_id, pulled_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+         WHERE ?6 = 1 OR NOT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1 AND key = ?5
+            AND val IS ?7 AND val_type IS ?8 AND val_blob IS ?9 AND val_error IS ?10)",
+    )?;
     let now = now_ms();
     let mut stats = ApplyStats::default();
     for change in changes {
         let (val, kind, blob, error): (Option<String>, &str, Option<&[u8]>, Option<&str>) = match &change.value {
             ChangeValue::Deleted => {
-                stats.deleted += delete.execute(params![write.do_id, change.key])? as u64;
+                let deleted = delete.execute(params![write.do_id, change.key])? as u64;
+                if write.history && deleted > 0 {
+                    history.execute(params![
+                        write.do_id, write.worker, write.class, write.name, change.key, true, None::<String>, None::<String>,
+                        None::<Vec<u8>>, None::<String>, write.read_at.epoch, write.read_at.seq as i64, now
+                    ])?;
+                }
+                stats.deleted += deleted;
                 continue;
             }
             ChangeValue::Json(v) => (Some(v.to_string()), "json", None, None),
             ChangeValue::Bytes(b) => (None, "bytes", Some(b), None),
+            ChangeValue::Tagged(t) => (Some(t.to_string()), "tagged", None, None),
             ChangeValue::Unsupported(e) => (None, "error", None, Some(e)),
         };
+        if write.history {
+            history.execute(params![
+                write.do_id, write.worker, write.class, write.name, change.key, false, val, kind, blob, error,
+                write.read_at.epoch, write.read_at.seq as i64, now
+            ])?;
+        }
         upsert.execute(params![
             write.do_id, write.worker, write.class, write.name, change.key, val, kind, blob, error,
             write.read_at.epoch, write.read_at.seq as i64, write.generation, now

@@ -27,8 +27,11 @@ pub struct LocalWorker {
     dir: tempfile::TempDir,
     secret: Option<String>,
     config: Option<PathBuf>,
-    // Two `wrangler dev` at once contend for wrangler's own fixed sockets; tests take turns.
-    _turn: MutexGuard<'static, ()>,
+    /// The worker's name: its API answers on `durafetch_<name>`.
+    name: String,
+    // Tests take turns, so that machine load stays predictable; a second worker for the same
+    // test (`start_beside`) shares its turn.
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -49,7 +52,7 @@ impl LocalWorker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let child = spawn_wrangler(&root, dir.path(), port, secret, None);
-        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, _turn: turn };
+        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, name: WORKER.to_owned(), _turn: Some(turn) };
         worker.wait_ready();
         worker
     }
@@ -59,23 +62,50 @@ impl LocalWorker {
     pub fn restart(&mut self) {
         self.stop();
         self.port = free_port();
+        self.launch();
+    }
+
+    /// Restarts on the same port, so a running puller can reconnect to the same URL.
+    pub fn restart_on_same_port(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// The process group of wrangler and workerd, for a test to signal.
+    pub fn group(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills workerd at once (SIGKILL, no shutdown), then starts it again on the same state and port.
+    pub fn crash_and_restart(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.group())]).status();
+        let _ = self.child.wait();
+        self.launch();
+    }
+
+    fn launch(&mut self) {
         self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref(), self.config.as_deref());
         self.wait_ready();
     }
 
     /// Restarts with the example's wrangler.toml edited by `edit` (or the original for `None`),
-    /// keeping the stored state.
+    /// keeping the stored state and the port (the file knows objects by their server's URL).
     pub fn restart_with_config(&mut self, edit: Option<&dyn Fn(String) -> String>) {
-        self.config = edit.map(|edit| {
-            let root = repo_root();
-            let original = std::fs::read_to_string(root.join("wrangler.toml")).unwrap();
-            let main = root.join("examples/counter/build/worker/shim.mjs");
-            let text = edit(original).replace("examples/counter/build/worker/shim.mjs", main.to_str().unwrap());
-            let path = self.dir.path().join("wrangler.toml");
-            std::fs::write(&path, text).unwrap();
-            path
-        });
-        self.restart();
+        self.config = edit.map(|edit| write_config(self.dir.path(), edit));
+        self.restart_on_same_port();
+    }
+
+    /// A second worker, running beside this one for the same test: the example under another
+    /// name, so its objects have other ids and its API answers on `durafetch_<name>`.
+    pub fn start_beside(&self, name: &str) -> LocalWorker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rename = |toml: String| toml.replace(&format!("\"{WORKER}\""), &format!("\"{name}\""));
+        let config = write_config(dir.path(), &rename);
+        let port = free_port();
+        let child = spawn_wrangler(&repo_root(), dir.path(), port, self.secret.as_deref(), Some(&config));
+        let mut worker = LocalWorker { port, child, dir, secret: self.secret.clone(), config: Some(config), name: name.to_owned(), _turn: None };
+        worker.wait_ready();
+        worker
     }
 
     fn stop(&mut self) {
@@ -106,6 +136,26 @@ impl LocalWorker {
         panic!("wrangler dev did not become ready: {}", self.logs());
     }
 
+    /// The resident memory of this worker's workerd processes together, in KiB (Linux).
+    pub fn workerd_rss_kib(&self) -> Option<u64> {
+        let group = self.child.id().to_string();
+        let sizes: Vec<u64> = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|entry| {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // pid (comm) state ppid pgrp ...
+                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                if comm != "workerd" || rest.split_whitespace().nth(2)? != group {
+                    return None;
+                }
+                let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+                status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+            })
+            .collect();
+        (!sizes.is_empty()).then(|| sizes.iter().sum())
+    }
+
     pub fn logs(&self) -> String {
         let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("wrangler.log"), read("wrangler.err"))
@@ -117,11 +167,11 @@ impl LocalWorker {
 
     /// The export API's URL as a user configures it.
     pub fn api_url(&self) -> String {
-        format!("ws://durafetch_{WORKER}.localhost:{}", self.port)
+        format!("ws://durafetch_{}.localhost:{}", self.name, self.port)
     }
 
     pub fn api_host(&self) -> String {
-        format!("durafetch_{WORKER}.localhost:{}", self.port)
+        format!("durafetch_{}.localhost:{}", self.name, self.port)
     }
 
     /// POSTs to an example route (`kv/<name>/put?key=k`), panicking unless it answers 200.
@@ -144,9 +194,14 @@ impl LocalWorker {
     /// after their writes are durable, so the registry may trail a write by a moment). Returns
     /// the pulls' runs.
     pub fn pull_until_file_equals(&self, db: &Path, expected: &Pulled, step: &str) -> Vec<PullRun> {
+        self.pull_with_until_file_equals(db, &[], expected, step)
+    }
+
+    /// [`Self::pull_until_file_equals`] with extra puller flags.
+    pub fn pull_with_until_file_equals(&self, db: &Path, flags: &[&str], expected: &Pulled, step: &str) -> Vec<PullRun> {
         let mut runs = Vec::new();
         for _ in 0..50 {
-            let run = self.pull(db, TOKEN);
+            let run = self.pull_with(db, TOKEN, flags);
             assert_eq!(run.code, Some(0), "{step}: durafetch-pull failed: {}", run.stderr);
             runs.push(run);
             if &read_db(db) == expected {
@@ -194,16 +249,22 @@ impl LocalWorker {
 
     /// Runs `durafetch-pull` once into `db` with `token`.
     pub fn pull(&self, db: &Path, token: &str) -> PullRun {
-        let out = Command::new(puller_binary())
-            .args(["--json", "--db"])
-            .arg(db)
-            .args(["--server", &self.api_url()])
-            .env("DURAFETCH_AUTH", token)
-            .output()
-            .expect("run durafetch-pull");
+        self.pull_with(db, token, &[])
+    }
+
+    /// Runs `durafetch-pull` once into `db` with `token` and extra flags.
+    pub fn pull_with(&self, db: &Path, token: &str, flags: &[&str]) -> PullRun {
+        let out = finish_within(spawn_piped(self.puller(db, token, flags)), PULL_LIMIT, "durafetch-pull");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let summary = stdout.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok());
         PullRun { code: out.status.code(), summary, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    }
+
+    /// The `durafetch-pull` command for this worker, to run or spawn.
+    pub fn puller(&self, db: &Path, token: &str, flags: &[&str]) -> Command {
+        let mut cmd = Command::new(puller_binary());
+        cmd.args(["--json", "--db"]).arg(db).args(["--server", &self.api_url()]).args(flags).env("DURAFETCH_AUTH", token);
+        cmd
     }
 }
 
@@ -211,6 +272,17 @@ impl Drop for LocalWorker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The example's wrangler.toml edited by `edit`, written into `dir`, with `main` made absolute.
+fn write_config(dir: &Path, edit: &dyn Fn(String) -> String) -> PathBuf {
+    let root = repo_root();
+    let original = std::fs::read_to_string(root.join("wrangler.toml")).unwrap();
+    let main = root.join("examples/counter/build/worker/shim.mjs");
+    let text = edit(original).replace("examples/counter/build/worker/shim.mjs", main.to_str().unwrap());
+    let path = dir.join("wrangler.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, config: Option<&Path>) -> Child {
@@ -250,6 +322,52 @@ impl PullRun {
 
     fn count(&self, field: &str) -> u64 {
         self.summary.as_ref().and_then(|s| s[field].as_u64()).unwrap_or_else(|| panic!("no summary: {}", self.stderr))
+    }
+}
+
+/// The longest any one run of the puller may take in a test. Its own retries give up after about
+/// 13 s and its sessions after 60 s of silence, so a run past this is a hang: it must fail the
+/// test loudly rather than stall the whole suite.
+pub const PULL_LIMIT: Duration = Duration::from_secs(180);
+
+/// Spawns `cmd` with stdout and stderr captured, for [`finish_within`].
+pub fn spawn_piped(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")
+}
+
+/// Waits for `child` and collects what it printed. Its pipes are drained meanwhile, so a chatty
+/// child never blocks on a full pipe. Past `limit` the child is killed and the test fails with
+/// its output.
+pub fn finish_within(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = |status| std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    match status {
+        Some(status) => output(status),
+        None => {
+            let out = output(std::process::ExitStatus::default());
+            panic!("{what} ran longer than {limit:?} and was killed; it printed:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 }
 
@@ -304,6 +422,7 @@ pub fn read_db(db: &Path) -> Pulled {
             let val = match kind.as_str() {
                 "json" => val.unwrap_or_default(),
                 "bytes" => format!("<bytes:{}>", hex.unwrap_or_default()),
+                "tagged" => format!("<tagged:{}>", val.unwrap_or_default()),
                 other => format!("<{other}>"),
             };
             Ok(((class, name), key, val))
@@ -314,6 +433,22 @@ pub fn read_db(db: &Path) -> Pulled {
         out.entry(object).or_default().insert(key, val);
     }
     out
+}
+
+fn open_read_only(db: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// Rows in the file's `kv` table, read beside a running puller (0 while there is no file yet).
+pub fn kv_rows(db: &Path) -> i64 {
+    open_read_only(db).and_then(|c| c.query_row("SELECT count(*) FROM kv", [], |r| r.get(0))).unwrap_or(0)
+}
+
+/// The `val` of `key` in the object `(class, name)`, read beside a running puller.
+pub fn row_value(db: &Path, (class, name): (&str, &str), key: &str) -> Option<String> {
+    open_read_only(db)
+        .and_then(|c| c.query_row("SELECT val FROM kv WHERE class_name = ?1 AND name = ?2 AND key = ?3", [class, name, key], |r| r.get(0)))
+        .ok()
 }
 
 /// Row counts of every table, to show a file was left untouched.

@@ -106,6 +106,9 @@ fn bytes_and_nested_values_round_trip() {
     worker.post("sql/values/put_raw?key=bin", "\u{0}\u{1}binary\u{7f}");
     worker.post("sql/values/put_multiple_raw", r#"{"nested":{"a":[1,2.5,null,true,"s"],"z":{}},"unicode":"h\u00e9llo \ud83d\ude00"}"#);
     worker.post("kv/values/put?key=neg", "-17");
+    // Long strings leave the object by another path (the runtime's UTF-8 encoder) than short ones.
+    let long = "h\u{e9}llo \u{1f600} \\ \" \n".repeat(100);
+    worker.post("sql/values/put_multiple_raw", &serde_json::json!({ "long": long }).to_string());
     let expected: Pulled = [
         (
             ("CounterSql".to_string(), "values".to_string()),
@@ -113,6 +116,7 @@ fn bytes_and_nested_values_round_trip() {
                 ("bin".to_string(), format!("<bytes:{}>", "0001" .to_string() + &hex("binary") + "7F")),
                 ("nested".to_string(), r#"{"a":[1,2.5,null,true,"s"],"z":{}}"#.to_string()),
                 ("unicode".to_string(), "\"héllo 😀\"".to_string()),
+                ("long".to_string(), serde_json::to_string(&long).unwrap()),
             ]
             .into_iter()
             .collect(),
@@ -122,6 +126,49 @@ fn bytes_and_nested_values_round_trip() {
     .into_iter()
     .collect();
     worker.pull_until_equal(&db, &expected, "values");
+}
+
+#[test]
+fn values_json_cannot_hold_arrive_tagged_and_the_rest_as_errors() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typed.sqlite");
+    for kind in ["struct", "map", "mix", "error"] {
+        worker.post(&format!("kv/typed/put_typed?key={kind}"), kind);
+    }
+    // Storage itself refuses a top-level undefined; the instrumented put must refuse it too.
+    let (status, body) = worker.try_post("kv/typed/put_typed?key=undefined", "undefined").unwrap_err();
+    assert_eq!((status, body.contains("undefined value")), (500, true), "{body}");
+    worker.post("kv/typed/put?key=json_object", r#"{"b":[1,{"c":null}],"a":"x"}"#);
+    let tagged = |text: &str| format!("<tagged:{text}>");
+    let expected: Pulled = [(
+        ("CounterKv".to_string(), "typed".to_string()),
+        [
+            ("struct", tagged(r#"{"name":"ada","nickname":{"$type":"undefined"},"scores":{"$type":"map","value":[["chess",7]]}}"#)),
+            ("map", tagged(r#"{"$type":"map","value":[["a",1],[2,{"$type":"date","value":86400000}]]}"#)),
+            (
+                "mix",
+                tagged(concat!(
+                    r#"{"$type":"object","value":{"set":{"$type":"set","value":[{"$type":"bigint","value":"-12345678901234567890"},{"$type":"number","value":"NaN"}]},"#,
+                    r#""bytes":{"$type":"bytes","value":"AP8="},"floats":{"$type":"Float64Array","value":"AAAAAAAA+D8="},"nothing":{"$type":"undefined"},"#,
+                    r#""pattern":{"$type":"regexp","value":{"source":"^a+$","flags":"gi"}},"$type":"user data","list":[{"$type":"number","value":"-Infinity"},null]}}"#
+                )),
+            ),
+            ("error", "<error>".to_string()),
+            // serde-wasm-bindgen turns a JSON object into a JS Map, keys in order, and null
+            // into undefined: the file shows what storage holds.
+            ("json_object", tagged(r#"{"$type":"map","value":[["b",[1,{"$type":"map","value":[["c",{"$type":"undefined"}]]}]],["a","x"]]}"#)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    )]
+    .into_iter()
+    .collect();
+    worker.pull_until_file_equals(&db, &expected, "typed values");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'error'", [], |r| r.get(0)).unwrap();
+    assert!(why.contains("Error"), "{why}");
 }
 
 fn hex(s: &str) -> String {

@@ -168,4 +168,56 @@ mod tests {
         assert!(!other.accepts_internal(Some(&tag)));
         assert!(!format!("{secret:?}").contains(TOKEN));
     }
+
+    /// Welch's t-statistic of two samples, after dropping the slowest 5% of each (preemption).
+    fn welch_t(a: &mut [f64], b: &mut [f64]) -> f64 {
+        let crop = |x: &mut [f64]| -> Vec<f64> {
+            x.sort_by(f64::total_cmp);
+            x[..x.len() * 95 / 100].to_vec()
+        };
+        let (a, b) = (crop(a), crop(b));
+        let stats = |x: &[f64]| {
+            let n = x.len() as f64;
+            let mean = x.iter().sum::<f64>() / n;
+            (mean, x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0), n)
+        };
+        let ((ma, va, na), (mb, vb, nb)) = (stats(&a), stats(&b));
+        (ma - mb) / (va / na + vb / nb).sqrt()
+    }
+
+    /// On demand (the machine is noisy): `cargo test -p durafetch-sdk --no-default-features
+    /// --release token_checks -- --ignored --nocapture`. A guess that shares all but its last
+    /// character with the token and one that differs at the first character must take the same
+    /// time, and so must one guess checked against a token of its own length and against a longer
+    /// token it is a prefix of: |t| < 4.5 (the guess's own length is the caller's, not a secret).
+    #[test]
+    #[ignore]
+    fn token_checks_take_the_same_time_whatever_the_guess() {
+        let same_length = Secret::parse(Some(TOKEN)).unwrap();
+        let longer = Secret::parse(Some(&format!("{TOKEN}0123456789abcdefghijkl"))).unwrap();
+        let near = format!("{}!", &TOKEN[..TOKEN.len() - 1]);
+        let far = format!("!{}", &TOKEN[1..]);
+        let cases: [(&Secret, &str); 3] = [(&same_length, &near), (&same_length, &far), (&longer, TOKEN)];
+        const SAMPLES: usize = 300_000;
+        const CALLS: usize = 8;
+        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..SAMPLES * cases.len() {
+            let case = rng.usize(..cases.len());
+            let (secret, guess) = std::hint::black_box(cases[case]);
+            let started = std::time::Instant::now();
+            for _ in 0..CALLS {
+                std::hint::black_box(secret.accepts(guess));
+            }
+            times[case].push(started.elapsed().as_nanos() as f64);
+        }
+        let [mut near_t, mut far_t, mut longer_t] = times;
+        let prefix = welch_t(&mut near_t.clone(), &mut far_t);
+        // The same guess length against both secrets: `TOKEN` has the length of `near`.
+        let length = welch_t(&mut near_t, &mut longer_t);
+        println!("t-statistics: shared prefix vs first character {prefix:.2}; token of the guess's length vs longer token {length:.2} (limit 4.5)");
+        for t in [prefix, length] {
+            assert!(t.abs() < 4.5, "timing depends on the token: t = {t:.2}");
+        }
+    }
 }

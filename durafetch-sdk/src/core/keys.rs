@@ -60,7 +60,8 @@ pub fn log_key(at: Cursor) -> String {
 /// The position a log key stands for, or `None` for anything that is not a well-formed log key.
 pub fn parse_log_key(key: &str) -> Option<Cursor> {
     let digits = key.strip_prefix(LOG_PREFIX)?;
-    if digits.len() != EPOCH_DIGITS + SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Lowercase only: log keys sort by position, which needs exactly one spelling per position.
+    if digits.len() != EPOCH_DIGITS + SEQ_DIGITS || !digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let epoch = u32::from_str_radix(&digits[..EPOCH_DIGITS], 16).ok()?;
@@ -205,6 +206,7 @@ mod tests {
         assert_eq!(parse_log_key(LOG_PREFIX), None);
         assert_eq!(parse_log_key(&format!("{LOG_PREFIX}zz")), None);
         assert_eq!(parse_log_key(&format!("{LOG_PREFIX}{}", "g".repeat(24))), None);
+        assert_eq!(parse_log_key(&format!("{LOG_PREFIX}{}", "A".repeat(24))), None, "one spelling per position");
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod cursor;
 pub mod keys;
 pub mod protocol;
 pub mod route;
+pub mod shard;

@@ -18,6 +18,42 @@ pub const MAX_PAGE_KEYS: usize = 128;
 pub const MAX_PAGE_CHANGES: usize = 1000;
 /// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
+/// A storage read of an export aims at about this many bytes of values.
+pub const READ_TARGET_BYTES: usize = 1024 * 1024;
+/// Entries in an export's first storage read, before it knows the object's value sizes.
+pub const FIRST_READ_ENTRIES: usize = 16;
+
+/// Sizes an export's storage reads (`list` pages, multi-key `get`s) so that each holds about
+/// [`READ_TARGET_BYTES`], learning value sizes from the previous read: 100-byte values are read
+/// 1,000 at a time, 100 KiB values 10 at a time. The limit at most doubles from one read to the
+/// next, so a run of small values followed by large ones overshoots by at most one read.
+#[derive(Debug, Clone)]
+pub struct ReadSizer {
+    max: usize,
+    limit: usize,
+}
+
+impl ReadSizer {
+    pub fn new(max: usize) -> Self {
+        ReadSizer { max, limit: FIRST_READ_ENTRIES.min(max).max(1) }
+    }
+
+    /// How many entries the next read may ask for.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Records a read of `entries` entries that encoded to `bytes` bytes.
+    pub fn observe(&mut self, entries: usize, bytes: usize) {
+        if entries == 0 {
+            return;
+        }
+        let per_entry = (bytes / entries).max(1);
+        let fits = (READ_TARGET_BYTES / per_entry).max(1);
+        self.limit = fits.min(self.limit * 2).min(self.max);
+    }
+}
+
 /// Upper bound on the window a client may ask for.
 pub const MAX_WINDOW: u32 = 64;
 /// Largest client message the server reads; anything longer is a protocol error.
@@ -37,6 +73,10 @@ pub enum ClientMessage {
         since_rev: u64,
         /// Pages the client accepts before its first credit.
         window: u32,
+        /// For the index: after the changes so far, keep the session open and push each new
+        /// change as it is recorded (an `objects` page, then `index_end`).
+        #[serde(default)]
+        watch: bool,
     },
     /// The client has consumed `pages` more pages.
     Credit { pages: u32 },
@@ -100,10 +140,35 @@ pub enum ServerMessage {
     End { cursor: Cursor },
     /// A page of the registry index, in revision order.
     Objects { objects: Vec<IndexEntry> },
-    /// Last message of an index session: the client has seen every change up to `rev`.
-    IndexEnd { rev: u64 },
+    /// Last message of an index session (or of a batch, in a watch): the client has seen every
+    /// change of this shard up to `rev`. `shards` is how many registry shards the worker has.
+    IndexEnd {
+        rev: u64,
+        #[serde(default = "one_shard")]
+        shards: u32,
+    },
     /// The session failed; the server closes the socket after this.
     Error { message: String },
+}
+
+fn one_shard() -> u32 {
+    1
+}
+
+impl ServerMessage {
+    /// Parses one server frame. Pages, the bulk of every export, are read straight into their
+    /// changes when they have [`PageWriter`]'s form: the derived parser of a tagged enum would
+    /// first buffer the whole page as an untyped tree.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        // PAGE_HEAD ends with the array's opening bracket, which the array parse needs.
+        let array_start = PAGE_HEAD.len() - 1;
+        if text.starts_with(PAGE_HEAD) && text.ends_with('}') {
+            if let Ok(changes) = serde_json::from_str::<Vec<Change>>(&text[array_start..text.len() - 1]) {
+                return Ok(ServerMessage::Page { changes });
+            }
+        }
+        serde_json::from_str(text)
+    }
 }
 
 /// One registry row: an instrumented object and the newest log position it reported.
@@ -131,9 +196,13 @@ pub struct ObjectReport {
     pub head: Cursor,
 }
 
+/// The key that marks a tagged node inside a [`ChangeValue::Tagged`] value:
+/// `{"$type": "map", "value": [[k, v], ...]}`. `docs/protocol.md` lists every tag.
+pub const TYPE_TAG: &str = "$type";
+
 /// A key's new state. On the wire: `{"k": key}` plus exactly one of `"v"` (a JSON value), `"b"`
-/// (base64 bytes), `"d": true` (deleted) or `"e"` (the value exists but cannot be exported; the
-/// message says why).
+/// (base64 bytes), `"t"` (JSON with type tags, for values JSON cannot hold), `"d": true`
+/// (deleted) or `"e"` (the value exists but cannot be exported; the message says why).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawChange", into = "RawChange")]
 pub struct Change {
@@ -145,6 +214,8 @@ pub struct Change {
 pub enum ChangeValue {
     Json(serde_json::Value),
     Bytes(Vec<u8>),
+    /// A Map, Set, Date, BigInt, undefined, ... (at any depth) in the tagged JSON form.
+    Tagged(serde_json::Value),
     Deleted,
     Unsupported(String),
 }
@@ -157,6 +228,8 @@ struct RawChange {
     v: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     b: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     d: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,16 +244,17 @@ fn some_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_jso
 impl TryFrom<RawChange> for Change {
     type Error = String;
     fn try_from(raw: RawChange) -> Result<Self, String> {
-        let value = match (raw.v, raw.b, raw.d, raw.e) {
-            (Some(v), None, None, None) => ChangeValue::Json(v),
-            (None, Some(b), None, None) => ChangeValue::Bytes(
+        let value = match (raw.v, raw.b, raw.t, raw.d, raw.e) {
+            (Some(v), None, None, None, None) => ChangeValue::Json(v),
+            (None, Some(b), None, None, None) => ChangeValue::Bytes(
                 base64::engine::general_purpose::STANDARD
                     .decode(b)
                     .map_err(|e| format!("key {:?}: bad base64: {e}", raw.k))?,
             ),
-            (None, None, Some(true), None) => ChangeValue::Deleted,
-            (None, None, None, Some(e)) => ChangeValue::Unsupported(e),
-            _ => return Err(format!("key {:?}: expected exactly one of v, b, d:true, e", raw.k)),
+            (None, None, Some(t), None, None) => ChangeValue::Tagged(t),
+            (None, None, None, Some(true), None) => ChangeValue::Deleted,
+            (None, None, None, None, Some(e)) => ChangeValue::Unsupported(e),
+            _ => return Err(format!("key {:?}: expected exactly one of v, b, t, d:true, e", raw.k)),
         };
         Ok(Change { key: raw.k, value })
     }
@@ -188,10 +262,11 @@ impl TryFrom<RawChange> for Change {
 
 impl From<Change> for RawChange {
     fn from(c: Change) -> Self {
-        let mut raw = RawChange { k: c.key, v: None, b: None, d: None, e: None };
+        let mut raw = RawChange { k: c.key, v: None, b: None, t: None, d: None, e: None };
         match c.value {
             ChangeValue::Json(v) => raw.v = Some(v),
             ChangeValue::Bytes(b) => raw.b = Some(base64::engine::general_purpose::STANDARD.encode(b)),
+            ChangeValue::Tagged(t) => raw.t = Some(t),
             ChangeValue::Deleted => raw.d = Some(true),
             ChangeValue::Unsupported(e) => raw.e = Some(e),
         }
@@ -203,8 +278,11 @@ impl From<Change> for RawChange {
 /// and says when a page is full (by key count or by size).
 #[derive(Default)]
 pub struct PageWriter {
-    text: String,
+    /// The page's JSON text so far: UTF-8, as serde_json writes it.
+    text: Vec<u8>,
     count: usize,
+    /// Bytes of change text pushed since the writer was made, for [`ReadSizer`].
+    pushed: usize,
 }
 
 const PAGE_HEAD: &str = r#"{"type":"page","changes":["#;
@@ -212,10 +290,18 @@ const PAGE_TAIL: &str = "]}";
 
 impl PageWriter {
     pub fn push(&mut self, change: Change) {
-        self.text.push_str(if self.count == 0 { PAGE_HEAD } else { "," });
-        // A Change always serialises: its fields are strings and JSON values.
-        self.text.push_str(&serde_json::to_string(&change).expect("change serialises"));
+        self.text.extend_from_slice(if self.count == 0 { PAGE_HEAD } else { "," }.as_bytes());
+        let before = self.text.len();
+        // A Change always serialises: its fields are strings and JSON values. It is written
+        // straight into the page, without a string of its own.
+        serde_json::to_writer(&mut self.text, &change).expect("change serialises");
+        self.pushed += self.text.len() - before;
         self.count += 1;
+    }
+
+    /// Bytes of change text pushed so far, in all pages.
+    pub fn pushed_bytes(&self) -> usize {
+        self.pushed
     }
 
     pub fn is_full(&self) -> bool {
@@ -233,8 +319,9 @@ impl PageWriter {
         }
         self.count = 0;
         let mut text = std::mem::take(&mut self.text);
-        text.push_str(PAGE_TAIL);
-        Some(text)
+        text.extend_from_slice(PAGE_TAIL.as_bytes());
+        // serde_json writes only UTF-8, as do the constants around it.
+        Some(String::from_utf8(text).expect("pages are UTF-8"))
     }
 }
 
@@ -254,6 +341,7 @@ mod tests {
             Change { key: "null".into(), value: ChangeValue::Json(serde_json::Value::Null) },
             Change { key: "b".into(), value: ChangeValue::Bytes(vec![0, 255, 1, 128]) },
             Change { key: "c".into(), value: ChangeValue::Deleted },
+            Change { key: "m".into(), value: ChangeValue::Tagged(json!({"$type": "map", "value": [["a", {"$type": "undefined"}]]})) },
             Change { key: "\u{0}odd key\n".into(), value: ChangeValue::Unsupported("Map".into()) },
         ];
         let msg = ServerMessage::Page { changes };
@@ -274,6 +362,18 @@ mod tests {
         );
         let end = ServerMessage::End { cursor: Cursor::new(1, 7) };
         assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#);
+    }
+
+    #[test]
+    fn pages_parse_on_the_fast_path_and_everything_else_as_before() {
+        let mut writer = PageWriter::default();
+        writer.push(Change { key: "k".into(), value: ChangeValue::Json(json!({"a": [1]})) });
+        writer.push(Change { key: "b".into(), value: ChangeValue::Bytes(vec![1, 2]) });
+        let text = writer.take().unwrap();
+        assert_eq!(ServerMessage::parse(&text).unwrap(), serde_json::from_str::<ServerMessage>(&text).unwrap());
+        let end = r#"{"type":"end","cursor":{"epoch":1,"seq":2}}"#;
+        assert_eq!(ServerMessage::parse(end).unwrap(), ServerMessage::End { cursor: Cursor::new(1, 2) });
+        assert!(ServerMessage::parse(r#"{"type":"page","changes":[{"k":"a"}]}"#).is_err());
     }
 
     #[test]
@@ -299,8 +399,38 @@ mod tests {
     }
 
     #[test]
+    fn reads_size_themselves_to_the_values() {
+        let mut small = ReadSizer::new(MAX_PAGE_CHANGES);
+        assert_eq!(small.limit(), FIRST_READ_ENTRIES);
+        let mut limits = vec![];
+        for _ in 0..8 {
+            let n = small.limit();
+            small.observe(n, n * 120);
+            limits.push(small.limit());
+        }
+        assert_eq!(limits, [32, 64, 128, 256, 512, 1000, 1000, 1000], "grows by doubling up to the cap");
+
+        let mut large = ReadSizer::new(MAX_PAGE_CHANGES);
+        large.observe(16, 16 * 140 * 1024);
+        assert_eq!(large.limit(), 7, "100 KiB values (140 KiB as base64 JSON): about 1 MiB a read");
+        large.observe(7, 7 * 3 * 1024 * 1024);
+        assert_eq!(large.limit(), 1, "never below one entry");
+        large.observe(0, 0);
+        assert_eq!(large.limit(), 1);
+    }
+
+    #[test]
+    fn floats_parse_to_the_nearest_double() {
+        // Found by the fuzzer: without correctly rounded parsing this lands one ulp off.
+        let change: Change = serde_json::from_str(r#"{"k":"a","v":2.184467440737095516165}"#).unwrap();
+        let again: Change = serde_json::from_str(&serde_json::to_string(&change).unwrap()).unwrap();
+        assert_eq!(again, change);
+        assert_eq!(change.value, ChangeValue::Json(json!(2.1844674407370954)));
+    }
+
+    #[test]
     fn ambiguous_changes_are_rejected() {
-        for bad in [r#"{"k":"a"}"#, r#"{"k":"a","v":1,"d":true}"#, r#"{"k":"a","d":false}"#, r#"{"k":"a","b":"!!"}"#, r#"{"k":"a","v":1,"z":1}"#] {
+        for bad in [r#"{"k":"a"}"#, r#"{"k":"a","v":1,"d":true}"#, r#"{"k":"a","d":false}"#, r#"{"k":"a","b":"!!"}"#, r#"{"k":"a","v":1,"z":1}"#, r#"{"k":"a","v":1,"t":1}"#] {
             assert!(serde_json::from_str::<Change>(bad).is_err(), "{bad}");
         }
     }
@@ -308,10 +438,14 @@ mod tests {
     #[test]
     fn client_messages_are_validated() {
         let hello = ClientMessage::parse(r#"{"type":"hello","version":1,"since":{"epoch":2,"seq":3},"window":4}"#).unwrap();
-        assert_eq!(hello, ClientMessage::Hello { version: 1, since: Some(Cursor::new(2, 3)), since_rev: 0, window: 4 });
+        assert_eq!(hello, ClientMessage::Hello { version: 1, since: Some(Cursor::new(2, 3)), since_rev: 0, window: 4, watch: false });
         assert_eq!(
             ClientMessage::parse(r#"{"type":"hello","version":1,"since_rev":9,"window":1}"#).unwrap(),
-            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1 }
+            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1, watch: false }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"hello","version":1,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
+            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1, watch: true }
         );
         assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":4}"#), Err(ProtocolError::Version(2)));
         assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":0}"#), Err(ProtocolError::Window));

@@ -37,16 +37,19 @@ pub fn is_local_host(host: &str) -> bool {
 /// A request of the export API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiRoute {
-    /// `/index`: the registry's list of objects, as a WebSocket stream.
-    Index,
+    /// `/index` (shard 0) or `/index/<shard>`: a registry shard's list of objects, as a
+    /// WebSocket stream.
+    Index { shard: u32 },
     /// `/export/<class>/<id>`: one object's keys, as a WebSocket stream.
     Export { class: String, id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("unknown route; expected /index or /export/<class>/<object id>")]
+    #[error("unknown route; expected /index, /index/<shard> or /export/<class>/<object id>")]
     UnknownRoute,
+    #[error("invalid registry shard: expected a decimal number below the configured registry_shards")]
+    BadShard,
     #[error("invalid class name: expected a Rust type name")]
     BadClass,
     #[error("invalid object id: expected 64 lowercase hexadecimal digits")]
@@ -57,7 +60,12 @@ impl ApiRoute {
     pub fn parse(path: &str) -> Result<Self, RouteError> {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match segments.as_slice() {
-            ["index"] => Ok(ApiRoute::Index),
+            ["index"] => Ok(ApiRoute::Index { shard: 0 }),
+            // Only the canonical spelling: no sign, no leading zeros.
+            ["index", text] => match text.parse::<u32>() {
+                Ok(shard) if shard.to_string() == *text => Ok(ApiRoute::Index { shard }),
+                _ => Err(RouteError::BadShard),
+            },
             ["export", class, id] => {
                 if !is_class_name(class) {
                     return Err(RouteError::BadClass);
@@ -75,7 +83,7 @@ impl ApiRoute {
 impl fmt::Display for ApiRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiRoute::Index => f.write_str("/index"),
+            ApiRoute::Index { shard } => f.write_str(&crate::core::shard::index_path(*shard)),
             ApiRoute::Export { class, id } => write!(f, "/export/{class}/{id}"),
         }
     }
@@ -122,19 +130,24 @@ mod tests {
     #[test]
     fn routes_parse_and_validate() {
         let id = "a".repeat(64);
-        assert_eq!(ApiRoute::parse("/index"), Ok(ApiRoute::Index));
+        assert_eq!(ApiRoute::parse("/index"), Ok(ApiRoute::Index { shard: 0 }));
+        assert_eq!(ApiRoute::parse("/index/12"), Ok(ApiRoute::Index { shard: 12 }));
+        for bad in ["/index/x", "/index/012", "/index/+1", "/index/-1", "/index/99999999999"] {
+            assert_eq!(ApiRoute::parse(bad), Err(RouteError::BadShard), "{bad}");
+        }
         assert_eq!(
             ApiRoute::parse(&format!("/export/CounterKv/{id}")),
             Ok(ApiRoute::Export { class: "CounterKv".into(), id: id.clone() })
         );
         assert_eq!(ApiRoute::parse("/"), Err(RouteError::UnknownRoute));
-        assert_eq!(ApiRoute::parse("/index/x"), Err(RouteError::UnknownRoute));
+        assert_eq!(ApiRoute::parse("/index/1/2"), Err(RouteError::UnknownRoute));
         assert_eq!(ApiRoute::parse(&format!("/export/Counter/{id}/x")), Err(RouteError::UnknownRoute));
         assert_eq!(ApiRoute::parse(&format!("/export/1x/{id}")), Err(RouteError::BadClass));
         assert_eq!(ApiRoute::parse(&format!("/export/a-b/{id}")), Err(RouteError::BadClass));
         assert_eq!(ApiRoute::parse("/export/Counter/abc"), Err(RouteError::BadId));
         assert_eq!(ApiRoute::parse(&format!("/export/Counter/{}", "A".repeat(64))), Err(RouteError::BadId));
-        let route = ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap();
-        assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route));
+        for route in [ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap(), ApiRoute::Index { shard: 0 }, ApiRoute::Index { shard: 3 }] {
+            assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route));
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The worker's durafetch settings: the `DURAFETCH` variable of wrangler.toml and the secret.
 
 use crate::core::auth::{Secret, SecretError, SECRET_NAME};
+use crate::core::shard::MAX_REGISTRY_SHARDS;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use worker::Env;
@@ -23,16 +24,27 @@ pub(crate) struct Config {
     /// older than that are forgotten by the log.
     #[serde(default)]
     pub tombstone_horizon: Option<u64>,
+    /// How many registry objects share the index (default 1); see `docs/scale.md`.
+    #[serde(default = "one_shard")]
+    pub registry_shards: u32,
+}
+
+fn one_shard() -> u32 {
+    1
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, String> {
-        env.object_var::<Config>(CONFIG_VAR).map_err(|e| {
+        let config = env.object_var::<Config>(CONFIG_VAR).map_err(|e| {
             format!(
                 "durafetch: the variable {CONFIG_VAR} is missing or malformed ({e}); add to wrangler.toml: \
                  [vars.DURAFETCH] worker = \"<worker name>\", objects = {{ <Class> = \"<binding>\" }}"
             )
-        })
+        })?;
+        if !(1..=MAX_REGISTRY_SHARDS).contains(&config.registry_shards) {
+            return Err(format!("durafetch: DURAFETCH.registry_shards must be between 1 and {MAX_REGISTRY_SHARDS}"));
+        }
+        Ok(config)
     }
 }
 

@@ -14,7 +14,7 @@ use super::storage::{get_many, RangeScan};
 use super::value::encode;
 use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
-use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
+use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ReadSizer, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {
@@ -60,13 +60,17 @@ impl ExportSession<'_> {
     }
 
     async fn send_range(&mut self, session: &mut FlowSession<'_>, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
-        let mut scan = RangeScan::new(start, end, MAX_PAGE_CHANGES);
-        while let Some(page) = scan.next_page(&self.log.storage).await? {
-            for entry in page.entries() {
-                let entry: Array = entry.map_err(worker::Error::from)?.unchecked_into();
-                let key = entry.get(0).as_string().unwrap_or_default();
-                self.push(session, Change { key, value: encode(&entry.get(1)) }).await?;
+        let mut scan = RangeScan::new(start, end);
+        let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
+        while let Some(page) = scan.next_page(&self.log.storage, sizer.limit()).await? {
+            let before = self.pages.pushed_bytes();
+            // One call from JS per entry; an entries iterator would cost three crossings each.
+            let mut changes = Vec::with_capacity(page.size() as usize);
+            page.for_each(&mut |value, key| changes.push(Change { key: key.as_string().unwrap_or_default(), value: encode(&value) }));
+            for change in changes {
+                self.push(session, change).await?;
             }
+            sizer.observe(page.size() as usize, self.pages.pushed_bytes() - before);
         }
         Ok(())
     }
@@ -77,10 +81,12 @@ impl ExportSession<'_> {
     async fn send_changes_since(&mut self, session: &mut FlowSession<'_>, from: Cursor) -> Result<Cursor, SessionError> {
         let mut last = from;
         let mut open: Option<Cursor> = None;
-        let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END), MAX_PAGE_CHANGES);
+        let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END));
+        let mut sizer = ReadSizer::new(MAX_PAGE_KEYS);
         loop {
             open = open.into_iter().chain(self.log.oldest_open_transaction()).min();
-            let Some(rows) = scan.next_page(&self.log.storage).await? else { break };
+            // Log rows are short lists of key names: they are read a full page at a time.
+            let Some(rows) = scan.next_page(&self.log.storage, MAX_PAGE_CHANGES).await? else { break };
             let mut keys = BTreeSet::new();
             for row in rows.entries() {
                 let row: Array = row.map_err(worker::Error::from)?.unchecked_into();
@@ -94,7 +100,11 @@ impl ExportSession<'_> {
                 }
             }
             let keys: Vec<String> = keys.into_iter().collect();
-            for chunk in keys.chunks(MAX_PAGE_KEYS) {
+            let mut rest = keys.as_slice();
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at(sizer.limit().min(rest.len()));
+                rest = after;
+                let before = self.pages.pushed_bytes();
                 let values: Map = get_many(&self.log.storage, chunk).await?;
                 for key in chunk {
                     let value = values.get(&key.into());
@@ -105,6 +115,7 @@ impl ExportSession<'_> {
                     };
                     self.push(session, Change { key: key.clone(), value }).await?;
                 }
+                sizer.observe(chunk.len(), self.pages.pushed_bytes() - before);
             }
         }
         Ok(settled(last, open))

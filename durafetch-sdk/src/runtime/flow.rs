@@ -15,6 +15,7 @@ const CLOSE_SERVER_ERROR: u16 = 1011;
 pub(crate) struct Hello {
     pub since: Option<Cursor>,
     pub since_rev: u64,
+    pub watch: bool,
 }
 
 pub(crate) enum SessionError {
@@ -48,9 +49,9 @@ impl<'a> FlowSession<'a> {
     /// Waits for the client's hello, which must be its first message.
     pub async fn hello(&mut self) -> Result<Hello, SessionError> {
         match self.next_message().await? {
-            ClientMessage::Hello { since, since_rev, window, .. } => {
+            ClientMessage::Hello { since, since_rev, window, watch, .. } => {
                 self.credits = window;
-                Ok(Hello { since, since_rev })
+                Ok(Hello { since, since_rev, watch })
             }
             ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
         }
@@ -70,16 +71,37 @@ impl<'a> FlowSession<'a> {
     /// Sends one page, first waiting for a credit if the client's window is used up.
     pub async fn send_page(&mut self, page: &str) -> Result<(), SessionError> {
         while self.credits == 0 {
-            match self.next_message().await? {
-                ClientMessage::Credit { pages } => self.credits += pages,
-                ClientMessage::Hello { .. } => {
-                    return Err(SessionError::Protocol(ProtocolError::Malformed("hello sent twice".into())))
-                }
-            }
+            let message = self.next_message().await?;
+            self.take_credit(message)?;
         }
         self.credits -= 1;
         self.ws.send_with_str(page)?;
         Ok(())
+    }
+
+    fn take_credit(&mut self, message: ClientMessage) -> Result<(), SessionError> {
+        match message {
+            ClientMessage::Credit { pages } => {
+                self.credits = self.credits.saturating_add(pages);
+                Ok(())
+            }
+            ClientMessage::Hello { .. } => Err(SessionError::Protocol(ProtocolError::Malformed("hello sent twice".into()))),
+        }
+    }
+
+    /// Waits for `wake` while taking the client's credits, and notices the client leaving.
+    pub async fn idle_until(&mut self, wake: impl std::future::Future<Output = ()>) -> Result<(), SessionError> {
+        let mut wake = std::pin::pin!(wake);
+        loop {
+            let message = {
+                let next = std::pin::pin!(self.next_message());
+                match futures_util::future::select(next, wake.as_mut()).await {
+                    futures_util::future::Either::Left((message, _)) => message?,
+                    futures_util::future::Either::Right(((), _)) => return Ok(()),
+                }
+            };
+            self.take_credit(message)?;
+        }
     }
 
     /// Sends a control message (begin, end); these do not use credits.

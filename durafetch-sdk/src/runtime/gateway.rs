@@ -8,7 +8,7 @@ use super::config::{self, Config};
 use super::object::OBJECT_HEADER;
 use super::{is_websocket_upgrade, json_error, registry, Routed};
 use crate::core::auth::{Secret, INTERNAL_HEADER};
-use crate::core::route::{is_local_host, match_host, ApiRoute, HostMatch, HOST_LABEL_PREFIX};
+use crate::core::route::{is_local_host, match_host, ApiRoute, HostMatch, RouteError, HOST_LABEL_PREFIX};
 
 /// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests for
 /// any other host come back untouched, with the environment.
@@ -49,7 +49,8 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str)
     }
     let forward = Forward { secret: &secret, authorization: authorization.as_deref().unwrap_or_default() };
     match route {
-        ApiRoute::Index => forward.to(registry::stub(env, "")?, "/index", None).await,
+        ApiRoute::Index { shard } if shard >= config.registry_shards => json_error(400, &RouteError::BadShard.to_string()),
+        ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, "/index", None).await,
         ApiRoute::Export { class, id } => {
             let Some(binding) = config.objects.get(&class) else {
                 return json_error(404, "unknown class");

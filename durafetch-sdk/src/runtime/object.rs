@@ -139,6 +139,7 @@ pub(crate) struct ObjectLog {
     /// How far the tombstone sweep has looked, in this instance's lifetime.
     swept_to: Cell<Cursor>,
     tombstone_horizon: u64,
+    registry_shards: u32,
     report: Cell<ReportState>,
     compactor: RefCell<Compactor>,
     compacting: Cell<bool>,
@@ -159,6 +160,8 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
     let storage = state.storage();
     let raw: &JsValue = storage.as_raw().unchecked_ref();
     let storage: Object = raw.clone().unchecked_into();
+    // A missing or malformed config is reported by the worker's API; writes go on regardless.
+    let config = super::config::Config::from_env(env).ok();
     let log = Rc::new(ObjectLog {
         class,
         id: id.clone(),
@@ -168,10 +171,8 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         head: Cell::new(None),
         floor: Cell::new(Cursor::default()),
         swept_to: Cell::new(Cursor::default()),
-        tombstone_horizon: super::config::Config::from_env(env)
-            .ok()
-            .and_then(|c| c.tombstone_horizon)
-            .unwrap_or(DEFAULT_TOMBSTONE_HORIZON),
+        tombstone_horizon: config.as_ref().and_then(|c| c.tombstone_horizon).unwrap_or(DEFAULT_TOMBSTONE_HORIZON),
+        registry_shards: config.as_ref().map_or(1, |c| c.registry_shards),
         report: Cell::new(ReportState::Idle),
         compactor: RefCell::new(Compactor::default()),
         compacting: Cell::new(false),
@@ -187,19 +188,15 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         .unwrap_or_else(|e| panic!("durafetch: cannot instrument {class}: {e:?}"));
 
     // Events are held back until the log head is known, so no write can take a stale position.
+    // `blockConcurrencyWhile` is called at once; the future it returns only carries the outcome,
+    // so a failure is logged here, where its cause is known.
     let loader = log.clone();
-    let _ = state.block_concurrency_while(async move {
-        let head = loader.read_head().await?;
-        let (floor, reported) = loader.read_markers(head).await?;
-        loader.floor.set(floor);
-        loader.swept_to.set(floor);
-        loader.head.set(Some(head));
-        // Writes the registry never acknowledged are reported now, not at the next write.
-        if head != Cursor::default() && reported != Some(head) {
-            loader.schedule_report();
+    drop(state.block_concurrency_while(async move {
+        if let Err(e) = loader.load().await {
+            worker::console_error!("durafetch: cannot read the change log of {} {}: {e}; its writes will fail", loader.class, loader.id);
         }
         Ok(())
-    });
+    }));
     OBJECTS.with(|objects| objects.borrow_mut().insert(id, log));
 }
 
@@ -219,6 +216,20 @@ impl ObjectLog {
         }) as Box<dyn Fn(_, _, _) -> _>);
         bind_hook(target, "transaction", hook.as_ref())?;
         let _ = self.transaction_hook.set(hook);
+        Ok(())
+    }
+
+    /// Reads the log head and markers; until this is done, writes are refused.
+    async fn load(self: &Rc<Self>) -> worker::Result<()> {
+        let head = self.read_head().await?;
+        let (floor, reported) = self.read_markers(head).await?;
+        self.floor.set(floor);
+        self.swept_to.set(floor);
+        self.head.set(Some(head));
+        // Writes the registry never acknowledged are reported now, not at the next write.
+        if head != Cursor::default() && reported != Some(head) {
+            self.schedule_report();
+        }
         Ok(())
     }
 
@@ -278,6 +289,11 @@ impl ObjectLog {
     fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
         if let Some(key) = a.as_string() {
             check_user_key(&key).map_err(|e| js_error(&e.to_string()))?;
+            if b.is_undefined() {
+                // Storage refuses `put(key, undefined)`, but the entries form below would drop the
+                // key silently: the call goes through unchanged so the user sees storage's error.
+                return m.put.call3(target, &a, &b, &c);
+            }
             let at = self.next_position()?;
             let entries = Object::new();
             Reflect::set(&entries, &a, &b)?;
@@ -460,7 +476,7 @@ async fn report_until_idle(log: Rc<ObjectLog>) {
             log.report.set(ReportState::Idle);
             return;
         };
-        if let Err(e) = registry::report(&log.env, &log.storage, &report).await {
+        if let Err(e) = registry::report(&log.env, &log.storage, &report, log.registry_shards).await {
             // Reported again at the next write, or when the object next starts: the stored
             // marker still names an older head.
             worker::console_error!("durafetch: reporting {} {} to the registry failed: {e}", log.class, log.id);
@@ -543,9 +559,9 @@ fn list_outside_reserved(list: &Function, target: &JsValue, options: JsValue) ->
 pub async fn log_rows(state: &State) -> worker::Result<u32> {
     let storage = state.storage();
     let raw: &JsValue = storage.as_raw().unchecked_ref();
-    let mut scan = super::storage::RangeScan::new(Some(LOG_PREFIX), Some(LOG_END), MAX_PAGE_CHANGES);
+    let mut scan = super::storage::RangeScan::new(Some(LOG_PREFIX), Some(LOG_END));
     let mut rows = 0;
-    while let Some(page) = scan.next_page(raw.unchecked_ref()).await? {
+    while let Some(page) = scan.next_page(raw.unchecked_ref(), MAX_PAGE_CHANGES).await? {
         rows += page.size();
     }
     Ok(rows)
@@ -574,8 +590,8 @@ async fn compact_while_due(log: Rc<ObjectLog>) {
 /// served incrementally across a forgotten deletion.
 async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
     let (Some(horizon), from) = (log.horizon(), log.swept_to.get()) else { return Ok(()) };
-    let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)), MAX_PAGE_KEYS);
-    let Some(page) = scan.next_page(&log.storage).await.map_err(JsValue::from)? else {
+    let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)));
+    let Some(page) = scan.next_page(&log.storage, MAX_PAGE_KEYS).await.map_err(JsValue::from)? else {
         log.swept_to.set(horizon);
         return Ok(());
     };
@@ -700,8 +716,10 @@ pub async fn route_object_request(req: Request) -> Routed<Request> {
 
 async fn serve_export(req: Request) -> worker::Result<Response> {
     let id = req.headers().get(OBJECT_HEADER)?.unwrap_or_default();
+    // Without the object there is no secret to check the call against: answer as for a forged
+    // call, so an outside request learns nothing from the header it sent.
     let Some(log) = OBJECTS.with(|objects| objects.borrow().get(&id).cloned()) else {
-        return json_error(404, "not an instrumented object");
+        return json_error(403, "forbidden");
     };
     let secret = match config::secret(&log.env) {
         Ok(secret) => secret,

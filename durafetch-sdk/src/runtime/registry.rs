@@ -1,6 +1,12 @@
 //! The registry: a SQLite-backed Durable Object that lists every instrumented object with the
-//! newest log position it reported, and serves that list as a "changed since" stream.
+//! newest log position it reported, and serves that list as a "changed since" stream, once or
+//! as a watch that pushes each change as it is recorded.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::mpsc::{unbounded, UnboundedSender};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use wasm_bindgen::JsCast;
 use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State, Stub, WebSocketPair};
@@ -11,6 +17,7 @@ use super::json_error;
 use crate::core::auth::INTERNAL_HEADER;
 use crate::core::cursor::Cursor;
 use crate::core::protocol::{IndexEntry, ObjectReport, ServerMessage};
+use crate::core::shard::{shard_name, shard_of};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -50,6 +57,8 @@ const REGISTRY_URL: &str = "https://durafetch.internal";
 pub struct DurafetchRegistry {
     state: State,
     env: Env,
+    /// Open watch sessions, woken after each recorded report.
+    watchers: Rc<RefCell<Vec<UnboundedSender<()>>>>,
 }
 
 impl DurableObject for DurafetchRegistry {
@@ -57,7 +66,7 @@ impl DurableObject for DurafetchRegistry {
         if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
             worker::console_error!("durafetch: registry schema: {e}; is DurafetchRegistry listed in new_sqlite_classes?");
         }
-        Self { state, env }
+        Self { state, env, watchers: Rc::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -72,6 +81,8 @@ impl DurableObject for DurafetchRegistry {
             (Method::Post, "/report") => match req.json::<ObjectReport>().await {
                 Ok(report) => {
                     self.record(&report)?;
+                    // A closed watch's sender fails and is dropped here.
+                    self.watchers.borrow_mut().retain(|watcher| watcher.unbounded_send(()).is_ok());
                     Ok(Response::empty()?.with_status(204))
                 }
                 Err(e) => json_error(400, &format!("malformed report: {e}")),
@@ -82,11 +93,15 @@ impl DurableObject for DurafetchRegistry {
                 }
                 let pair = WebSocketPair::new()?;
                 let storage = self.state.storage();
+                let watchers = self.watchers.clone();
+                // The gateway checked the config before forwarding here.
+                let shards = config::Config::from_env(&self.env).map_or(1, |c| c.registry_shards);
                 wasm_bindgen_futures::spawn_local(async move {
                     let sql = storage.sql();
                     let ws = pair.server;
                     let Ok(mut session) = FlowSession::accept(&ws) else { return };
-                    let outcome = serve_index(&sql, &mut session).await;
+                    let index = Index { sql: &sql, shards };
+                    let outcome = index.serve(&mut session, &watchers).await;
                     session.finish(outcome);
                 });
                 Response::from_websocket(pair.client)
@@ -125,50 +140,74 @@ struct Row {
     changed_at: f64,
 }
 
-async fn serve_index(sql: &worker::SqlStorage, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
-    let mut rev = session.hello().await?.since_rev;
-    loop {
-        let rows: Vec<Row> = sql.exec(CHANGED_SINCE, vec![(rev as f64).into()])?.to_array()?;
-        let full = rows.len() == 128;
-        if rows.is_empty() {
-            break;
-        }
-        let objects: Vec<IndexEntry> = rows
-            .into_iter()
-            .map(|r| IndexEntry {
-                class: r.class,
-                id: r.id,
-                name: r.name,
-                head: Cursor::new(r.epoch as u32, r.seq as u64),
-                rev: r.rev as u64,
-                changed_at: r.changed_at as i64,
-            })
-            .collect();
-        rev = objects.last().map_or(rev, |o| o.rev);
-        let page = serde_json::to_string(&ServerMessage::Objects { objects }).map_err(|e| SessionError::Server(e.to_string()))?;
-        session.send_page(&page).await?;
-        if !full {
-            break;
-        }
-    }
-    session.send(&ServerMessage::IndexEnd { rev })?;
-    Ok(())
+/// One shard's index, served to one session.
+struct Index<'a> {
+    sql: &'a worker::SqlStorage,
+    shards: u32,
 }
 
-/// The registry shard that keeps `object_id`. One shard for now; the name leaves room for more.
-pub(crate) fn stub(env: &Env, _object_id: &str) -> worker::Result<Stub> {
+impl Index<'_> {
+    async fn serve(&self, session: &mut FlowSession<'_>, watchers: &RefCell<Vec<UnboundedSender<()>>>) -> Result<(), SessionError> {
+        let hello = session.hello().await?;
+        let mut rev = self.send_changed_since(session, hello.since_rev).await?;
+        if !hello.watch {
+            return Ok(());
+        }
+        let (sender, mut wakeups) = unbounded();
+        watchers.borrow_mut().push(sender);
+        loop {
+            session.idle_until(async { wakeups.next().await.unwrap_or(()) }).await?;
+            // Reports that arrived meanwhile are covered by one query.
+            while wakeups.try_recv().is_ok() {}
+            rev = self.send_changed_since(session, rev).await?;
+        }
+    }
+
+    /// Sends the rows changed after `rev` in pages, then `index_end`; answers the new revision.
+    async fn send_changed_since(&self, session: &mut FlowSession<'_>, mut rev: u64) -> Result<u64, SessionError> {
+        loop {
+            let rows: Vec<Row> = self.sql.exec(CHANGED_SINCE, vec![(rev as f64).into()])?.to_array()?;
+            let full = rows.len() == 128;
+            if rows.is_empty() {
+                break;
+            }
+            let objects: Vec<IndexEntry> = rows
+                .into_iter()
+                .map(|r| IndexEntry {
+                    class: r.class,
+                    id: r.id,
+                    name: r.name,
+                    head: Cursor::new(r.epoch as u32, r.seq as u64),
+                    rev: r.rev as u64,
+                    changed_at: r.changed_at as i64,
+                })
+                .collect();
+            rev = objects.last().map_or(rev, |o| o.rev);
+            let page = serde_json::to_string(&ServerMessage::Objects { objects }).map_err(|e| SessionError::Server(e.to_string()))?;
+            session.send_page(&page).await?;
+            if !full {
+                break;
+            }
+        }
+        session.send(&ServerMessage::IndexEnd { rev, shards: self.shards })?;
+        Ok(rev)
+    }
+}
+
+/// The registry object of `shard`.
+pub(crate) fn stub(env: &Env, shard: u32) -> worker::Result<Stub> {
     env.durable_object(REGISTRY_BINDING)
         .map_err(|_| worker::Error::RustError(format!(
             "durafetch: the Durable Object binding {REGISTRY_BINDING} is missing; add to wrangler.toml: \
              [[durable_objects.bindings]] name = \"{REGISTRY_BINDING}\", class_name = \"DurafetchRegistry\" \
              and a migration with new_sqlite_classes = [\"DurafetchRegistry\"]"
         )))?
-        .id_from_name("shard-0")?
+        .id_from_name(&shard_name(shard))?
         .get_stub()
 }
 
-/// Tells the registry the object's head, once the writes it covers are durable.
-pub(crate) async fn report(env: &Env, storage: &js_sys::Object, report: &ObjectReport) -> worker::Result<()> {
+/// Tells the object's registry shard its head, once the writes it covers are durable.
+pub(crate) async fn report(env: &Env, storage: &js_sys::Object, report: &ObjectReport, shards: u32) -> worker::Result<()> {
     let sync: js_sys::Function = js_sys::Reflect::get(storage, &"sync".into())?.dyn_into()?;
     let promise: js_sys::Promise = sync.call0(storage)?.dyn_into()?;
     wasm_bindgen_futures::JsFuture::from(promise).await?;
@@ -181,7 +220,7 @@ pub(crate) async fn report(env: &Env, storage: &js_sys::Object, report: &ObjectR
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
     let req = Request::new_with_init(&format!("{REGISTRY_URL}/report"), &init)?;
-    let resp = stub(env, &report.id)?.fetch_with_request(req).await?;
+    let resp = stub(env, shard_of(&report.id, shards))?.fetch_with_request(req).await?;
     match resp.status_code() {
         204 => Ok(()),
         status => Err(worker::Error::RustError(format!("registry answered {status}"))),

@@ -11,7 +11,6 @@ use crate::core::protocol::MAX_PAGE_KEYS;
 
 /// A key range `[start, end)`, read in pages that each resume after the previous page's last key.
 pub(crate) struct RangeScan {
-    limit: usize,
     start: Option<String>,
     end: Option<String>,
     after: Option<String>,
@@ -19,12 +18,12 @@ pub(crate) struct RangeScan {
 }
 
 impl RangeScan {
-    pub fn new(start: Option<&str>, end: Option<&str>, limit: usize) -> Self {
-        Self { limit, start: start.map(Into::into), end: end.map(Into::into), after: None, done: false }
+    pub fn new(start: Option<&str>, end: Option<&str>) -> Self {
+        Self { start: start.map(Into::into), end: end.map(Into::into), after: None, done: false }
     }
 
     /// The next page of at most `limit` entries, or `None` when the range is exhausted.
-    pub async fn next_page(&mut self, storage: &Object) -> Result<Option<Map>> {
+    pub async fn next_page(&mut self, storage: &Object, limit: usize) -> Result<Option<Map>> {
         if self.done {
             return Ok(None);
         }
@@ -37,10 +36,10 @@ impl RangeScan {
         if let Some(end) = &self.end {
             Reflect::set(&options, &"end".into(), &end.into())?;
         }
-        Reflect::set(&options, &"limit".into(), &(self.limit as f64).into())?;
+        Reflect::set(&options, &"limit".into(), &(limit as f64).into())?;
         let promise: js_sys::Promise = runtime_method(storage, "list")?.call1(storage, &options)?.dyn_into()?;
         let page: Map = JsFuture::from(promise).await?.dyn_into()?;
-        if (page.size() as usize) < self.limit {
+        if (page.size() as usize) < limit {
             self.done = true;
         }
         let last = page.keys().into_iter().last().transpose()?;

@@ -35,6 +35,10 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             storage.put_raw(&key, JsValue::symbol(None)).await?;
             return Response::ok("ok");
         }
+        ("put_typed", Some(key), true) => {
+            storage.put_raw(&key, typed_value(&req.text().await?)?).await?;
+            return Response::ok("ok");
+        }
         ("ops", None, true) => {
             apply(state, req.json().await?).await?;
             return Response::ok("ok");
@@ -285,8 +289,11 @@ pub async fn on_socket_message(state: &State, ws: &worker::WebSocket, message: w
         return ws.send_with_str("expected text");
     };
     if let Some(ops) = text.strip_prefix("ops:") {
-        apply(state, serde_json::from_str(ops)?).await?;
-        return ws.send_with_str("ok");
+        // The sender waits for an answer: a failure is one too.
+        return match apply(state, serde_json::from_str(ops)?).await {
+            Ok(()) => ws.send_with_str("ok"),
+            Err(e) => ws.send_with_str(format!("error: {e}")),
+        };
     }
     let Some((key, value)) = text.split_once('=') else {
         return ws.send_with_str("expected key=value");
@@ -301,6 +308,54 @@ pub async fn on_socket_close(state: &State) -> Result<()> {
     let storage = state.storage();
     let closed: i64 = storage.get("sockets-closed").await?.unwrap_or(0);
     storage.put("sockets-closed", closed + 1).await
+}
+
+/// A value JSON cannot hold, as a Rust Worker comes to store one: a serde `HashMap` or a struct
+/// with a `None` field (through serde-wasm-bindgen), or JS values built with js-sys.
+fn typed_value(kind: &str) -> Result<JsValue> {
+    #[derive(serde::Serialize)]
+    struct Profile {
+        name: String,
+        nickname: Option<String>,
+        scores: HashMap<String, u32>,
+    }
+    let object = |pairs: &[(&str, JsValue)]| -> Result<JsValue> {
+        let object = js_sys::Object::new();
+        for (key, value) in pairs {
+            js_sys::Reflect::set(&object, &JsValue::from_str(key), value)?;
+        }
+        Ok(object.into())
+    };
+    Ok(match kind {
+        "struct" => serde_wasm_bindgen::to_value(&Profile {
+            name: "ada".into(),
+            nickname: None,
+            scores: [("chess".to_string(), 7)].into_iter().collect(),
+        })?,
+        "map" => {
+            let map = js_sys::Map::new();
+            map.set(&JsValue::from_str("a"), &JsValue::from_f64(1.0));
+            map.set(&JsValue::from_f64(2.0), &js_sys::Date::new(&JsValue::from_f64(86_400_000.0)));
+            map.into()
+        }
+        "mix" => {
+            let set = js_sys::Set::new(&JsValue::UNDEFINED);
+            set.add(&JsValue::bigint_from_str("-12345678901234567890"));
+            set.add(&JsValue::from_f64(f64::NAN));
+            object(&[
+                ("set", set.into()),
+                ("bytes", js_sys::Uint8Array::from(&[0u8, 255][..]).into()),
+                ("floats", js_sys::Float64Array::from(&[1.5f64][..]).into()),
+                ("nothing", JsValue::UNDEFINED),
+                ("pattern", js_sys::RegExp::new("^a+$", "gi").into()),
+                ("$type", JsValue::from_str("user data")),
+                ("list", js_sys::Array::of2(&JsValue::from_f64(f64::NEG_INFINITY), &JsValue::NULL).into()),
+            ])?
+        }
+        "undefined" => JsValue::UNDEFINED,
+        "error" => js_sys::Error::new("boom").into(),
+        other => return Err(format!("unknown typed value {other}").into()),
+    })
 }
 
 /// A JSON value as the plain JS value `JSON.parse` would give (objects as objects, not Maps).

@@ -2,9 +2,11 @@
 //! against its baseline in the same run, and prints a markdown table of ratios with the raw
 //! numbers. Not part of the test command; run it with `bash scripts/bench.sh`.
 
-use std::time::Instant;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use durafetch_e2e::{LocalWorker, TOKEN};
+use durafetch_e2e::{kv_rows, row_value, LocalWorker, TOKEN};
 use serde_json::Value;
 
 struct Row {
@@ -43,6 +45,28 @@ fn timed_pull(worker: &LocalWorker, db: &std::path::Path) -> (f64, Value) {
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     (secs, run.summary.unwrap())
+}
+
+/// A full pull of one object by name into a new file, watched from outside: (seconds to the
+/// first row in SQLite, seconds in all, summary, workerd's peak RSS growth in KiB during it).
+fn watched_pull(worker: &LocalWorker, db: &Path, name: &str) -> (f64, f64, Value, Option<u64>) {
+    let before = worker.workerd_rss_kib();
+    let started = Instant::now();
+    let mut child = worker.puller(db, TOKEN, &["--name", name]).stdout(Stdio::piped()).spawn().unwrap();
+    let (mut first_row, mut workerd_peak) = (None, before);
+    while child.try_wait().unwrap().is_none() {
+        if first_row.is_none() && kv_rows(db) > 0 {
+            first_row = Some(started.elapsed().as_secs_f64());
+        }
+        workerd_peak = workerd_peak.max(worker.workerd_rss_kib());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let total = started.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+    let growth = workerd_peak.zip(before).map(|(peak, before)| peak.saturating_sub(before));
+    (first_row.unwrap_or(total), total, summary, growth)
 }
 
 /// Pulls until an object shows up as downloaded (registry reports trail writes by a moment).
@@ -109,6 +133,54 @@ fn main() {
     worker.post("sql/p7/overwrite", r#"{"writes": 1000000, "keys": 1000}"#);
     let log_rows: u64 = worker.get_text("sql/p7/log_rows").parse().unwrap();
     rows.push(Row { metric: "P7 log rows after 1,000,000 overwrites of 1,000 keys", figure: log_rows.to_string(), goal: "≤ 2,000", how: "awaited one-key puts inside the object, then a count of the log range".into() });
+
+    // Last, as they add large objects that the pulls above would otherwise download too.
+    // P2 for 100 KiB values, and the time to the first row of a 100,000-key object.
+    bench(&worker, "sql", "p2-big", "batched", 1000, 100 * 1024);
+    let (scan_ms, scanned) = bench(&worker, "sql", "p2-big", "scan", 0, 0);
+    settle(&worker, &dir.path().join("p2-settle.sqlite"));
+    let (_, big_secs, _, _) = watched_pull(&worker, &dir.path().join("p2-big.sqlite"), "p2-big");
+    let mb = scanned as f64 * 100.0 * 1024.0 / 1e6;
+    let (pull_mbs, scan_mbs) = (mb / big_secs, mb / (scan_ms / 1000.0));
+    rows.push(Row { metric: "P2 full pull rate / object scan rate, 100 KiB values", figure: format!("{:.2} ({pull_mbs:.1} MB/s / {scan_mbs:.1} MB/s)", pull_mbs / scan_mbs), goal: "≥ 0.8", how: "one object of 1,000 keys of 100 KiB, pulled alone (--name) into a new file, vs its list() scan".into() });
+    let (first, total, _, _) = watched_pull(&worker, &dir.path().join("p2-first.sqlite"), "p1b-0");
+    rows.push(Row { metric: "P2 time to first row / full pull, 100,000 keys", figure: format!("{:.3} ({:.0} ms / {:.2} s)", first / total, first * 1000.0, total), goal: "streaming: ≪ 1", how: "a new file, polled every 2 ms for its first kv row".into() });
+
+    // P5: a large object, pulled with the puller's and workerd's memory watched.
+    // 1 GiB by default; DURAFETCH_BENCH_LARGE_KEYS (keys of 100 KiB) sizes it to the machine.
+    let large_keys = std::env::var("DURAFETCH_BENCH_LARGE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_486u64);
+    bench(&worker, "sql", "p5", "batched", large_keys, 100 * 1024);
+    settle(&worker, &dir.path().join("p5-settle.sqlite"));
+    let (_, secs, summary, growth) = watched_pull(&worker, &dir.path().join("p5.sqlite"), "p5");
+    let gib = large_keys as f64 * 100.0 * 1024.0 / (1u64 << 30) as f64;
+    rows.push(Row { metric: "P5 puller peak RSS, large object", figure: format!("{} MiB for a {gib:.2} GiB object ({secs:.0} s)", summary["peak_rss_kib"].as_u64().unwrap_or(0) / 1024), goal: "≤ 64 MiB", how: format!("{large_keys} keys of 100 KiB in one object, pulled alone; peak RSS from the puller's summary") });
+    rows.push(Row { metric: "P5 workerd RSS growth during that pull", figure: growth.map_or("not measured".into(), |kib| format!("{} MiB", kib / 1024)), goal: "bounded (≈ 1 MiB reads + 8 pages)", how: "workerd's VmRSS sampled every 2 ms, peak minus before".into() });
+
+    // P6: watch mode latency, write → row visible in SQLite.
+    let db6 = dir.path().join("p6.sqlite");
+    let mut watcher = worker.puller(&db6, TOKEN, &["--watch", "--name", "p6"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut latencies = Vec::new();
+    for i in 0..1001u32 {
+        let written = Instant::now();
+        worker.post("kv/p6/put?key=n", &i.to_string());
+        loop {
+            let seen = row_value(&db6, ("CounterKv", "p6"), "n");
+            if seen == Some(i.to_string()) {
+                break;
+            }
+            assert!(written.elapsed() < Duration::from_secs(30), "watch never delivered write {i}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The first write also creates the object and its first snapshot: not counted.
+        if i > 0 {
+            latencies.push(written.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() * 99 / 100]);
+    rows.push(Row { metric: "P6 watch latency, write → row in SQLite", figure: format!("p50 {p50:.0} ms, p99 {p99:.0} ms"), goal: "p50 ≤ 250 ms, p99 ≤ 1 s", how: "1,000 awaited one-key puts, each waited for in the file (polled every 1 ms)".into() });
 
     println!("| metric | figure | goal | how |\n|---|---|---|---|");
     for row in rows {

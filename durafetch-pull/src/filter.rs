@@ -1,0 +1,128 @@
+//! Which objects and keys a pull keeps: include/exclude by class, by object name (glob) and by
+//! key prefix. Excluded objects are still listed in `durable_objects` (the index is cheap) but
+//! never downloaded; excluded keys are never written.
+
+use glob::Pattern;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{pattern:?} is not a valid name glob: {message}; use * and ? (example: --name 'user-*')")]
+pub struct FilterError {
+    pattern: String,
+    message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    classes: Vec<String>,
+    exclude_classes: Vec<String>,
+    names: Vec<Pattern>,
+    exclude_names: Vec<Pattern>,
+    key_prefixes: Vec<String>,
+    exclude_key_prefixes: Vec<String>,
+    /// See [`Filter::key_filter_id`].
+    key_filter_id: String,
+}
+
+/// The filter flags as given.
+#[derive(Debug, Default, Clone)]
+pub struct FilterSpec {
+    pub classes: Vec<String>,
+    pub exclude_classes: Vec<String>,
+    pub names: Vec<String>,
+    pub exclude_names: Vec<String>,
+    pub key_prefixes: Vec<String>,
+    pub exclude_key_prefixes: Vec<String>,
+}
+
+fn patterns(globs: &[String]) -> Result<Vec<Pattern>, FilterError> {
+    globs
+        .iter()
+        .map(|g| Pattern::new(g).map_err(|e| FilterError { pattern: g.clone(), message: e.msg.to_owned() }))
+        .collect()
+}
+
+impl Filter {
+    pub fn new(spec: FilterSpec) -> Result<Self, FilterError> {
+        let key_filter_id = serde_json::json!({ "in": spec.key_prefixes, "out": spec.exclude_key_prefixes }).to_string();
+        Ok(Filter {
+            key_filter_id,
+            names: patterns(&spec.names)?,
+            exclude_names: patterns(&spec.exclude_names)?,
+            classes: spec.classes,
+            exclude_classes: spec.exclude_classes,
+            key_prefixes: spec.key_prefixes,
+            exclude_key_prefixes: spec.exclude_key_prefixes,
+        })
+    }
+
+    /// Whether an object is downloaded. An object without a name (made with `newUniqueId`)
+    /// matches no name glob: it is kept unless some `--name` is given.
+    pub fn keeps_object(&self, class: &str, name: Option<&str>) -> bool {
+        let class_in = self.classes.is_empty() || self.classes.iter().any(|c| c == class);
+        let class_out = self.exclude_classes.iter().any(|c| c == class);
+        let matches = |p: &Pattern| name.is_some_and(|n| p.matches(n));
+        let name_in = self.names.is_empty() || self.names.iter().any(matches);
+        let name_out = self.exclude_names.iter().any(matches);
+        class_in && !class_out && name_in && !name_out
+    }
+
+    pub fn keeps_key(&self, key: &str) -> bool {
+        let key_in = self.key_prefixes.is_empty() || self.key_prefixes.iter().any(|p| key.starts_with(p.as_str()));
+        key_in && !self.exclude_key_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+
+    /// A stable description of the key filter, stored beside each object's cursor: an object
+    /// pulled under another key filter holds other keys, so it is pulled again from scratch.
+    pub fn key_filter_id(&self) -> &str {
+        &self.key_filter_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(spec: FilterSpec) -> Filter {
+        Filter::new(spec).unwrap()
+    }
+
+    #[test]
+    fn no_flags_keep_everything() {
+        let f = filter(FilterSpec::default());
+        assert!(f.keeps_object("A", None) && f.keeps_object("A", Some("x")) && f.keeps_key(""));
+    }
+
+    #[test]
+    fn classes_and_names_include_then_exclude() {
+        let f = filter(FilterSpec {
+            classes: vec!["Users".into(), "Rooms".into()],
+            exclude_classes: vec!["Rooms".into()],
+            names: vec!["user-*".into()],
+            exclude_names: vec!["user-test-?".into()],
+            ..Default::default()
+        });
+        assert!(f.keeps_object("Users", Some("user-42")));
+        assert!(!f.keeps_object("Users", Some("user-test-1")));
+        assert!(f.keeps_object("Users", Some("user-test-12")), "? is one character");
+        assert!(!f.keeps_object("Rooms", Some("user-1")));
+        assert!(!f.keeps_object("Other", Some("user-1")));
+        assert!(!f.keeps_object("Users", None), "a name glob needs a name");
+        let only_excluded = filter(FilterSpec { exclude_names: vec!["tmp*".into()], ..Default::default() });
+        assert!(only_excluded.keeps_object("A", None) && !only_excluded.keeps_object("A", Some("tmp1")));
+    }
+
+    #[test]
+    fn key_prefixes_and_their_identity() {
+        let f = filter(FilterSpec { key_prefixes: vec!["cfg:".into(), "user:".into()], exclude_key_prefixes: vec!["user:secret".into()], ..Default::default() });
+        assert!(f.keeps_key("cfg:a") && f.keeps_key("user:1"));
+        assert!(!f.keeps_key("user:secret:1") && !f.keeps_key("other"));
+        assert_ne!(f.key_filter_id(), filter(FilterSpec::default()).key_filter_id());
+        assert_eq!(f.key_filter_id(), f.clone().key_filter_id());
+    }
+
+    #[test]
+    fn bad_globs_are_named() {
+        let err = Filter::new(FilterSpec { names: vec!["[oops".into()], ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("[oops"), "{err}");
+    }
+}

@@ -1,0 +1,152 @@
+//! One fuzz target per input durafetch parses from the outside: the export server's client
+//! messages, routes, hosts, tokens and registry reports; the puller's server messages, config
+//! file and filters; and the object's own log keys.
+
+use durafetch_fuzz::Fuzzer;
+use durafetch_pull::config::{ConfigFile, Overrides, Settings};
+use durafetch_pull::filter::{Filter, FilterSpec};
+use durafetch_sdk::core::auth::{bearer_token, Secret};
+use durafetch_sdk::core::keys::{check_user_key, log_key, parse_log_key};
+use durafetch_sdk::core::protocol::{ClientMessage, ObjectReport, ServerMessage};
+use durafetch_sdk::core::route::{is_local_host, match_host, ApiRoute, HostMatch};
+
+#[test]
+fn client_messages() {
+    let corpus = [
+        r#"{"type":"hello","version":1,"since":{"epoch":2,"seq":3},"since_rev":0,"window":8,"watch":false}"#,
+        r#"{"type":"hello","version":1,"since_rev":9,"window":1,"watch":true}"#,
+        r#"{"type":"credit","pages":1}"#,
+    ];
+    Fuzzer::new().run("client_messages", &corpus, |text| {
+        if let Ok(msg) = ClientMessage::parse(text) {
+            let again = ClientMessage::parse(&serde_json::to_string(&msg).unwrap());
+            assert_eq!(again.as_ref(), Ok(&msg), "accepted message does not round-trip");
+        }
+    });
+}
+
+#[test]
+fn server_messages() {
+    let corpus = [
+        r#"{"type":"begin","mode":"snapshot","epoch":3}"#,
+        r#"{"type":"page","changes":[{"k":"a","v":{"n":[1,2.5,null]}},{"k":"b","b":"AAE="},{"k":"c","d":true},{"k":"m","t":{"$type":"map","value":[["a",{"$type":"undefined"}]]}},{"k":"e","e":"a Error"}]}"#,
+        r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#,
+        r#"{"type":"objects","objects":[{"class":"C","id":"ab","name":null,"head":{"epoch":0,"seq":1},"rev":2,"changed_at":3}]}"#,
+        r#"{"type":"index_end","rev":4,"shards":2}"#,
+        r#"{"type":"error","message":"x"}"#,
+    ];
+    Fuzzer::new().run("server_messages", &corpus, |text| {
+        let parsed = ServerMessage::parse(text);
+        assert_eq!(parsed.as_ref().ok(), serde_json::from_str::<ServerMessage>(text).as_ref().ok(), "the fast path disagrees");
+        if let Ok(msg) = parsed {
+            let again = ServerMessage::parse(&serde_json::to_string(&msg).unwrap()).unwrap();
+            assert_eq!(again, msg, "accepted message does not round-trip");
+        }
+    });
+}
+
+#[test]
+fn registry_reports() {
+    let corpus = [r#"{"class":"CounterKv","id":"abc","name":"n","head":{"epoch":0,"seq":12}}"#, r#"{"class":"C","id":"x","head":{"epoch":4294967295,"seq":18446744073709551615}}"#];
+    Fuzzer::new().run("registry_reports", &corpus, |text| {
+        if let Ok(report) = serde_json::from_str::<ObjectReport>(text) {
+            let again: ObjectReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+            assert_eq!(again, report);
+        }
+    });
+}
+
+#[test]
+fn api_routes() {
+    let id = "0123456789abcdef".repeat(4);
+    let export = format!("/export/CounterKv/{id}");
+    let corpus = ["/index", "/index/3", export.as_str(), "/export/1x/ab", "/"];
+    Fuzzer::new().run("api_routes", &corpus, |path| {
+        if let Ok(route) = ApiRoute::parse(path) {
+            assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route.clone()));
+            if let ApiRoute::Export { id, .. } = route {
+                assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            }
+        }
+    });
+}
+
+#[test]
+fn hosts() {
+    let corpus = ["durafetch_w-1.example.com", "durafetch_w-1.localhost:8787", "127.0.0.1:9", "[::1]:80", "x.durafetch_w-1.localhost"];
+    Fuzzer::new().run("hosts", &corpus, |host| {
+        if match_host(host, "w-1") == HostMatch::Api {
+            let label = host.split('.').next().unwrap();
+            assert!(label.eq_ignore_ascii_case("durafetch_w-1"), "{host} matched w-1");
+        }
+        if is_local_host(host) {
+            let name = host.trim_end_matches('.').to_ascii_lowercase();
+            assert!(name.contains("localhost") || name.starts_with("127.0.0.1") || name.starts_with("[::1]"), "{host} called local");
+        }
+    });
+}
+
+#[test]
+fn secrets_and_authorization_headers() {
+    let token = "t".repeat(40);
+    let two = format!("{token} {}", "u".repeat(41));
+    let header = format!("Bearer {token}");
+    let corpus = [token.as_str(), two.as_str(), header.as_str(), "Bearer ", "short"];
+    let valid = Secret::parse(Some(&token)).unwrap();
+    Fuzzer::new().run("secrets_and_authorization_headers", &corpus, |text| {
+        // As a secret: every token it accepts must be one of those it was given.
+        if let Ok(secret) = Secret::parse(Some(text)) {
+            for given in text.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()) {
+                assert!(secret.accepts(given), "a configured token is refused");
+            }
+        }
+        // As a header: only the exact token passes.
+        if valid.accepts_header(Some(text)) {
+            assert_eq!(bearer_token(text).map(str::trim), Some(token.as_str()), "{text:?} accepted");
+        }
+    });
+}
+
+#[test]
+fn object_keys() {
+    let at = log_key(durafetch_sdk::core::cursor::Cursor::new(3, 99));
+    let corpus = [at.as_str(), "user:1", "\u{1}durafetch\u{1}floor", "\u{1}durafetch", ""];
+    Fuzzer::new().run("object_keys", &corpus, |key| {
+        if let Some(cursor) = parse_log_key(key) {
+            assert_eq!(log_key(cursor), key, "log keys have one spelling");
+            assert!(check_user_key(key).is_err(), "a log key is reserved");
+        }
+    });
+}
+
+#[test]
+fn puller_config_files() {
+    let corpus = [
+        r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "wss://durafetch_app.example.com", "auth_token_env": "T"}], "concurrent_downloads": 4, "poll": {"every_ms": 50}}"#,
+        r#"{"db_file": "/abs/x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}]}"#,
+    ];
+    Fuzzer::new().run("puller_config_files", &corpus, |text| {
+        let Ok(file) = ConfigFile::parse(text) else { return };
+        let overrides = Overrides { token_env: "DURAFETCH_AUTH".into(), ..Default::default() };
+        if let Ok(settings) = Settings::resolve(file, std::path::Path::new("/base"), overrides, |_| Some("token".into())) {
+            for server in &settings.servers {
+                let host = server.url.host_str().unwrap_or_default();
+                assert!(server.url.scheme() == "wss" || is_local_host(host), "plain ws to {host} accepted");
+                assert!(!server.worker.is_empty());
+            }
+            assert!(settings.concurrency >= 1);
+        }
+    });
+}
+
+#[test]
+fn puller_filters() {
+    let corpus = ["user-*", "room-?", "[abc]*", "a**b", "[!x]"];
+    Fuzzer::new().run("puller_filters", &corpus, |glob| {
+        let spec = FilterSpec { names: vec![glob.to_owned()], ..Default::default() };
+        if let Ok(filter) = Filter::new(spec) {
+            let _ = filter.keeps_object("C", Some(glob));
+            assert!(!filter.keeps_object("C", None), "a name glob kept an unnamed object");
+        }
+    });
+}
