@@ -6,7 +6,10 @@
 //! and still names the key, so a write that failed, or a transaction that rolled back, can never
 //! cost a key its last log row.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::core::cursor::Cursor;
 use crate::core::protocol::MAX_PAGE_KEYS;
@@ -28,13 +31,14 @@ struct Dead {
 pub struct Compactor {
     /// Newest row per key, by a hash of the key: no allocation on the write path. A collision
     /// can only propose a dead entry the row does not hold, which the plan then ignores.
-    newest_row: HashMap<u64, Cursor>,
+    newest_row: FxHashMap<u64, Cursor>,
     dead: Vec<Dead>,
 }
 
+/// One pass of a fast hash per key written: this runs for every key of every write call, and
+/// a keyed hash buys nothing here (the worst a collision does is noted above).
 fn key_hash(key: &str) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+    FxBuildHasher.hash_one(key)
 }
 
 /// One step's work: the log rows to read, and the dead entries they settle.
