@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use durafetch_e2e::{dump, raw_get, read_db, LocalWorker, Pulled, TOKEN};
+use durafetch_e2e::{dump, raw_get, read_db, LocalWorker, Pulled, TOKEN, pulled};
 
 const CLASSES: [(&str, &str); 2] = [("kv", "CounterKv"), ("sql", "CounterSql")];
 const PER_CLASS: usize = 15;
@@ -169,6 +169,48 @@ fn values_json_cannot_hold_arrive_tagged_and_the_rest_as_errors() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'error'", [], |r| r.get(0)).unwrap();
     assert!(why.contains("Error"), "{why}");
+}
+
+/// The object's export writes runs of plain-JSON values with the runtime's JSON.stringify and
+/// everything else with durafetch's exact encoder. Values at the edge between the two, side by
+/// side in one page, must each arrive as the exact encoder would have them.
+#[test]
+fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("edges.sqlite");
+    // The example turns each value into the JS value JSON.parse gives.
+    worker.post(
+        "sql/edges/put_multiple_raw",
+        r#"{"a1": 1.5, "a3": 9007199254740993, "a4": 1e-7, "a5": 123456789012, "a6": "\u0007\u0000é",
+            "a7": {"$type": "x", "n": [true, null]}, "b1": 1e21, "b2": 5e-324, "b3": -9007199254740991}"#,
+    );
+    for kind in ["sparse", "lone_surrogate", "null_proto"] {
+        worker.post(&format!("sql/edges/put_typed?key=c-{kind}"), kind);
+    }
+    let expected = pulled(&[(
+        "CounterSql",
+        "edges",
+        &[
+            ("a1", "1.5"),
+            // Beyond 2^53 the double is 9007199254740992, written as the float it is.
+            ("a3", "9007199254740992.0"),
+            ("a4", "1e-7"),
+            ("a5", "123456789012"),
+            ("a6", r#""\u0007\u0000é""#),
+            ("a7", r#"{"$type":"x","n":[true,null]}"#),
+            ("b1", "1e+21"),
+            ("b2", "5e-324"),
+            ("b3", "-9007199254740991"),
+            ("c-sparse", r#"<tagged:[1,{"$type":"undefined"},3]>"#),
+            ("c-lone_surrogate", "<error>"),
+            ("c-null_proto", r#"{"a":1}"#),
+        ],
+    )]);
+    worker.pull_until_file_equals(&db, &expected, "edge values");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'c-lone_surrogate'", [], |r| r.get(0)).unwrap();
+    assert!(why.contains("lone surrogate"), "{why}");
 }
 
 fn hex(s: &str) -> String {

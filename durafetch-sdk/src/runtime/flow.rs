@@ -70,12 +70,24 @@ impl<'a> FlowSession<'a> {
 
     /// Sends one page, first waiting for a credit if the client's window is used up.
     pub async fn send_page(&mut self, page: &str) -> Result<(), SessionError> {
+        self.spend_credit().await?;
+        self.ws.send_with_str(page)?;
+        Ok(())
+    }
+
+    /// [`Self::send_page`] for a page already written as a JS string.
+    pub async fn send_page_text(&mut self, page: &js_sys::JsString) -> Result<(), SessionError> {
+        self.spend_credit().await?;
+        super::json_page::send(self.ws, page)?;
+        Ok(())
+    }
+
+    async fn spend_credit(&mut self) -> Result<(), SessionError> {
         while self.credits == 0 {
             let message = self.next_message().await?;
             self.take_credit(message)?;
         }
         self.credits -= 1;
-        self.ws.send_with_str(page)?;
         Ok(())
     }
 

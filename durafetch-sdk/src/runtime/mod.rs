@@ -6,6 +6,7 @@ mod config;
 mod export;
 mod flow;
 mod gateway;
+mod json_page;
 mod object;
 mod registry;
 mod storage;

@@ -14,6 +14,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{Env, Request, Response, State, WebSocketPair};
 
+use super::value::converted_faithfully;
 use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
 use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
@@ -288,6 +289,9 @@ impl ObjectLog {
     /// `put(key, value, options)` or `put(entries, options)`, with the log row in the same call.
     fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
         if let Some(key) = a.as_string() {
+            if !converted_faithfully(&a, &key) {
+                return Err(js_error(NOT_UNICODE));
+            }
             check_user_key(&key).map_err(|e| js_error(&e.to_string()))?;
             if b.is_undefined() {
                 // Storage refuses `put(key, undefined)`, but the entries form below would drop the
@@ -665,6 +669,9 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// A key durafetch could not name faithfully in the log.
+const NOT_UNICODE: &str = "durafetch: storage keys must be strings of valid Unicode text (no lone surrogates)";
+
 /// The keys of a write call as strings, refusing any inside the reserved range. They cross from
 /// JS as one JSON text: one call and one copy for the whole call, where key by key would cost two
 /// calls and a copy per key (most of durafetch's own cost for a batch of 128).
@@ -672,8 +679,7 @@ fn user_keys(keys: &Array) -> Result<Vec<String>, JsValue> {
     let text = js_sys::JSON::stringify(keys)?.as_string().unwrap_or_default();
     // JSON.stringify escapes a lone surrogate, which no Rust string holds: such a key could not
     // be named in the log faithfully, so the write is refused rather than logged wrong.
-    let names: Vec<String> = serde_json::from_str(&text)
-        .map_err(|_| js_error("durafetch: storage keys must be strings of valid Unicode text"))?;
+    let names: Vec<String> = serde_json::from_str(&text).map_err(|_| js_error(NOT_UNICODE))?;
     for name in &names {
         check_user_key(name).map_err(|e| js_error(&e.to_string()))?;
     }

@@ -39,6 +39,21 @@ fn string(value: &JsValue) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Whether `converted`, the Rust form of the JS string `original`, says the same thing. A JS
+/// string may hold a lone surrogate, which no Rust string can: converting replaces it with
+/// U+FFFD. So only text holding U+FFFD is worth asking the runtime about.
+pub(crate) fn converted_faithfully(original: &JsValue, converted: &str) -> bool {
+    !converted.contains('\u{FFFD}') || original.unchecked_ref::<js_sys::JsString>().is_well_formed()
+}
+
+/// A stored key as text, or why it has none.
+pub(crate) fn key_text(key: &JsValue) -> Result<String, String> {
+    match key.as_string() {
+        Some(text) if converted_faithfully(key, &text) => Ok(text),
+        _ => Err("the key is not valid Unicode text (it holds a lone surrogate)".into()),
+    }
+}
+
 const MAX_DEPTH: usize = 256;
 /// Integers up to this magnitude are exact in a JS number and written without a fraction.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
@@ -78,6 +93,9 @@ fn walk(value: &JsValue, depth: usize, mode: Mode) -> Result<Value, String> {
     }
     // Most common first: each probe is a call across the JS boundary.
     if let Some(s) = string(value) {
+        if !converted_faithfully(value, &s) {
+            return Err("a string that is not valid Unicode text (a lone surrogate)".into());
+        }
         return Ok(Value::String(s));
     }
     if let Some(n) = value.as_f64() {

@@ -352,6 +352,20 @@ fn typed_value(kind: &str) -> Result<JsValue> {
                 ("list", js_sys::Array::of2(&JsValue::from_f64(f64::NEG_INFINITY), &JsValue::NULL).into()),
             ])?
         }
+        // An array with a hole, a string no Rust string can hold, and an object without a
+        // prototype: the edges of what JSON can say.
+        "sparse" => {
+            let array = js_sys::Array::new_with_length(3);
+            array.set(0, JsValue::from_f64(1.0));
+            array.set(2, JsValue::from_f64(3.0));
+            array.into()
+        }
+        "lone_surrogate" => js_sys::JsString::from_char_code3(0x61, 0xD800, 0x62).into(),
+        "null_proto" => {
+            let object: js_sys::Object = js_sys::Object::create(JsValue::NULL.unchecked_ref());
+            js_sys::Reflect::set(&object, &JsValue::from_str("a"), &JsValue::from_f64(1.0))?;
+            object.into()
+        }
         "undefined" => JsValue::UNDEFINED,
         "error" => js_sys::Error::new("boom").into(),
         other => return Err(format!("unknown typed value {other}").into()),
