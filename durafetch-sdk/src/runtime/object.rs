@@ -673,8 +673,8 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
 const NOT_UNICODE: &str = "durafetch: storage keys must be strings of valid Unicode text (no lone surrogates)";
 
 /// The keys of a write call as strings, refusing any inside the reserved range. They cross from
-/// JS as one JSON text: one call and one copy for the whole call, where key by key would cost two
-/// calls and a copy per key (most of durafetch's own cost for a batch of 128).
+/// JS as one JSON text: two calls and one copy for the whole write call, where key by key would
+/// cost two calls and a copy per key.
 fn user_keys(keys: &Array) -> Result<Vec<String>, JsValue> {
     let text = js_sys::JSON::stringify(keys)?.as_string().unwrap_or_default();
     // JSON.stringify escapes a lone surrogate, which no Rust string holds: such a key could not
