@@ -1,6 +1,8 @@
 //! Downloads one object: a snapshot or the changes since its local cursor, applied page by page,
 //! with the cursor saved together with the last page.
 
+use std::sync::Arc;
+
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
 
@@ -9,7 +11,7 @@ use crate::connect;
 use crate::filter::Filter;
 use crate::retry::Backoff;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::{with_sink, ApplyStats, PullTarget, SharedSink};
+use crate::sink::{ApplyStats, PullTarget, Queued, SinkThread};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ObjectStats {
@@ -20,8 +22,15 @@ pub struct ObjectStats {
     pub bytes: u64,
 }
 
+impl ObjectStats {
+    fn add(&mut self, page: ApplyStats) {
+        self.written += page.written;
+        self.deleted += page.deleted;
+    }
+}
+
 /// Downloads with retries, as long as the error is retryable.
-pub async fn pull_with_retries(server: &Server, target: &PullTarget, sink: &SharedSink, filter: &Filter) -> Result<ObjectStats, SessionError> {
+pub async fn pull_with_retries(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &Filter) -> Result<ObjectStats, SessionError> {
     let mut backoff = Backoff::new();
     loop {
         match pull(server, target, sink, filter).await {
@@ -32,7 +41,7 @@ pub async fn pull_with_retries(server: &Server, target: &PullTarget, sink: &Shar
     }
 }
 
-async fn pull(server: &Server, target: &PullTarget, sink: &SharedSink, filter: &Filter) -> Result<ObjectStats, SessionError> {
+async fn pull(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &Filter) -> Result<ObjectStats, SessionError> {
     let socket = connect::open(server, &format!("/export/{}/{}", target.class, target.id)).await?;
     let mut session = ClientSession::export(socket, target.local).await?;
     let (mode, epoch) = match session.next().await? {
@@ -40,19 +49,27 @@ async fn pull(server: &Server, target: &PullTarget, sink: &SharedSink, filter: &
         other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}"))),
     };
     let read_at = target.local.filter(|c| c.epoch == epoch).unwrap_or(Cursor::new(epoch, 0));
-    let write = with_sink(sink, |s| s.begin(target.do_id, mode, read_at, filter.key_filter_id()))?;
+    let (do_id, key_filter) = (target.do_id, filter.key_filter_id().to_owned());
+    let write = Arc::new(sink.run(move |s| s.begin(do_id, mode, read_at, &key_filter)).await?);
     let mut stats = ObjectStats { snapshot: mode == ExportMode::Snapshot, ..Default::default() };
+    // One page is written while the next is received and parsed.
+    let mut writing: Option<Queued<ApplyStats>> = None;
     loop {
         match session.next().await? {
             ServerMessage::Page { mut changes } => {
                 changes.retain(|c| filter.keeps_key(&c.key));
-                let ApplyStats { written, deleted } = with_sink(sink, |s| s.apply(&write, &changes))?;
-                stats.written += written;
-                stats.deleted += deleted;
+                if let Some(page) = writing.take() {
+                    stats.add(page.wait().await?);
+                }
+                let write = write.clone();
+                writing = Some(sink.queue(move |s| s.apply(&write, &changes)));
                 session.consumed_page().await?;
             }
             ServerMessage::End { cursor } => {
-                stats.deleted += with_sink(sink, |s| s.finish(write, cursor))?;
+                if let Some(page) = writing.take() {
+                    stats.add(page.wait().await?);
+                }
+                stats.deleted += sink.run(move |s| s.finish(&write, cursor)).await?;
                 stats.bytes = session.received_bytes();
                 session.close().await;
                 return Ok(stats);

@@ -10,7 +10,7 @@ use crate::config::Server;
 use crate::connect::{self, Socket};
 use crate::retry::Backoff;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::{with_sink, SharedSink};
+use crate::sink::SinkThread;
 
 /// What a read of the index found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -23,7 +23,7 @@ pub struct IndexStats {
 
 /// Reads every shard of a server's index: shard 0 (on `socket`, if connected) says how many
 /// there are. Answers the rows received in all.
-pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &SharedSink) -> Result<IndexStats, SessionError> {
+pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &SinkThread) -> Result<IndexStats, SessionError> {
     let first = read_with_retries(server, 0, socket, sink).await?;
     let mut total = first;
     for shard in 1..first.shards {
@@ -34,7 +34,7 @@ pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &Sha
 
 /// Reads one shard of the index, starting on `socket` if the caller already connected one, with
 /// retries.
-pub async fn read_with_retries(server: &Server, shard: u32, mut socket: Option<Socket>, sink: &SharedSink) -> Result<IndexStats, SessionError> {
+pub async fn read_with_retries(server: &Server, shard: u32, mut socket: Option<Socket>, sink: &SinkThread) -> Result<IndexStats, SessionError> {
     let mut backoff = Backoff::new();
     loop {
         let attempt = match socket.take() {
@@ -54,7 +54,7 @@ pub async fn read_with_retries(server: &Server, shard: u32, mut socket: Option<S
 /// Keeps a watch subscription open, reconnecting after failures with backoff (the waits start
 /// over once a session has worked). After each batch of changes is recorded it sends on
 /// `changed`. Returns only for errors a reconnect cannot fix, such as a refused token.
-pub async fn subscribe(server: &Server, shard: u32, sink: &SharedSink, changed: UnboundedSender<()>) -> SessionError {
+pub async fn subscribe(server: &Server, shard: u32, sink: &SinkThread, changed: UnboundedSender<()>) -> SessionError {
     let mut backoff = Backoff::endless();
     let what = format!("watch of {} shard {shard}", server.url);
     loop {
@@ -75,20 +75,25 @@ pub async fn subscribe(server: &Server, shard: u32, sink: &SharedSink, changed: 
 
 /// One index session. With `watch`, the session stays open: each `index_end` is saved and
 /// announced, and the read goes on until the server or the network ends it.
-async fn read(server: &Server, shard: u32, socket: Socket, sink: &SharedSink, watch: Option<&UnboundedSender<()>>) -> Result<IndexStats, SessionError> {
-    let url = server.url.as_str();
-    let since = with_sink(sink, |s| s.index_rev(url, shard))?;
+async fn read(server: &Server, shard: u32, socket: Socket, sink: &SinkThread, watch: Option<&UnboundedSender<()>>) -> Result<IndexStats, SessionError> {
+    let url = server.url.to_string();
+    let since = {
+        let url = url.clone();
+        sink.run(move |s| s.index_rev(&url, shard)).await?
+    };
     let mut session = ClientSession::index(socket, since, watch.is_some()).await?;
     let mut stats = IndexStats::default();
     loop {
         match session.next().await? {
             ServerMessage::Objects { objects } => {
-                with_sink(sink, |s| s.record_index_page(url, &server.worker, &objects))?;
                 stats.changed += objects.len() as u64;
+                let (url, worker) = (url.clone(), server.worker.clone());
+                sink.run(move |s| s.record_index_page(&url, &worker, &objects)).await?;
                 session.consumed_page().await?;
             }
             ServerMessage::IndexEnd { rev, shards } => {
-                with_sink(sink, |s| s.save_index_rev(url, shard, rev))?;
+                let url = url.clone();
+                sink.run(move |s| s.save_index_rev(&url, shard, rev)).await?;
                 stats.shards = shards;
                 match watch {
                     Some(changed) => {

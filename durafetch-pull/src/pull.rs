@@ -1,15 +1,13 @@
 //! A pull over every server: read each index, then download the objects that are behind with
 //! bounded concurrency; once, or continuously as the registry's watch says objects changed.
 
-use std::sync::{Arc, Mutex};
-
 use futures_util::StreamExt;
 
 use crate::config::{Server, Settings};
 use crate::connect::{self, ConnectError};
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::{with_sink, SharedSink, Sink};
+use crate::sink::{Sink, SinkThread};
 use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,33 +36,39 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
         sockets.push(socket);
     }
     let sink = open_sink(settings)?;
-    let mut changed = 0;
-    for (server, socket) in settings.servers.iter().zip(sockets) {
-        let stats = index::read_all_shards(server, Some(socket), &sink).await.map_err(|e| index_error(server, e))?;
-        changed += stats.changed;
+    let pulled = async {
+        let mut changed = 0;
+        for (server, socket) in settings.servers.iter().zip(sockets) {
+            let stats = index::read_all_shards(server, Some(socket), &sink).await.map_err(|e| index_error(server, e))?;
+            changed += stats.changed;
+        }
+        let mut summary = download(settings, &sink, quiet, settings.verify).await?;
+        summary.index_changed = changed;
+        Ok(summary)
     }
-    let mut summary = download(settings, &sink, quiet, settings.verify).await?;
-    summary.index_changed = changed;
-    Ok(summary)
+    .await;
+    sink.close().await;
+    pulled
 }
 
 fn index_error(server: &Server, source: SessionError) -> PullError {
     PullError::Index { server: server.url.to_string(), source }
 }
 
-fn open_sink(settings: &Settings) -> Result<SharedSink, PullError> {
+fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
     let sink = Sink::open(&settings.db, settings.history)
         .map_err(|source| PullError::Database { path: settings.db.display().to_string(), source })?;
-    Ok(Arc::new(Mutex::new(sink)))
+    Ok(SinkThread::start(sink))
 }
 
 /// Downloads every object the index shows behind (with `every`, every object it lists) that the
 /// filters keep.
-async fn download(settings: &Settings, sink: &SharedSink, quiet: bool, every: bool) -> Result<Summary, PullError> {
+async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, every: bool) -> Result<Summary, PullError> {
     let mut summary = Summary::default();
     let mut work = Vec::new();
     for server in &settings.servers {
-        let targets = with_sink(sink, |s| s.targets(server.url.as_str(), settings.filter.key_filter_id(), every)).map_err(|e| index_error(server, e))?;
+        let (url, key_filter) = (server.url.to_string(), settings.filter.key_filter_id().to_owned());
+        let targets = sink.run(move |s| s.targets(&url, &key_filter, every)).await.map_err(|e| index_error(server, e))?;
         let (kept, skipped): (Vec<_>, Vec<_>) =
             targets.into_iter().partition(|t| settings.filter.keeps_object(&t.class, t.name.as_deref()));
         summary.filtered_out += skipped.len() as u64;
@@ -121,11 +125,11 @@ pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) 
     }
     let mut retry = tokio::time::interval(settings.poll_every);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let ended = loop {
         tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => break Ok(()),
             Some(ended) = subscriptions.join_next() => {
-                return Err(ended.unwrap_or_else(|e| PullError::Task(e.to_string())));
+                break Err(ended.unwrap_or_else(|e| PullError::Task(e.to_string())));
             }
             Some(()) = wakeups.recv() => while wakeups.try_recv().is_ok() {},
             _ = retry.tick() => {}
@@ -135,7 +139,10 @@ pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) 
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "pull failed; retrying"),
         }
-    }
+    };
+    subscriptions.shutdown().await;
+    sink.close().await;
+    ended
 }
 
 /// A future that resolves at the first SIGINT or SIGTERM (a terminal's Ctrl-C, or a service

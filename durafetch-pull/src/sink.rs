@@ -10,15 +10,76 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::session::SessionError;
 
-/// The one database connection, shared by the index reader and every download task.
-pub type SharedSink = std::sync::Arc<std::sync::Mutex<Sink>>;
+type Job = Box<dyn FnOnce(&mut Sink) + Send>;
 
-/// Runs a database call from async code without stalling the other tasks' threads.
-pub fn with_sink<T>(sink: &SharedSink, f: impl FnOnce(&mut Sink) -> rusqlite::Result<T>) -> Result<T, SessionError> {
-    tokio::task::block_in_place(|| {
-        let mut guard = sink.lock().map_err(|_| SessionError::Sink("database lock poisoned".into()))?;
-        f(&mut guard).map_err(|e| SessionError::Sink(e.to_string()))
-    })
+enum Request {
+    Run(Job),
+    Close(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The database on a thread of its own, shared by the index reader and every download task.
+/// Calls run there one at a time, in the order they were made: a download queues a page and
+/// goes on receiving and parsing the next while SQLite writes it, and whatever a failed attempt
+/// queued is written before anything its retry queues, so the two never interleave.
+#[derive(Clone)]
+pub struct SinkThread {
+    requests: std::sync::mpsc::Sender<Request>,
+}
+
+/// A call queued on the [`SinkThread`]; [`Queued::wait`] gives its result.
+pub struct Queued<T>(tokio::sync::oneshot::Receiver<rusqlite::Result<T>>);
+
+impl<T> Queued<T> {
+    pub async fn wait(self) -> Result<T, SessionError> {
+        match self.0.await {
+            Ok(result) => result.map_err(|e| SessionError::Sink(e.to_string())),
+            Err(_) => Err(SessionError::Sink("the database thread stopped".into())),
+        }
+    }
+}
+
+impl SinkThread {
+    pub fn start(mut sink: Sink) -> Self {
+        let (requests, incoming) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(request) = incoming.recv() {
+                match request {
+                    Request::Run(job) => job(&mut sink),
+                    Request::Close(closed) => {
+                        // Closing the connection checkpoints the WAL into the file.
+                        drop(sink);
+                        let _ = closed.send(());
+                        return;
+                    }
+                }
+            }
+        });
+        SinkThread { requests }
+    }
+
+    /// Queues `f` behind the calls made before it, without waiting for it.
+    pub fn queue<T: Send + 'static>(&self, f: impl FnOnce(&mut Sink) -> rusqlite::Result<T> + Send + 'static) -> Queued<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |sink| {
+            let _ = done.send(f(sink));
+        });
+        // A send fails only after `close`; the dropped job then reports the thread stopped.
+        let _ = self.requests.send(Request::Run(job));
+        Queued(result)
+    }
+
+    /// Runs `f` after the calls made before it and waits for its result.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Sink) -> rusqlite::Result<T> + Send + 'static) -> Result<T, SessionError> {
+        self.queue(f).wait().await
+    }
+
+    /// Writes what is queued and closes the file.
+    pub async fn close(self) {
+        let (closed, done) = tokio::sync::oneshot::channel();
+        if self.requests.send(Request::Close(closed)).is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
 const SCHEMA: &str = "
@@ -136,6 +197,9 @@ impl Sink {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The schema declares its foreign keys for readers. The puller writes every parent row
+        // before its children, and checking costs a lookup per row written.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         for (table, column, kind) in ADDED_COLUMNS {
@@ -258,7 +322,7 @@ impl Sink {
     }
 
     /// Ends a download: sweeps what a snapshot did not send and saves the cursor, together.
-    pub fn finish(&mut self, write: ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
+    pub fn finish(&mut self, write: &ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
         let swept = match write.mode {
@@ -308,6 +372,13 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
             AND val IS ?7 AND val_type IS ?8 AND val_blob IS ?9 AND val_error IS ?10)",
     )?;
     let now = now_ms();
+    // What every row of the page shares is bound once; a row binds only its own five values
+    // (SQLite keeps bindings from one execution to the next).
+    for (index, shared) in [(1, &write.do_id as &dyn rusqlite::ToSql), (2, &write.worker), (3, &write.class), (4, &write.name),
+        (10, &write.read_at.epoch), (11, &(write.read_at.seq as i64)), (12, &write.generation), (13, &now)]
+    {
+        upsert.raw_bind_parameter(index, shared)?;
+    }
     let mut stats = ApplyStats::default();
     for change in changes {
         let (val, kind, blob, error): (Option<String>, &str, Option<&[u8]>, Option<&str>) = match &change.value {
@@ -333,10 +404,12 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
                 write.read_at.epoch, write.read_at.seq as i64, now
             ])?;
         }
-        upsert.execute(params![
-            write.do_id, write.worker, write.class, write.name, change.key, val, kind, blob, error,
-            write.read_at.epoch, write.read_at.seq as i64, write.generation, now
-        ])?;
+        upsert.raw_bind_parameter(5, &change.key)?;
+        upsert.raw_bind_parameter(6, val)?;
+        upsert.raw_bind_parameter(7, kind)?;
+        upsert.raw_bind_parameter(8, blob)?;
+        upsert.raw_bind_parameter(9, error)?;
+        upsert.raw_execute()?;
         stats.written += 1;
     }
     Ok(stats)

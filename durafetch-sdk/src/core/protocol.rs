@@ -14,8 +14,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Multi-key gets, puts and deletes carry at most this many keys (the storage API's limit).
 pub const MAX_PAGE_KEYS: usize = 128;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
-/// per-call key limit, and fewer, larger pages cost less on both ends.
-pub const MAX_PAGE_CHANGES: usize = 1000;
+/// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
+/// took 140 ms of the object's time with reads of 1,000 keys, and 105 ms with reads of 4,000).
+pub const MAX_PAGE_CHANGES: usize = 4000;
 /// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
 /// A storage read of an export aims at about this many bytes of values.
@@ -25,7 +26,7 @@ pub const FIRST_READ_ENTRIES: usize = 16;
 
 /// Sizes an export's storage reads (`list` pages, multi-key `get`s) so that each holds about
 /// [`READ_TARGET_BYTES`], learning value sizes from the previous read: 100-byte values are read
-/// 1,000 at a time, 100 KiB values 10 at a time. The limit at most doubles from one read to the
+/// 4,000 at a time, 100 KiB values 10 at a time. The limit at most doubles from one read to the
 /// next, so a run of small values followed by large ones overshoots by at most one read.
 #[derive(Debug, Clone)]
 pub struct ReadSizer {
@@ -403,12 +404,12 @@ mod tests {
         let mut small = ReadSizer::new(MAX_PAGE_CHANGES);
         assert_eq!(small.limit(), FIRST_READ_ENTRIES);
         let mut limits = vec![];
-        for _ in 0..8 {
+        for _ in 0..9 {
             let n = small.limit();
             small.observe(n, n * 120);
             limits.push(small.limit());
         }
-        assert_eq!(limits, [32, 64, 128, 256, 512, 1000, 1000, 1000], "grows by doubling up to the cap");
+        assert_eq!(limits, [32, 64, 128, 256, 512, 1024, 2048, 4000, 4000], "grows by doubling up to the cap");
 
         let mut large = ReadSizer::new(MAX_PAGE_CHANGES);
         large.observe(16, 16 * 140 * 1024);

@@ -19,6 +19,10 @@ use crate::core::protocol::{
     Change, ChangeValue, ExportMode, PageWriter, ReadSizer, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS, PAGE_TARGET_BYTES,
 };
 
+/// Log rows read at a time by an incremental export. A row names up to 128 keys, and the keys
+/// of one read are held at once, so this bounds them at 128,000 names.
+const LOG_ROWS_PER_READ: usize = 1000;
+
 pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {
         Ok(session) => session,
@@ -112,8 +116,7 @@ impl ExportSession<'_> {
         let mut sizer = ReadSizer::new(MAX_PAGE_KEYS);
         loop {
             open = open.into_iter().chain(self.log.oldest_open_transaction()).min();
-            // Log rows are short lists of key names: they are read a full page at a time.
-            let Some(rows) = scan.next_page(&self.log.storage, MAX_PAGE_CHANGES).await? else { break };
+            let Some(rows) = scan.next_page(&self.log.storage, LOG_ROWS_PER_READ).await? else { break };
             let mut keys = BTreeSet::new();
             for row in rows.entries() {
                 let row: Array = row.map_err(worker::Error::from)?.unchecked_into();

@@ -44,17 +44,19 @@ function plain(v, depth) {
 }
 
 export function plainPage(entries, from, maxChanges, maxChars) {
-  const parts = [];
+  const changes = [];
   let chars = 0;
   let i = from;
-  for (; i < entries.length && parts.length < maxChanges && chars < maxChars; i++) {
-    const [k, v] = entries[i];
+  for (; i < entries.length && changes.length < maxChanges && chars < maxChars; i++) {
+    const entry = entries[i];
+    const k = entry[0], v = entry[1];
     if (typeof k !== "string" || !k.isWellFormed() || !plain(v, 0)) break;
-    const part = '{"k":' + JSON.stringify(k) + ',"v":' + JSON.stringify(v) + "}";
-    chars += part.length;
-    parts.push(part);
+    // Strings are sized by their length; other values are not stringified twice to be sized,
+    // as the storage read they come from is already sized by the pages it made before.
+    chars += k.length + (typeof v === "string" ? v.length : 16);
+    changes.push({ k, v });
   }
-  const page = parts.length === 0 ? undefined : '{"type":"page","changes":[' + parts.join(",") + "]}";
+  const page = changes.length === 0 ? undefined : JSON.stringify({ type: "page", changes });
   return [page, i];
 }
 
