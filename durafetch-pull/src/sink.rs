@@ -195,6 +195,10 @@ fn now_ms() -> i64 {
 impl Sink {
     pub fn open(path: &Path, history: bool) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
+        // Pages of 16 KiB for a new file (an existing file keeps its own; WAL mode fixes it):
+        // SQLite writes the WAL and checkpoints a page per system call, and with 4 KiB pages
+        // those calls were the larger part of a pull's time (a 100 MB pull: 0.52 s against 0.57 s).
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // The schema declares its foreign keys for readers. The puller writes every parent row

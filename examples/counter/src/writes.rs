@@ -214,7 +214,9 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
                 if with_row {
                     let row = js_sys::Object::new();
                     js_sys::Reflect::set(&row, &JsValue::from_str(&format!("\u{1}row\u{1}log\u{1}{i:024x}")), &keys)?;
-                    let _ = storage.put_multiple_raw(row);
+                    // Issued without an await, as durafetch does, in the same step as the batch.
+                    // (`put_multiple_raw` is an async fn: unawaited, it would never write.)
+                    let _ = storage.as_raw().put_multiple(row.into())?;
                 }
                 storage.put_multiple_raw(batch).await?;
                 i += 128;
