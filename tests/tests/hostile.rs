@@ -92,3 +92,61 @@ fn malformed_sessions_are_refused_precisely_and_change_nothing() {
     let expected = pulled(&[("CounterSql", "target", &[("a", "1"), ("b", "[2]"), ("c", "3")])]);
     worker.pull_until_equal(&db, &expected, "incremental pull after the abuse");
 }
+
+/// A client that stops talking without closing is let go after the silence limit, with an error
+/// that says so: one that never sends its hello, and one that stops returning credits mid-export.
+#[test]
+fn a_silent_client_is_let_go_after_the_silence_limit() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    // Reads start at 16 keys and double, so 1,000 keys take several pages.
+    worker.post("sql/wide/bench", r#"{"kind":"batched","keys":1000,"value_bytes":100}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("silent.sqlite");
+    // The registry hears of the object a moment after its writes.
+    let id = (0..50)
+        .find_map(|_| {
+            assert_eq!(worker.pull(&db, TOKEN).code, Some(0));
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            let id = conn.query_row("SELECT id FROM durable_objects WHERE name = 'wide'", [], |r| r.get::<_, String>(0)).ok();
+            id.or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                None
+            })
+        })
+        .expect("the registry lists the object");
+    let export = format!("/export/CounterSql/{id}");
+
+    let started = std::time::Instant::now();
+    // Bounded reads, so that a server that never lets go fails the test instead of hanging it.
+    let bounded = |socket: Socket| {
+        if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(150))).unwrap();
+        }
+        socket
+    };
+    let mut mute = bounded(open(&worker, &export));
+    let mut stalled = bounded(open(&worker, &export));
+    stalled.send(Message::text(r#"{"type":"hello","version":1,"window":1}"#)).unwrap();
+    let mut pages = 0;
+    let (error, code) = loop {
+        match stalled.read() {
+            Ok(Message::Text(text)) if text.starts_with(r#"{"type":"page""#) => pages += 1,
+            Ok(Message::Text(text)) if text.starts_with(r#"{"type":"error""#) => {
+                let msg: serde_json::Value = serde_json::from_str(&text).unwrap();
+                break (msg["message"].as_str().unwrap().to_owned(), outcome(&mut stalled).1);
+            }
+            Ok(Message::Close(frame)) => break (String::new(), frame.map(|f| f.code)),
+            Ok(_) => {}
+            Err(e) => panic!("the stalled session ended without an error: {e}"),
+        }
+    };
+    let waited = started.elapsed();
+    assert_eq!(pages, 1, "one page for the window of one, then the server waits for a credit");
+    assert_eq!(code, Some(CloseCode::Policy), "{error:?}");
+    assert!(error.contains("sent nothing for 60 s"), "{error:?}");
+    assert!(waited >= std::time::Duration::from_secs(55), "let go after {waited:?}, before the limit");
+    let (error, code) = outcome(&mut mute);
+    assert_eq!(code, Some(CloseCode::Policy), "{error:?}");
+    assert!(error.contains("sent nothing for 60 s"), "{error:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "both let go within the limit and a margin");
+}

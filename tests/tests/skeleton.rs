@@ -185,7 +185,7 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
         r#"{"a1": 1.5, "a3": 9007199254740993, "a4": 1e-7, "a5": 123456789012, "a6": "\u0007\u0000é",
             "a7": {"$type": "x", "n": [true, null]}, "b1": 1e21, "b2": 5e-324, "b3": -9007199254740991}"#,
     );
-    for kind in ["sparse", "lone_surrogate", "null_proto"] {
+    for kind in ["sparse", "undefined_item", "lone_surrogate", "null_proto"] {
         worker.post(&format!("sql/edges/put_typed?key=c-{kind}"), kind);
     }
     let expected = pulled(&[(
@@ -202,7 +202,8 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
             ("b1", "1e+21"),
             ("b2", "5e-324"),
             ("b3", "-9007199254740991"),
-            ("c-sparse", r#"<tagged:[1,{"$type":"undefined"},3]>"#),
+            ("c-sparse", r#"<tagged:[1,{"$type":"hole"},3]>"#),
+            ("c-undefined_item", r#"<tagged:[1,{"$type":"undefined"},3]>"#),
             ("c-lone_surrogate", "<error>"),
             ("c-null_proto", r#"{"a":1}"#),
         ],

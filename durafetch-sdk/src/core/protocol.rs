@@ -57,6 +57,10 @@ impl ReadSizer {
 
 /// Upper bound on the window a client may ask for.
 pub const MAX_WINDOW: u32 = 64;
+/// How long the server waits for a message the client owes it: its hello, or a credit once the
+/// window is used up. A live client sends either within milliseconds; one silent this long has
+/// gone without closing, and its session ends rather than holding the object's memory.
+pub const CLIENT_SILENCE_LIMIT_SECS: u64 = 60;
 /// Largest client message the server reads; anything longer is a protocol error.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
 
@@ -95,6 +99,8 @@ pub enum ProtocolError {
     Window,
     #[error("expected a hello message first")]
     NoHello,
+    #[error("the client sent nothing for {CLIENT_SILENCE_LIMIT_SECS} s while the server waited for its hello or a credit")]
+    Silent,
 }
 
 impl ClientMessage {

@@ -2,7 +2,7 @@
 //! granted, so an object never queues more than the client's window in memory.
 
 use crate::core::cursor::Cursor;
-use crate::core::protocol::{ClientMessage, ProtocolError, ServerMessage};
+use crate::core::protocol::{ClientMessage, ProtocolError, ServerMessage, CLIENT_SILENCE_LIMIT_SECS};
 use futures_util::StreamExt;
 use worker::{EventStream, WebSocket, WebsocketEvent};
 
@@ -48,12 +48,22 @@ impl<'a> FlowSession<'a> {
 
     /// Waits for the client's hello, which must be its first message.
     pub async fn hello(&mut self) -> Result<Hello, SessionError> {
-        match self.next_message().await? {
+        match self.owed_message().await? {
             ClientMessage::Hello { since, since_rev, window, watch, .. } => {
                 self.credits = window;
                 Ok(Hello { since, since_rev, watch })
             }
             ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
+        }
+    }
+
+    /// The next message, when the client owes one: a client silent past the limit has vanished.
+    async fn owed_message(&mut self) -> Result<ClientMessage, SessionError> {
+        let limit = std::time::Duration::from_secs(CLIENT_SILENCE_LIMIT_SECS);
+        let next = std::pin::pin!(self.next_message());
+        match futures_util::future::select(next, worker::Delay::from(limit)).await {
+            futures_util::future::Either::Left((message, _)) => message,
+            futures_util::future::Either::Right(_) => Err(SessionError::Protocol(ProtocolError::Silent)),
         }
     }
 
@@ -84,7 +94,7 @@ impl<'a> FlowSession<'a> {
 
     async fn spend_credit(&mut self) -> Result<(), SessionError> {
         while self.credits == 0 {
-            let message = self.next_message().await?;
+            let message = self.owed_message().await?;
             self.take_credit(message)?;
         }
         self.credits -= 1;

@@ -110,7 +110,12 @@ fn walk(value: &JsValue, depth: usize, mode: Mode) -> Result<Value, String> {
     if Array::is_array(value) {
         let array: &Array = value.unchecked_ref();
         let mut items = Vec::with_capacity(array.length() as usize);
-        for item in array.iter() {
+        for (index, item) in array.iter().enumerate() {
+            // A hole reads as `undefined`, but storage keeps it apart from a stored `undefined`.
+            if mode == Mode::Tagged && item.is_undefined() && !js_sys::Reflect::has(array, &(index as u32).into()).unwrap_or(true) {
+                items.push(json!({ TYPE_TAG: "hole" }));
+                continue;
+            }
             items.push(walk(&item, depth + 1, mode)?);
         }
         return Ok(Value::Array(items));

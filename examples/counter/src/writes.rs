@@ -362,6 +362,8 @@ fn typed_value(kind: &str) -> Result<JsValue> {
             array.set(2, JsValue::from_f64(3.0));
             array.into()
         }
+        // The same array with `undefined` stored where the hole is.
+        "undefined_item" => js_sys::Array::of3(&JsValue::from_f64(1.0), &JsValue::UNDEFINED, &JsValue::from_f64(3.0)).into(),
         "lone_surrogate" => js_sys::JsString::from_char_code3(0x61, 0xD800, 0x62).into(),
         "null_proto" => {
             let object: js_sys::Object = js_sys::Object::create(JsValue::NULL.unchecked_ref());
