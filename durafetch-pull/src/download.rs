@@ -23,9 +23,14 @@ pub struct ObjectStats {
 }
 
 impl ObjectStats {
-    fn add(&mut self, page: ApplyStats) {
-        self.written += page.written;
-        self.deleted += page.deleted;
+    /// Waits for the page being written, if any, and counts what it wrote.
+    async fn count_written(&mut self, page: Option<Queued<ApplyStats>>) -> Result<(), SessionError> {
+        if let Some(page) = page {
+            let ApplyStats { written, deleted } = page.wait().await?;
+            self.written += written;
+            self.deleted += deleted;
+        }
+        Ok(())
     }
 }
 
@@ -58,17 +63,13 @@ async fn pull(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &
         match session.next().await? {
             ServerMessage::Page { mut changes } => {
                 changes.retain(|c| filter.keeps_key(&c.key));
-                if let Some(page) = writing.take() {
-                    stats.add(page.wait().await?);
-                }
+                stats.count_written(writing.take()).await?;
                 let write = write.clone();
                 writing = Some(sink.queue(move |s| s.apply(&write, &changes)));
                 session.consumed_page().await?;
             }
             ServerMessage::End { cursor } => {
-                if let Some(page) = writing.take() {
-                    stats.add(page.wait().await?);
-                }
+                stats.count_written(writing.take()).await?;
                 stats.deleted += sink.run(move |s| s.finish(&write, cursor)).await?;
                 stats.bytes = session.received_bytes();
                 session.close().await;
