@@ -100,6 +100,43 @@ fn reserved_keys_and_refused_values_write_nothing() {
 }
 
 #[test]
+fn a_burst_of_writes_shares_log_rows_and_separate_events_get_their_own() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bursts.sqlite");
+    let log_rows = |route: &str, name: &str| -> u64 {
+        ureq::get(&format!("{}/{route}/{name}/log_rows", worker.base())).call().unwrap().into_string().unwrap().parse().unwrap()
+    };
+    let mut expected = Vec::new();
+    for (route, class) in [("kv", "CounterKv"), ("sql", "CounterSql")] {
+        // 1,000 awaited puts in one request: one row. 2,500: rows are bounded at 1,024 keys.
+        worker.post(&format!("{route}/burst/overwrite"), r#"{"writes": 1000, "keys": 1000}"#);
+        assert_eq!(log_rows(route, "burst"), 1, "{route}");
+        worker.post(&format!("{route}/long-burst/overwrite"), r#"{"writes": 2500, "keys": 2500}"#);
+        assert_eq!(log_rows(route, "long-burst"), 3, "{route}");
+        // Writes with an event-loop turn between them commit apart, so each has its own row.
+        worker.post(&format!("{route}/turns/overwrite"), r#"{"writes": 20, "keys": 20, "turns": true}"#);
+        assert_eq!(log_rows(route, "turns"), 20, "{route}");
+        for (name, keys) in [("burst", 1000), ("long-burst", 2500), ("turns", 20)] {
+            let state: Vec<(String, String)> = (0..keys).map(|k| (format!("hot-{k}"), k.to_string())).collect();
+            expected.push((class, name, state));
+        }
+    }
+    let borrowed: Vec<Vec<(&str, &str)>> = expected.iter().map(|(_, _, s)| s.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).collect();
+    let objects: Vec<(&str, &str, &[(&str, &str)])> = expected.iter().zip(&borrowed).map(|((c, n, _), s)| (*c, *n, s.as_slice())).collect();
+    worker.pull_until_equal(&db, &pulled(&objects), "bursts");
+
+    // A burst after the pull arrives whole in the incremental pull that follows.
+    worker.post("sql/burst/overwrite", r#"{"writes": 1000, "keys": 500}"#);
+    let after: Vec<(String, String)> = (0..1000).map(|k| (format!("hot-{k}"), if k < 500 { (500 + k).to_string() } else { k.to_string() })).collect();
+    let mut objects = objects;
+    let after: Vec<(&str, &str)> = after.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    objects.iter_mut().filter(|(c, n, _)| *c == "CounterSql" && *n == "burst").for_each(|o| o.2 = &after);
+    let runs = worker.pull_until_equal(&db, &pulled(&objects), "a later burst");
+    assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "the later burst is read incrementally");
+}
+
+#[test]
 fn overwrites_leave_a_log_of_distinct_keys_and_pulls_stay_exact() {
     let worker = LocalWorker::start(Some(TOKEN));
     let dir = tempfile::tempdir().unwrap();
@@ -131,10 +168,11 @@ fn old_deletions_are_forgotten_and_stale_readers_resync() {
     let ones: Vec<(&str, &str)> = doomed.iter().map(|k| (k.as_str(), "1")).collect();
     worker.pull_until_equal(&db, &pulled(&[("CounterSql", "tomb", &ones)]), "before the deletions");
 
-    // The deletions fall behind the horizon (2,000 writes in the example's wrangler.toml), so
-    // the log forgets them; this puller's cursor is older, so it must get a full snapshot.
+    // The deletions fall behind the horizon (2,000 log rows in the example's wrangler.toml), so
+    // the log forgets them; this puller's cursor is older, so it must get a full snapshot. Each
+    // write is in a turn of its own, so each has a row.
     worker.post("sql/tomb/delete_multiple", &serde_json::to_string(&doomed).unwrap());
-    worker.post("sql/tomb/overwrite", r#"{"writes": 3000, "keys": 10}"#);
+    worker.post("sql/tomb/overwrite", r#"{"writes": 3000, "keys": 10, "turns": true}"#);
     let rows: u64 = ureq::get(&format!("{}/sql/tomb/log_rows", worker.base())).call().unwrap().into_string().unwrap().parse().unwrap();
     assert!(rows < 300, "{rows} log rows");
     let hot: Vec<(String, String)> = (0..10).map(|k| (format!("hot-{k}"), (2990 + k).to_string())).collect();

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod compaction;
 pub mod cursor;
 pub mod keys;
+pub mod pending_row;
 pub mod protocol;
 pub mod route;
 pub mod shard;

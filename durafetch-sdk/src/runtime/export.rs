@@ -15,13 +15,14 @@ use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
+use crate::core::pending_row::MAX_ROW_KEYS;
 use crate::core::protocol::{
     Change, ChangeValue, ExportMode, PageWriter, ReadSizer, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS, PAGE_TARGET_BYTES,
 };
 
-/// Log rows read at a time by an incremental export. A row names up to 128 keys, and the keys
-/// of one read are held at once, so this bounds them at 128,000 names.
-const LOG_ROWS_PER_READ: usize = 1000;
+/// Log rows read at a time by an incremental export. The keys of one read are held at once, so
+/// this bounds them at 128,000 names.
+const LOG_ROWS_PER_READ: usize = 128_000 / MAX_ROW_KEYS;
 
 pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {

@@ -1,4 +1,4 @@
-//! The instrumented object: storage-write hooks that append a change-log row to every write call,
+//! The instrumented object: storage-write hooks that log which keys every write call changed,
 //! the in-memory log head, coalesced reports to the registry, and the object's end of the export.
 //!
 //! The hooks are installed as own properties of the raw storage object (and of each transaction
@@ -19,6 +19,7 @@ use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
 use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
 use crate::core::cursor::Cursor;
+use crate::core::pending_row::{Noted, PendingRow, Turn};
 use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
     REPORTED_KEY, RESERVED_PREFIX,
@@ -147,11 +148,17 @@ pub(crate) struct ObjectLog {
     /// The head each open transaction saw when it started (a multiset): exports must not hand
     /// out cursors past the oldest, since its rows appear only when it commits.
     open_transactions: RefCell<std::collections::BTreeMap<Cursor, usize>>,
-    /// The runtime's own storage methods, for compaction's writes, which are not logged.
+    /// The runtime's own storage methods, for durafetch's own writes, which are not logged.
     storage_methods: OnceCell<Rc<Methods>>,
     storage_hooks: OnceCell<WriteHooks>,
     transaction_hooks: OnceCell<WriteHooks>,
     transaction_hook: OnceCell<TransactionHook>,
+    /// Keys written outside transactions since the last row (see [`PendingRow`]).
+    pending: RefCell<PendingRow>,
+    /// A settled promise whose reactions run the per-turn check: a plain promise reaction is a
+    /// microtask without the per-call wrapping the runtime's `queueMicrotask` adds.
+    settled: js_sys::Promise,
+    turn_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
 }
 
 /// Instruments the object being constructed. Called by the `#[durafetch]` attribute at the top
@@ -182,6 +189,9 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         storage_hooks: OnceCell::new(),
         transaction_hooks: OnceCell::new(),
         transaction_hook: OnceCell::new(),
+        pending: RefCell::new(PendingRow::default()),
+        settled: js_sys::Promise::resolve(&JsValue::UNDEFINED),
+        turn_check: OnceCell::new(),
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
     // hooks would lose changes silently, so fail the constructor loudly instead.
@@ -217,6 +227,14 @@ impl ObjectLog {
         }) as Box<dyn Fn(_, _, _) -> _>);
         bind_hook(target, "transaction", hook.as_ref())?;
         let _ = self.transaction_hook.set(hook);
+
+        let log = Rc::downgrade(self);
+        let check = Closure::wrap(Box::new(move |_: JsValue| {
+            if let Some(log) = log.upgrade() {
+                log.pending_turn();
+            }
+        }) as Box<dyn FnMut(JsValue)>);
+        let _ = self.turn_check.set(check);
         Ok(())
     }
 
@@ -286,7 +304,8 @@ impl ObjectLog {
         Ok(next)
     }
 
-    /// `put(key, value, options)` or `put(entries, options)`, with the log row in the same call.
+    /// `put(key, value, options)` or `put(entries, options)`. Outside a transaction the keys join
+    /// the pending row; inside one, the log row goes into the same call.
     fn put(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, a: JsValue, b: JsValue, c: JsValue) -> Result<JsValue, JsValue> {
         if let Some(key) = a.as_string() {
             if !converted_faithfully(&a, &key) {
@@ -297,6 +316,12 @@ impl ObjectLog {
                 // Storage refuses `put(key, undefined)`, but the entries form below would drop the
                 // key silently: the call goes through unchanged so the user sees storage's error.
                 return m.put.call3(target, &a, &b, &c);
+            }
+            if kind == Target::Storage {
+                self.loaded_head()?;
+                let promise = m.put.call3(target, &a, &b, &c)?;
+                self.note_written([key])?;
+                return Ok(promise);
             }
             let at = self.next_position()?;
             let entries = Object::new();
@@ -315,6 +340,12 @@ impl ObjectLog {
         if names.is_empty() {
             return m.put.call2(target, entries.object(), &b);
         }
+        if kind == Target::Storage {
+            self.loaded_head()?;
+            let promise = m.put.call2(target, entries.object(), &b)?;
+            self.note_written(names)?;
+            return Ok(promise);
+        }
         let at = self.next_position()?;
         let promise = if (keys.length() as usize) < MAX_PAGE_KEYS {
             let with_row = entries.into_own();
@@ -331,7 +362,8 @@ impl ObjectLog {
         Ok(promise)
     }
 
-    /// `delete(key | keys, options)`: the log row is put first in the same synchronous step.
+    /// `delete(key | keys, options)`. Outside a transaction the keys join the pending row; inside
+    /// one, the log row is put first in the same synchronous step.
     fn delete(self: &Rc<Self>, m: &Methods, target: &JsValue, kind: Target, keys: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
         let array: Array = if keys.is_string() {
             Array::of1(&keys)
@@ -344,6 +376,12 @@ impl ObjectLog {
         if names.is_empty() {
             return m.delete.call2(target, &keys, &options);
         }
+        if kind == Target::Storage {
+            self.loaded_head()?;
+            let promise = m.delete.call2(target, &keys, &options)?;
+            self.note_written(names)?;
+            return Ok(promise);
+        }
         let at = self.next_position()?;
         m.put.call2(target, &log_entry(at, &array)?, &options)?;
         let promise = m.delete.call2(target, &keys, &options)?;
@@ -355,6 +393,7 @@ impl ObjectLog {
     fn delete_all(self: &Rc<Self>, m: &Methods, target: &JsValue, options: JsValue) -> Result<JsValue, JsValue> {
         let at = self.loaded_head()?.next_epoch();
         let promise = m.delete_all.call1(target, &options)?;
+        self.pending.borrow_mut().clear();
         self.head.set(Some(at));
         m.put.call1(target, &log_entry(at, &Array::new())?)?;
         self.compactor.borrow_mut().reset();
@@ -394,7 +433,67 @@ impl ObjectLog {
         finally.call1(&promise, &settled)
     }
 
-    /// Issues compaction's own writes with the runtime's methods (they are not logged): the put
+    /// Adds a write call's keys to the pending row, after the write itself was accepted (a write
+    /// storage refused at once changed nothing).
+    fn note_written(self: &Rc<Self>, keys: impl IntoIterator<Item = String>) -> Result<(), JsValue> {
+        let noted = self.pending.borrow_mut().note(keys);
+        match noted {
+            Noted::Full => self.write_pending_row(),
+            Noted::StartChecking => self.queue_turn_check(),
+            Noted::Checking => Ok(()),
+        }
+    }
+
+    fn queue_turn_check(&self) -> Result<(), JsValue> {
+        let check = self.turn_check.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+        let _ = self.settled.then(check);
+        Ok(())
+    }
+
+    /// One microtask turn of the pending row's check.
+    fn pending_turn(self: &Rc<Self>) {
+        let turn = self.pending.borrow_mut().turn();
+        let outcome = match turn {
+            Turn::Wait => self.queue_turn_check(),
+            Turn::Write => self.write_pending_row(),
+            Turn::Stop => Ok(()),
+        };
+        if let Err(e) = outcome {
+            // The keys stay pending, and the next write's row names them.
+            worker::console_error!("durafetch: cannot write the change-log row of {} {}: {e:?}", self.class, self.id);
+        }
+    }
+
+    /// Writes the pending row with the runtime's own `put`, in the commit of the writes it names.
+    fn write_pending_row(self: &Rc<Self>) -> Result<(), JsValue> {
+        let keys = self.pending.borrow_mut().take();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let written = self.next_position().and_then(|at| {
+            // One JSON text crosses to JS for the whole row, where key by key would cost a call
+            // and a copy per key.
+            let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
+            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
+            let rows = self.rewrite(Some(log_entry(at, &names)?.unchecked_into()), &[])?;
+            Ok((at, rows))
+        });
+        match written {
+            Ok((at, rows)) => {
+                for row in rows {
+                    wasm_bindgen_futures::spawn_local(report_failed_row(self.clone(), row));
+                }
+                self.changed(Target::Storage, at, &keys);
+                Ok(())
+            }
+            Err(e) => {
+                self.pending.borrow_mut().restore(keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// Issues durafetch's own writes with the runtime's methods (they are not logged): the put
     /// first, then the deletes, in one synchronous step.
     fn rewrite(&self, put: Option<Object>, delete: &[Cursor]) -> Result<Vec<js_sys::Promise>, JsValue> {
         let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
@@ -472,6 +571,14 @@ impl ObjectLog {
             name: self.name.clone(),
             head: self.head.get()?,
         })
+    }
+}
+
+/// A row write that storage accepted but failed later leaves writes without a row: say so, since
+/// pullers will not see them until their next snapshot.
+async fn report_failed_row(log: Rc<ObjectLog>, row: js_sys::Promise) {
+    if let Err(e) = wasm_bindgen_futures::JsFuture::from(row).await {
+        worker::console_error!("durafetch: storing a change-log row of {} {} failed: {e:?}", log.class, log.id);
     }
 }
 

@@ -81,10 +81,15 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             return Response::from_json(&keys);
         }
         ("overwrite", None, true) => {
-            // `{"writes": n, "keys": k}`: n awaited single-key puts cycling over k keys.
+            // `{"writes": n, "keys": k}`: n awaited single-key puts cycling over k keys; with
+            // `"turns": true`, each in an event-loop turn of its own, as writes from separate
+            // events are (durafetch logs a turn's writes in one row).
             let plan: Overwrite = req.json().await?;
             for i in 0..plan.writes {
                 storage.put(&format!("hot-{}", i % plan.keys.max(1)), i).await?;
+                if plan.turns {
+                    worker::Delay::from(std::time::Duration::ZERO).await;
+                }
             }
             return Response::ok("ok");
         }
@@ -250,6 +255,8 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
 struct Overwrite {
     writes: u64,
     keys: u64,
+    #[serde(default)]
+    turns: bool,
 }
 
 #[derive(serde::Deserialize)]

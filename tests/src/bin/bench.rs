@@ -109,7 +109,7 @@ fn main() {
     settle(&worker, &db);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let reports: i64 = conn.query_row("SELECT max(registry_rev) FROM durable_objects", [], |r| r.get(0)).unwrap();
-    rows.push(Row { metric: "P1 extra rows per write call", figure: format!("{:.2} log rows ({log_rows} for 1,000 writes)", log_rows as f64 / 1000.0), goal: "1", how: "log rows after 1,000 one-key puts to distinct keys".into() });
+    rows.push(Row { metric: "P1 extra rows per write call", figure: format!("{:.3} log rows ({log_rows} for 1,000 writes)", log_rows as f64 / 1000.0), goal: "≤ 1", how: "log rows after 1,000 awaited one-key puts to distinct keys in one request".into() });
     let writes = ((WARM_UP_ROUNDS + ROUNDS) * 1000) as f64;
     rows.push(Row { metric: "P1 registry reports per write", figure: format!("{:.3} ({reports} reports for {writes} writes)", reports as f64 / writes), goal: "≪ 1", how: format!("registry revisions after the P1b single-put runs: {} instrumented objects × 1,000 writes", WARM_UP_ROUNDS + ROUNDS) });
 
@@ -136,7 +136,11 @@ fn main() {
     worker.post(&format!("sql/{full}/overwrite"), r#"{"writes": 10000, "keys": 10000}"#);
     std::thread::sleep(std::time::Duration::from_millis(500));
     let (inc_secs, _) = timed_pull(&worker, &db);
-    rows.push(Row { metric: "P3 10,000 single-key writes / full pull", figure: format!("{:.3} ({:.2} s / {:.2} s)", inc_secs / full_secs, inc_secs, full_secs), goal: "≤ 0.15", how: "incremental pull after 10,000 one-key writes in one object".into() });
+    rows.push(Row { metric: "P3 10,000 single-key writes / full pull", figure: format!("{:.3} ({:.2} s / {:.2} s)", inc_secs / full_secs, inc_secs, full_secs), goal: "≤ 0.15", how: "incremental pull after 10,000 one-key writes in one request to one object (they share 10 log rows)".into() });
+    worker.post(&format!("sql/{full}/overwrite"), r#"{"writes": 10000, "keys": 10000, "turns": true}"#);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (inc_secs, _) = timed_pull(&worker, &db);
+    rows.push(Row { metric: "P3 10,000 single-key writes, each its own event / full pull", figure: format!("{:.3} ({:.2} s / {:.2} s)", inc_secs / full_secs, inc_secs, full_secs), goal: "≤ 0.15", how: "as above, with an event-loop turn between writes, so each has a log row".into() });
 
     // P4: 1,000 objects, 1 changed.
     for i in 0..1000 {

@@ -1,0 +1,173 @@
+//! The keys written since the last log row, gathered into one row per burst of writes.
+//!
+//! Both storage backends commit an event's writes together, once the event's JavaScript and every
+//! microtask it queued have run: an awaited `put` resolves as a microtask, so a loop of them is one
+//! commit. A row written from a microtask that runs after the burst therefore commits atomically
+//! with every write it names, and costs one storage row per burst instead of one per write call.
+//!
+//! The row is written once the writes have paused for a few microtask turns (the object requeues
+//! a check each turn), or at once when it reaches its size bound.
+
+/// Keys one row may name; with [`MAX_ROW_KEY_BYTES`] this bounds what readers of the log hold.
+pub const MAX_ROW_KEYS: usize = 1024;
+/// Bytes of key text one row may name: well under the smallest value limit (128 KiB).
+pub const MAX_ROW_KEY_BYTES: usize = 64 * 1024;
+/// Microtask turns without a write before the row is written. An awaited write in Rust takes two
+/// turns to resume its caller (the promise's reaction, then the executor's poll), so a loop of
+/// awaited writes never leaves the check idle for this long.
+pub const IDLE_TURNS: u32 = 4;
+
+/// What the object does at a microtask turn.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Check again at the next turn.
+    Wait,
+    /// Write the row now.
+    Write,
+    /// Nothing is pending: stop checking.
+    Stop,
+}
+
+#[derive(Debug, Default)]
+pub struct PendingRow {
+    keys: Vec<String>,
+    bytes: usize,
+    /// Write calls noted, and how many of them the last turn had seen.
+    writes: u64,
+    seen: u64,
+    idle: u32,
+    checking: bool,
+}
+
+/// What noting a write asks of the object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Noted {
+    /// Start the per-turn check: none is queued.
+    StartChecking,
+    /// A check is already queued.
+    Checking,
+    /// The row is at its bound: write it now.
+    Full,
+}
+
+impl PendingRow {
+    /// Notes one write call's keys.
+    pub fn note(&mut self, keys: impl IntoIterator<Item = String>) -> Noted {
+        for key in keys {
+            self.bytes += key.len();
+            self.keys.push(key);
+        }
+        self.writes += 1;
+        if self.keys.len() >= MAX_ROW_KEYS || self.bytes >= MAX_ROW_KEY_BYTES {
+            Noted::Full
+        } else if self.checking {
+            Noted::Checking
+        } else {
+            self.checking = true;
+            Noted::StartChecking
+        }
+    }
+
+    /// One microtask turn of the check.
+    pub fn turn(&mut self) -> Turn {
+        if self.keys.is_empty() {
+            self.checking = false;
+            return Turn::Stop;
+        }
+        if self.writes != self.seen {
+            self.seen = self.writes;
+            self.idle = 0;
+            return Turn::Wait;
+        }
+        self.idle += 1;
+        if self.idle < IDLE_TURNS {
+            return Turn::Wait;
+        }
+        self.checking = false;
+        Turn::Write
+    }
+
+    /// The row's keys, each once, in order; the row starts empty again.
+    pub fn take(&mut self) -> Vec<String> {
+        let mut keys = std::mem::take(&mut self.keys);
+        self.bytes = 0;
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Puts back the keys of a row that could not be written, for the next row to name.
+    pub fn restore(&mut self, keys: Vec<String>) {
+        self.bytes += keys.iter().map(String::len).sum::<usize>();
+        self.keys.extend(keys);
+    }
+
+    /// Forgets every pending key: `delete_all` removed them with everything else.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.bytes = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|k| k.to_string()).collect()
+    }
+
+    #[test]
+    fn a_burst_of_writes_becomes_one_row_once_the_writes_pause() {
+        let mut row = PendingRow::default();
+        assert_eq!(row.note(keys(&["b"])), Noted::StartChecking);
+        // Writes two turns apart, as an awaited loop makes them, keep the check waiting.
+        for name in ["a", "b", "c"] {
+            assert_eq!(row.turn(), Turn::Wait);
+            assert_eq!(row.turn(), Turn::Wait);
+            assert_eq!(row.note(keys(&[name])), Noted::Checking);
+        }
+        let turns: Vec<Turn> = std::iter::from_fn(|| Some(row.turn())).take_while(|t| *t == Turn::Wait).collect();
+        assert_eq!(turns.len(), IDLE_TURNS as usize, "one turn sees the last write, then the idle ones");
+        assert_eq!(row.take(), ["a", "b", "c"], "each key once, in order");
+        assert!(row.is_empty());
+        assert_eq!(row.note(keys(&["d"])), Noted::StartChecking, "the next burst starts a new check");
+    }
+
+    #[test]
+    fn a_check_with_nothing_pending_stops() {
+        let mut row = PendingRow::default();
+        assert_eq!(row.note(keys(&["a"])), Noted::StartChecking);
+        row.clear();
+        assert_eq!(row.turn(), Turn::Stop);
+        assert_eq!(row.note(keys(&["b"])), Noted::StartChecking);
+    }
+
+    #[test]
+    fn a_row_is_full_at_its_key_or_byte_bound() {
+        let mut row = PendingRow::default();
+        for i in 0..MAX_ROW_KEYS - 1 {
+            assert_ne!(row.note([format!("k{i}")]), Noted::Full);
+        }
+        assert_eq!(row.note(keys(&["last"])), Noted::Full);
+        assert_eq!(row.take().len(), MAX_ROW_KEYS);
+
+        let long = "x".repeat(MAX_ROW_KEY_BYTES / 2);
+        assert_ne!(row.note([format!("1{long}")]), Noted::Full);
+        assert_eq!(row.note([format!("2{long}")]), Noted::Full);
+    }
+
+    #[test]
+    fn keys_of_a_row_that_failed_are_named_by_the_next() {
+        let mut row = PendingRow::default();
+        row.note(keys(&["a", "b"]));
+        let taken = row.take();
+        row.note(keys(&["c"]));
+        row.restore(taken);
+        assert_eq!(row.take(), ["a", "b", "c"]);
+    }
+}
