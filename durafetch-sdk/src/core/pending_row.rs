@@ -87,9 +87,11 @@ impl PendingRow {
         Turn::Write
     }
 
-    /// The row's keys, each once, in order; the row starts empty again.
+    /// The row's keys, each once, in order; the row starts empty again, sized for a burst like
+    /// this one.
     pub fn take(&mut self) -> Vec<String> {
-        let mut keys = std::mem::take(&mut self.keys);
+        let capacity = self.keys.len();
+        let mut keys = std::mem::replace(&mut self.keys, Vec::with_capacity(capacity));
         self.bytes = 0;
         keys.sort_unstable();
         keys.dedup();
