@@ -31,6 +31,17 @@ fn transactions_commit_with_their_log_and_roll_back_without_it() {
     ]);
     let runs = worker.pull_until_equal(&db, &expected, "after rollback");
     assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "a gap in the sequence must not force a snapshot");
+
+    // A write just before a transaction that rolls back, in the same event: the rollback must
+    // not take the write's log row with it.
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/t/ops"), r#"[{"op": "put", "key": "d", "value": 4}, {"op": "transaction", "put": [["ghost", 9]], "delete": ["a"], "rollback": true}]"#);
+    }
+    let expected = pulled(&[
+        ("CounterKv", "t", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),
+        ("CounterSql", "t", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),
+    ]);
+    worker.pull_until_equal(&db, &expected, "a write before a rollback");
 }
 
 #[test]

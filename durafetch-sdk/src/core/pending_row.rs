@@ -37,6 +37,9 @@ pub struct PendingRow {
     seen: u64,
     idle: u32,
     checking: bool,
+    /// Whether some write of the row waits for storage to confirm it (the default): the row's
+    /// own `put` then does too. Only a row of `allowUnconfirmed` writes is written without.
+    confirmed: bool,
 }
 
 /// What noting a write asks of the object.
@@ -51,8 +54,9 @@ pub enum Noted {
 }
 
 impl PendingRow {
-    /// Notes one write call's keys.
-    pub fn note(&mut self, keys: impl IntoIterator<Item = String>) -> Noted {
+    /// Notes one write call's keys, and whether the call asked not to wait for confirmation.
+    pub fn note(&mut self, keys: impl IntoIterator<Item = String>, allow_unconfirmed: bool) -> Noted {
+        self.confirmed |= !allow_unconfirmed;
         for key in keys {
             self.bytes += key.len();
             self.keys.push(key);
@@ -87,19 +91,21 @@ impl PendingRow {
         Turn::Write
     }
 
-    /// The row's keys, each once, in order; the row starts empty again, sized for a burst like
-    /// this one.
-    pub fn take(&mut self) -> Vec<String> {
+    /// The row's keys, each once, in order, and whether the row may skip confirmation; the row
+    /// starts empty again, sized for a burst like this one.
+    pub fn take(&mut self) -> (Vec<String>, bool) {
+        let allow_unconfirmed = !std::mem::take(&mut self.confirmed);
         let capacity = self.keys.len();
         let mut keys = std::mem::replace(&mut self.keys, Vec::with_capacity(capacity));
         self.bytes = 0;
         keys.sort_unstable();
         keys.dedup();
-        keys
+        (keys, allow_unconfirmed)
     }
 
     /// Puts back the keys of a row that could not be written, for the next row to name.
-    pub fn restore(&mut self, keys: Vec<String>) {
+    pub fn restore(&mut self, keys: Vec<String>, allow_unconfirmed: bool) {
+        self.confirmed |= !allow_unconfirmed;
         self.bytes += keys.iter().map(String::len).sum::<usize>();
         self.keys.extend(keys);
     }
@@ -107,6 +113,7 @@ impl PendingRow {
     /// Forgets every pending key: `delete_all` removed them with everything else.
     pub fn clear(&mut self) {
         self.keys.clear();
+        self.confirmed = false;
         self.bytes = 0;
     }
 
@@ -126,50 +133,63 @@ mod tests {
     #[test]
     fn a_burst_of_writes_becomes_one_row_once_the_writes_pause() {
         let mut row = PendingRow::default();
-        assert_eq!(row.note(keys(&["b"])), Noted::StartChecking);
+        assert_eq!(row.note(keys(&["b"]), false), Noted::StartChecking);
         // Writes two turns apart, as an awaited loop makes them, keep the check waiting.
         for name in ["a", "b", "c"] {
             assert_eq!(row.turn(), Turn::Wait);
             assert_eq!(row.turn(), Turn::Wait);
-            assert_eq!(row.note(keys(&[name])), Noted::Checking);
+            assert_eq!(row.note(keys(&[name]), false), Noted::Checking);
         }
         let turns: Vec<Turn> = std::iter::from_fn(|| Some(row.turn())).take_while(|t| *t == Turn::Wait).collect();
         assert_eq!(turns.len(), IDLE_TURNS as usize, "one turn sees the last write, then the idle ones");
-        assert_eq!(row.take(), ["a", "b", "c"], "each key once, in order");
+        assert_eq!(row.take().0, ["a", "b", "c"], "each key once, in order");
         assert!(row.is_empty());
-        assert_eq!(row.note(keys(&["d"])), Noted::StartChecking, "the next burst starts a new check");
+        assert_eq!(row.note(keys(&["d"]), false), Noted::StartChecking, "the next burst starts a new check");
     }
 
     #[test]
     fn a_check_with_nothing_pending_stops() {
         let mut row = PendingRow::default();
-        assert_eq!(row.note(keys(&["a"])), Noted::StartChecking);
+        assert_eq!(row.note(keys(&["a"]), false), Noted::StartChecking);
         row.clear();
         assert_eq!(row.turn(), Turn::Stop);
-        assert_eq!(row.note(keys(&["b"])), Noted::StartChecking);
+        assert_eq!(row.note(keys(&["b"]), false), Noted::StartChecking);
     }
 
     #[test]
     fn a_row_is_full_at_its_key_or_byte_bound() {
         let mut row = PendingRow::default();
         for i in 0..MAX_ROW_KEYS - 1 {
-            assert_ne!(row.note([format!("k{i}")]), Noted::Full);
+            assert_ne!(row.note([format!("k{i}")], false), Noted::Full);
         }
-        assert_eq!(row.note(keys(&["last"])), Noted::Full);
-        assert_eq!(row.take().len(), MAX_ROW_KEYS);
+        assert_eq!(row.note(keys(&["last"]), false), Noted::Full);
+        assert_eq!(row.take().0.len(), MAX_ROW_KEYS);
 
         let long = "x".repeat(MAX_ROW_KEY_BYTES / 2);
-        assert_ne!(row.note([format!("1{long}")]), Noted::Full);
-        assert_eq!(row.note([format!("2{long}")]), Noted::Full);
+        assert_ne!(row.note([format!("1{long}")], false), Noted::Full);
+        assert_eq!(row.note([format!("2{long}")], false), Noted::Full);
     }
 
     #[test]
     fn keys_of_a_row_that_failed_are_named_by_the_next() {
         let mut row = PendingRow::default();
-        row.note(keys(&["a", "b"]));
-        let taken = row.take();
-        row.note(keys(&["c"]));
-        row.restore(taken);
-        assert_eq!(row.take(), ["a", "b", "c"]);
+        row.note(keys(&["a", "b"]), false);
+        let (taken, allow_unconfirmed) = row.take();
+        row.note(keys(&["c"]), true);
+        row.restore(taken, allow_unconfirmed);
+        assert_eq!(row.take(), (keys(&["a", "b", "c"]), false));
+    }
+
+    #[test]
+    fn a_row_skips_confirmation_only_when_every_write_of_it_did() {
+        let mut row = PendingRow::default();
+        row.note(keys(&["a"]), true);
+        row.note(keys(&["b"]), true);
+        assert_eq!(row.take(), (keys(&["a", "b"]), true));
+        row.note(keys(&["a"]), true);
+        row.note(keys(&["b"]), false);
+        assert_eq!(row.take(), (keys(&["a", "b"]), false));
+        row.note(keys(&["c"]), true);
+        assert_eq!(row.take(), (keys(&["c"]), true), "each row starts afresh");
     }
 }

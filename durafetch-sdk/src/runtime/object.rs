@@ -19,11 +19,11 @@ use super::{config, export, json_error, registry, Routed};
 use crate::core::auth::INTERNAL_HEADER;
 use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
 use crate::core::cursor::Cursor;
-use crate::core::pending_row::{Noted, PendingRow, Turn};
 use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
     REPORTED_KEY, RESERVED_PREFIX,
 };
+use crate::core::pending_row::{Noted, PendingRow, Turn};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -68,8 +68,10 @@ struct WriteHooks {
     list: ListHook,
 }
 
-/// Whether a target's writes feed the compactor. Writes inside a transaction do not: they may
-/// still roll back, and compaction only needs most dead entries, not all of them.
+/// Where a target's writes are logged. Writes to storage join the pending row and feed the
+/// compactor. Writes inside a transaction carry their own rows, which must roll back with them,
+/// and do not feed the compactor: they may still roll back, and compaction only needs most dead
+/// entries, not all of them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     Storage,
@@ -320,7 +322,7 @@ impl ObjectLog {
             if kind == Target::Storage {
                 self.loaded_head()?;
                 let promise = m.put.call3(target, &a, &b, &c)?;
-                self.note_written([key])?;
+                self.note_written([key], &c)?;
                 return Ok(promise);
             }
             let at = self.next_position()?;
@@ -343,7 +345,7 @@ impl ObjectLog {
         if kind == Target::Storage {
             self.loaded_head()?;
             let promise = m.put.call2(target, entries.object(), &b)?;
-            self.note_written(names)?;
+            self.note_written(names, &b)?;
             return Ok(promise);
         }
         let at = self.next_position()?;
@@ -379,7 +381,7 @@ impl ObjectLog {
         if kind == Target::Storage {
             self.loaded_head()?;
             let promise = m.delete.call2(target, &keys, &options)?;
-            self.note_written(names)?;
+            self.note_written(names, &options)?;
             return Ok(promise);
         }
         let at = self.next_position()?;
@@ -407,6 +409,9 @@ impl ObjectLog {
     /// writes and their log rows commit or roll back together.
     fn transaction(self: &Rc<Self>, original: &Function, target: &JsValue, body: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
         let body: Function = body.dyn_into()?;
+        // Written before the transaction opens: a row written while it is open could roll back
+        // with it, while the writes the row names stay.
+        self.write_pending_row()?;
         let log = Rc::downgrade(self);
         let wrapped = Closure::once_into_js(move |txn: JsValue| -> Result<JsValue, JsValue> {
             let log = with_log(&log)?;
@@ -435,8 +440,10 @@ impl ObjectLog {
 
     /// Adds a write call's keys to the pending row, after the write itself was accepted (a write
     /// storage refused at once changed nothing).
-    fn note_written(self: &Rc<Self>, keys: impl IntoIterator<Item = String>) -> Result<(), JsValue> {
-        let noted = self.pending.borrow_mut().note(keys);
+    fn note_written(self: &Rc<Self>, keys: impl IntoIterator<Item = String>, options: &JsValue) -> Result<(), JsValue> {
+        let allow_unconfirmed = options.is_object()
+            && Reflect::get(options, &"allowUnconfirmed".into()).is_ok_and(|v| v.is_truthy());
+        let noted = self.pending.borrow_mut().note(keys, allow_unconfirmed);
         match noted {
             Noted::Full => self.write_pending_row(),
             Noted::StartChecking => self.queue_turn_check(),
@@ -466,7 +473,7 @@ impl ObjectLog {
 
     /// Writes the pending row with the runtime's own `put`, in the commit of the writes it names.
     fn write_pending_row(self: &Rc<Self>) -> Result<(), JsValue> {
-        let keys = self.pending.borrow_mut().take();
+        let (keys, allow_unconfirmed) = self.pending.borrow_mut().take();
         if keys.is_empty() {
             return Ok(());
         }
@@ -475,25 +482,28 @@ impl ObjectLog {
             // and a copy per key.
             let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
             let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
-            let rows = self.rewrite(Some(log_entry(at, &names)?.unchecked_into()), &[])?;
-            Ok((at, rows))
+            let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+            let options = Object::new();
+            if allow_unconfirmed {
+                Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
+            }
+            let row: js_sys::Promise = methods.put.call2(self.storage.as_ref(), &log_entry(at, &names)?, &options)?.unchecked_into();
+            Ok((at, row))
         });
         match written {
-            Ok((at, rows)) => {
-                for row in rows {
-                    wasm_bindgen_futures::spawn_local(report_failed_row(self.clone(), row));
-                }
+            Ok((at, row)) => {
+                wasm_bindgen_futures::spawn_local(report_failed_row(self.clone(), row));
                 self.changed(Target::Storage, at, &keys);
                 Ok(())
             }
             Err(e) => {
-                self.pending.borrow_mut().restore(keys);
+                self.pending.borrow_mut().restore(keys, allow_unconfirmed);
                 Err(e)
             }
         }
     }
 
-    /// Issues durafetch's own writes with the runtime's methods (they are not logged): the put
+    /// Issues compaction's own writes with the runtime's methods (they are not logged): the put
     /// first, then the deletes, in one synchronous step.
     fn rewrite(&self, put: Option<Object>, delete: &[Cursor]) -> Result<Vec<js_sys::Promise>, JsValue> {
         let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
