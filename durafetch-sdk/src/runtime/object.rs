@@ -23,7 +23,7 @@ use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
     REPORTED_KEY, RESERVED_PREFIX,
 };
-use crate::core::pending_row::{Noted, PendingRow, Turn};
+use crate::core::pending_row::{Noted, PendingRow, Turn, MAX_ROW_KEYS};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -708,13 +708,17 @@ async fn compact_while_due(log: Rc<ObjectLog>) {
     log.compacting.set(false);
 }
 
+/// Log rows one sweep step reads: the step holds and `get`s every key they name, so this bounds
+/// it at 16,384 names.
+const SWEEP_ROWS: usize = MAX_PAGE_KEYS * MAX_PAGE_KEYS / MAX_ROW_KEYS;
+
 /// Drops tombstones from one page of rows behind the horizon. The raised floor is written in
 /// the same call as the rewritten rows and before any row is deleted, so no reader is ever
 /// served incrementally across a forgotten deletion.
 async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
     let (Some(horizon), from) = (log.horizon(), log.swept_to.get()) else { return Ok(()) };
     let mut scan = super::storage::RangeScan::new(Some(&log_key(from.next_seq())), Some(&log_key(horizon)));
-    let Some(page) = scan.next_page(&log.storage, MAX_PAGE_KEYS).await.map_err(JsValue::from)? else {
+    let Some(page) = scan.next_page(&log.storage, SWEEP_ROWS).await.map_err(JsValue::from)? else {
         log.swept_to.set(horizon);
         return Ok(());
     };
