@@ -157,9 +157,9 @@ pub(crate) struct ObjectLog {
     transaction_hook: OnceCell<TransactionHook>,
     /// Keys written outside transactions since the last row (see [`PendingRow`]).
     pending: RefCell<PendingRow>,
-    /// A settled promise whose reactions run the per-turn check: a plain promise reaction is a
+    /// A resolved promise whose reactions run the per-turn check: a plain promise reaction is a
     /// microtask without the per-call wrapping the runtime's `queueMicrotask` adds.
-    settled: js_sys::Promise,
+    resolved: js_sys::Promise,
     turn_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
 }
 
@@ -192,7 +192,7 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         transaction_hooks: OnceCell::new(),
         transaction_hook: OnceCell::new(),
         pending: RefCell::new(PendingRow::default()),
-        settled: js_sys::Promise::resolve(&JsValue::UNDEFINED),
+        resolved: js_sys::Promise::resolve(&JsValue::UNDEFINED),
         turn_check: OnceCell::new(),
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
@@ -320,10 +320,7 @@ impl ObjectLog {
                 return m.put.call3(target, &a, &b, &c);
             }
             if kind == Target::Storage {
-                self.loaded_head()?;
-                let promise = m.put.call3(target, &a, &b, &c)?;
-                self.note_written([key], &c)?;
-                return Ok(promise);
+                return self.write_then_note([key], &c, || m.put.call3(target, &a, &b, &c));
             }
             let at = self.next_position()?;
             let entries = Object::new();
@@ -343,10 +340,7 @@ impl ObjectLog {
             return m.put.call2(target, entries.object(), &b);
         }
         if kind == Target::Storage {
-            self.loaded_head()?;
-            let promise = m.put.call2(target, entries.object(), &b)?;
-            self.note_written(names, &b)?;
-            return Ok(promise);
+            return self.write_then_note(names, &b, || m.put.call2(target, entries.object(), &b));
         }
         let at = self.next_position()?;
         let promise = if (keys.length() as usize) < MAX_PAGE_KEYS {
@@ -379,10 +373,7 @@ impl ObjectLog {
             return m.delete.call2(target, &keys, &options);
         }
         if kind == Target::Storage {
-            self.loaded_head()?;
-            let promise = m.delete.call2(target, &keys, &options)?;
-            self.note_written(names, &options)?;
-            return Ok(promise);
+            return self.write_then_note(names, &options, || m.delete.call2(target, &keys, &options));
         }
         let at = self.next_position()?;
         m.put.call2(target, &log_entry(at, &array)?, &options)?;
@@ -438,22 +429,30 @@ impl ObjectLog {
         finally.call1(&promise, &settled)
     }
 
-    /// Adds a write call's keys to the pending row, after the write itself was accepted (a write
-    /// storage refused at once changed nothing).
-    fn note_written(self: &Rc<Self>, keys: impl IntoIterator<Item = String>, options: &JsValue) -> Result<(), JsValue> {
+    /// A write outside a transaction: storage takes the call unchanged, then its keys join the
+    /// pending row (a write storage refused at once changed nothing).
+    fn write_then_note(
+        self: &Rc<Self>,
+        keys: impl IntoIterator<Item = String>,
+        options: &JsValue,
+        write: impl FnOnce() -> Result<JsValue, JsValue>,
+    ) -> Result<JsValue, JsValue> {
+        self.loaded_head()?;
+        let promise = write()?;
         let allow_unconfirmed = options.is_object()
             && Reflect::get(options, &"allowUnconfirmed".into()).is_ok_and(|v| v.is_truthy());
         let noted = self.pending.borrow_mut().note(keys, allow_unconfirmed);
         match noted {
-            Noted::Full => self.write_pending_row(),
-            Noted::StartChecking => self.queue_turn_check(),
-            Noted::Checking => Ok(()),
+            Noted::Full => self.write_pending_row()?,
+            Noted::StartChecking => self.queue_turn_check()?,
+            Noted::Checking => {}
         }
+        Ok(promise)
     }
 
     fn queue_turn_check(&self) -> Result<(), JsValue> {
-        let check = self.turn_check.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
-        let _ = self.settled.then(check);
+        let check = self.turn_check.get().ok_or_else(|| js_error(NOT_INSTRUMENTED))?;
+        let _ = self.resolved.then(check);
         Ok(())
     }
 
@@ -482,7 +481,7 @@ impl ObjectLog {
             // and a copy per key.
             let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
             let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
-            let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+            let methods = self.own_methods()?;
             let options = Object::new();
             if allow_unconfirmed {
                 Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
@@ -503,10 +502,15 @@ impl ObjectLog {
         }
     }
 
+    /// The runtime's own storage methods, for durafetch's own writes.
+    fn own_methods(&self) -> Result<&Methods, JsValue> {
+        self.storage_methods.get().map(|m| &**m).ok_or_else(|| js_error(NOT_INSTRUMENTED))
+    }
+
     /// Issues compaction's own writes with the runtime's methods (they are not logged): the put
     /// first, then the deletes, in one synchronous step.
     fn rewrite(&self, put: Option<Object>, delete: &[Cursor]) -> Result<Vec<js_sys::Promise>, JsValue> {
-        let methods = self.storage_methods.get().ok_or_else(|| js_error("durafetch: storage not instrumented"))?;
+        let methods = self.own_methods()?;
         let target: &JsValue = self.storage.as_ref();
         let mut pending = Vec::new();
         if let Some(entries) = put {
@@ -789,6 +793,8 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
     }
     Ok(())
 }
+
+const NOT_INSTRUMENTED: &str = "durafetch: storage not instrumented";
 
 /// A key durafetch could not name faithfully in the log.
 const NOT_UNICODE: &str = "durafetch: storage keys must be strings of valid Unicode text (no lone surrogates)";
