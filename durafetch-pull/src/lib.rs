@@ -12,4 +12,4 @@ pub mod progress;
 pub mod pull;
 mod retry;
 mod session;
-mod sink;
+pub mod sink;

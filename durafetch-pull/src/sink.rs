@@ -171,6 +171,9 @@ pub struct ObjectWrite {
     mode: ExportMode,
     /// Snapshot generation: rows not stamped with it are swept when the snapshot finishes.
     generation: i64,
+    /// Whether the file held rows of the object when a snapshot began. If not, every row it
+    /// holds at the end came from this snapshot, and the sweep (a scan of all of them) is skipped.
+    sweep: bool,
     read_at: Cursor,
     key_filter: String,
     history: bool,
@@ -301,20 +304,23 @@ impl Sink {
             [do_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let generation = match mode {
-            ExportMode::Snapshot => self.conn.query_row(
-                "INSERT INTO durafetch_meta (name, value) VALUES ('snapshot_generation', 1)
-                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                [],
-                |r| r.get(0),
-            )?,
-            ExportMode::Changes => 0,
+        let (generation, sweep) = match mode {
+            ExportMode::Snapshot => (
+                self.conn.query_row(
+                    "INSERT INTO durafetch_meta (name, value) VALUES ('snapshot_generation', 1)
+                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+                    [],
+                    |r| r.get(0),
+                )?,
+                self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1)", [do_id], |r| r.get(0))?,
+            ),
+            ExportMode::Changes => (0, false),
         };
         self.conn.execute(
             "UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1",
             params![do_id, now_ms()],
         )?;
-        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, read_at, key_filter: key_filter.to_owned(), history: self.history })
+        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, sweep, read_at, key_filter: key_filter.to_owned(), history: self.history })
     }
 
     /// Applies a page of changes in one transaction.
@@ -330,7 +336,7 @@ impl Sink {
         let tx = self.conn.transaction()?;
         let now = now_ms();
         let swept = match write.mode {
-            ExportMode::Snapshot => {
+            ExportMode::Snapshot if write.sweep => {
                 const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)";
                 if write.history {
                     tx.execute(
@@ -343,7 +349,7 @@ impl Sink {
                 }
                 tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, write.generation])? as u64
             }
-            ExportMode::Changes => 0,
+            ExportMode::Snapshot | ExportMode::Changes => 0,
         };
         tx.execute(
             "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4, key_filter = ?5 WHERE do_id = ?1",
@@ -440,6 +446,39 @@ fn json_text(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(key: &str) -> Change {
+        Change { key: key.into(), value: ChangeValue::Json(serde_json::json!(key)) }
+    }
+
+    fn keys(sink: &Sink, do_id: i64) -> Vec<String> {
+        let mut stmt = sink.conn.prepare("SELECT key FROM kv WHERE do_id = ?1 ORDER BY key").unwrap();
+        stmt.query_map([do_id], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// A snapshot leaves exactly the keys it sent, whether the file held none of the object's
+    /// rows (no sweep needed), rows of an earlier pull, or rows of an attempt that failed midway.
+    #[test]
+    fn a_snapshot_leaves_exactly_the_keys_it_sent() {
+        let mut sink = Sink::open(Path::new(":memory:"), false).unwrap();
+        let entry = IndexEntry { class: "C".into(), id: "00ff".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+        let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+        let mut snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
+            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+            sink.apply(&write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
+            finished.then(|| sink.finish(&write, Cursor::new(1, 9)).unwrap())
+        };
+
+        assert_eq!(snapshot(&mut sink, &["a", "b", "c"], true), Some(0));
+        assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
+        assert_eq!(snapshot(&mut sink, &["a", "c"], true), Some(1));
+        assert_eq!(keys(&sink, do_id), ["a", "c"]);
+        // An attempt cut off after its first page, then the retry, which sends less.
+        snapshot(&mut sink, &["a", "c", "d"], false);
+        assert_eq!(snapshot(&mut sink, &["d"], true), Some(2));
+        assert_eq!(keys(&sink, do_id), ["d"]);
+    }
 
     #[test]
     fn json_text_spells_values_as_serde_json_does() {
