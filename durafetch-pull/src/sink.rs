@@ -464,7 +464,7 @@ mod tests {
         let entry = IndexEntry { class: "C".into(), id: "00ff".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
         sink.record_index_page("ws://s", "w", &[entry]).unwrap();
         let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
-        let mut snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
+        let snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
             let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
             sink.apply(&write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
             finished.then(|| sink.finish(&write, Cursor::new(1, 9)).unwrap())
