@@ -33,8 +33,7 @@ impl ObjectImpl {
     }
 }
 
-const WHERE_IT_GOES: &str =
-    "#[durafetch] goes on `impl DurableObject for YourType` or on the worker's `#[event(fetch)]` function";
+const WHERE_IT_GOES: &str = "#[durafetch] goes on `impl DurableObject for YourType` or on the worker's `#[event(fetch)]` function";
 
 impl Target {
     pub fn parse(input: TokenStream) -> syn::Result<Self> {

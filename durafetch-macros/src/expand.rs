@@ -11,14 +11,17 @@ pub fn target(target: Target) -> TokenStream {
         Target::Object(object) => object_impl(object),
         Target::Entry(mut entry) => {
             let [(req, req_ty), (env, env_ty)] = take_inputs(&mut entry.sig, 0);
-            prepend(&mut entry.block, quote! {
-                let (#req, #env): (#req_ty, #env_ty) = match ::durafetch_sdk::runtime::route_worker_request(
-                    __durafetch_in_0, __durafetch_in_1,
-                ).await {
-                    ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
-                    ::durafetch_sdk::runtime::Routed::Pass(pass) => pass,
-                };
-            });
+            prepend(
+                &mut entry.block,
+                quote! {
+                    let (#req, #env): (#req_ty, #env_ty) = match ::durafetch_sdk::runtime::route_worker_request(
+                        __durafetch_in_0, __durafetch_in_1,
+                    ).await {
+                        ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
+                        ::durafetch_sdk::runtime::Routed::Pass(pass) => pass,
+                    };
+                },
+            );
             quote! { #entry }
         }
     }
@@ -28,20 +31,26 @@ fn object_impl(mut object: ObjectImpl) -> TokenStream {
     let class = object.class.to_string();
     if let Some(new) = object.method_mut("new") {
         let [(state, state_ty), (env, env_ty)] = take_inputs(&mut new.sig, 0);
-        prepend(&mut new.block, quote! {
-            ::durafetch_sdk::runtime::install(&__durafetch_in_0, &__durafetch_in_1, #class);
-            let #state: #state_ty = __durafetch_in_0;
-            let #env: #env_ty = __durafetch_in_1;
-        });
+        prepend(
+            &mut new.block,
+            quote! {
+                ::durafetch_sdk::runtime::install(&__durafetch_in_0, &__durafetch_in_1, #class);
+                let #state: #state_ty = __durafetch_in_0;
+                let #env: #env_ty = __durafetch_in_1;
+            },
+        );
     }
     if let Some(fetch) = object.method_mut("fetch") {
         let [(req, req_ty)] = take_inputs(&mut fetch.sig, 1);
-        prepend(&mut fetch.block, quote! {
-            let #req: #req_ty = match ::durafetch_sdk::runtime::route_object_request(__durafetch_in_1).await {
-                ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
-                ::durafetch_sdk::runtime::Routed::Pass(request) => request,
-            };
-        });
+        prepend(
+            &mut fetch.block,
+            quote! {
+                let #req: #req_ty = match ::durafetch_sdk::runtime::route_object_request(__durafetch_in_1).await {
+                    ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
+                    ::durafetch_sdk::runtime::Routed::Pass(request) => request,
+                };
+            },
+        );
     }
     let item = object.item;
     quote! { #item }

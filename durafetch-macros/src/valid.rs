@@ -40,7 +40,10 @@ fn check_object(object: &ObjectImpl) -> syn::Result<()> {
         return Err(syn::Error::new(fetch.sig.inputs.span(), "`fetch` must take `&self` first: `async fn fetch(&self, req: Request)`"));
     }
     if fetch.sig.inputs.len() != 2 {
-        return Err(syn::Error::new(fetch.sig.inputs.span(), "`fetch` must take `&self` and one request: `async fn fetch(&self, req: Request)`"));
+        return Err(syn::Error::new(
+            fetch.sig.inputs.span(),
+            "`fetch` must take `&self` and one request: `async fn fetch(&self, req: Request)`",
+        ));
     }
     Ok(())
 }
@@ -63,7 +66,10 @@ fn check_entry(entry: &ItemFn) -> syn::Result<()> {
     }
     let sig = &entry.sig;
     if sig.asyncness.is_none() {
-        return Err(syn::Error::new(sig.fn_token.span(), "#[durafetch] goes on an `async fn` fetch handler: `async fn main(req: Request, env: Env, ctx: Context)`"));
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "#[durafetch] goes on an `async fn` fetch handler: `async fn main(req: Request, env: Env, ctx: Context)`",
+        ));
     }
     typed_inputs(sig, 3, "`async fn main(req: Request, env: Env, ctx: Context)`")
 }

@@ -122,10 +122,7 @@ impl Settings {
     /// Settings from a parsed config file (`base`: its directory), the flags and the environment.
     pub fn resolve(file: ConfigFile, base: &Path, overrides: Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         // A relative db_file is relative to the config file; an absolute one is used as it is.
-        let db = overrides
-            .db
-            .or_else(|| file.db_file.map(|p| if p.is_absolute() { p } else { base.join(p) }))
-            .ok_or(ConfigError::NoDb)?;
+        let db = overrides.db.or_else(|| file.db_file.map(|p| if p.is_absolute() { p } else { base.join(p) })).ok_or(ConfigError::NoDb)?;
         let entries: Vec<ServerEntry> = if overrides.servers.is_empty() {
             file.servers
         } else {
@@ -134,10 +131,7 @@ impl Settings {
         if entries.is_empty() {
             return Err(ConfigError::NoServer);
         }
-        let servers = entries
-            .into_iter()
-            .map(|entry| server(entry, &overrides.token_env, &env))
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = entries.into_iter().map(|entry| server(entry, &overrides.token_env, &env)).collect::<Result<Vec<_>, _>>()?;
         let concurrency = overrides.concurrency.or(file.concurrent_downloads).unwrap_or(8);
         if concurrency == 0 {
             return Err(ConfigError::Concurrency);
@@ -238,7 +232,11 @@ mod tests {
         let s = Settings::load(Some(&path), Overrides::default()).unwrap();
         assert_eq!(s.db, dir.join("x.sqlite"));
         assert_eq!(s.poll_every, Duration::from_millis(50));
-        std::fs::write(&path, r#"{"db_file": "/abs/x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"db_file": "/abs/x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}]}"#,
+        )
+        .unwrap();
         assert_eq!(Settings::load(Some(&path), Overrides::default()).unwrap().db, PathBuf::from("/abs/x.sqlite"));
         std::fs::write(&path, r#"{"db_file": "x", "servers": [], "typo": 1}"#).unwrap();
         assert!(matches!(Settings::load(Some(&path), Overrides::default()), Err(ConfigError::Parse { .. })));

@@ -69,11 +69,7 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
             if status == 401 {
                 return Err(ConnectError::Unauthorized);
             }
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).chars().take(300).collect())
-                .unwrap_or_default();
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect()).unwrap_or_default();
             Err(ConnectError::Status { status, body })
         }
         Err(WsError::Io(e)) => Err(ConnectError::Unreachable { host, message: e.to_string() }),

@@ -35,7 +35,12 @@ impl ObjectStats {
 }
 
 /// Downloads with retries, as long as the error is retryable.
-pub async fn pull_with_retries(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &Filter) -> Result<ObjectStats, SessionError> {
+pub async fn pull_with_retries(
+    server: &Server,
+    target: &PullTarget,
+    sink: &SinkThread,
+    filter: &Filter,
+) -> Result<ObjectStats, SessionError> {
     let mut backoff = Backoff::new();
     loop {
         match pull(server, target, sink, filter).await {

@@ -35,10 +35,7 @@ pub struct FilterSpec {
 }
 
 fn patterns(globs: &[String]) -> Result<Vec<Pattern>, FilterError> {
-    globs
-        .iter()
-        .map(|g| Pattern::new(g).map_err(|e| FilterError { pattern: g.clone(), message: e.msg.to_owned() }))
-        .collect()
+    globs.iter().map(|g| Pattern::new(g).map_err(|e| FilterError { pattern: g.clone(), message: e.msg.to_owned() })).collect()
 }
 
 impl Filter {
@@ -113,7 +110,11 @@ mod tests {
 
     #[test]
     fn key_prefixes_and_their_identity() {
-        let f = filter(FilterSpec { key_prefixes: vec!["cfg:".into(), "user:".into()], exclude_key_prefixes: vec!["user:secret".into()], ..Default::default() });
+        let f = filter(FilterSpec {
+            key_prefixes: vec!["cfg:".into(), "user:".into()],
+            exclude_key_prefixes: vec!["user:secret".into()],
+            ..Default::default()
+        });
         assert!(f.keeps_key("cfg:a") && f.keeps_key("user:1"));
         assert!(!f.keeps_key("user:secret:1") && !f.keeps_key("other"));
         assert_ne!(f.key_filter_id(), filter(FilterSpec::default()).key_filter_id());

@@ -34,7 +34,12 @@ pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &Sin
 
 /// Reads one shard of the index, starting on `socket` if the caller already connected one, with
 /// retries.
-pub async fn read_with_retries(server: &Server, shard: u32, mut socket: Option<Socket>, sink: &SinkThread) -> Result<IndexStats, SessionError> {
+pub async fn read_with_retries(
+    server: &Server,
+    shard: u32,
+    mut socket: Option<Socket>,
+    sink: &SinkThread,
+) -> Result<IndexStats, SessionError> {
     let mut backoff = Backoff::new();
     loop {
         let attempt = match socket.take() {
@@ -75,7 +80,13 @@ pub async fn subscribe(server: &Server, shard: u32, sink: &SinkThread, changed: 
 
 /// One index session. With `watch`, the session stays open: each `index_end` is saved and
 /// announced, and the read goes on until the server or the network ends it.
-async fn read(server: &Server, shard: u32, socket: Socket, sink: &SinkThread, watch: Option<&UnboundedSender<()>>) -> Result<IndexStats, SessionError> {
+async fn read(
+    server: &Server,
+    shard: u32,
+    socket: Socket,
+    sink: &SinkThread,
+    watch: Option<&UnboundedSender<()>>,
+) -> Result<IndexStats, SessionError> {
     let url = server.url.to_string();
     let since = {
         let url = url.clone();

@@ -142,8 +142,8 @@ fn failure(e: &pull::PullError) -> ExitCode {
 
 fn init_logging(flags: &Flags) {
     let default = if flags.quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DURAFETCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DURAFETCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if flags.json {
         builder.json().init();

@@ -92,7 +92,11 @@ async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, every: bo
                 summary.keys_deleted += stats.deleted;
                 summary.bytes += stats.bytes;
                 let rate = summary.bytes as f64 / 1e6 / bar.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!("{} keys, {:.1} MB, {rate:.1} MB/s", summary.keys_written + summary.keys_deleted, summary.bytes as f64 / 1e6));
+                bar.set_message(format!(
+                    "{} keys, {:.1} MB, {rate:.1} MB/s",
+                    summary.keys_written + summary.keys_deleted,
+                    summary.bytes as f64 / 1e6
+                ));
                 tracing::info!(class = %target.class, id = %target.id, written = stats.written, deleted = stats.deleted, "pulled");
             }
             Err(e) => {

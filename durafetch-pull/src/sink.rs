@@ -69,7 +69,10 @@ impl SinkThread {
     }
 
     /// Runs `f` after the calls made before it and waits for its result.
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Sink) -> rusqlite::Result<T> + Send + 'static) -> Result<T, SessionError> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sink) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, SessionError> {
         self.queue(f).wait().await
     }
 
@@ -210,11 +213,8 @@ impl Sink {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         for (table, column, kind) in ADDED_COLUMNS {
-            let present: bool = conn.query_row(
-                &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-                [column],
-                |r| r.get(0),
-            )?;
+            let present: bool =
+                conn.query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |r| r.get(0))?;
             if !present {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
@@ -225,11 +225,9 @@ impl Sink {
     pub fn index_rev(&self, server_url: &str, shard: u32) -> rusqlite::Result<u64> {
         let rev: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT index_rev FROM durafetch_servers WHERE server_url = ?1 AND shard = ?2",
-                params![server_url, shard],
-                |r| r.get(0),
-            )
+            .query_row("SELECT index_rev FROM durafetch_servers WHERE server_url = ?1 AND shard = ?2", params![server_url, shard], |r| {
+                r.get(0)
+            })
             .optional()?;
         Ok(rev.unwrap_or(0) as u64)
     }
@@ -299,11 +297,10 @@ impl Sink {
     }
 
     pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str) -> rusqlite::Result<ObjectWrite> {
-        let (worker, class, name) = self.conn.query_row(
-            "SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1",
-            [do_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (worker, class, name) =
+            self.conn.query_row("SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1", [do_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let (generation, sweep) = match mode {
             ExportMode::Snapshot => (
                 self.conn.query_row(
@@ -316,11 +313,19 @@ impl Sink {
             ),
             ExportMode::Changes => (0, false),
         };
-        self.conn.execute(
-            "UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1",
-            params![do_id, now_ms()],
-        )?;
-        Ok(ObjectWrite { do_id, worker, class, name, mode, generation, sweep, read_at, key_filter: key_filter.to_owned(), history: self.history })
+        self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
+        Ok(ObjectWrite {
+            do_id,
+            worker,
+            class,
+            name,
+            mode,
+            generation,
+            sweep,
+            read_at,
+            key_filter: key_filter.to_owned(),
+            history: self.history,
+        })
     }
 
     /// Applies a page of changes in one transaction.
@@ -384,9 +389,16 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
     let now = now_ms();
     // What every row of the page shares is bound once; a row binds only its own five values
     // (SQLite keeps bindings from one execution to the next).
-    for (index, shared) in [(1, &write.do_id as &dyn rusqlite::ToSql), (2, &write.worker), (3, &write.class), (4, &write.name),
-        (10, &write.read_at.epoch), (11, &(write.read_at.seq as i64)), (12, &write.generation), (13, &now)]
-    {
+    for (index, shared) in [
+        (1, &write.do_id as &dyn rusqlite::ToSql),
+        (2, &write.worker),
+        (3, &write.class),
+        (4, &write.name),
+        (10, &write.read_at.epoch),
+        (11, &(write.read_at.seq as i64)),
+        (12, &write.generation),
+        (13, &now),
+    ] {
         upsert.raw_bind_parameter(index, shared)?;
     }
     let mut stats = ApplyStats::default();
@@ -396,8 +408,19 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
                 let deleted = delete.execute(params![write.do_id, change.key])? as u64;
                 if write.history && deleted > 0 {
                     history.execute(params![
-                        write.do_id, write.worker, write.class, write.name, change.key, true, None::<String>, None::<String>,
-                        None::<Vec<u8>>, None::<String>, write.read_at.epoch, write.read_at.seq as i64, now
+                        write.do_id,
+                        write.worker,
+                        write.class,
+                        write.name,
+                        change.key,
+                        true,
+                        None::<String>,
+                        None::<String>,
+                        None::<Vec<u8>>,
+                        None::<String>,
+                        write.read_at.epoch,
+                        write.read_at.seq as i64,
+                        now
                     ])?;
                 }
                 stats.deleted += deleted;
@@ -410,8 +433,19 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
         };
         if write.history {
             history.execute(params![
-                write.do_id, write.worker, write.class, write.name, change.key, false, val, kind, blob, error,
-                write.read_at.epoch, write.read_at.seq as i64, now
+                write.do_id,
+                write.worker,
+                write.class,
+                write.name,
+                change.key,
+                false,
+                val,
+                kind,
+                blob,
+                error,
+                write.read_at.epoch,
+                write.read_at.seq as i64,
+                now
             ])?;
         }
         upsert.raw_bind_parameter(5, &change.key)?;

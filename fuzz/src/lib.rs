@@ -11,8 +11,34 @@ use std::time::{Duration, Instant};
 
 /// Fragments that make parsers take unusual paths.
 const TOKENS: &[&str] = &[
-    "{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "-1", "0", "1e999", "-0", "18446744073709551616",
-    "\\u0000", "\\ud800", "\u{1}", "\u{0}", "%", "/", "..", " ", "\n", "=", "Bearer ", "durafetch_", "\u{1}durafetch\u{1}",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "\\",
+    "null",
+    "true",
+    "-1",
+    "0",
+    "1e999",
+    "-0",
+    "18446744073709551616",
+    "\\u0000",
+    "\\ud800",
+    "\u{1}",
+    "\u{0}",
+    "%",
+    "/",
+    "..",
+    " ",
+    "\n",
+    "=",
+    "Bearer ",
+    "durafetch_",
+    "\u{1}durafetch\u{1}",
 ];
 
 pub struct Fuzzer {

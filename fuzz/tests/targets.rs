@@ -47,7 +47,10 @@ fn server_messages() {
 
 #[test]
 fn registry_reports() {
-    let corpus = [r#"{"class":"CounterKv","id":"abc","name":"n","head":{"epoch":0,"seq":12}}"#, r#"{"class":"C","id":"x","head":{"epoch":4294967295,"seq":18446744073709551615}}"#];
+    let corpus = [
+        r#"{"class":"CounterKv","id":"abc","name":"n","head":{"epoch":0,"seq":12}}"#,
+        r#"{"class":"C","id":"x","head":{"epoch":4294967295,"seq":18446744073709551615}}"#,
+    ];
     Fuzzer::new().run("registry_reports", &corpus, |text| {
         if let Ok(report) = serde_json::from_str::<ObjectReport>(text) {
             let again: ObjectReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();

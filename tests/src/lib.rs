@@ -52,7 +52,8 @@ impl LocalWorker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let child = spawn_wrangler(&root, dir.path(), port, secret, None);
-        let mut worker = LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, name: WORKER.to_owned(), _turn: Some(turn) };
+        let mut worker =
+            LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, name: WORKER.to_owned(), _turn: Some(turn) };
         worker.wait_ready();
         worker
     }
@@ -103,7 +104,8 @@ impl LocalWorker {
         let config = write_config(dir.path(), &rename);
         let port = free_port();
         let child = spawn_wrangler(&repo_root(), dir.path(), port, self.secret.as_deref(), Some(&config));
-        let mut worker = LocalWorker { port, child, dir, secret: self.secret.clone(), config: Some(config), name: name.to_owned(), _turn: None };
+        let mut worker =
+            LocalWorker { port, child, dir, secret: self.secret.clone(), config: Some(config), name: name.to_owned(), _turn: None };
         worker.wait_ready();
         worker
     }
@@ -291,8 +293,7 @@ fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, conf
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
-    cmd
-        .args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+    cmd.args(["--inspector-port", &free_port().to_string(), "--persist-to"])
         .arg(dir.join("state"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("wrangler.log")).unwrap())

@@ -7,7 +7,13 @@ const OTHER_TOKEN: &str = "rotated-token-zyxwvutsrqponmlkjihgfedcba0987654321";
 
 /// The headers of a WebSocket upgrade carrying `bearer` as its Authorization.
 fn upgrade(bearer: &str) -> Vec<(&str, &str)> {
-    vec![("authorization", bearer), ("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]
+    vec![
+        ("authorization", bearer),
+        ("upgrade", "websocket"),
+        ("connection", "upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
 }
 
 #[test]
@@ -62,7 +68,12 @@ fn every_bad_request_gets_its_precise_answer() {
     // An application route that forwards outside requests to its objects exposes nothing: a
     // forged internal call is refused by the object, with or without a valid token.
     for forged in ["forged", "0000000000000000000000000000000000000000000000000000000000000000"] {
-        let headers = [("x-durafetch-internal", forged), ("x-durafetch-object", id.as_str()), ("authorization", good.as_str()), ("upgrade", "websocket")];
+        let headers = [
+            ("x-durafetch-internal", forged),
+            ("x-durafetch-object", id.as_str()),
+            ("authorization", good.as_str()),
+            ("upgrade", "websocket"),
+        ];
         let (status, body) = get(&format!("127.0.0.1:{}", worker.port), "/sql/a/get", &headers);
         assert_eq!((status, body.trim()), (403, r#"{"error":"forbidden"}"#));
     }

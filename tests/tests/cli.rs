@@ -27,11 +27,33 @@ fn bad_configuration_is_named_and_touches_nothing() {
         (Some("{not json".into()), vec![], 2, "is not valid"),
         (Some(r#"{"db_file": "x.sqlite", "servers": [], "colour": 1}"#.into()), vec![], 2, "unknown field `colour`"),
         (Some(r#"{"db_file": "x.sqlite", "servers": []}"#.into()), vec![], 2, "no server"),
-        (Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "ws://durafetch_app.example.com", "auth_token": "t"}]}"#.into()), vec![], 2, "use wss://"),
-        (Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "wss://app.example.com", "auth_token": "t"}]}"#.into()), vec![], 2, "durafetch_<worker name>"),
-        (Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "wss://durafetch_app.example.com"}]}"#.into()), vec![], 2, "set the environment variable DURAFETCH_AUTH"),
+        (
+            Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "ws://durafetch_app.example.com", "auth_token": "t"}]}"#.into()),
+            vec![],
+            2,
+            "use wss://",
+        ),
+        (
+            Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "wss://app.example.com", "auth_token": "t"}]}"#.into()),
+            vec![],
+            2,
+            "durafetch_<worker name>",
+        ),
+        (
+            Some(r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "wss://durafetch_app.example.com"}]}"#.into()),
+            vec![],
+            2,
+            "set the environment variable DURAFETCH_AUTH",
+        ),
         (Some(r#"{"servers": [{"ws_url": "wss://durafetch_app.example.com", "auth_token": "t"}]}"#.into()), vec![], 2, "no database file"),
-        (Some(format!(r#"{{"db_file": "x.sqlite", "servers": [{{"ws_url": "ws://durafetch_app.localhost:{closed_port}", "auth_token": "t"}}]}}"#)), vec![], 1, "cannot reach"),
+        (
+            Some(format!(
+                r#"{{"db_file": "x.sqlite", "servers": [{{"ws_url": "ws://durafetch_app.localhost:{closed_port}", "auth_token": "t"}}]}}"#
+            )),
+            vec![],
+            1,
+            "cannot reach",
+        ),
     ];
     for (config, args, code, message) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -56,7 +56,11 @@ fn malformed_sessions_are_refused_precisely_and_change_nothing() {
         ("zero window", Message::text(r#"{"type":"hello","version":1,"window":0}"#), "window must be between 1 and 64"),
         ("huge window", Message::text(r#"{"type":"hello","version":1,"window":65}"#), "window must be between 1 and 64"),
         ("negative cursor", Message::text(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":-1,"seq":0}}"#), "malformed message"),
-        ("cursor past u64", Message::text(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":0,"seq":18446744073709551616}}"#), "malformed message"),
+        (
+            "cursor past u64",
+            Message::text(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":0,"seq":18446744073709551616}}"#),
+            "malformed message",
+        ),
         ("oversized", Message::text(big), "message too large"),
         ("binary", Message::binary(vec![0u8, 1, 2]), "expected a text frame"),
     ];

@@ -194,7 +194,10 @@ fn two_workers_pull_into_one_file_and_stay_apart() {
         let mut got = Vec::new();
         for _ in 0..50 {
             let mut cmd = Command::new(durafetch_e2e::puller_binary());
-            cmd.args(["--quiet", "--db"]).arg(&db).args(["--server", &first.api_url(), "--server", &second.api_url()]).env("DURAFETCH_AUTH", TOKEN);
+            cmd.args(["--quiet", "--db"])
+                .arg(&db)
+                .args(["--server", &first.api_url(), "--server", &second.api_url()])
+                .env("DURAFETCH_AUTH", TOKEN);
             let out = finish_within(spawn_piped(cmd), PULL_LIMIT, "a pull of two workers");
             assert!(out.status.success(), "{step}: {}", String::from_utf8_lossy(&out.stderr));
             got = rows(&db);

@@ -8,7 +8,9 @@ const OBJECTS: usize = 1000;
 #[test]
 fn a_poll_of_1000_objects_with_one_changed_reads_one_row_and_contacts_one_object() {
     let mut worker = LocalWorker::start(Some(TOKEN));
-    worker.restart_with_config(Some(&|toml: String| toml.replace("tombstone_horizon = 2000", "tombstone_horizon = 2000\nregistry_shards = 4")));
+    worker.restart_with_config(Some(&|toml: String| {
+        toml.replace("tombstone_horizon = 2000", "tombstone_horizon = 2000\nregistry_shards = 4")
+    }));
     std::thread::scope(|scope| {
         for part in 0..8 {
             let worker = &worker;
@@ -47,7 +49,13 @@ fn a_poll_of_1000_objects_with_one_changed_reads_one_row_and_contacts_one_object
     assert_eq!(read_db(&db).len(), OBJECTS);
 
     let host = worker.api_host();
-    let upgrade = [("authorization", format!("Bearer {TOKEN}")), ("upgrade", "websocket".into()), ("connection", "upgrade".into()), ("sec-websocket-version", "13".into()), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==".into())];
+    let upgrade = [
+        ("authorization", format!("Bearer {TOKEN}")),
+        ("upgrade", "websocket".into()),
+        ("connection", "upgrade".into()),
+        ("sec-websocket-version", "13".into()),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==".into()),
+    ];
     let headers: Vec<(&str, &str)> = upgrade.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (status, body) = raw_get(worker.port, &host, "/index/4", &headers);
     assert_eq!(status, 400, "{body}");

@@ -4,16 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use durafetch_e2e::{dump, raw_get, read_db, LocalWorker, Pulled, TOKEN, pulled};
+use durafetch_e2e::{dump, pulled, raw_get, read_db, LocalWorker, Pulled, TOKEN};
 
 const CLASSES: [(&str, &str); 2] = [("kv", "CounterKv"), ("sql", "CounterSql")];
 const PER_CLASS: usize = 15;
 
 fn objects() -> Vec<(&'static str, &'static str, String)> {
-    CLASSES
-        .iter()
-        .flat_map(|(route, class)| (0..PER_CLASS).map(move |i| (*route, *class, format!("obj-{i:02}"))))
-        .collect()
+    CLASSES.iter().flat_map(|(route, class)| (0..PER_CLASS).map(move |i| (*route, *class, format!("obj-{i:02}")))).collect()
 }
 
 fn model(keys: &[(&str, &str)]) -> Pulled {
@@ -113,7 +110,7 @@ fn bytes_and_nested_values_round_trip() {
         (
             ("CounterSql".to_string(), "values".to_string()),
             [
-                ("bin".to_string(), format!("<bytes:{}>", "0001" .to_string() + &hex("binary") + "7F")),
+                ("bin".to_string(), format!("<bytes:{}>", "0001".to_string() + &hex("binary") + "7F")),
                 ("nested".to_string(), r#"{"a":[1,2.5,null,true,"s"],"z":{}}"#.to_string()),
                 ("unicode".to_string(), "\"héllo 😀\"".to_string()),
                 ("long".to_string(), serde_json::to_string(&long).unwrap()),

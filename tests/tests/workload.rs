@@ -27,7 +27,11 @@ struct Workload {
 }
 
 fn class_of(route: &str) -> &'static str {
-    if route == "kv" { "CounterKv" } else { "CounterSql" }
+    if route == "kv" {
+        "CounterKv"
+    } else {
+        "CounterSql"
+    }
 }
 
 impl Workload {

@@ -1,7 +1,6 @@
 //! Write paths and entry points beyond plain puts: transactions (committed and rolled back),
 //! alarms after a cold start, hibernatable WebSockets, and writes the sdk must refuse.
 
-
 use durafetch_e2e::{pulled, read_db, LocalWorker, TOKEN};
 
 #[test]
@@ -15,27 +14,25 @@ fn transactions_commit_with_their_log_and_roll_back_without_it() {
         // Rolled back: neither the write nor its log row may appear.
         let _ = worker.try_post(&format!("{route}/t/transaction"), r#"{"put": [["ghost", 9]], "delete": ["a"], "rollback": true}"#);
     }
-    let expected = pulled(&[
-        ("CounterKv", "t", &[("a", "1"), ("b", "2")]),
-        ("CounterSql", "t", &[("a", "1"), ("b", "2")]),
-    ]);
+    let expected = pulled(&[("CounterKv", "t", &[("a", "1"), ("b", "2")]), ("CounterSql", "t", &[("a", "1"), ("b", "2")])]);
     worker.pull_until_equal(&db, &expected, "transactions");
 
     // An incremental pull after the rollback still converges: readers accept the gap.
     for route in ["kv", "sql"] {
         worker.post(&format!("{route}/t/transaction"), r#"{"put": [["c", 3]]}"#);
     }
-    let expected = pulled(&[
-        ("CounterKv", "t", &[("a", "1"), ("b", "2"), ("c", "3")]),
-        ("CounterSql", "t", &[("a", "1"), ("b", "2"), ("c", "3")]),
-    ]);
+    let expected =
+        pulled(&[("CounterKv", "t", &[("a", "1"), ("b", "2"), ("c", "3")]), ("CounterSql", "t", &[("a", "1"), ("b", "2"), ("c", "3")])]);
     let runs = worker.pull_until_equal(&db, &expected, "after rollback");
     assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "a gap in the sequence must not force a snapshot");
 
     // A write just before a transaction that rolls back, in the same event: the rollback must
     // not take the write's log row with it.
     for route in ["kv", "sql"] {
-        worker.post(&format!("{route}/t/ops"), r#"[{"op": "put", "key": "d", "value": 4}, {"op": "transaction", "put": [["ghost", 9]], "delete": ["a"], "rollback": true}]"#);
+        worker.post(
+            &format!("{route}/t/ops"),
+            r#"[{"op": "put", "key": "d", "value": 4}, {"op": "transaction", "put": [["ghost", 9]], "delete": ["a"], "rollback": true}]"#,
+        );
     }
     let expected = pulled(&[
         ("CounterKv", "t", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),
@@ -133,13 +130,15 @@ fn a_burst_of_writes_shares_log_rows_and_separate_events_get_their_own() {
             expected.push((class, name, state));
         }
     }
-    let borrowed: Vec<Vec<(&str, &str)>> = expected.iter().map(|(_, _, s)| s.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).collect();
+    let borrowed: Vec<Vec<(&str, &str)>> =
+        expected.iter().map(|(_, _, s)| s.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).collect();
     let objects: Vec<(&str, &str, &[(&str, &str)])> = expected.iter().zip(&borrowed).map(|((c, n, _), s)| (*c, *n, s.as_slice())).collect();
     worker.pull_until_equal(&db, &pulled(&objects), "bursts");
 
     // A burst after the pull arrives whole in the incremental pull that follows.
     worker.post("sql/burst/overwrite", r#"{"writes": 1000, "keys": 500}"#);
-    let after: Vec<(String, String)> = (0..1000).map(|k| (format!("hot-{k}"), if k < 500 { (500 + k).to_string() } else { k.to_string() })).collect();
+    let after: Vec<(String, String)> =
+        (0..1000).map(|k| (format!("hot-{k}"), if k < 500 { (500 + k).to_string() } else { k.to_string() })).collect();
     let mut objects = objects;
     let after: Vec<(&str, &str)> = after.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     objects.iter_mut().filter(|(c, n, _)| *c == "CounterSql" && *n == "burst").for_each(|o| o.2 = &after);
@@ -198,9 +197,7 @@ fn list_never_shows_durafetch_rows_and_keeps_its_options() {
     for route in ["kv", "sql"] {
         worker.post(&format!("{route}/l/put_multiple_raw"), r#"{"\u0000low": 1, "a": 1, "b": 1, "c": 1}"#);
         worker.post(&format!("{route}/l/delete?key=b"), "");
-        let list = |query: &str| -> Vec<String> {
-            serde_json::from_str(&worker.get_text(&format!("{route}/l/list?{query}"))).unwrap()
-        };
+        let list = |query: &str| -> Vec<String> { serde_json::from_str(&worker.get_text(&format!("{route}/l/list?{query}"))).unwrap() };
         assert_eq!(list(""), ["\u{0}low", "a", "c"]);
         assert_eq!(list("limit=2"), ["\u{0}low", "a"]);
         assert_eq!(list("reverse=1&limit=2"), ["c", "a"]);

@@ -48,10 +48,7 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
 impl Secret {
     pub fn parse(raw: Option<&str>) -> Result<Self, SecretError> {
         let raw = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or(SecretError::Missing)?;
-        let tokens: Vec<&str> = raw
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|t| !t.is_empty())
-            .collect();
+        let tokens: Vec<&str> = raw.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
         if tokens.iter().any(|t| t.len() < MIN_TOKEN_LEN) {
             return Err(SecretError::TooShort);
         }
@@ -119,10 +116,7 @@ mod tests {
         assert_eq!(Secret::parse(None).unwrap_err(), SecretError::Missing);
         assert_eq!(Secret::parse(Some("  ")).unwrap_err(), SecretError::Missing);
         assert_eq!(Secret::parse(Some(&TOKEN[..39])).unwrap_err(), SecretError::TooShort);
-        assert_eq!(
-            Secret::parse(Some(&format!("{TOKEN} short"))).unwrap_err(),
-            SecretError::TooShort
-        );
+        assert_eq!(Secret::parse(Some(&format!("{TOKEN} short"))).unwrap_err(), SecretError::TooShort);
         let msg = SecretError::TooShort.to_string();
         assert!(msg.contains("wrangler secret put DURAFETCH_AUTH"));
         assert!(Secret::parse(Some(&TOKEN[..40])).is_ok());

@@ -203,7 +203,13 @@ mod tests {
 
     impl World {
         fn new() -> Self {
-            World { store: Store::default(), head: Cursor::default(), floor: Cursor::default(), compactor: Compactor::default(), history: vec![(Cursor::default(), BTreeMap::new())] }
+            World {
+                store: Store::default(),
+                head: Cursor::default(),
+                floor: Cursor::default(),
+                compactor: Compactor::default(),
+                history: vec![(Cursor::default(), BTreeMap::new())],
+            }
         }
 
         fn write(&mut self, keys: &[String], value: Option<u64>, logged_outside_txn: bool, lands: bool) {
@@ -248,13 +254,8 @@ mod tests {
         /// Drops tombstones from the oldest rows more than `horizon` writes behind the head.
         fn sweep(&mut self, horizon: u64) {
             let limit = Cursor::new(self.head.epoch, self.head.seq.saturating_sub(horizon));
-            let rows: Vec<(Cursor, Vec<String>)> = self
-                .store
-                .log
-                .range(Cursor::new(self.head.epoch, 0)..limit)
-                .take(MAX_PAGE_KEYS)
-                .map(|(c, k)| (*c, k.clone()))
-                .collect();
+            let rows: Vec<(Cursor, Vec<String>)> =
+                self.store.log.range(Cursor::new(self.head.epoch, 0)..limit).take(MAX_PAGE_KEYS).map(|(c, k)| (*c, k.clone())).collect();
             let user = self.store.user.clone();
             let sweep = sweep_tombstones(&rows, |k| user.contains_key(k));
             for row in sweep.rewrite.delete {
@@ -306,11 +307,30 @@ mod tests {
                     (0..n).map(|_| keys[rng.below(keys.len() as u64) as usize].clone()).collect::<BTreeSet<_>>().into_iter().collect()
                 };
                 match rng.below(100) {
-                    0..=44 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), true, true) }
-                    45..=59 => { let k = pick(&mut rng); world.write(&k, None, true, true) }
-                    60..=66 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), false, true) } // committed transaction
-                    67..=71 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), false, false) } // rolled back
-                    72..=75 => { let k = pick(&mut rng); let v = rng.next(); world.write(&k, Some(v), true, false) } // write storage refused
+                    0..=44 => {
+                        let k = pick(&mut rng);
+                        let v = rng.next();
+                        world.write(&k, Some(v), true, true)
+                    }
+                    45..=59 => {
+                        let k = pick(&mut rng);
+                        world.write(&k, None, true, true)
+                    }
+                    60..=66 => {
+                        let k = pick(&mut rng);
+                        let v = rng.next();
+                        world.write(&k, Some(v), false, true)
+                    } // committed transaction
+                    67..=71 => {
+                        let k = pick(&mut rng);
+                        let v = rng.next();
+                        world.write(&k, Some(v), false, false)
+                    } // rolled back
+                    72..=75 => {
+                        let k = pick(&mut rng);
+                        let v = rng.next();
+                        world.write(&k, Some(v), true, false)
+                    } // write storage refused
                     76..=77 => world.delete_all(),
                     78..=81 => world.sweep(rng.below(40)),
                     _ => world.compact(),

@@ -65,9 +65,7 @@ impl ReadPlan {
     /// from). Anything else, including a cursor from the future, gets a full snapshot.
     pub fn choose(since: Option<Cursor>, floor: Cursor, head: Cursor) -> Self {
         match since {
-            Some(c) if c.epoch == head.epoch && c.seq <= head.seq && c >= floor => {
-                ReadPlan::ChangesSince(c)
-            }
+            Some(c) if c.epoch == head.epoch && c.seq <= head.seq && c >= floor => ReadPlan::ChangesSince(c),
             _ => ReadPlan::Snapshot,
         }
     }
@@ -81,14 +79,8 @@ mod tests {
     fn reader_in_current_epoch_gets_changes() {
         let head = Cursor::new(2, 10);
         let floor = Cursor::new(2, 0);
-        assert_eq!(
-            ReadPlan::choose(Some(Cursor::new(2, 4)), floor, head),
-            ReadPlan::ChangesSince(Cursor::new(2, 4))
-        );
-        assert_eq!(
-            ReadPlan::choose(Some(head), floor, head),
-            ReadPlan::ChangesSince(head)
-        );
+        assert_eq!(ReadPlan::choose(Some(Cursor::new(2, 4)), floor, head), ReadPlan::ChangesSince(Cursor::new(2, 4)));
+        assert_eq!(ReadPlan::choose(Some(head), floor, head), ReadPlan::ChangesSince(head));
     }
 
     #[test]

@@ -168,8 +168,24 @@ mod tests {
 
     #[test]
     fn ranges_around_the_reserved_one_see_every_user_key_and_no_internal_one() {
-        let keys = ["", "\u{0}", "\u{1}", "\u{1}durafetch", RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, "\u{1}durafetch\u{1}zz", RESERVED_END, "\u{1}durafetch\u{2}x", "a", "b", "m", "z"];
-        let bounds = [None, Some(""), Some("\u{1}"), Some(RESERVED_PREFIX), Some(LOG_PREFIX), Some(RESERVED_END), Some("a"), Some("m"), Some("zz")];
+        let keys = [
+            "",
+            "\u{0}",
+            "\u{1}",
+            "\u{1}durafetch",
+            RESERVED_PREFIX,
+            LOG_PREFIX,
+            FLOOR_KEY,
+            "\u{1}durafetch\u{1}zz",
+            RESERVED_END,
+            "\u{1}durafetch\u{2}x",
+            "a",
+            "b",
+            "m",
+            "z",
+        ];
+        let bounds =
+            [None, Some(""), Some("\u{1}"), Some(RESERVED_PREFIX), Some(LOG_PREFIX), Some(RESERVED_END), Some("a"), Some("m"), Some("zz")];
         let in_range = |r: &KeyRange, k: &str| {
             let after_start = match &r.start {
                 Start::Beginning => true,

@@ -109,18 +109,11 @@ impl ClientMessage {
         if text.len() > MAX_CLIENT_MESSAGE_BYTES {
             return Err(ProtocolError::TooLarge);
         }
-        let msg: ClientMessage =
-            serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let msg: ClientMessage = serde_json::from_str(text).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         match msg {
-            ClientMessage::Hello { version, .. } if version != PROTOCOL_VERSION => {
-                Err(ProtocolError::Version(version))
-            }
-            ClientMessage::Hello { window, .. } if window == 0 || window > MAX_WINDOW => {
-                Err(ProtocolError::Window)
-            }
-            ClientMessage::Credit { pages } if pages == 0 || pages > MAX_WINDOW => {
-                Err(ProtocolError::Window)
-            }
+            ClientMessage::Hello { version, .. } if version != PROTOCOL_VERSION => Err(ProtocolError::Version(version)),
+            ClientMessage::Hello { window, .. } if window == 0 || window > MAX_WINDOW => Err(ProtocolError::Window),
+            ClientMessage::Credit { pages } if pages == 0 || pages > MAX_WINDOW => Err(ProtocolError::Window),
             msg => Ok(msg),
         }
     }
@@ -254,9 +247,7 @@ impl TryFrom<RawChange> for Change {
         let value = match (raw.v, raw.b, raw.t, raw.d, raw.e) {
             (Some(v), None, None, None, None) => ChangeValue::Json(v),
             (None, Some(b), None, None, None) => ChangeValue::Bytes(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .map_err(|e| format!("key {:?}: bad base64: {e}", raw.k))?,
+                base64::engine::general_purpose::STANDARD.decode(b).map_err(|e| format!("key {:?}: bad base64: {e}", raw.k))?,
             ),
             (None, None, Some(t), None, None) => ChangeValue::Tagged(t),
             (None, None, None, Some(true), None) => ChangeValue::Deleted,
@@ -363,10 +354,7 @@ mod tests {
                 Change { key: "x".into(), value: ChangeValue::Deleted },
             ],
         };
-        assert_eq!(
-            serde_json::to_string(&page).unwrap(),
-            r#"{"type":"page","changes":[{"k":"k","v":2},{"k":"x","d":true}]}"#
-        );
+        assert_eq!(serde_json::to_string(&page).unwrap(), r#"{"type":"page","changes":[{"k":"k","v":2},{"k":"x","d":true}]}"#);
         let end = ServerMessage::End { cursor: Cursor::new(1, 7) };
         assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#);
     }
@@ -387,9 +375,8 @@ mod tests {
     fn page_writer_builds_valid_pages_and_splits_by_count_and_size() {
         let mut writer = PageWriter::default();
         assert_eq!(writer.take(), None);
-        let changes: Vec<Change> = (0..MAX_PAGE_CHANGES)
-            .map(|i| Change { key: format!("k{i}"), value: ChangeValue::Json(json!(i)) })
-            .collect();
+        let changes: Vec<Change> =
+            (0..MAX_PAGE_CHANGES).map(|i| Change { key: format!("k{i}"), value: ChangeValue::Json(json!(i)) }).collect();
         for (i, c) in changes.iter().enumerate() {
             assert!(!writer.is_full(), "full after {i}");
             writer.push(c.clone());
@@ -437,7 +424,14 @@ mod tests {
 
     #[test]
     fn ambiguous_changes_are_rejected() {
-        for bad in [r#"{"k":"a"}"#, r#"{"k":"a","v":1,"d":true}"#, r#"{"k":"a","d":false}"#, r#"{"k":"a","b":"!!"}"#, r#"{"k":"a","v":1,"z":1}"#, r#"{"k":"a","v":1,"t":1}"#] {
+        for bad in [
+            r#"{"k":"a"}"#,
+            r#"{"k":"a","v":1,"d":true}"#,
+            r#"{"k":"a","d":false}"#,
+            r#"{"k":"a","b":"!!"}"#,
+            r#"{"k":"a","v":1,"z":1}"#,
+            r#"{"k":"a","v":1,"t":1}"#,
+        ] {
             assert!(serde_json::from_str::<Change>(bad).is_err(), "{bad}");
         }
     }
@@ -459,7 +453,10 @@ mod tests {
         assert_eq!(ClientMessage::parse(r#"{"type":"credit","pages":65}"#), Err(ProtocolError::Window));
         assert!(matches!(ClientMessage::parse("not json"), Err(ProtocolError::Malformed(_))));
         assert!(matches!(ClientMessage::parse(r#"{"type":"credit","pages":1,"x":1}"#), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":-1,"seq":0}}"#), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":-1,"seq":0}}"#),
+            Err(ProtocolError::Malformed(_))
+        ));
         assert_eq!(ClientMessage::parse(&" ".repeat(MAX_CLIENT_MESSAGE_BYTES + 1)), Err(ProtocolError::TooLarge));
     }
 }

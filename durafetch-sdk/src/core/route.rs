@@ -25,13 +25,9 @@ pub fn match_host(host: &str, worker: &str) -> HostMatch {
 /// Whether plain http/ws is acceptable for this host (local development only).
 pub fn is_local_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.rsplit_once(':').map_or(host.as_str(), |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host.as_str() }
-    });
-    host == "localhost"
-        || host.ends_with(".localhost")
-        || host == "127.0.0.1"
-        || host == "[::1]"
+    let host =
+        host.rsplit_once(':').map_or(host.as_str(), |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host.as_str() });
+    host == "localhost" || host.ends_with(".localhost") || host == "127.0.0.1" || host == "[::1]"
 }
 
 /// A request of the export API.
@@ -135,10 +131,7 @@ mod tests {
         for bad in ["/index/x", "/index/012", "/index/+1", "/index/-1", "/index/99999999999"] {
             assert_eq!(ApiRoute::parse(bad), Err(RouteError::BadShard), "{bad}");
         }
-        assert_eq!(
-            ApiRoute::parse(&format!("/export/CounterKv/{id}")),
-            Ok(ApiRoute::Export { class: "CounterKv".into(), id: id.clone() })
-        );
+        assert_eq!(ApiRoute::parse(&format!("/export/CounterKv/{id}")), Ok(ApiRoute::Export { class: "CounterKv".into(), id: id.clone() }));
         assert_eq!(ApiRoute::parse("/"), Err(RouteError::UnknownRoute));
         assert_eq!(ApiRoute::parse("/index/1/2"), Err(RouteError::UnknownRoute));
         assert_eq!(ApiRoute::parse(&format!("/export/Counter/{id}/x")), Err(RouteError::UnknownRoute));
@@ -146,7 +139,9 @@ mod tests {
         assert_eq!(ApiRoute::parse(&format!("/export/a-b/{id}")), Err(RouteError::BadClass));
         assert_eq!(ApiRoute::parse("/export/Counter/abc"), Err(RouteError::BadId));
         assert_eq!(ApiRoute::parse(&format!("/export/Counter/{}", "A".repeat(64))), Err(RouteError::BadId));
-        for route in [ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap(), ApiRoute::Index { shard: 0 }, ApiRoute::Index { shard: 3 }] {
+        for route in
+            [ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap(), ApiRoute::Index { shard: 0 }, ApiRoute::Index { shard: 3 }]
+        {
             assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route));
         }
     }

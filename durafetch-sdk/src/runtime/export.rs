@@ -139,11 +139,7 @@ impl ExportSession<'_> {
                 let values: Map = get_many(&self.log.storage, chunk).await?;
                 for key in chunk {
                     let value = values.get(&key.into());
-                    let value = if value.is_undefined() && !values.has(&key.into()) {
-                        ChangeValue::Deleted
-                    } else {
-                        encode(&value)
-                    };
+                    let value = if value.is_undefined() && !values.has(&key.into()) { ChangeValue::Deleted } else { encode(&value) };
                     self.push(session, Change { key: key.clone(), value }).await?;
                 }
                 sizer.observe(chunk.len(), self.pages.pushed_bytes() - before);

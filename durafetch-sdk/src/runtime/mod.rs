@@ -30,9 +30,5 @@ pub(crate) fn json_error(status: u16, message: &str) -> worker::Result<worker::R
 }
 
 pub(crate) fn is_websocket_upgrade(req: &worker::Request) -> bool {
-    req.headers()
-        .get("upgrade")
-        .ok()
-        .flatten()
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    req.headers().get("upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

@@ -20,8 +20,8 @@ use crate::core::auth::INTERNAL_HEADER;
 use crate::core::compaction::{sweep_tombstones, Compactor, DEFAULT_TOMBSTONE_HORIZON};
 use crate::core::cursor::Cursor;
 use crate::core::keys::{
-    check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX,
-    REPORTED_KEY, RESERVED_PREFIX,
+    check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX, REPORTED_KEY,
+    RESERVED_PREFIX,
 };
 use crate::core::pending_row::{Noted, PendingRow, Turn, MAX_ROW_KEYS};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
@@ -52,9 +52,7 @@ struct Methods {
 impl Methods {
     fn of_prototype(target: &JsValue) -> Result<Self, JsValue> {
         let proto = Object::get_prototype_of(target);
-        let method = |name: &str| -> Result<Function, JsValue> {
-            Reflect::get(&proto, &name.into())?.dyn_into::<Function>()
-        };
+        let method = |name: &str| -> Result<Function, JsValue> { Reflect::get(&proto, &name.into())?.dyn_into::<Function>() };
         Ok(Self { put: method("put")?, delete: method("delete")?, delete_all: method("deleteAll")?, list: method("list")? })
     }
 }
@@ -89,12 +87,11 @@ impl WriteHooks {
             with_log(&l)?.delete(&m, &target, target_kind, keys, options)
         }) as Box<dyn Fn(_, _, _) -> _>);
         let (l, m) = (log.clone(), methods.clone());
-        let delete_all = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
-            with_log(&l)?.delete_all(&m, &target, options)
-        }) as Box<dyn Fn(_, _) -> _>);
-        let list = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| {
-            list_outside_reserved(&methods.list, &target, options)
-        }) as Box<dyn Fn(_, _) -> _>);
+        let delete_all = Closure::wrap(
+            Box::new(move |target: JsValue, options: JsValue| with_log(&l)?.delete_all(&m, &target, options)) as Box<dyn Fn(_, _) -> _>
+        );
+        let list = Closure::wrap(Box::new(move |target: JsValue, options: JsValue| list_outside_reserved(&methods.list, &target, options))
+            as Box<dyn Fn(_, _) -> _>);
         Self { put, delete, delete_all, list }
     }
 
@@ -197,8 +194,7 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
     // hooks would lose changes silently, so fail the constructor loudly instead.
-    log.install_hooks()
-        .unwrap_or_else(|e| panic!("durafetch: cannot instrument {class}: {e:?}"));
+    log.install_hooks().unwrap_or_else(|e| panic!("durafetch: cannot instrument {class}: {e:?}"));
 
     // Events are held back until the log head is known, so no write can take a stale position.
     // `blockConcurrencyWhile` is called at once; the future it returns only carries the outcome,
@@ -273,9 +269,9 @@ impl ObjectLog {
     async fn read_markers(&self, head: Cursor) -> worker::Result<(Cursor, Option<Cursor>)> {
         let rows = super::storage::get_many(&self.storage, &[FLOOR_KEY.to_owned(), REPORTED_KEY.to_owned()]).await?;
         let marker = |key: &str| {
-            rows.get(&key.into()).dyn_ref::<Array>().map(|a| {
-                Cursor::new(a.get(0).as_f64().unwrap_or(0.0) as u32, a.get(1).as_f64().unwrap_or(0.0) as u64)
-            })
+            rows.get(&key.into())
+                .dyn_ref::<Array>()
+                .map(|a| Cursor::new(a.get(0).as_f64().unwrap_or(0.0) as u32, a.get(1).as_f64().unwrap_or(0.0) as u64))
         };
         let floor = marker(FLOOR_KEY).filter(|f| f.epoch == head.epoch).unwrap_or(Cursor::new(head.epoch, 0));
         Ok((floor, marker(REPORTED_KEY)))
@@ -439,8 +435,7 @@ impl ObjectLog {
     ) -> Result<JsValue, JsValue> {
         self.loaded_head()?;
         let promise = write()?;
-        let allow_unconfirmed = options.is_object()
-            && Reflect::get(options, &"allowUnconfirmed".into()).is_ok_and(|v| v.is_truthy());
+        let allow_unconfirmed = options.is_object() && Reflect::get(options, &"allowUnconfirmed".into()).is_ok_and(|v| v.is_truthy());
         let noted = self.pending.borrow_mut().note(keys, allow_unconfirmed);
         match noted {
             Noted::Full => self.write_pending_row()?,
@@ -571,20 +566,14 @@ impl ObjectLog {
     fn mark_reported(&self, head: Cursor) {
         let entry = Object::new();
         let value = Array::of2(&(head.epoch as f64).into(), &(head.seq as f64).into());
-        let marked = Reflect::set(&entry, &REPORTED_KEY.into(), &value)
-            .and_then(|_| self.rewrite(Some(entry), &[]).map(drop));
+        let marked = Reflect::set(&entry, &REPORTED_KEY.into(), &value).and_then(|_| self.rewrite(Some(entry), &[]).map(drop));
         if let Err(e) = marked {
             worker::console_error!("durafetch: cannot store the reported head of {} {}: {e:?}", self.class, self.id);
         }
     }
 
     fn report_body(&self) -> Option<ObjectReport> {
-        Some(ObjectReport {
-            class: self.class.to_owned(),
-            id: self.id.clone(),
-            name: self.name.clone(),
-            head: self.head.get()?,
-        })
+        Some(ObjectReport { class: self.class.to_owned(), id: self.id.clone(), name: self.name.clone(), head: self.head.get()? })
     }
 }
 
@@ -731,7 +720,8 @@ async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
     for entry in page.entries() {
         let entry: Array = entry?.unchecked_into();
         let Some(at) = entry.get(0).as_string().and_then(|k| parse_log_key(&k)) else { continue };
-        let keys: Vec<String> = entry.get(1).dyn_ref::<Array>().map(|a| a.iter().filter_map(|k| k.as_string()).collect()).unwrap_or_default();
+        let keys: Vec<String> =
+            entry.get(1).dyn_ref::<Array>().map(|a| a.iter().filter_map(|k| k.as_string()).collect()).unwrap_or_default();
         named.extend(keys.iter().cloned());
         rows.push((at, keys));
     }

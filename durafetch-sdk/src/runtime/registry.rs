@@ -48,8 +48,7 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE excluded.epoch > objects.epoch OR (excluded.epoch = objects.epoch AND excluded.seq > objects.seq)
 ";
 
-const CHANGED_SINCE: &str =
-    "SELECT id, class, name, epoch, seq, rev, changed_at FROM objects WHERE rev > ?1 ORDER BY rev LIMIT 128";
+const CHANGED_SINCE: &str = "SELECT id, class, name, epoch, seq, rev, changed_at FROM objects WHERE rev > ?1 ORDER BY rev LIMIT 128";
 
 const REGISTRY_URL: &str = "https://durafetch.internal";
 
@@ -197,11 +196,13 @@ impl Index<'_> {
 /// The registry object of `shard`.
 pub(crate) fn stub(env: &Env, shard: u32) -> worker::Result<Stub> {
     env.durable_object(REGISTRY_BINDING)
-        .map_err(|_| worker::Error::RustError(format!(
-            "durafetch: the Durable Object binding {REGISTRY_BINDING} is missing; add to wrangler.toml: \
+        .map_err(|_| {
+            worker::Error::RustError(format!(
+                "durafetch: the Durable Object binding {REGISTRY_BINDING} is missing; add to wrangler.toml: \
              [[durable_objects.bindings]] name = \"{REGISTRY_BINDING}\", class_name = \"DurafetchRegistry\" \
              and a migration with new_sqlite_classes = [\"DurafetchRegistry\"]"
-        )))?
+            ))
+        })?
         .id_from_name(&shard_name(shard))?
         .get_stub()
 }

@@ -77,7 +77,8 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
                 options = options.limit(limit);
             }
             options = options.reverse(query.contains_key("reverse"));
-            let keys: Vec<String> = storage.list_with_options(options).await?.keys().into_iter().filter_map(|k| k.ok()?.as_string()).collect();
+            let keys: Vec<String> =
+                storage.list_with_options(options).await?.keys().into_iter().filter_map(|k| k.ok()?.as_string()).collect();
             return Response::from_json(&keys);
         }
         ("overwrite", None, true) => {
@@ -111,16 +112,34 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
 #[derive(serde::Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Put { key: String, value: Value },
-    PutRaw { key: String, bytes: Vec<u8> },
+    Put {
+        key: String,
+        value: Value,
+    },
+    PutRaw {
+        key: String,
+        bytes: Vec<u8>,
+    },
     /// A HashMap becomes a JS Map, which storage alone would silently ignore.
-    PutMultiple { entries: HashMap<String, Value> },
+    PutMultiple {
+        entries: HashMap<String, Value>,
+    },
     /// Plain JS objects built by hand.
-    PutMultipleRaw { entries: serde_json::Map<String, Value> },
-    Delete { key: String },
-    DeleteMultiple { keys: Vec<String> },
+    PutMultipleRaw {
+        entries: serde_json::Map<String, Value>,
+    },
+    Delete {
+        key: String,
+    },
+    DeleteMultiple {
+        keys: Vec<String>,
+    },
     DeleteAll,
-    Transaction { put: Vec<(String, i64)>, delete: Vec<String>, rollback: bool },
+    Transaction {
+        put: Vec<(String, i64)>,
+        delete: Vec<String>,
+        rollback: bool,
+    },
 }
 
 /// Runs write calls in order, from whichever entry point received them.
@@ -400,7 +419,11 @@ async fn read_all(state: &State) -> Result<serde_json::Map<String, Value>> {
         let value = if let Some(bytes) = value.dyn_ref::<js_sys::Uint8Array>() {
             serde_json::json!({ "bytes": bytes.to_vec() })
         } else {
-            js_sys::JSON::stringify(&value).ok().and_then(|s| s.as_string()).and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(Value::Null)
+            js_sys::JSON::stringify(&value)
+                .ok()
+                .and_then(|s| s.as_string())
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(Value::Null)
         };
         out.insert(key, value);
     }
