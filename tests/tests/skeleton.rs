@@ -182,7 +182,7 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
         r#"{"a1": 1.5, "a3": 9007199254740993, "a4": 1e-7, "a5": 123456789012, "a6": "\u0007\u0000é",
             "a7": {"$type": "x", "n": [true, null]}, "b1": 1e21, "b2": 5e-324, "b3": -9007199254740991}"#,
     );
-    for kind in ["sparse", "undefined_item", "lone_surrogate", "null_proto"] {
+    for kind in ["sparse", "undefined_item", "lone_surrogate", "null_proto", "named_array"] {
         worker.post(&format!("sql/edges/put_typed?key=c-{kind}"), kind);
     }
     let expected = pulled(&[(
@@ -203,12 +203,15 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
             ("c-undefined_item", r#"<tagged:[1,{"$type":"undefined"},3]>"#),
             ("c-lone_surrogate", "<error>"),
             ("c-null_proto", r#"{"a":1}"#),
+            ("c-named_array", "<error>"),
         ],
     )]);
     worker.pull_until_file_equals(&db, &expected, "edge values");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'c-lone_surrogate'", [], |r| r.get(0)).unwrap();
     assert!(why.contains("lone surrogate"), "{why}");
+    let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'c-named_array'", [], |r| r.get(0)).unwrap();
+    assert!(why.contains("an array with named properties"), "{why}");
 }
 
 fn hex(s: &str) -> String {

@@ -6,7 +6,7 @@
 //! Only values whose JSON text means exactly what storage holds take this path: strings and keys
 //! that are valid Unicode, finite numbers other than -0 that are not integers beyond 2^53 (whose
 //! JSON text would name another integer than the double holds), booleans, null, and arrays
-//! without holes and objects of the plain prototype made of those, at most as deep as
+//! without holes or named properties and objects of the plain prototype made of those, at most as deep as
 //! [`value::encode`](super::value::encode) allows. Anything else stops the page, and the caller
 //! encodes that entry with the exact encoder, which tags or refuses it. Both encoders must
 //! agree on what is plain; the end-to-end value tests cover each kind through both.
@@ -30,6 +30,8 @@ function plain(v, depth) {
   if (v === null) return true;
   if (Array.isArray(v)) {
     if (Object.getPrototypeOf(v) !== Array.prototype) return false;
+    // Named properties beside the elements: JSON.stringify would drop them.
+    if (Object.keys(v).length !== v.length) return false;
     for (let i = 0; i < v.length; i++) {
       if (!(i in v) || !plain(v[i], depth + 1)) return false;
     }

@@ -110,13 +110,20 @@ fn walk(value: &JsValue, depth: usize, mode: Mode) -> Result<Value, String> {
     if Array::is_array(value) {
         let array: &Array = value.unchecked_ref();
         let mut items = Vec::with_capacity(array.length() as usize);
+        let mut holes = 0;
         for (index, item) in array.iter().enumerate() {
             // A hole reads as `undefined`, but storage keeps it apart from a stored `undefined`.
             if mode == Mode::Tagged && item.is_undefined() && !js_sys::Reflect::has(array, &(index as u32).into()).unwrap_or(true) {
                 items.push(json!({ TYPE_TAG: "hole" }));
+                holes += 1;
                 continue;
             }
             items.push(walk(&item, depth + 1, mode)?);
+        }
+        // Storage keeps an array's named properties (`a.label = ..`) beside its elements; no
+        // export form holds them, and leaving them out would lose them without a word.
+        if Object::keys(array).length() as usize != items.len() - holes {
+            return Err("an array with named properties".into());
         }
         return Ok(Value::Array(items));
     }

@@ -388,6 +388,12 @@ fn typed_value(kind: &str) -> Result<JsValue> {
             array.set(2, JsValue::from_f64(3.0));
             array.into()
         }
+        // An array with a named property beside its elements, which storage keeps.
+        "named_array" => {
+            let array = js_sys::Array::of2(&JsValue::from_f64(1.0), &JsValue::from_f64(2.0));
+            js_sys::Reflect::set(&array, &JsValue::from_str("label"), &JsValue::from_str("x"))?;
+            array.into()
+        }
         // The same array with `undefined` stored where the hole is.
         "undefined_item" => js_sys::Array::of3(&JsValue::from_f64(1.0), &JsValue::UNDEFINED, &JsValue::from_f64(3.0)).into(),
         "lone_surrogate" => js_sys::JsString::from_char_code3(0x61, 0xD800, 0x62).into(),
