@@ -171,11 +171,11 @@ pub struct ObjectWrite {
     worker: String,
     class: String,
     name: Option<String>,
-    mode: ExportMode,
     /// Snapshot generation: rows not stamped with it are swept when the snapshot finishes.
     generation: i64,
-    /// Whether the file held rows of the object when a snapshot began. If not, every row it
-    /// holds at the end came from this snapshot, and the sweep (a scan of all of them) is skipped.
+    /// Whether finishing drops the rows the download did not send: a snapshot into a file that
+    /// held rows of the object. Into a file that held none, every row at the end came from this
+    /// snapshot, and the sweep (a scan of all of them) is skipped.
     sweep: bool,
     read_at: Cursor,
     key_filter: String,
@@ -314,18 +314,7 @@ impl Sink {
             ExportMode::Changes => (0, false),
         };
         self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
-        Ok(ObjectWrite {
-            do_id,
-            worker,
-            class,
-            name,
-            mode,
-            generation,
-            sweep,
-            read_at,
-            key_filter: key_filter.to_owned(),
-            history: self.history,
-        })
+        Ok(ObjectWrite { do_id, worker, class, name, generation, sweep, read_at, key_filter: key_filter.to_owned(), history: self.history })
     }
 
     /// Applies a page of changes in one transaction.
@@ -340,21 +329,20 @@ impl Sink {
     pub fn finish(&mut self, write: &ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
-        let swept = match write.mode {
-            ExportMode::Snapshot if write.sweep => {
-                const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)";
-                if write.history {
-                    tx.execute(
+        let swept = if write.sweep {
+            const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)";
+            if write.history {
+                tx.execute(
                         &format!(
                             "INSERT INTO kv_history (do_id, worker_name, class_name, name, key, deleted, read_at_log_id, read_at_write_id, pulled_at)
                              SELECT do_id, worker_name, class_name, name, key, 1, ?3, ?4, ?5 {UNSEEN}"
                         ),
                         params![write.do_id, write.generation, write.read_at.epoch, write.read_at.seq as i64, now],
                     )?;
-                }
-                tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, write.generation])? as u64
             }
-            ExportMode::Snapshot | ExportMode::Changes => 0,
+            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, write.generation])? as u64
+        } else {
+            0
         };
         tx.execute(
             "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4, key_filter = ?5 WHERE do_id = ?1",

@@ -32,9 +32,8 @@ pub enum Turn {
 pub struct PendingRow {
     keys: Vec<String>,
     bytes: usize,
-    /// Write calls noted, and how many of them the last turn had seen.
-    writes: u64,
-    seen: u64,
+    /// Whether a write call was noted since the last turn.
+    written: bool,
     idle: u32,
     checking: bool,
     /// Whether some write of the row waits for storage to confirm it (the default): the row's
@@ -61,7 +60,7 @@ impl PendingRow {
             self.bytes += key.len();
             self.keys.push(key);
         }
-        self.writes += 1;
+        self.written = true;
         if self.keys.len() >= MAX_ROW_KEYS || self.bytes >= MAX_ROW_KEY_BYTES {
             Noted::Full
         } else if self.checking {
@@ -78,8 +77,7 @@ impl PendingRow {
             self.checking = false;
             return Turn::Stop;
         }
-        if self.writes != self.seen {
-            self.seen = self.writes;
+        if std::mem::take(&mut self.written) {
             self.idle = 0;
             return Turn::Wait;
         }
