@@ -29,9 +29,31 @@ pub struct LocalWorker {
     config: Option<PathBuf>,
     /// The worker's name: its API answers on `durafetch_<name>`.
     name: String,
+    /// Where the puller connects, when not through wrangler's dev proxy on `port` (see
+    /// [`LocalWorker::pulls_via`]); every start goes back to the proxy.
+    pull_port: Option<u16>,
     // Tests take turns, so that machine load stays predictable; a second worker for the same
     // test (`start_beside`) shares its turn.
     _turn: Option<MutexGuard<'static, ()>>,
+}
+
+/// This worker's workerd processes, found once, so that sampling their memory every few
+/// milliseconds reads two small files rather than every process's.
+pub struct WorkerdMemory(Vec<PathBuf>);
+
+impl WorkerdMemory {
+    /// Their resident memory together, in KiB (Linux).
+    pub fn kib(&self) -> Option<u64> {
+        let sizes: Vec<u64> = self
+            .0
+            .iter()
+            .filter_map(|process| {
+                let status = std::fs::read_to_string(process.join("status")).ok()?;
+                status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+            })
+            .collect();
+        (!sizes.is_empty()).then(|| sizes.iter().sum())
+    }
 }
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -52,8 +74,16 @@ impl LocalWorker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let child = spawn_wrangler(&root, dir.path(), port, secret, None);
-        let mut worker =
-            LocalWorker { port, child, dir, secret: secret.map(str::to_owned), config: None, name: WORKER.to_owned(), _turn: Some(turn) };
+        let mut worker = LocalWorker {
+            port,
+            child,
+            dir,
+            secret: secret.map(str::to_owned),
+            config: None,
+            name: WORKER.to_owned(),
+            pull_port: None,
+            _turn: Some(turn),
+        };
         worker.wait_ready();
         worker
     }
@@ -85,6 +115,7 @@ impl LocalWorker {
     }
 
     fn launch(&mut self) {
+        self.pull_port = None;
         self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref(), self.config.as_deref());
         self.wait_ready();
     }
@@ -104,8 +135,16 @@ impl LocalWorker {
         let config = write_config(dir.path(), &rename);
         let port = free_port();
         let child = spawn_wrangler(&repo_root(), dir.path(), port, self.secret.as_deref(), Some(&config));
-        let mut worker =
-            LocalWorker { port, child, dir, secret: self.secret.clone(), config: Some(config), name: name.to_owned(), _turn: None };
+        let mut worker = LocalWorker {
+            port,
+            child,
+            dir,
+            secret: self.secret.clone(),
+            config: Some(config),
+            name: name.to_owned(),
+            pull_port: None,
+            _turn: None,
+        };
         worker.wait_ready();
         worker
     }
@@ -138,24 +177,63 @@ impl LocalWorker {
         panic!("wrangler dev did not become ready: {}", self.logs());
     }
 
-    /// The resident memory of this worker's workerd processes together, in KiB (Linux).
-    pub fn workerd_rss_kib(&self) -> Option<u64> {
+    /// The `/proc` directories of this worker's workerd processes (Linux): the runtime, and
+    /// wrangler's dev proxy in front of it.
+    fn workerd_processes(&self) -> Vec<PathBuf> {
         let group = self.child.id().to_string();
-        let sizes: Vec<u64> = std::fs::read_dir("/proc")
-            .ok()?
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
             .flatten()
-            .filter_map(|entry| {
-                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            .map(|entry| entry.path())
+            .filter(|path| {
+                let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { return false };
                 // pid (comm) state ppid pgrp ...
-                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-                if comm != "workerd" || rest.split_whitespace().nth(2)? != group {
-                    return None;
-                }
-                let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-                status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+                let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, s)| s.rsplit_once(") ")) else { return false };
+                comm == "workerd" && rest.split_whitespace().nth(2) == Some(group.as_str())
+            })
+            .collect()
+    }
+
+    /// The resident memory of this worker's workerd processes, to sample while a pull runs.
+    pub fn workerd_memory(&self) -> WorkerdMemory {
+        WorkerdMemory(self.workerd_processes())
+    }
+
+    /// The port of the runtime's own socket, behind wrangler's dev proxy (Linux): of the loopback
+    /// ports this worker's workerd processes listen on, other than the proxy's, the one where the
+    /// export API refuses a request without a token. Wrangler does not print it below debug logging.
+    pub fn runtime_port(&self) -> u16 {
+        let sockets: std::collections::HashSet<String> = self
+            .workerd_processes()
+            .iter()
+            .filter_map(|process| std::fs::read_dir(process.join("fd")).ok())
+            .flat_map(|fds| fds.flatten())
+            .filter_map(|fd| {
+                let target = std::fs::read_link(fd.path()).ok()?;
+                Some(target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
             })
             .collect();
-        (!sizes.is_empty()).then(|| sizes.iter().sum())
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // sl local_address rem_address st ... inode: listening sockets have state 0A.
+        let listening = table.lines().skip(1).filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listens = fields.get(3) == Some(&"0A") && sockets.contains(*fields.get(9)?);
+            listens.then(|| u16::from_str_radix(fields[1].rsplit_once(':')?.1, 16).ok()).flatten()
+        });
+        let candidates: Vec<u16> = listening.filter(|&port| port != self.port).collect();
+        let host = |port: u16| format!("durafetch_{}.localhost:{port}", self.name);
+        candidates
+            .iter()
+            .copied()
+            .find(|&port| raw_get(port, &host(port), "/", &[]).0 == 401)
+            .unwrap_or_else(|| panic!("no runtime socket among {candidates:?}"))
+    }
+
+    /// Sends every later pull to `port`: the runtime's own socket ([`Self::runtime_port`]), past
+    /// wrangler's dev proxy, a second workerd that relays every byte and that a deployed worker
+    /// does not have; or back to the proxy with [`LocalWorker::port`].
+    pub fn pulls_via(&mut self, port: u16) {
+        self.pull_port = Some(port);
     }
 
     pub fn logs(&self) -> String {
@@ -167,9 +245,10 @@ impl LocalWorker {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The export API's URL as a user configures it.
+    /// The export API's URL as the puller is given it: through wrangler's dev proxy, as a user
+    /// configures it, unless [`Self::pulls_via`] moved it.
     pub fn api_url(&self) -> String {
-        format!("ws://durafetch_{}.localhost:{}", self.name, self.port)
+        format!("ws://durafetch_{}.localhost:{}", self.name, self.pull_port.unwrap_or(self.port))
     }
 
     pub fn api_host(&self) -> String {

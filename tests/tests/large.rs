@@ -16,12 +16,13 @@ fn a_200_mb_object_is_pulled_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("large.sqlite");
 
-    let baseline = worker.workerd_rss_kib();
+    let memory = worker.workerd_memory();
+    let baseline = memory.kib();
     let mut child = spawn_piped(worker.puller(&db, TOKEN, &[]));
     let mut workerd_peak = baseline;
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(300) {
-        workerd_peak = workerd_peak.max(worker.workerd_rss_kib());
+        workerd_peak = workerd_peak.max(memory.kib());
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = finish_within(child, Duration::ZERO, "the 200 MB pull, after 300 s");
