@@ -144,6 +144,28 @@ fn a_burst_of_writes_shares_log_rows_and_separate_events_get_their_own() {
     objects.iter_mut().filter(|(c, n, _)| *c == "CounterSql" && *n == "burst").for_each(|o| o.2 = &after);
     let runs = worker.pull_until_equal(&db, &pulled(&objects), "a later burst");
     assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "the later burst is read incrementally");
+
+    // One write of 128 keys of 2,000 bytes names 250 KiB of keys: as one row it would pass the
+    // key-value backend's value limit (128 KiB) and fail at every try. It takes six rows of at
+    // most 48 KiB, and the incremental pull reads every key.
+    let first: &[(&str, &str)] = &[("first", "0")];
+    for (route, class) in [("kv", "CounterKv"), ("sql", "CounterSql")] {
+        worker.post(&format!("{route}/wide/put?key=first"), "0");
+        objects.push((class, "wide", first));
+    }
+    worker.pull_until_equal(&db, &pulled(&objects), "before the long keys");
+    let wide: Vec<(String, u32)> = (0..128).map(|i| (format!("w{i:03}-{}", "x".repeat(1995)), i)).collect();
+    let body = serde_json::to_string(&wide.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()).unwrap();
+    let values: Vec<String> = wide.iter().map(|(_, v)| v.to_string()).collect();
+    let mut state: Vec<(&str, &str)> = wide.iter().zip(&values).map(|((k, _), v)| (k.as_str(), v.as_str())).collect();
+    state.push(("first", "0"));
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/wide/put_multiple_raw"), &body);
+        assert_eq!(log_rows(route, "wide"), 1 + 6, "{route}");
+    }
+    objects.iter_mut().filter(|(_, n, _)| *n == "wide").for_each(|o| o.2 = &state);
+    let runs = worker.pull_until_equal(&db, &pulled(&objects), "a write of 128 long keys");
+    assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "the long keys are read incrementally");
 }
 
 #[test]

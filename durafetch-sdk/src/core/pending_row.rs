@@ -10,8 +10,10 @@
 
 /// Keys one row may name; with [`MAX_ROW_KEY_BYTES`] this bounds what readers of the log hold.
 pub const MAX_ROW_KEYS: usize = 1024;
-/// Bytes of key text one row may name: well under the smallest value limit (128 KiB).
-pub const MAX_ROW_KEY_BYTES: usize = 64 * 1024;
+/// Bytes of key text (UTF-8) one row may name. Storage holds a string with any character past
+/// U+00FF at two bytes a character, so this is at most 96 KiB stored: under the smallest value
+/// limit (128 KiB, the key-value backend's) with room for each name's few bytes of framing.
+pub const MAX_ROW_KEY_BYTES: usize = 48 * 1024;
 /// Microtask turns without a write before the row is written. An awaited write in Rust takes two
 /// turns to resume its caller (the promise's reaction, then the executor's poll), so a loop of
 /// awaited writes never leaves the check idle for this long.
@@ -120,6 +122,28 @@ impl PendingRow {
     }
 }
 
+/// Splits `keys` into consecutive runs that each fit one row: at most [`MAX_ROW_KEYS`] keys and
+/// [`MAX_ROW_KEY_BYTES`] of key text. A row is written once a burst reaches a bound, but the write
+/// that reaches it may carry up to 128 keys of 2 KiB, and a row past the value limit would fail
+/// every time it was tried; so such a burst, or such a write in a transaction, takes several rows.
+pub fn row_runs(keys: &[String]) -> impl Iterator<Item = &[String]> {
+    let mut rest = keys;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let over = rest.iter().take(MAX_ROW_KEYS).position(|key| {
+            bytes += key.len();
+            bytes > MAX_ROW_KEY_BYTES
+        });
+        // A single key is always within the bound (keys are at most 2 KiB), but a run is never empty.
+        let (run, tail) = rest.split_at(over.unwrap_or(rest.len().min(MAX_ROW_KEYS)).max(1));
+        rest = tail;
+        Some(run)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +190,27 @@ mod tests {
         let long = "x".repeat(MAX_ROW_KEY_BYTES / 2);
         assert_ne!(row.note([format!("1{long}")], false), Noted::Full);
         assert_eq!(row.note([format!("2{long}")], false), Noted::Full);
+    }
+
+    #[test]
+    fn a_burst_past_a_bound_is_split_into_rows_within_both_bounds() {
+        // A row nearly full of long keys, then one write of 128 keys of 2 KiB: far past the bound.
+        let mut row = PendingRow::default();
+        let long = |prefix: &str, i: usize| format!("{prefix}{i:04}{}", "x".repeat(2044));
+        for i in 0..20 {
+            row.note([long("a", i)], false);
+        }
+        assert_eq!(row.note((0..128).map(|i| long("b", i)), false), Noted::Full);
+        let (keys, _) = row.take();
+        let runs: Vec<&[String]> = row_runs(&keys).collect();
+        assert!(runs.iter().all(|run| run.iter().map(String::len).sum::<usize>() <= MAX_ROW_KEY_BYTES));
+        assert_eq!(runs.len(), (148 * 2048usize).div_ceil(MAX_ROW_KEY_BYTES), "as few rows as the bound allows");
+        assert_eq!(runs.concat(), keys, "every key once, in order");
+
+        let many: Vec<String> = (0..2500).map(|i| format!("k{i:05}")).collect();
+        let sizes: Vec<usize> = row_runs(&many).map(<[String]>::len).collect();
+        assert_eq!(sizes, [MAX_ROW_KEYS, MAX_ROW_KEYS, 2500 - 2 * MAX_ROW_KEYS]);
+        assert_eq!(row_runs(&[]).count(), 0);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX, REPORTED_KEY,
     RESERVED_PREFIX,
 };
-use crate::core::pending_row::{Noted, PendingRow, Turn, MAX_ROW_KEYS};
+use crate::core::pending_row::{row_runs, Noted, PendingRow, Turn, MAX_ROW_KEYS, MAX_ROW_KEY_BYTES};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -338,20 +338,19 @@ impl ObjectLog {
         if kind == Target::Storage {
             return self.write_then_note(names, &b, || m.put.call2(target, entries.object(), &b));
         }
-        let at = self.next_position()?;
-        let promise = if (keys.length() as usize) < MAX_PAGE_KEYS {
+        if (keys.length() as usize) < MAX_PAGE_KEYS && fits_one_row(&names) {
+            let at = self.next_position()?;
             let with_row = entries.into_own();
             Reflect::set(&with_row, &log_key(at).into(), &keys)?;
-            m.put.call2(target, &with_row, &b)?
-        } else {
-            let entries = entries.object();
-            // One more key would exceed the storage API's per-call limit. The log row goes first,
-            // so a failure can only leave a row naming unchanged keys, never a change without one.
-            m.put.call2(target, &log_entry(at, &keys)?, &b)?;
-            m.put.call2(target, &entries, &b)?
-        };
-        self.changed(kind, at, &names);
-        Ok(promise)
+            let promise = m.put.call2(target, &with_row, &b)?;
+            self.changed(kind, at, &names);
+            return Ok(promise);
+        }
+        // One more key would exceed the storage API's per-call limit, or the keys need more than
+        // one row. The rows go first, so a failure can only leave a row naming unchanged keys,
+        // never a change without one.
+        self.put_rows(m, target, kind, &names, &b)?;
+        m.put.call2(target, entries.object(), &b)
     }
 
     /// `delete(key | keys, options)`. Outside a transaction the keys join the pending row; inside
@@ -371,11 +370,8 @@ impl ObjectLog {
         if kind == Target::Storage {
             return self.write_then_note(names, &options, || m.delete.call2(target, &keys, &options));
         }
-        let at = self.next_position()?;
-        m.put.call2(target, &log_entry(at, &array)?, &options)?;
-        let promise = m.delete.call2(target, &keys, &options)?;
-        self.changed(kind, at, &names);
-        Ok(promise)
+        self.put_rows(m, target, kind, &names, &options)?;
+        m.delete.call2(target, &keys, &options)
     }
 
     /// `deleteAll()` wipes the log with everything else; a marker row starts the next epoch.
@@ -465,36 +461,57 @@ impl ObjectLog {
         }
     }
 
-    /// Writes the pending row with the runtime's own `put`, in the commit of the writes it names.
+    /// Writes the pending row with the runtime's own `put`, in the commit of the writes it names:
+    /// several rows if the keys are past one row's bounds.
     fn write_pending_row(self: &Rc<Self>) -> Result<(), JsValue> {
         let (keys, allow_unconfirmed) = self.pending.borrow_mut().take();
         if keys.is_empty() {
             return Ok(());
         }
-        let written = self.next_position().and_then(|at| {
-            // One JSON text crosses to JS for the whole row, where key by key would cost a call
-            // and a copy per key.
-            let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
-            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
-            let methods = self.own_methods()?;
-            let options = Object::new();
+        let options = Object::new();
+        let written = self.own_methods().and_then(|methods| {
             if allow_unconfirmed {
                 Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
             }
-            let row: js_sys::Promise = methods.put.call2(self.storage.as_ref(), &log_entry(at, &names)?, &options)?.unchecked_into();
-            Ok((at, row))
+            self.put_rows(methods, self.storage.as_ref(), Target::Storage, &keys, &options)
         });
         match written {
-            Ok((at, row)) => {
-                wasm_bindgen_futures::spawn_local(report_failed_row(self.clone(), row));
-                self.changed(Target::Storage, at, &keys);
+            Ok(rows) => {
+                for row in rows {
+                    wasm_bindgen_futures::spawn_local(report_failed_row(self.clone(), row));
+                }
                 Ok(())
             }
             Err(e) => {
+                // Rows already put name keys that stay pending too: naming a key twice only
+                // makes a reader send its current value again.
                 self.pending.borrow_mut().restore(keys, allow_unconfirmed);
                 Err(e)
             }
         }
+    }
+
+    /// Puts a log row for each run of `keys` that fits one row, with the runtime's `put`, each at
+    /// its own position, and notes each.
+    fn put_rows(
+        self: &Rc<Self>,
+        m: &Methods,
+        target: &JsValue,
+        kind: Target,
+        keys: &[String],
+        options: &JsValue,
+    ) -> Result<Vec<js_sys::Promise>, JsValue> {
+        let mut rows = Vec::new();
+        for run in row_runs(keys) {
+            let at = self.next_position()?;
+            // One JSON text crosses to JS for the whole row, where key by key would cost a call
+            // and a copy per key.
+            let text = serde_json::to_string(run).map_err(|e| js_error(&e.to_string()))?;
+            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
+            rows.push(m.put.call2(target, &log_entry(at, &names)?, options)?.unchecked_into());
+            self.changed(kind, at, run);
+        }
+        Ok(rows)
     }
 
     /// The runtime's own storage methods, for durafetch's own writes.
@@ -801,6 +818,11 @@ fn user_keys(keys: &Array) -> Result<Vec<String>, JsValue> {
         check_user_key(name).map_err(|e| js_error(&e.to_string()))?;
     }
     Ok(names)
+}
+
+/// Whether `names` fit one log row, so that a write in a transaction can carry its row itself.
+fn fits_one_row(names: &[String]) -> bool {
+    names.len() <= MAX_ROW_KEYS && names.iter().map(String::len).sum::<usize>() <= MAX_ROW_KEY_BYTES
 }
 
 fn log_entry(at: Cursor, keys: &Array) -> Result<JsValue, JsValue> {
