@@ -23,7 +23,7 @@ use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX, REPORTED_KEY,
     RESERVED_PREFIX,
 };
-use crate::core::pending_row::{row_runs, Noted, PendingRow, Turn, MAX_ROW_KEYS, MAX_ROW_KEY_BYTES};
+use crate::core::pending_row::{row_runs, Noted, PendingRow, Turn, MAX_ROW_KEYS};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -822,7 +822,7 @@ fn user_keys(keys: &Array) -> Result<Vec<String>, JsValue> {
 
 /// Whether `names` fit one log row, so that a write in a transaction can carry its row itself.
 fn fits_one_row(names: &[String]) -> bool {
-    names.len() <= MAX_ROW_KEYS && names.iter().map(String::len).sum::<usize>() <= MAX_ROW_KEY_BYTES
+    row_runs(names).nth(1).is_none()
 }
 
 fn log_entry(at: Cursor, keys: &Array) -> Result<JsValue, JsValue> {
