@@ -349,7 +349,7 @@ impl ObjectLog {
         // One more key would exceed the storage API's per-call limit, or the keys need more than
         // one row. The rows go first, so a failure can only leave a row naming unchanged keys,
         // never a change without one.
-        self.put_rows(m, target, kind, &names, &b)?;
+        self.put_rows(m, target, kind, (&names, &keys), &b)?;
         m.put.call2(target, entries.object(), &b)
     }
 
@@ -370,7 +370,7 @@ impl ObjectLog {
         if kind == Target::Storage {
             return self.write_then_note(names, &options, || m.delete.call2(target, &keys, &options));
         }
-        self.put_rows(m, target, kind, &names, &options)?;
+        self.put_rows(m, target, kind, (&names, &array), &options)?;
         m.delete.call2(target, &keys, &options)
     }
 
@@ -473,7 +473,11 @@ impl ObjectLog {
             if allow_unconfirmed {
                 Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
             }
-            self.put_rows(methods, self.storage.as_ref(), Target::Storage, &keys, &options)
+            // One JSON text crosses to JS for all the keys, where key by key would cost a call
+            // and a copy per key.
+            let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
+            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
+            self.put_rows(methods, self.storage.as_ref(), Target::Storage, (&keys, &names), &options)
         });
         match written {
             Ok(rows) => {
@@ -492,24 +496,25 @@ impl ObjectLog {
     }
 
     /// Puts a log row for each run of `keys` that fits one row, with the runtime's `put`, each at
-    /// its own position, and notes each.
+    /// its own position, and notes each. `names` holds the same keys as JS strings, in the same
+    /// order; a row of all of them is that array itself.
     fn put_rows(
         self: &Rc<Self>,
         m: &Methods,
         target: &JsValue,
         kind: Target,
-        keys: &[String],
+        (keys, names): (&[String], &Array),
         options: &JsValue,
     ) -> Result<Vec<js_sys::Promise>, JsValue> {
         let mut rows = Vec::new();
+        let mut start = 0;
         for run in row_runs(keys) {
             let at = self.next_position()?;
-            // One JSON text crosses to JS for the whole row, where key by key would cost a call
-            // and a copy per key.
-            let text = serde_json::to_string(run).map_err(|e| js_error(&e.to_string()))?;
-            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
-            rows.push(m.put.call2(target, &log_entry(at, &names)?, options)?.unchecked_into());
+            let end = start + run.len();
+            let row = if run.len() == keys.len() { names.clone() } else { names.slice(start as u32, end as u32) };
+            rows.push(m.put.call2(target, &log_entry(at, &row)?, options)?.unchecked_into());
             self.changed(kind, at, run);
+            start = end;
         }
         Ok(rows)
     }

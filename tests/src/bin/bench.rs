@@ -29,6 +29,11 @@ fn scan(worker: &LocalWorker, object: &str) -> (f64, u64) {
     (median((0..3).map(|_| bench(worker, "sql", object, "scan", 0, 0).0).collect()), count)
 }
 
+/// A ratio of two times in milliseconds, with both beside it to `decimals` places.
+fn ms_ratio(a: f64, b: f64, decimals: usize) -> String {
+    format!("{:.2} ({a:.decimals$} ms / {b:.decimals$} ms)", a / b)
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
@@ -197,20 +202,20 @@ fn main() {
     };
     rows.push(Row {
         metric: "P1b single puts, instrumented/plain",
-        figure: format!("{:.2} ({i:.1} ms / {p:.1} ms)", i / p),
+        figure: ms_ratio(i, p, 1),
         goal: "≤ 1.3",
         how: "1,000 awaited one-key puts of 100 B inside the object; 2 warm-up rounds, then 7, the mean of the middle 5, order alternating"
             .into(),
     });
     rows.push(Row {
         metric: "P1b single puts, (plain + the same extra row by hand)/plain",
-        figure: format!("{:.2} ({with_row:.1} ms / {p:.1} ms)", with_row / p),
+        figure: ms_ratio(with_row, p, 1),
         goal: "(what the extra row alone costs storage)",
         how: "the plain class writes the value and a log-shaped row in one put".into(),
     });
     rows.push(Row {
         metric: "P1b single puts, instrumented/(plain + the same extra row by hand)",
-        figure: format!("{:.2} ({i:.1} ms / {with_row:.1} ms)", i / with_row),
+        figure: ms_ratio(i, with_row, 1),
         goal: "(what durafetch's code adds beyond the row)",
         how: "same rounds".into(),
     });
@@ -240,13 +245,13 @@ fn main() {
     };
     rows.push(Row {
         metric: "P1b batched puts, instrumented/plain",
-        figure: format!("{:.2} ({i:.0} ms / {p:.0} ms)", i / p),
+        figure: ms_ratio(i, p, 0),
         goal: "≤ 1.05",
         how: "100,000 keys of 100 B in puts of 128 keys; 2 warm-up rounds, then 7, the mean of the middle 5, order alternating".into(),
     });
     rows.push(Row {
         metric: "P1b batched puts, instrumented/(plain + the same extra row by hand)",
-        figure: format!("{:.2} ({i:.0} ms / {with_row:.0} ms)", i / with_row),
+        figure: ms_ratio(i, with_row, 0),
         goal: "(what durafetch's code adds beyond the row)",
         how: "the plain class writes each batch and a log-shaped row of its 128 keys".into(),
     });
