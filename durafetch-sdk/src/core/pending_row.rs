@@ -8,6 +8,10 @@
 //! The row is written once the writes have paused for a few microtask turns (the object requeues
 //! a check each turn), or at once when it reaches its size bound.
 
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashSet};
+
 /// Keys one row may name; with [`MAX_ROW_KEY_BYTES`] this bounds what readers of the log hold.
 pub const MAX_ROW_KEYS: usize = 1024;
 /// Bytes of key text (UTF-8) one row may name. Storage holds a string with any character past
@@ -41,6 +45,34 @@ pub struct PendingRow {
     /// Whether some write of the row waits for storage to confirm it (the default): the row's
     /// own `put` then does too. Only a row of `allowUnconfirmed` writes is written without.
     confirmed: bool,
+}
+
+/// A pending row taken to be written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TakenRow {
+    pub keys: Vec<String>,
+    /// Whether the row may skip confirmation: every write it names did.
+    pub allow_unconfirmed: bool,
+    /// Whether keys written more than once were dropped after their first place, so that `keys`
+    /// no longer pair one for one with the write calls' keys in the order noted.
+    pub dropped_repeats: bool,
+}
+
+/// Keeps the first place of each key. Most rows of a bulk load repeat no key, which one pass of
+/// hashes shows without comparing any text.
+fn drop_repeats(keys: &mut Vec<String>) -> bool {
+    let mut hashes = FxHashSet::with_capacity_and_hasher(keys.len(), FxBuildHasher);
+    if keys.iter().all(|key| hashes.insert(FxBuildHasher.hash_one(key))) {
+        return false;
+    }
+    let keep: Vec<bool> = {
+        let mut seen = FxHashSet::with_capacity_and_hasher(keys.len(), FxBuildHasher);
+        keys.iter().map(|key| seen.insert(key.as_str())).collect()
+    };
+    let before = keys.len();
+    let mut kept = keep.into_iter();
+    keys.retain(|_| kept.next().unwrap_or(true));
+    keys.len() < before
 }
 
 /// What noting a write asks of the object.
@@ -91,16 +123,15 @@ impl PendingRow {
         Turn::Write
     }
 
-    /// The row's keys, each once, in order, and whether the row may skip confirmation; the row
-    /// starts empty again, sized for a burst like this one.
-    pub fn take(&mut self) -> (Vec<String>, bool) {
+    /// The row's keys, each once, in the order first written; the row starts empty again, sized
+    /// for a burst like this one.
+    pub fn take(&mut self) -> TakenRow {
         let allow_unconfirmed = !std::mem::take(&mut self.confirmed);
         let capacity = self.keys.len();
         let mut keys = std::mem::replace(&mut self.keys, Vec::with_capacity(capacity));
         self.bytes = 0;
-        keys.sort_unstable();
-        keys.dedup();
-        (keys, allow_unconfirmed)
+        let dropped_repeats = drop_repeats(&mut keys);
+        TakenRow { keys, allow_unconfirmed, dropped_repeats }
     }
 
     /// Puts back the keys of a row that could not be written, for the next row to name.
@@ -164,7 +195,9 @@ mod tests {
         }
         let turns: Vec<Turn> = std::iter::from_fn(|| Some(row.turn())).take_while(|t| *t == Turn::Wait).collect();
         assert_eq!(turns.len(), IDLE_TURNS as usize, "one turn sees the last write, then the idle ones");
-        assert_eq!(row.take().0, ["a", "b", "c"], "each key once, in order");
+        let taken = row.take();
+        assert_eq!(taken.keys, ["b", "a", "c"], "each key once, where first written");
+        assert!(taken.dropped_repeats);
         assert!(row.is_empty());
         assert_eq!(row.note(keys(&["d"]), false), Noted::StartChecking, "the next burst starts a new check");
     }
@@ -185,7 +218,9 @@ mod tests {
             assert_ne!(row.note([format!("k{i}")], false), Noted::Full);
         }
         assert_eq!(row.note(keys(&["last"]), false), Noted::Full);
-        assert_eq!(row.take().0.len(), MAX_ROW_KEYS);
+        let taken = row.take();
+        assert_eq!(taken.keys.len(), MAX_ROW_KEYS);
+        assert!(!taken.dropped_repeats, "distinct keys are kept as noted");
 
         let long = "x".repeat(MAX_ROW_KEY_BYTES / 2);
         assert_ne!(row.note([format!("1{long}")], false), Noted::Full);
@@ -201,7 +236,7 @@ mod tests {
             row.note([long("a", i)], false);
         }
         assert_eq!(row.note((0..128).map(|i| long("b", i)), false), Noted::Full);
-        let (keys, _) = row.take();
+        let keys = row.take().keys;
         let runs: Vec<&[String]> = row_runs(&keys).collect();
         assert!(runs.iter().all(|run| run.iter().map(String::len).sum::<usize>() <= MAX_ROW_KEY_BYTES));
         assert_eq!(runs.len(), (148 * 2048usize).div_ceil(MAX_ROW_KEY_BYTES), "as few rows as the bound allows");
@@ -214,13 +249,34 @@ mod tests {
     }
 
     #[test]
+    fn only_repeats_are_dropped_and_each_key_keeps_its_first_place() {
+        let mut row = PendingRow::default();
+        let written: Vec<String> = (0..1000u32).map(|i| format!("k{}", (i * 7919) % 613)).collect();
+        for key in &written {
+            row.note([key.clone()], false);
+            if row.keys.len() >= MAX_ROW_KEYS {
+                break;
+            }
+        }
+        let mut expected = Vec::new();
+        for key in &written {
+            if !expected.contains(key) {
+                expected.push(key.clone());
+            }
+        }
+        let taken = row.take();
+        assert_eq!(taken.keys, expected);
+        assert!(taken.dropped_repeats);
+    }
+
+    #[test]
     fn keys_of_a_row_that_failed_are_named_by_the_next() {
         let mut row = PendingRow::default();
         row.note(keys(&["a", "b"]), false);
-        let (taken, allow_unconfirmed) = row.take();
+        let taken = row.take();
         row.note(keys(&["c"]), true);
-        row.restore(taken, allow_unconfirmed);
-        assert_eq!(row.take(), (keys(&["a", "b", "c"]), false));
+        row.restore(taken.keys, taken.allow_unconfirmed);
+        assert_eq!(row.take(), TakenRow { keys: keys(&["c", "a", "b"]), allow_unconfirmed: false, dropped_repeats: false });
     }
 
     #[test]
@@ -228,11 +284,11 @@ mod tests {
         let mut row = PendingRow::default();
         row.note(keys(&["a"]), true);
         row.note(keys(&["b"]), true);
-        assert_eq!(row.take(), (keys(&["a", "b"]), true));
+        assert!(row.take().allow_unconfirmed);
         row.note(keys(&["a"]), true);
         row.note(keys(&["b"]), false);
-        assert_eq!(row.take(), (keys(&["a", "b"]), false));
+        assert!(!row.take().allow_unconfirmed);
         row.note(keys(&["c"]), true);
-        assert_eq!(row.take(), (keys(&["c"]), true), "each row starts afresh");
+        assert!(row.take().allow_unconfirmed, "each row starts afresh");
     }
 }

@@ -23,7 +23,7 @@ use crate::core::keys::{
     check_user_key, log_key, outside_reserved, parse_log_key, KeyRange, Start, FLOOR_KEY, LOG_END, LOG_PREFIX, REPORTED_KEY,
     RESERVED_PREFIX,
 };
-use crate::core::pending_row::{row_runs, Noted, PendingRow, Turn, MAX_ROW_KEYS};
+use crate::core::pending_row::{row_runs, Noted, PendingRow, TakenRow, Turn, MAX_ROW_KEYS};
 use crate::core::protocol::{ObjectReport, MAX_PAGE_CHANGES, MAX_PAGE_KEYS};
 
 /// Header naming the object an internal export call is for.
@@ -152,8 +152,8 @@ pub(crate) struct ObjectLog {
     storage_hooks: OnceCell<WriteHooks>,
     transaction_hooks: OnceCell<WriteHooks>,
     transaction_hook: OnceCell<TransactionHook>,
-    /// Keys written outside transactions since the last row (see [`PendingRow`]).
-    pending: RefCell<PendingRow>,
+    /// Keys written outside transactions since the last row.
+    pending: RefCell<Pending>,
     /// A resolved promise whose reactions run the per-turn check: a plain promise reaction is a
     /// microtask without the per-call wrapping the runtime's `queueMicrotask` adds.
     resolved: js_sys::Promise,
@@ -188,7 +188,7 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         storage_hooks: OnceCell::new(),
         transaction_hooks: OnceCell::new(),
         transaction_hook: OnceCell::new(),
-        pending: RefCell::new(PendingRow::default()),
+        pending: RefCell::new(Pending::new()),
         resolved: js_sys::Promise::resolve(&JsValue::UNDEFINED),
         turn_check: OnceCell::new(),
     });
@@ -316,7 +316,7 @@ impl ObjectLog {
                 return m.put.call3(target, &a, &b, &c);
             }
             if kind == Target::Storage {
-                return self.write_then_note([key], &c, || m.put.call3(target, &a, &b, &c));
+                return self.write_then_note((vec![key], &a), &c, || m.put.call3(target, &a, &b, &c));
             }
             let at = self.next_position()?;
             let entries = Object::new();
@@ -336,7 +336,7 @@ impl ObjectLog {
             return m.put.call2(target, entries.object(), &b);
         }
         if kind == Target::Storage {
-            return self.write_then_note(names, &b, || m.put.call2(target, entries.object(), &b));
+            return self.write_then_note((names, &keys), &b, || m.put.call2(target, entries.object(), &b));
         }
         if (keys.length() as usize) < MAX_PAGE_KEYS && fits_one_row(&names) {
             let at = self.next_position()?;
@@ -368,7 +368,7 @@ impl ObjectLog {
             return m.delete.call2(target, &keys, &options);
         }
         if kind == Target::Storage {
-            return self.write_then_note(names, &options, || m.delete.call2(target, &keys, &options));
+            return self.write_then_note((names, &array), &options, || m.delete.call2(target, &keys, &options));
         }
         self.put_rows(m, target, kind, (&names, &array), &options)?;
         m.delete.call2(target, &keys, &options)
@@ -425,7 +425,7 @@ impl ObjectLog {
     /// pending row (a write storage refused at once changed nothing).
     fn write_then_note(
         self: &Rc<Self>,
-        keys: impl IntoIterator<Item = String>,
+        keys: (Vec<String>, &JsValue),
         options: &JsValue,
         write: impl FnOnce() -> Result<JsValue, JsValue>,
     ) -> Result<JsValue, JsValue> {
@@ -449,7 +449,7 @@ impl ObjectLog {
 
     /// One microtask turn of the pending row's check.
     fn pending_turn(self: &Rc<Self>) {
-        let turn = self.pending.borrow_mut().turn();
+        let turn = self.pending.borrow_mut().row.turn();
         let outcome = match turn {
             Turn::Wait => self.queue_turn_check(),
             Turn::Write => self.write_pending_row(),
@@ -464,20 +464,24 @@ impl ObjectLog {
     /// Writes the pending row with the runtime's own `put`, in the commit of the writes it names:
     /// several rows if the keys are past one row's bounds.
     fn write_pending_row(self: &Rc<Self>) -> Result<(), JsValue> {
-        let (keys, allow_unconfirmed) = self.pending.borrow_mut().take();
+        let (TakenRow { keys, allow_unconfirmed, .. }, names) = self.pending.borrow_mut().take();
         if keys.is_empty() {
             return Ok(());
         }
-        let options = Object::new();
         let written = self.own_methods().and_then(|methods| {
+            let options = Object::new();
             if allow_unconfirmed {
                 Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
             }
-            // One JSON text crosses to JS for all the keys, where key by key would cost a call
-            // and a copy per key.
-            let text = serde_json::to_string(&keys).map_err(|e| js_error(&e.to_string()))?;
-            let names: Array = js_sys::JSON::parse(&text)?.unchecked_into();
-            self.put_rows(methods, self.storage.as_ref(), Target::Storage, (&keys, &names), &options)
+            let rebuilt;
+            let names = match &names {
+                Some(names) => names,
+                None => {
+                    rebuilt = js_names(&keys)?;
+                    &rebuilt
+                }
+            };
+            self.put_rows(methods, self.storage.as_ref(), Target::Storage, (&keys, names), &options)
         });
         match written {
             Ok(rows) => {
@@ -489,7 +493,7 @@ impl ObjectLog {
             Err(e) => {
                 // Rows already put name keys that stay pending too: naming a key twice only
                 // makes a reader send its current value again.
-                self.pending.borrow_mut().restore(keys, allow_unconfirmed);
+                self.pending.borrow_mut().restore(keys, names.as_ref(), allow_unconfirmed);
                 Err(e)
             }
         }
@@ -804,6 +808,64 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
         wasm_bindgen_futures::JsFuture::from(promise).await?;
     }
     Ok(())
+}
+
+/// The pending row ([`PendingRow`]) and the same keys as the JS strings the write calls named,
+/// in the same order: a row of a burst with no key written twice is that array, and its names
+/// need not cross back from wasm.
+struct Pending {
+    row: PendingRow,
+    names: Array,
+    /// Whether `names` pairs one for one with the row's keys; once a row that dropped repeats
+    /// is put back, it does not until the next row.
+    paired: bool,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self { row: PendingRow::default(), names: Array::new(), paired: true }
+    }
+
+    /// Notes a write call's keys; `names` is the key string of a one-key call, or the array of
+    /// the keys as the call named them.
+    fn note(&mut self, (keys, names): (Vec<String>, &JsValue), allow_unconfirmed: bool) -> Noted {
+        match names.dyn_ref::<Array>() {
+            Some(many) => self.names = self.names.concat(many),
+            None => {
+                self.names.push(names);
+            }
+        }
+        self.row.note(keys, allow_unconfirmed)
+    }
+
+    /// The row's keys, and their JS names if the keys pair with them one for one.
+    fn take(&mut self) -> (TakenRow, Option<Array>) {
+        let taken = self.row.take();
+        let names = std::mem::replace(&mut self.names, Array::new());
+        let paired = std::mem::replace(&mut self.paired, true) && !taken.dropped_repeats;
+        (taken, paired.then_some(names))
+    }
+
+    fn restore(&mut self, keys: Vec<String>, names: Option<&Array>, allow_unconfirmed: bool) {
+        match names {
+            Some(names) if self.paired => self.names = self.names.concat(names),
+            _ => self.paired = false,
+        }
+        self.row.restore(keys, allow_unconfirmed);
+    }
+
+    fn clear(&mut self) {
+        self.row.clear();
+        self.names = Array::new();
+        self.paired = true;
+    }
+}
+
+/// `keys` as a JS array: one JSON text crosses to JS for all of them, where key by key would
+/// cost a call and a copy per key.
+fn js_names(keys: &[String]) -> Result<Array, JsValue> {
+    let text = serde_json::to_string(keys).map_err(|e| js_error(&e.to_string()))?;
+    Ok(js_sys::JSON::parse(&text)?.unchecked_into())
 }
 
 const NOT_INSTRUMENTED: &str = "durafetch: storage not instrumented";
