@@ -8,8 +8,6 @@
 //! The row is written once the writes have paused for a few microtask turns (the object requeues
 //! a check each turn), or at once when it reaches its size bound.
 
-use std::hash::BuildHasher;
-
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
 /// Keys one row may name; with [`MAX_ROW_KEY_BYTES`] this bounds what readers of the log hold.
@@ -58,21 +56,18 @@ pub struct TakenRow {
     pub dropped_repeats: bool,
 }
 
-/// Keeps the first place of each key. Most rows of a bulk load repeat no key, which one pass of
-/// hashes shows without comparing any text.
+/// Keeps the first place of each key; answers whether any repeat was dropped.
 fn drop_repeats(keys: &mut Vec<String>) -> bool {
-    let mut hashes = FxHashSet::with_capacity_and_hasher(keys.len(), FxBuildHasher);
-    if keys.iter().all(|key| hashes.insert(FxBuildHasher.hash_one(key))) {
-        return false;
-    }
     let keep: Vec<bool> = {
         let mut seen = FxHashSet::with_capacity_and_hasher(keys.len(), FxBuildHasher);
         keys.iter().map(|key| seen.insert(key.as_str())).collect()
     };
-    let before = keys.len();
+    if keep.iter().all(|&kept| kept) {
+        return false;
+    }
     let mut kept = keep.into_iter();
     keys.retain(|_| kept.next().unwrap_or(true));
-    keys.len() < before
+    true
 }
 
 /// What noting a write asks of the object.

@@ -473,15 +473,7 @@ impl ObjectLog {
             if allow_unconfirmed {
                 Reflect::set(&options, &"allowUnconfirmed".into(), &true.into())?;
             }
-            let rebuilt;
-            let names = match &names {
-                Some(names) => names,
-                None => {
-                    rebuilt = js_names(&keys)?;
-                    &rebuilt
-                }
-            };
-            self.put_rows(methods, self.storage.as_ref(), Target::Storage, (&keys, names), &options)
+            self.put_rows(methods, self.storage.as_ref(), Target::Storage, (&keys, &names), &options)
         });
         match written {
             Ok(rows) => {
@@ -493,7 +485,7 @@ impl ObjectLog {
             Err(e) => {
                 // Rows already put name keys that stay pending too: naming a key twice only
                 // makes a reader send its current value again.
-                self.pending.borrow_mut().restore(keys, names.as_ref(), allow_unconfirmed);
+                self.pending.borrow_mut().restore(keys, &names, allow_unconfirmed);
                 Err(e)
             }
         }
@@ -816,14 +808,11 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
 struct Pending {
     row: PendingRow,
     names: Array,
-    /// Whether `names` pairs one for one with the row's keys; once a row that dropped repeats
-    /// is put back, it does not until the next row.
-    paired: bool,
 }
 
 impl Pending {
     fn new() -> Self {
-        Self { row: PendingRow::default(), names: Array::new(), paired: true }
+        Self { row: PendingRow::default(), names: Array::new() }
     }
 
     /// Notes a write call's keys; `names` is the key string of a one-key call, or the array of
@@ -838,34 +827,35 @@ impl Pending {
         self.row.note(keys, allow_unconfirmed)
     }
 
-    /// The row's keys, and their JS names if the keys pair with them one for one.
-    fn take(&mut self) -> (TakenRow, Option<Array>) {
+    /// The row's keys and their JS names, one for one: the writes' own names, or, where repeats
+    /// were dropped, names made from the keys.
+    fn take(&mut self) -> (TakenRow, Array) {
         let taken = self.row.take();
         let names = std::mem::replace(&mut self.names, Array::new());
-        let paired = std::mem::replace(&mut self.paired, true) && !taken.dropped_repeats;
-        (taken, paired.then_some(names))
+        let names = if taken.dropped_repeats { js_names(&taken.keys) } else { names };
+        (taken, names)
     }
 
-    fn restore(&mut self, keys: Vec<String>, names: Option<&Array>, allow_unconfirmed: bool) {
-        match names {
-            Some(names) if self.paired => self.names = self.names.concat(names),
-            _ => self.paired = false,
-        }
+    /// Puts back a taken row's keys and names, after the new ones, as the row failed.
+    fn restore(&mut self, keys: Vec<String>, names: &Array, allow_unconfirmed: bool) {
+        self.names = self.names.concat(names);
         self.row.restore(keys, allow_unconfirmed);
     }
 
     fn clear(&mut self) {
         self.row.clear();
         self.names = Array::new();
-        self.paired = true;
     }
 }
 
 /// `keys` as a JS array: one JSON text crosses to JS for all of them, where key by key would
-/// cost a call and a copy per key.
-fn js_names(keys: &[String]) -> Result<Array, JsValue> {
-    let text = serde_json::to_string(keys).map_err(|e| js_error(&e.to_string()))?;
-    Ok(js_sys::JSON::parse(&text)?.unchecked_into())
+/// cost a call and a copy per key. (serde_json writes any `String`, and `JSON.parse` reads
+/// what it writes; key by key is there only so that no path can fail.)
+fn js_names(keys: &[String]) -> Array {
+    serde_json::to_string(keys)
+        .ok()
+        .and_then(|text| js_sys::JSON::parse(&text).ok())
+        .map_or_else(|| keys.iter().map(|k| JsValue::from_str(k)).collect(), JsCast::unchecked_into)
 }
 
 const NOT_INSTRUMENTED: &str = "durafetch: storage not instrumented";
