@@ -191,6 +191,7 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
 
 /// Log-shaped rows written by hand, as durafetch writes a burst's: one naming every 1,024 keys,
 /// and one for the rest after the last write, each issued in the same step as a write it names.
+/// A write call's names are its key, or its entries' `Object.keys`, as durafetch takes them.
 #[derive(Default)]
 struct HandLog {
     names: js_sys::Array,
@@ -198,8 +199,13 @@ struct HandLog {
 }
 
 impl HandLog {
-    fn note(&mut self, storage: &worker::Storage, key: &JsValue, last: bool) -> Result<()> {
-        self.names.push(key);
+    fn note(&mut self, storage: &worker::Storage, names: &JsValue, last: bool) -> Result<()> {
+        match names.dyn_ref::<js_sys::Array>() {
+            Some(many) => self.names = self.names.concat(many),
+            None => {
+                self.names.push(names);
+            }
+        }
         if self.names.length() >= 1024 || last {
             let row = js_sys::Object::new();
             let names = std::mem::take(&mut self.names);
@@ -251,9 +257,9 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
                 for j in i..end {
                     let key = JsValue::from_str(&format!("b-{j:08}"));
                     js_sys::Reflect::set(&batch, &key, &JsValue::from_str(&value))?;
-                    if let Some(rows) = &mut rows {
-                        rows.note(&storage, &key, j + 1 == plan.keys)?;
-                    }
+                }
+                if let Some(rows) = &mut rows {
+                    rows.note(&storage, &js_sys::Object::keys(&batch), end == plan.keys)?;
                 }
                 storage.put_multiple_raw(batch).await?;
                 i = end;
