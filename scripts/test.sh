@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of the pure core and the puller, the compile-fail tests of
-# #[durafetch], and the end-to-end tests against the example worker in local workerd.
+# #[durafetch], and the end-to-end tests against the example worker in local workerd; first,
+# the format and lint checks, which take seconds.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 bash "$DURAFETCH_ROOT/scripts/bootstrap.sh"
 bash "$DURAFETCH_ROOT/scripts/build-example.sh" >/dev/null 2>&1 || bash "$DURAFETCH_ROOT/scripts/build-example.sh"
 cd "$DURAFETCH_ROOT"
+cargo fmt --all --check
+cargo clippy --quiet --workspace --exclude durafetch-example --all-targets -- -D warnings
+(cd examples/counter && cargo clippy --quiet --target wasm32-unknown-unknown -- -D warnings)
 cargo build --quiet -p durafetch-pull
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

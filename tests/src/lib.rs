@@ -472,8 +472,11 @@ pub fn route_of(class: &str) -> &'static str {
     }
 }
 
-/// Builds an expected copy from `(class, name, [(key, val)])`.
-pub fn pulled(objects: &[(&str, &str, &[(&str, &str)])]) -> Pulled {
+/// One object's expected copy: its class, its name and its `(key, val)` pairs.
+pub type ExpectedObject<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// Builds an expected copy from each object's.
+pub fn pulled(objects: &[ExpectedObject<'_>]) -> Pulled {
     objects
         .iter()
         .map(|(class, name, keys)| {

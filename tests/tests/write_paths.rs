@@ -1,7 +1,7 @@
 //! Write paths and entry points beyond plain puts: transactions (committed and rolled back),
 //! alarms after a cold start, hibernatable WebSockets, and writes the sdk must refuse.
 
-use durafetch_e2e::{pulled, read_db, LocalWorker, TOKEN};
+use durafetch_e2e::{pulled, read_db, ExpectedObject, LocalWorker, TOKEN};
 
 #[test]
 fn transactions_commit_with_their_log_and_roll_back_without_it() {
@@ -132,7 +132,7 @@ fn a_burst_of_writes_shares_log_rows_and_separate_events_get_their_own() {
     }
     let borrowed: Vec<Vec<(&str, &str)>> =
         expected.iter().map(|(_, _, s)| s.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()).collect();
-    let objects: Vec<(&str, &str, &[(&str, &str)])> = expected.iter().zip(&borrowed).map(|((c, n, _), s)| (*c, *n, s.as_slice())).collect();
+    let objects: Vec<ExpectedObject<'_>> = expected.iter().zip(&borrowed).map(|((c, n, _), s)| (*c, *n, s.as_slice())).collect();
     worker.pull_until_equal(&db, &pulled(&objects), "bursts");
 
     // A burst after the pull arrives whole in the incremental pull that follows.

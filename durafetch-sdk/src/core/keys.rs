@@ -153,16 +153,16 @@ mod tests {
     fn reserved_range_is_apart_from_printable_keys() {
         for user in ["", " ", "a", "key-a", "\u{0}", "\u{1}", "\u{1}durafetch", "\u{1}durafetch\u{2}x", "~", "ÿ"] {
             assert!(check_user_key(user).is_ok(), "{user:?}");
-            let inside = user >= RESERVED_PREFIX && user < RESERVED_END;
+            let inside = (RESERVED_PREFIX..RESERVED_END).contains(&user);
             assert!(!inside, "{user:?} sorts inside the reserved range");
         }
         for internal in [RESERVED_PREFIX, LOG_PREFIX, FLOOR_KEY, REPORTED_KEY, &log_key(Cursor::new(3, 9))] {
             assert!(check_user_key(internal).is_err());
-            assert!(internal >= RESERVED_PREFIX && internal < RESERVED_END);
+            assert!((RESERVED_PREFIX..RESERVED_END).contains(&internal));
         }
         assert!(LOG_PREFIX < LOG_END && LOG_END <= RESERVED_END);
         for marker in [FLOOR_KEY, REPORTED_KEY] {
-            assert!(!(marker >= LOG_PREFIX && marker < LOG_END), "{marker:?} is not a log row");
+            assert!(!(LOG_PREFIX..LOG_END).contains(&marker), "{marker:?} is not a log row");
         }
     }
 
@@ -205,7 +205,7 @@ mod tests {
                     let range = KeyRange { start, end: end.map(str::to_owned) };
                     let parts = outside_reserved(&range);
                     for k in keys {
-                        let wanted = in_range(&range, k) && !is_reserved(k) && !(k >= RESERVED_PREFIX && k < RESERVED_END);
+                        let wanted = in_range(&range, k) && !is_reserved(k) && !(RESERVED_PREFIX..RESERVED_END).contains(&k);
                         let seen = parts.iter().filter(|p| in_range(p, k)).count();
                         assert_eq!(seen, usize::from(wanted), "{range:?} {k:?} {parts:?}");
                     }
