@@ -107,14 +107,64 @@ fn reserved_keys_and_refused_values_write_nothing() {
     worker.pull_until_equal(&db, &expected, "refused writes");
 }
 
+/// How many rows the change log of `<route>/<name>` holds.
+fn log_rows(worker: &LocalWorker, route: &str, name: &str) -> u64 {
+    ureq::get(&format!("{}/{route}/{name}/log_rows", worker.base())).call().unwrap().into_string().unwrap().parse().unwrap()
+}
+
+/// A transaction's write of 128 keys of 2,000 bytes needs six rows, put in the same step before
+/// the write: they commit with it, and roll back with it.
+#[test]
+fn a_transaction_of_long_keys_commits_and_rolls_back_with_all_its_rows() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("wide-txn.sqlite");
+    let long_key = |prefix: char, i: usize| format!("{prefix}{i:03}-{}", "x".repeat(1995));
+    let kept: Vec<String> = (0..128).map(|i| long_key('w', i)).collect();
+    let ghosts: Vec<String> = (0..128).map(|i| long_key('g', i)).collect();
+    let put_many =
+        |keys: &[String]| serde_json::json!({ "put_many": keys.iter().map(|k| (k, 1)).collect::<std::collections::BTreeMap<_, _>>() });
+    let classes = [("kv", "CounterKv"), ("sql", "CounterSql")];
+    for (route, _) in classes {
+        worker.post(&format!("{route}/wide-txn/put?key=first"), "0");
+    }
+    let first: &[(&str, &str)] = &[("first", "0")];
+    worker.pull_until_equal(&db, &pulled(&classes.map(|(_, class)| (class, "wide-txn", first))), "before the transactions");
+
+    let state: Vec<(&str, &str)> = kept.iter().map(|k| (k.as_str(), "1")).chain([("first", "0")]).collect();
+    for (route, _) in classes {
+        let rows = log_rows(&worker, route, "wide-txn");
+        worker.post(&format!("{route}/wide-txn/transaction"), &put_many(&kept).to_string());
+        assert_eq!(log_rows(&worker, route, "wide-txn"), rows + 6, "{route}: 128 keys of 2,000 bytes take six rows");
+        // Rolled back: the new keys, the deletions and all twelve of their rows are gone.
+        let mut plan = put_many(&ghosts);
+        plan["delete_many"] = serde_json::json!(kept);
+        plan["rollback"] = serde_json::json!(true);
+        let _ = worker.try_post(&format!("{route}/wide-txn/transaction"), &plan.to_string());
+        assert_eq!(log_rows(&worker, route, "wide-txn"), rows + 6, "{route}: the rolled-back rows are gone");
+    }
+    let runs = worker.pull_until_equal(&db, &pulled(&classes.map(|(_, class)| (class, "wide-txn", state.as_slice()))), "a committed put");
+    assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "the long keys are read incrementally");
+
+    // A committed delete of half of them: three rows, and the pull drops exactly those keys.
+    let (deleted, left) = kept.split_at(64);
+    for (route, _) in classes {
+        let rows = log_rows(&worker, route, "wide-txn");
+        worker.post(&format!("{route}/wide-txn/transaction"), &serde_json::json!({ "delete_many": deleted }).to_string());
+        assert_eq!(log_rows(&worker, route, "wide-txn"), rows + 3, "{route}");
+    }
+    let state: Vec<(&str, &str)> = left.iter().map(|k| (k.as_str(), "1")).chain([("first", "0")]).collect();
+    let runs =
+        worker.pull_until_equal(&db, &pulled(&classes.map(|(_, class)| (class, "wide-txn", state.as_slice()))), "a committed delete");
+    assert_eq!(runs.iter().map(|r| r.snapshots()).sum::<u64>(), 0, "the deletions are read incrementally");
+}
+
 #[test]
 fn a_burst_of_writes_shares_log_rows_and_separate_events_get_their_own() {
     let worker = LocalWorker::start(Some(TOKEN));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bursts.sqlite");
-    let log_rows = |route: &str, name: &str| -> u64 {
-        ureq::get(&format!("{}/{route}/{name}/log_rows", worker.base())).call().unwrap().into_string().unwrap().parse().unwrap()
-    };
+    let log_rows = |route: &str, name: &str| log_rows(&worker, route, name);
     let mut expected = Vec::new();
     for (route, class) in [("kv", "CounterKv"), ("sql", "CounterSql")] {
         // 1,000 awaited puts in one request: one row. 2,500: rows are bounded at 1,024 keys.

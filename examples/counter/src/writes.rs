@@ -29,7 +29,7 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         ("delete", Some(key), true) => Op::Delete { key },
         ("delete_multiple", None, true) => Op::DeleteMultiple { keys: req.json().await? },
         ("delete_all", None, true) => Op::DeleteAll,
-        ("transaction", None, true) => req.json::<TransactionPlan>().await?.into(),
+        ("transaction", None, true) => Op::Transaction(req.json().await?),
         ("put_symbol", Some(key), true) => {
             // Storage cannot clone a symbol: the write must fail, and so must its log row.
             storage.put_raw(&key, JsValue::symbol(None)).await?;
@@ -135,11 +135,7 @@ pub enum Op {
         keys: Vec<String>,
     },
     DeleteAll,
-    Transaction {
-        put: Vec<(String, i64)>,
-        delete: Vec<String>,
-        rollback: bool,
-    },
+    Transaction(TransactionPlan),
 }
 
 /// Runs write calls in order, from whichever entry point received them.
@@ -164,14 +160,20 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
                 storage.delete_multiple(keys).await?;
             }
             Op::DeleteAll => storage.delete_all().await?,
-            Op::Transaction { put, delete, rollback } => {
+            Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, rollback }) => {
                 let result = storage
                     .transaction(move |txn| async move {
                         for (key, value) in put {
                             txn.put(&key, value).await?;
                         }
+                        if !put_many.is_empty() {
+                            txn.put_multiple(put_many).await?;
+                        }
                         for key in delete {
                             txn.delete(&key).await?;
+                        }
+                        if !delete_many.is_empty() {
+                            txn.delete_multiple(delete_many).await?;
                         }
                         if rollback {
                             txn.rollback()?;
@@ -297,20 +299,20 @@ struct Overwrite {
     turns: bool,
 }
 
+/// A transaction's writes, in this order: one-key puts, one put of many entries, one-key
+/// deletes, one delete of many keys; then a rollback if asked.
 #[derive(serde::Deserialize)]
-struct TransactionPlan {
+pub struct TransactionPlan {
     #[serde(default)]
     put: Vec<(String, i64)>,
     #[serde(default)]
+    put_many: HashMap<String, i64>,
+    #[serde(default)]
     delete: Vec<String>,
     #[serde(default)]
+    delete_many: Vec<String>,
+    #[serde(default)]
     rollback: bool,
-}
-
-impl From<TransactionPlan> for Op {
-    fn from(plan: TransactionPlan) -> Self {
-        Op::Transaction { put: plan.put, delete: plan.delete, rollback: plan.rollback }
-    }
 }
 
 /// Where `ops_in_alarm` leaves the writes for the alarm to run.
