@@ -758,10 +758,7 @@ async fn sweep_step(log: &ObjectLog) -> Result<(), JsValue> {
         let floor = floor.max(log.floor.get());
         let entries = Object::new();
         Reflect::set(&entries, &FLOOR_KEY.into(), &Array::of2(&(floor.epoch as f64).into(), &(floor.seq as f64).into()))?;
-        for (row, keys) in &sweep.rewrite.put {
-            let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
-            Reflect::set(&entries, &log_key(*row).into(), &keys)?;
-        }
+        set_rows(&entries, &sweep.rewrite.put)?;
         let writes = log.rewrite(Some(entries), &sweep.rewrite.delete)?;
         log.floor.set(floor);
         for promise in writes {
@@ -791,13 +788,19 @@ async fn compact_step(log: &ObjectLog) -> Result<(), JsValue> {
     let rewrite = batch.plan(&stored);
     let entries = (!rewrite.put.is_empty()).then(Object::new);
     if let Some(entries) = &entries {
-        for (row, keys) in &rewrite.put {
-            let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
-            Reflect::set(entries, &log_key(*row).into(), &keys)?;
-        }
+        set_rows(entries, &rewrite.put)?;
     }
     for promise in log.rewrite(entries, &rewrite.delete)? {
         wasm_bindgen_futures::JsFuture::from(promise).await?;
+    }
+    Ok(())
+}
+
+/// Adds rewritten log rows to the entries of one `put`.
+fn set_rows(entries: &Object, rows: &[(Cursor, Vec<String>)]) -> Result<(), JsValue> {
+    for (row, keys) in rows {
+        let keys: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
+        Reflect::set(entries, &log_key(*row).into(), &keys)?;
     }
     Ok(())
 }
