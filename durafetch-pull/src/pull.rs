@@ -7,13 +7,13 @@ use crate::config::{Server, Settings};
 use crate::connect::{self, ConnectError};
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::{Sink, SinkThread};
+use crate::sink::{OpenError, Sink, SinkThread};
 use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("cannot open the database {path}: {source}")]
-    Database { path: String, source: rusqlite::Error },
+    Database { path: String, source: OpenError },
     #[error("{server}: {source}")]
     Index { server: String, source: SessionError },
     #[error("internal error: {0}")]
@@ -21,9 +21,14 @@ pub enum PullError {
 }
 
 impl PullError {
-    /// A refused token is a configuration problem: retrying will not help.
+    /// A refused token, or a file another puller is writing, is a matter for the operator:
+    /// retrying at once will not help.
     pub fn is_config(&self) -> bool {
-        matches!(self, PullError::Index { source: SessionError::Connect(ConnectError::Unauthorized), .. })
+        matches!(
+            self,
+            PullError::Index { source: SessionError::Connect(ConnectError::Unauthorized), .. }
+                | PullError::Database { source: OpenError::Locked, .. }
+        )
     }
 }
 

@@ -171,12 +171,12 @@ pub struct ObjectWrite {
     worker: String,
     class: String,
     name: Option<String>,
-    /// Snapshot generation: rows not stamped with it are swept when the snapshot finishes.
-    generation: i64,
-    /// Whether finishing drops the rows the download did not send: a snapshot into a file that
-    /// held rows of the object. Into a file that held none, every row at the end came from this
-    /// snapshot, and the sweep (a scan of all of them) is skipped.
-    sweep: bool,
+    /// For a snapshot into a file that held rows of the object: the write stamp taken when it
+    /// began. Finishing drops the object's rows stamped below it, which no write since the
+    /// snapshot began has touched: keys the object no longer holds. A row written after the
+    /// snapshot began, by it or by anything else, is never dropped. Into a file that held no row
+    /// of the object there is nothing older to drop, and the sweep (a scan of its rows) is skipped.
+    sweep_below: Option<i64>,
     read_at: Cursor,
     key_filter: String,
     history: bool,
@@ -192,6 +192,36 @@ pub struct Sink {
     conn: Connection,
     /// Whether changes are also appended to `kv_history`.
     history: bool,
+    /// The file's writer lock, held for as long as the sink lives. Declared after `conn` so that
+    /// it is closed after the connection: closing any descriptor of a file drops the process's
+    /// POSIX locks on it, SQLite's own included.
+    _writer: Option<std::fs::File>,
+}
+
+/// Why the file could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)")]
+    Locked,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Takes the file's writer lock (an advisory `flock`, which SQLite's own `fcntl` locks do not
+/// touch): a second puller on the same file is refused at once, before it writes anything, so
+/// two pulls can never interleave their writes to one object. Readers are not affected.
+fn lock_writer(path: &Path) -> Result<Option<std::fs::File>, OpenError> {
+    if path == Path::new(":memory:") {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -199,7 +229,8 @@ fn now_ms() -> i64 {
 }
 
 impl Sink {
-    pub fn open(path: &Path, history: bool) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, history: bool) -> Result<Self, OpenError> {
+        let writer = lock_writer(path)?;
         let conn = Connection::open(path)?;
         // Pages of 16 KiB for a new file (an existing file keeps its own; WAL mode fixes it):
         // SQLite writes the WAL and checkpoints a page per system call, and with 4 KiB pages
@@ -219,7 +250,15 @@ impl Sink {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
-        Ok(Self { conn, history })
+        // Files written before rows carried write stamps counted snapshot generations instead;
+        // the stamps go on above the highest one in use.
+        conn.execute(
+            "INSERT INTO durafetch_meta (name, value)
+             SELECT 'write_stamp', coalesce((SELECT max(pull_gen) FROM kv), 0)
+             WHERE NOT EXISTS (SELECT 1 FROM durafetch_meta WHERE name = 'write_stamp')",
+            [],
+        )?;
+        Ok(Self { conn, history, _writer: writer })
     }
 
     pub fn index_rev(&self, server_url: &str, shard: u32) -> rusqlite::Result<u64> {
@@ -301,26 +340,20 @@ impl Sink {
             self.conn.query_row("SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1", [do_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
-        let (generation, sweep) = match mode {
-            ExportMode::Snapshot => (
-                self.conn.query_row(
-                    "INSERT INTO durafetch_meta (name, value) VALUES ('snapshot_generation', 1)
-                     ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
-                    [],
-                    |r| r.get(0),
-                )?,
-                self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1)", [do_id], |r| r.get(0))?,
-            ),
-            ExportMode::Changes => (0, false),
+        let held_rows: bool = match mode {
+            ExportMode::Snapshot => self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1)", [do_id], |r| r.get(0))?,
+            ExportMode::Changes => false,
         };
+        let sweep_below = if held_rows { Some(next_write_stamp(&self.conn)?) } else { None };
         self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
-        Ok(ObjectWrite { do_id, worker, class, name, generation, sweep, read_at, key_filter: key_filter.to_owned(), history: self.history })
+        Ok(ObjectWrite { do_id, worker, class, name, sweep_below, read_at, key_filter: key_filter.to_owned(), history: self.history })
     }
 
-    /// Applies a page of changes in one transaction.
+    /// Applies a page of changes in one transaction, its rows stamped with a new write stamp.
     pub fn apply(&mut self, write: &ObjectWrite, changes: &[Change]) -> rusqlite::Result<ApplyStats> {
         let tx = self.conn.transaction()?;
-        let stats = apply_changes(&tx, write, changes)?;
+        let stamp = next_write_stamp(&tx)?;
+        let stats = apply_changes(&tx, write, stamp, changes)?;
         tx.commit()?;
         Ok(stats)
     }
@@ -329,18 +362,18 @@ impl Sink {
     pub fn finish(&mut self, write: &ObjectWrite, cursor: Cursor) -> rusqlite::Result<u64> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
-        let swept = if write.sweep {
-            const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen != ?2)";
+        let swept = if let Some(sweep_below) = write.sweep_below {
+            const UNSEEN: &str = "FROM kv WHERE do_id = ?1 AND (pull_gen IS NULL OR pull_gen < ?2)";
             if write.history {
                 tx.execute(
                         &format!(
                             "INSERT INTO kv_history (do_id, worker_name, class_name, name, key, deleted, read_at_log_id, read_at_write_id, pulled_at)
                              SELECT do_id, worker_name, class_name, name, key, 1, ?3, ?4, ?5 {UNSEEN}"
                         ),
-                        params![write.do_id, write.generation, write.read_at.epoch, write.read_at.seq as i64, now],
+                        params![write.do_id, sweep_below, write.read_at.epoch, write.read_at.seq as i64, now],
                     )?;
             }
-            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, write.generation])? as u64
+            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, sweep_below])? as u64
         } else {
             0
         };
@@ -353,7 +386,13 @@ impl Sink {
     }
 }
 
-fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &[Change]) -> rusqlite::Result<ApplyStats> {
+/// The next write stamp of the file: higher than every stamp taken before, in this process or
+/// another, since taking one writes the file.
+fn next_write_stamp(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("UPDATE durafetch_meta SET value = value + 1 WHERE name = 'write_stamp' RETURNING value", [], |r| r.get(0))
+}
+
+fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, stamp: i64, changes: &[Change]) -> rusqlite::Result<ApplyStats> {
     let mut upsert = tx.prepare_cached(
         "INSERT INTO kv (do_id, worker_name, class_name, name, key, val, val_type, val_blob, val_error,
                          read_at_log_id, read_at_write_id, pull_gen, insert_ts, update_ts)
@@ -384,7 +423,7 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, changes: &
         (4, &write.name),
         (10, &write.read_at.epoch),
         (11, &(write.read_at.seq as i64)),
-        (12, &write.generation),
+        (12, &stamp),
         (13, &now),
     ] {
         upsert.raw_bind_parameter(index, shared)?;
@@ -500,6 +539,50 @@ mod tests {
         snapshot(&mut sink, &["a", "c", "d"], false);
         assert_eq!(snapshot(&mut sink, &["d"], true), Some(2));
         assert_eq!(keys(&sink, do_id), ["d"]);
+    }
+
+    /// Two snapshots of one object whose writes interleave (two pullers on one file, were the
+    /// writer lock bypassed) leave every key: a sweep drops only rows no write since its own
+    /// begin has touched, never the other download's.
+    #[test]
+    fn interleaved_snapshots_of_one_object_lose_no_row() {
+        let mut sink = Sink::open(Path::new(":memory:"), false).unwrap();
+        let entry = IndexEntry { class: "C".into(), id: "00ff".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+        let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+        let page = |keys: &[&str]| keys.iter().map(|k| change(k)).collect::<Vec<_>>();
+        // The file already holds an old row the object no longer has: a sweep must drop it.
+        let old = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        sink.apply(&old, &page(&["gone"])).unwrap();
+        sink.finish(&old, Cursor::new(1, 1)).unwrap();
+
+        let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        sink.apply(&first, &page(&["a", "b"])).unwrap();
+        let second = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        sink.apply(&second, &page(&["a", "b", "c"])).unwrap();
+        sink.apply(&first, &page(&["c"])).unwrap();
+        sink.finish(&second, Cursor::new(1, 9)).unwrap();
+        assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
+        sink.finish(&first, Cursor::new(1, 9)).unwrap();
+        assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
+    }
+
+    /// One puller writes a file at a time: a second is refused before it writes, and the file is
+    /// free again once the first has closed it.
+    #[test]
+    fn a_second_writer_of_one_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("durafetch-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("shared.sqlite");
+        let first = Sink::open(&path, false).unwrap();
+        assert!(matches!(Sink::open(&path, false), Err(OpenError::Locked)));
+        // Readers are not writers: a query beside the puller still works.
+        let reader = Connection::open(&path).unwrap();
+        let objects: i64 = reader.query_row("SELECT count(*) FROM durable_objects", [], |r| r.get(0)).unwrap();
+        assert_eq!(objects, 0);
+        drop(first);
+        Sink::open(&path, false).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
