@@ -179,6 +179,12 @@ fn server(entry: ServerEntry, default_var: &str, env: &impl Fn(&str) -> Option<S
     Ok(Server { url, worker, token: Token(token.trim().to_owned()) })
 }
 
+/// A local server with an inline token, for the tests of the modules that connect.
+#[cfg(test)]
+pub(crate) fn test_server(url: &str) -> Server {
+    server(ServerEntry { ws_url: url.into(), auth_token: Some("t".into()), auth_token_env: None }, "", &|_| None).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

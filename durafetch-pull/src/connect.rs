@@ -1,21 +1,33 @@
 //! Opens an authenticated WebSocket to a server. `*.localhost` does not resolve through the
 //! system resolver, so such hosts are reached on 127.0.0.1 with the name in the `Host` header.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use durafetch_sdk::core::route::is_local_host;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Server;
 
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<Connection>;
 
 /// A connection and its WebSocket upgrade must be done within this long; a host that drops
 /// packets would otherwise hold a download for minutes.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
+
+/// How much of a refusal's body is read, and for how long: enough for the error message a
+/// server puts there, never a download.
+const REFUSAL_BODY_LIMIT: usize = 16 * 1024;
+const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -53,26 +65,211 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
         .map_err(|_| ConnectError::Protocol("the token holds characters a header cannot carry".into()))?;
     request.headers_mut().insert("authorization", bearer);
 
-    let result = if host == "localhost" || host.ends_with(".localhost") {
-        let port = url.port_or_known_default().unwrap_or(80);
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| ConnectError::Unreachable { host: host.clone(), message: e.to_string() })?;
-        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await
+    let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tcp = if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
+        .map_err(unreachable)?;
+    // Pages and credits are small messages: send each at once.
+    tcp.set_nodelay(true).map_err(unreachable)?;
+    let stream = if url.scheme() == "wss" {
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await.map_err(unreachable)?;
+        Stream::Tls(Box::new(tls))
     } else {
-        tokio_tungstenite::connect_async(request).await
+        Stream::Plain(tcp)
     };
-    match result {
+    let connection = Connection(Arc::new(Mutex::new(stream)));
+    match tokio_tungstenite::client_async(request, connection.clone()).await {
         Ok((socket, _)) => Ok(socket),
+        Err(WsError::Http(response)) if response.status() == 401 => Err(ConnectError::Unauthorized),
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();
-            if status == 401 {
-                return Err(ConnectError::Unauthorized);
-            }
-            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).chars().take(300).collect()).unwrap_or_default();
-            Err(ConnectError::Status { status, body })
+            let body = refusal_body(&response, connection).await;
+            Err(ConnectError::Status { status, body: error_message(&body) })
         }
-        Err(WsError::Io(e)) => Err(ConnectError::Unreachable { host, message: e.to_string() }),
+        Err(WsError::Io(e)) => Err(unreachable(e)),
         Err(e) => Err(ConnectError::Protocol(e.to_string())),
+    }
+}
+
+/// The server's roots of trust: the web's, as Mozilla lists them.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The whole body of a refused upgrade, up to [`REFUSAL_BODY_LIMIT`]: the handshake hands back
+/// only the bytes that came with the headers, and the rest may still be on its way.
+async fn refusal_body(response: &Response<Option<Vec<u8>>>, mut connection: Connection) -> Vec<u8> {
+    let mut body = response.body().clone().unwrap_or_default();
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    let length = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+    let complete = |body: &[u8]| match (chunked, length) {
+        (true, _) => body.windows(5).any(|w| w == b"0\r\n\r\n"),
+        (false, Some(length)) => body.len() >= length,
+        // Neither: the body ends when the server closes the connection.
+        (false, None) => false,
+    };
+    let read_rest = async {
+        let mut buf = [0u8; 4096];
+        while !complete(&body) && body.len() < REFUSAL_BODY_LIMIT {
+            match connection.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_BODY_WAIT, read_rest).await;
+    if chunked {
+        body = dechunk(&body);
+    }
+    body.truncate(length.unwrap_or(usize::MAX).min(REFUSAL_BODY_LIMIT));
+    body
+}
+
+/// The data of a chunked body (RFC 9112 §7.1), as far as it is well formed.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&raw[..line_end]).ok().and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size.filter(|&s| s > 0) else { break };
+        let start = line_end + 2;
+        let end = (start + size).min(raw.len());
+        data.extend_from_slice(&raw[start..end]);
+        raw = raw.get(end + 2..).unwrap_or_default();
+    }
+    data
+}
+
+/// What a refusal says: the `error` of durafetch's JSON error body, or the body as text.
+fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| text.trim().to_owned());
+    message.chars().take(1000).collect()
+}
+
+/// The byte stream under a WebSocket: TCP, or TLS over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// A [`Stream`] that the handshake's caller keeps a handle to, so that when the server refuses
+/// the upgrade the rest of its answer can still be read. Only the task that polls the socket
+/// ever takes the lock, so it is never contended.
+#[derive(Clone)]
+pub struct Connection(Arc<Mutex<Stream>>);
+
+impl Connection {
+    fn stream(&self) -> MutexGuard<'_, Stream> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut *self.stream() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut *self.stream() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self.stream() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self.stream() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A server that refuses every upgrade with `status`, sending its headers first and the body
+    /// a moment later, in two parts: the way a body can trail the headers over a real network.
+    async fn refusing_server(status: &'static str, headers: &'static str, body_parts: [&'static str; 2]) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = tcp.read(&mut request).await;
+                let _ = tcp.write_all(format!("HTTP/1.1 {status}\r\n{headers}\r\n").as_bytes()).await;
+                for part in body_parts {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let _ = tcp.write_all(part.as_bytes()).await;
+                }
+            }
+        });
+        port
+    }
+
+    fn local_server(port: u16) -> Server {
+        crate::config::test_server(&format!("ws://durafetch_app.localhost:{port}"))
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_the_whole_body_that_trails_its_headers() {
+        let body = r#"{"error": "durafetch: DURAFETCH_AUTH is shorter than 40 characters"}"#;
+        let (first, rest) = body.split_at(10);
+        let headers: &'static str = Box::leak(format!("content-length: {}\r\ncontent-type: application/json\r\n", body.len()).into_boxed_str());
+        let port = refusing_server("500 Internal Server Error", headers, [Box::leak(first.into()), Box::leak(rest.into())]).await;
+        for _ in 0..20 {
+            let error = open(&local_server(port), "/index").await.err().unwrap();
+            assert_eq!(error.to_string(), "the server answered 500: durafetch: DURAFETCH_AUTH is shorter than 40 characters");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_refusal_is_read_whole() {
+        let port = refusing_server("404 Not Found", "transfer-encoding: chunked\r\n", ["5\r\nhello\r\n", "6\r\n world\r\n0\r\n\r\n"]).await;
+        let error = open(&local_server(port), "/export/C/00").await.err().unwrap();
+        assert_eq!(error.to_string(), "the server answered 404: hello world");
+        assert!(error.is_permanent());
+    }
+
+    /// wss:// speaks TLS (to local hosts too): a server that answers in plain HTTP gives a clear
+    /// error, not a hang and not a panic for want of a crypto provider.
+    #[tokio::test]
+    async fn wss_speaks_tls_and_names_a_failed_handshake() {
+        let port = refusing_server("400 Bad Request", "content-length: 0\r\n", ["", ""]).await;
+        let server = crate::config::test_server(&format!("wss://durafetch_app.localhost:{port}"));
+        let error = open(&server, "/index").await.err().unwrap();
+        assert!(matches!(error, ConnectError::Unreachable { .. }), "{error}");
+        assert!(error.to_string().starts_with("cannot reach durafetch_app.localhost: "), "{error}");
     }
 }

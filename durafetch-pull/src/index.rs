@@ -32,6 +32,23 @@ pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &Sin
     Ok(total)
 }
 
+/// Connects to one shard's index, retrying as a download does: a worker that restarts as a
+/// pull starts costs a retry, not a failed run.
+pub async fn connect_with_retries(server: &Server, shard: u32) -> Result<Socket, SessionError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match connect::open(server, &index_path(shard)).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) => {
+                let e = SessionError::from(e);
+                if !backoff.retry_after(&e, "index").await {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// Reads one shard of the index, starting on `socket` if the caller already connected one, with
 /// retries.
 pub async fn read_with_retries(

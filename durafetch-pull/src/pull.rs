@@ -4,7 +4,7 @@
 use futures_util::StreamExt;
 
 use crate::config::{Server, Settings};
-use crate::connect::{self, ConnectError};
+use crate::connect::ConnectError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
 use crate::sink::{OpenError, Sink, SinkThread};
@@ -37,7 +37,7 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
     // token leaves the file as it was (or not created at all).
     let mut sockets = Vec::new();
     for server in &settings.servers {
-        let socket = connect::open(server, "/index").await.map_err(|e| index_error(server, e.into()))?;
+        let socket = index::connect_with_retries(server, 0).await.map_err(|e| index_error(server, e))?;
         sockets.push(socket);
     }
     let sink = open_sink(settings)?;
@@ -117,16 +117,28 @@ async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, every: bo
 /// Keeps the file up to date until interrupted: a watch subscription per server says when the
 /// registry recorded changes, and the objects behind are downloaded at once. Objects that failed
 /// are tried again every `poll_every`. Only a refused token or a database error ends the loop.
+/// A stop (SIGINT or SIGTERM) ends it at once, wherever it is, retry waits and sessions included:
+/// what the downloads queued for the file is written, and an object whose download was cut off
+/// keeps its old cursor, to be finished by the next run.
 pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
-    // Listening from the start and once: a signal that arrives while a download runs is kept for
-    // the loop's next turn, where a listener made anew each turn would miss it.
-    let mut stop = std::pin::pin!(stop_signal());
+    // Listening from the start: a signal that arrives while the first index read runs is kept.
+    let stop = stop_signal();
     let sink = open_sink(settings)?;
+    let ended = tokio::select! {
+        () = stop => Ok(()),
+        ended = keep_up_to_date(settings, &sink, quiet, report) => ended,
+    };
+    sink.close().await;
+    ended
+}
+
+async fn keep_up_to_date(settings: &Settings, sink: &SinkThread, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
     let (changed, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
+    // Dropped when the watch ends, which aborts every subscription.
     let mut subscriptions = tokio::task::JoinSet::new();
     for server in &settings.servers {
         // Shard 0 says how many shards to subscribe to; the subscriptions then catch up.
-        let shards = index::read_with_retries(server, 0, None, &sink).await.map_err(|e| index_error(server, e))?.shards;
+        let shards = index::read_with_retries(server, 0, None, sink).await.map_err(|e| index_error(server, e))?.shards;
         for shard in 0..shards {
             let (server, sink, changed) = (server.clone(), sink.clone(), changed.clone());
             subscriptions.spawn(async move { index_error(&server, index::subscribe(&server, shard, &sink, changed).await) });
@@ -134,24 +146,20 @@ pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) 
     }
     let mut retry = tokio::time::interval(settings.poll_every);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ended = loop {
+    loop {
         tokio::select! {
-            _ = &mut stop => break Ok(()),
             Some(ended) = subscriptions.join_next() => {
-                break Err(ended.unwrap_or_else(|e| PullError::Task(e.to_string())));
+                return Err(ended.unwrap_or_else(|e| PullError::Task(e.to_string())));
             }
             Some(()) = wakeups.recv() => while wakeups.try_recv().is_ok() {},
             _ = retry.tick() => {}
         }
-        match download(settings, &sink, quiet, false).await {
+        match download(settings, sink, quiet, false).await {
             Ok(summary) if summary.objects_pulled > 0 || !summary.failed.is_empty() => report(&summary),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "pull failed; retrying"),
         }
-    };
-    subscriptions.shutdown().await;
-    sink.close().await;
-    ended
+    }
 }
 
 /// A future that resolves at the first SIGINT or SIGTERM (a terminal's Ctrl-C, or a service

@@ -146,7 +146,8 @@ mod tests {
                 std::future::pending::<()>().await;
             }
         });
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
+        let server = crate::config::test_server(&format!("ws://durafetch_app.localhost:{}", addr.port()));
+        let socket = crate::connect::open(&server, "/index").await.unwrap();
         let heartbeat = Heartbeat { ping_every: Duration::from_millis(50), silence_limit: Duration::from_millis(300) };
         ClientSession { socket, received: 0, heartbeat }
     }
