@@ -9,7 +9,8 @@ use url::Url;
 
 use crate::filter::{Filter, FilterError, FilterSpec};
 
-/// The config file, in durafetch's format. Unknown keys are an error: a misspelt key would
+/// The config file, in durafetch's format: every field durafetch's own config has is accepted.
+/// Unknown keys are an error, with the nearest known key as a hint: a misspelt key would
 /// otherwise be ignored without a word.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +20,18 @@ pub struct ConfigFile {
     pub servers: Vec<ServerEntry>,
     pub concurrent_downloads: Option<usize>,
     pub poll: Option<Poll>,
+    pub logging: Option<Logging>,
+}
+
+/// durafetch's `logging`: `ndjson` logs as newline-delimited JSON, as `--json` does. durafetch
+/// also reads a `dir`, where it writes nothing; it is accepted and has no effect here either.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default)]
+    pub ndjson: bool,
+    #[allow(dead_code)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +61,7 @@ pub struct Overrides {
     pub filter: FilterSpec,
     pub history: bool,
     pub verify: bool,
+    pub ndjson: bool,
 }
 
 /// A bearer token. Never printed: `Debug` shows only that it is there.
@@ -86,6 +100,8 @@ pub struct Settings {
     pub history: bool,
     /// Contact every known object, not only those the registry lists as changed.
     pub verify: bool,
+    /// Log as newline-delimited JSON (the config's `logging.ndjson`; `--json` sets it too).
+    pub ndjson: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +154,8 @@ impl Settings {
         }
         let poll_every = Duration::from_millis(file.poll.map_or(1000, |p| p.every_ms));
         let filter = Filter::new(overrides.filter)?;
-        Ok(Settings { db, servers, concurrency, poll_every, filter, history: overrides.history, verify: overrides.verify })
+        let ndjson = overrides.ndjson || file.logging.is_some_and(|l| l.ndjson);
+        Ok(Settings { db, servers, concurrency, poll_every, filter, history: overrides.history, verify: overrides.verify, ndjson })
     }
 }
 
@@ -149,7 +166,25 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
 
 impl ConfigFile {
     pub fn parse(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        serde_json::from_str(text).map_err(|e| with_hint(e.to_string()))
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`", with the nearest expected field as a
+/// hint when one is close enough to be what was meant.
+fn with_hint(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message };
+    let Some((unknown, expected)) = rest.split_once('`') else { return message };
+    let nearest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|known| (strsim::damerau_levenshtein(unknown, known), known))
+        .min()
+        .filter(|&(distance, known)| distance <= 2.max(known.len() / 3));
+    match nearest {
+        Some((_, known)) => format!("{message} (did you mean `{known}`?)"),
+        None => message,
     }
 }
 
@@ -247,5 +282,58 @@ mod tests {
         std::fs::write(&path, r#"{"db_file": "x", "servers": [], "typo": 1}"#).unwrap();
         assert!(matches!(Settings::load(Some(&path), Overrides::default()), Err(ConfigError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// durafetch's own example config, as its README gives it, is accepted whole, and what maps
+    /// onto the puller's settings takes effect.
+    #[test]
+    fn durafetchs_own_config_is_accepted() {
+        let text = r#"{
+            "db_file": "./db.sqlite",
+            "servers": [{"ws_url": "wss://durafetch_worker-1.your-domain.com", "auth_token": "secret_http_auth_bearer_token_replace_this_with_more_than_40_chars"}],
+            "poll": {"every_ms": 1000},
+            "concurrent_downloads": 50,
+            "logging": {"ndjson": true, "dir": "/tmp/durafetch-client-log"}
+        }"#;
+        let file = ConfigFile::parse(text).unwrap();
+        let settings = Settings::resolve(file, Path::new("/cfg"), Overrides::default(), env).unwrap();
+        assert_eq!(settings.concurrency, 50);
+        assert!(settings.ndjson);
+        assert_eq!(settings.db, Path::new("/cfg/./db.sqlite"));
+        let quiet = ConfigFile::parse(r#"{"logging": {"ndjson": false}}"#).unwrap();
+        assert!(
+            !Settings::resolve(
+                quiet,
+                Path::new("/"),
+                Overrides {
+                    db: Some("x".into()),
+                    servers: vec!["ws://durafetch_a.localhost:1".into()],
+                    token_env: "DURAFETCH_AUTH".into(),
+                    ..Overrides::default()
+                },
+                env
+            )
+            .unwrap()
+            .ndjson
+        );
+    }
+
+    /// A misspelt key is refused with the key it is nearest to; a key like none is refused plainly.
+    #[test]
+    fn typos_are_refused_with_a_hint() {
+        for (text, hint) in [
+            (r#"{"concurent_downloads": 4}"#, Some("concurrent_downloads")),
+            (r#"{"logging": {"nd_json": true}}"#, Some("ndjson")),
+            (r#"{"servers": [{"ws_url": "wss://durafetch_a.b", "auth_token_evn": "X"}]}"#, Some("auth_token_env")),
+            (r#"{"poll": {"everyms": 5}}"#, Some("every_ms")),
+            (r#"{"colour": "blue"}"#, None),
+        ] {
+            let error = ConfigFile::parse(text).unwrap_err();
+            assert!(error.starts_with("unknown field"), "{error}");
+            match hint {
+                Some(hint) => assert!(error.contains(&format!("(did you mean `{hint}`?)")), "{text}: {error}"),
+                None => assert!(!error.contains("did you mean"), "{text}: {error}"),
+            }
+        }
     }
 }

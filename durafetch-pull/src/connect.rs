@@ -67,8 +67,9 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
 
     let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
     let port = url.port_or_known_default().unwrap_or(80);
-    let tcp = if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
-        .map_err(unreachable)?;
+    let tcp =
+        if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
+            .map_err(unreachable)?;
     // Pages and credits are small messages: send each at once.
     tcp.set_nodelay(true).map_err(unreachable)?;
     let stream = if url.scheme() == "wss" {
@@ -246,7 +247,8 @@ mod tests {
     async fn a_refusal_keeps_the_whole_body_that_trails_its_headers() {
         let body = r#"{"error": "durafetch: DURAFETCH_AUTH is shorter than 40 characters"}"#;
         let (first, rest) = body.split_at(10);
-        let headers: &'static str = Box::leak(format!("content-length: {}\r\ncontent-type: application/json\r\n", body.len()).into_boxed_str());
+        let headers: &'static str =
+            Box::leak(format!("content-length: {}\r\ncontent-type: application/json\r\n", body.len()).into_boxed_str());
         let port = refusing_server("500 Internal Server Error", headers, [Box::leak(first.into()), Box::leak(rest.into())]).await;
         for _ in 0..20 {
             let error = open(&local_server(port), "/index").await.err().unwrap();

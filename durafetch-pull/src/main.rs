@@ -78,7 +78,6 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    init_logging(&flags);
     let overrides = config::Overrides {
         db: flags.db.clone(),
         servers: flags.servers.clone(),
@@ -94,6 +93,7 @@ fn main() -> ExitCode {
         },
         history: flags.history,
         verify: flags.verify,
+        ndjson: flags.json,
     };
     let settings = match config::Settings::load(flags.config_file.as_deref(), overrides) {
         Ok(settings) => settings,
@@ -102,6 +102,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    init_logging(flags.quiet, settings.ndjson);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
     let report = |summary: &progress::Summary| {
         let summary = progress::Summary { peak_rss_kib: progress::peak_rss_kib(), ..summary.clone() };
         if !flags.quiet {
-            println!("{}", if flags.json { summary.json(&settings.db) } else { summary.line(&settings.db) });
+            println!("{}", if settings.ndjson { summary.json(&settings.db) } else { summary.line(&settings.db) });
         }
     };
     if flags.watch {
@@ -140,12 +141,12 @@ fn failure(e: &pull::PullError) -> ExitCode {
     ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
 }
 
-fn init_logging(flags: &Flags) {
-    let default = if flags.quiet { "error" } else { "warn" };
+fn init_logging(quiet: bool, ndjson: bool) {
+    let default = if quiet { "error" } else { "warn" };
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("DURAFETCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if flags.json {
+    if ndjson {
         builder.json().init();
     } else {
         builder.init();

@@ -201,7 +201,9 @@ pub struct Sink {
 /// Why the file could not be opened for writing.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)")]
+    #[error(
+        "another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)"
+    )]
     Locked,
     #[error("{0}")]
     Io(#[from] std::io::Error),
