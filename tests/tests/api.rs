@@ -44,10 +44,10 @@ fn every_bad_request_gets_its_precise_answer() {
     // Routes and parameters.
     let cases = [
         ("/nope".to_string(), 400, "unknown route"),
-        (format!("/export/Nope/{id}"), 404, "unknown class"),
+        (format!("/export/Nope/{id}"), 404, "the class Nope is not in [vars.DURAFETCH] objects (which lists: CounterKv, CounterSql)"),
         ("/export/CounterSql/xyz".to_string(), 400, "invalid object id"),
         (format!("/export/1bad/{id}"), 400, "invalid class name"),
-        (format!("/export/CounterKv/{}", "0".repeat(64)), 400, "invalid object id for this class"),
+        (format!("/export/CounterKv/{}", "0".repeat(64)), 400, "invalid object id for CounterKv"),
     ];
     for (path, status, message) in &cases {
         let (got, body) = get(&host, path, &upgrade(&good));
@@ -90,4 +90,70 @@ fn a_missing_or_short_secret_names_the_fix() {
         // The application itself keeps working.
         worker.post("kv/still/put?key=k", "1");
     }
+}
+
+/// A secret one character short of the minimum: the puller prints the server's whole message
+/// naming the fix, every time (its body can trail the answer's headers).
+#[test]
+fn the_puller_prints_the_servers_whole_refusal() {
+    let short = &TOKEN[..39];
+    let worker = LocalWorker::start(Some(short));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("refused.sqlite");
+    for attempt in 0..20 {
+        let run = worker.pull(&db, short);
+        assert_eq!(run.code, Some(1), "attempt {attempt}: {}", run.stderr);
+        assert!(run.stderr.contains("the server answered 500: durafetch:"), "attempt {attempt}: {}", run.stderr);
+        assert!(run.stderr.contains("DURAFETCH_AUTH"), "attempt {attempt}: {}", run.stderr);
+        assert!(!run.stderr.contains(short), "attempt {attempt} printed the token");
+        assert!(!db.exists(), "a refused pull creates no file");
+    }
+}
+
+/// An instrumented class missing from `[vars.DURAFETCH] objects`, or mapped to another class's
+/// binding: its first object logs the fix, its writes still work and are recorded, and a pull
+/// names the fix instead of a bare 404; once wrangler.toml is fixed, the next pull gets it all.
+#[test]
+fn an_instrumented_class_left_out_of_objects_names_the_fix() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    for (name, objects, log, answer) in [
+        (
+            "left-out",
+            r#"objects = { CounterKv = "COUNTER_KV" }"#,
+            r#"the class CounterSql is not in [vars.DURAFETCH] objects (which lists: CounterKv); if CounterSql is instrumented with #[durafetch], add CounterSql = "<its Durable Object binding>""#,
+            "the server answered 404: durafetch: the class CounterSql is not in [vars.DURAFETCH] objects",
+        ),
+        (
+            "misbound",
+            r#"objects = { CounterKv = "COUNTER_KV", CounterSql = "COUNTER_KV" }"#,
+            "objects maps CounterSql to the binding COUNTER_KV, which belongs to another class",
+            "the server answered 400: invalid object id for CounterSql",
+        ),
+    ] {
+        let objects = objects.to_owned();
+        worker.restart_with_config(Some(&move |toml: String| {
+            toml.replace(r#"objects = { CounterKv = "COUNTER_KV", CounterSql = "COUNTER_SQL" }"#, &objects)
+        }));
+        worker.post(&format!("sql/{name}/put?key=k"), "1");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !worker.logs().contains(log) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(worker.logs().contains(log), "{name}: the object logged no fix: {}", worker.logs());
+        let db = dir.path().join(format!("{name}.sqlite"));
+        let mut run = worker.pull(&db, TOKEN);
+        for _ in 0..50 {
+            if run.stderr.contains(answer) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            run = worker.pull(&db, TOKEN);
+        }
+        assert_eq!(run.code, Some(1), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains(answer), "{name}: {}", run.stderr);
+    }
+    worker.restart_with_config(None);
+    let fixed = pulled(&[("CounterSql", "left-out", &[("k", "1")]), ("CounterSql", "misbound", &[("k", "1")])]);
+    worker.pull_until_file_equals(&dir.path().join("left-out.sqlite"), &fixed, "after the fix");
 }

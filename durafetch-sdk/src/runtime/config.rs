@@ -3,7 +3,8 @@
 use crate::core::auth::{Secret, SecretError, SECRET_NAME};
 use crate::core::shard::MAX_REGISTRY_SHARDS;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use worker::Env;
 
 /// Binding of the registry object, fixed so that objects and the worker find it without settings.
@@ -51,4 +52,62 @@ impl Config {
 pub(crate) fn secret(env: &Env) -> Result<Secret, SecretError> {
     let raw = env.secret(SECRET_NAME).ok().map(|s| s.to_string());
     Secret::parse(raw.as_deref())
+}
+
+impl Config {
+    /// Why an export request for `class` cannot reach its objects, naming the fix: the class is
+    /// missing from `objects`.
+    pub fn unknown_class(&self, class: &str) -> String {
+        let listed = self.objects.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        format!(
+            "durafetch: the class {class} is not in [vars.DURAFETCH] objects (which lists: {listed}); if {class} is instrumented \
+             with #[durafetch], add {class} = \"<its Durable Object binding>\" to objects in wrangler.toml"
+        )
+    }
+
+    /// What keeps the objects of the instrumented `class` from being exported, naming the fix:
+    /// the class missing from `objects`, or mapped to a binding that is not its own. `own_id` is
+    /// the id of one of its objects, which only its own namespace accepts.
+    fn misconfiguration(&self, env: &Env, class: &str, own_id: &str) -> Option<String> {
+        let Some(binding) = self.objects.get(class) else { return Some(self.unknown_class(class)) };
+        let namespace = match env.durable_object(binding) {
+            Ok(namespace) => namespace,
+            Err(_) => return Some(not_a_binding(class, binding)),
+        };
+        namespace.id_from_string(own_id).is_err().then(|| {
+            format!(
+                "durafetch: [vars.DURAFETCH] objects maps {class} to the binding {binding}, which belongs to another class; \
+                 set {class} = \"<the binding whose class_name is {class}>\" in wrangler.toml"
+            )
+        })
+    }
+}
+
+/// The message for an `objects` entry whose binding the worker does not have.
+pub(crate) fn not_a_binding(class: &str, binding: &str) -> String {
+    format!(
+        "durafetch: [vars.DURAFETCH] objects maps {class} to the binding {binding}, which is not a Durable Object binding of this \
+         worker; set {class} = \"<the binding whose class_name is {class}>\" in wrangler.toml"
+    )
+}
+
+thread_local! {
+    /// Classes whose settings were already checked in this isolate: each is checked once, at its
+    /// first object's construction, so a misconfiguration is logged once, not per object.
+    static CHECKED_CLASSES: RefCell<BTreeSet<&'static str>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Logs, once per class and isolate, what keeps an instrumented class from being exported. Its
+/// writes are recorded regardless, so fixing wrangler.toml later loses nothing.
+pub(crate) fn check_instrumented_class(config: &Result<Config, String>, env: &Env, class: &'static str, own_id: &str) {
+    if !CHECKED_CLASSES.with(|checked| checked.borrow_mut().insert(class)) {
+        return;
+    }
+    let problem = match config {
+        Ok(config) => config.misconfiguration(env, class, own_id),
+        Err(message) => Some(message.clone()),
+    };
+    if let Some(problem) = problem {
+        worker::console_error!("{problem}");
+    }
 }

@@ -53,16 +53,22 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str)
         ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, "/index", None).await,
         ApiRoute::Export { class, id } => {
             let Some(binding) = config.objects.get(&class) else {
-                return json_error(404, "unknown class");
+                return json_error(404, &config.unknown_class(&class));
             };
             let Ok(namespace) = env.durable_object(binding) else {
-                return json_error(500, &format!(
-                    "durafetch: DURAFETCH.objects maps {class} to the binding {binding}, which is not a Durable Object binding of this worker"
-                ));
+                return json_error(500, &config::not_a_binding(&class, binding));
             };
             let stub = match namespace.id_from_string(&id) {
                 Ok(object_id) => object_id.get_stub()?,
-                Err(_) => return json_error(400, "invalid object id for this class"),
+                Err(_) => {
+                    return json_error(
+                        400,
+                        &format!(
+                            "invalid object id for {class}: the id is malformed, or [vars.DURAFETCH] objects maps {class} to {binding}, \
+                             the binding of another class"
+                        ),
+                    )
+                }
             };
             forward.to(stub, "/export", Some(&id)).await
         }

@@ -167,8 +167,11 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
     let storage = state.storage();
     let raw: &JsValue = storage.as_raw().unchecked_ref();
     let storage: Object = raw.clone().unchecked_into();
-    // A missing or malformed config is reported by the worker's API; writes go on regardless.
-    let config = super::config::Config::from_env(env).ok();
+    // A missing or malformed config, or a class it does not map to its binding, is logged here
+    // and reported by the worker's API; writes are recorded regardless.
+    let config = super::config::Config::from_env(env);
+    super::config::check_instrumented_class(&config, env, class, &id);
+    let config = config.ok();
     let log = Rc::new(ObjectLog {
         class,
         id: id.clone(),
