@@ -60,8 +60,24 @@ pub struct Overrides {
     pub token_env: String,
     pub filter: FilterSpec,
     pub history: bool,
-    pub verify: bool,
+    pub verify: Verify,
     pub ndjson: bool,
+}
+
+/// Which objects a pull contacts beyond those the registry lists as changed, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Verify {
+    /// Only the objects the registry lists as changed.
+    #[default]
+    #[value(skip)]
+    Off,
+    /// Every object the file knows, for what changed since the file's cursor: finds a write
+    /// whose registry report was lost in a crash. One session per object.
+    Changes,
+    /// Every object the file knows, downloaded whole and compared with the file's rows: finds
+    /// and repairs rows missing, different or extra although the cursor says the file is current.
+    /// Costs a full download.
+    Full,
 }
 
 /// A bearer token. Never printed: `Debug` shows only that it is there.
@@ -99,7 +115,7 @@ pub struct Settings {
     /// Keep every change, deletions included, in `kv_history`.
     pub history: bool,
     /// Contact every known object, not only those the registry lists as changed.
-    pub verify: bool,
+    pub verify: Verify,
     /// Log as newline-delimited JSON (the config's `logging.ndjson`; `--json` sets it too).
     pub ndjson: bool,
 }

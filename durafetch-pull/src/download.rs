@@ -17,6 +17,8 @@ use crate::sink::{ApplyStats, PullTarget, Queued, SinkThread};
 pub struct ObjectStats {
     pub written: u64,
     pub deleted: u64,
+    /// With `--verify=full`: rows the file lacked or held with another value.
+    pub differed: u64,
     pub snapshot: bool,
     /// Bytes of export messages received.
     pub bytes: u64,
@@ -26,9 +28,10 @@ impl ObjectStats {
     /// Waits for the page being written, if any, and counts what it wrote.
     async fn count_written(&mut self, page: Option<Queued<ApplyStats>>) -> Result<(), SessionError> {
         if let Some(page) = page {
-            let ApplyStats { written, deleted } = page.wait().await?;
+            let ApplyStats { written, deleted, differed } = page.wait().await?;
             self.written += written;
             self.deleted += deleted;
+            self.differed += differed;
         }
         Ok(())
     }
@@ -59,8 +62,8 @@ async fn pull(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &
         other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}"))),
     };
     let read_at = target.local.filter(|c| c.epoch == epoch).unwrap_or(Cursor::new(epoch, 0));
-    let (do_id, key_filter) = (target.do_id, filter.key_filter_id().to_owned());
-    let write = Arc::new(sink.run(move |s| s.begin(do_id, mode, read_at, &key_filter)).await?);
+    let (do_id, key_filter, compare) = (target.do_id, filter.key_filter_id().to_owned(), target.compare);
+    let write = Arc::new(sink.run(move |s| s.begin(do_id, mode, read_at, &key_filter, compare)).await?);
     let mut stats = ObjectStats { snapshot: mode == ExportMode::Snapshot, ..Default::default() };
     // One page is written while the next is received and parsed.
     let mut writing: Option<Queued<ApplyStats>> = None;

@@ -59,11 +59,14 @@ struct Flags {
     /// Example: --history, then SELECT * FROM kv_history WHERE key = 'k' ORDER BY history_id
     #[arg(long)]
     history: bool,
-    /// Also contact every object the file knows, not only those the registry lists as changed,
-    /// and pull what each holds since the file's cursor. Costs one session per object; catches a
-    /// write whose registry report was lost in a crash. Example: a daily --verify from cron
-    #[arg(long, conflicts_with = "watch")]
-    verify: bool,
+    /// Also contact every object the file knows, not only those the registry lists as changed.
+    /// `--verify` (or `--verify=changes`) pulls what each holds since the file's cursor: one
+    /// session per object; catches a write whose registry report was lost in a crash.
+    /// `--verify=full` downloads each whole and repairs rows that disagree with it (missing,
+    /// different or extra although the cursor says the file is current): costs a full download.
+    /// Example: a daily --verify from cron, a monthly --verify=full
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "changes", conflicts_with = "watch")]
+    verify: Option<config::Verify>,
     /// Log as newline-delimited JSON, and print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -92,7 +95,7 @@ fn main() -> ExitCode {
             exclude_key_prefixes: flags.exclude_key_prefixes.clone(),
         },
         history: flags.history,
-        verify: flags.verify,
+        verify: flags.verify.unwrap_or_default(),
         ndjson: flags.json,
     };
     let settings = match config::Settings::load(flags.config_file.as_deref(), overrides) {

@@ -17,6 +17,8 @@ pub struct Summary {
     pub bytes: u64,
     /// Objects behind the registry that the filters left out.
     pub filtered_out: u64,
+    /// With `--verify=full`: rows that disagreed with their object (missing, different or extra), now repaired.
+    pub rows_repaired: u64,
     pub failed: Vec<String>,
     /// The process's peak resident memory so far (Linux only).
     pub peak_rss_kib: Option<u64>,
@@ -25,13 +27,14 @@ pub struct Summary {
 impl Summary {
     pub fn line(&self, db: &std::path::Path) -> String {
         format!(
-            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} left out by filters; {} failed; database {}",
+            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}",
             self.index_changed,
             self.objects_pulled,
             self.snapshots,
             self.bytes as f64 / 1e6,
             self.keys_written,
             self.keys_deleted,
+            self.rows_repaired,
             self.filtered_out,
             self.failed.len(),
             db.display()
@@ -48,6 +51,7 @@ impl Summary {
             "keys_deleted": self.keys_deleted,
             "bytes": self.bytes,
             "filtered_out": self.filtered_out,
+            "rows_repaired": self.rows_repaired,
             "peak_rss_kib": self.peak_rss_kib,
             "failed": self.failed,
             "db": db.display().to_string(),

@@ -3,7 +3,7 @@
 
 use futures_util::StreamExt;
 
-use crate::config::{Server, Settings};
+use crate::config::{Server, Settings, Verify};
 use crate::connect::ConnectError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
@@ -66,14 +66,21 @@ fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
     Ok(SinkThread::start(sink))
 }
 
-/// Downloads every object the index shows behind (with `every`, every object it lists) that the
-/// filters keep.
-async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, every: bool) -> Result<Summary, PullError> {
+/// Downloads every object the index shows behind (when verifying, every object it lists) that
+/// the filters keep.
+async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, verify: Verify) -> Result<Summary, PullError> {
     let mut summary = Summary::default();
     let mut work = Vec::new();
     for server in &settings.servers {
         let (url, key_filter) = (server.url.to_string(), settings.filter.key_filter_id().to_owned());
-        let targets = sink.run(move |s| s.targets(&url, &key_filter, every)).await.map_err(|e| index_error(server, e))?;
+        let every = verify != Verify::Off;
+        let mut targets = sink.run(move |s| s.targets(&url, &key_filter, every)).await.map_err(|e| index_error(server, e))?;
+        if verify == Verify::Full {
+            for target in &mut targets {
+                target.local = None;
+                target.compare = true;
+            }
+        }
         let (kept, skipped): (Vec<_>, Vec<_>) =
             targets.into_iter().partition(|t| settings.filter.keeps_object(&t.class, t.name.as_deref()));
         summary.filtered_out += skipped.len() as u64;
@@ -103,6 +110,16 @@ async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, every: bo
                     summary.bytes as f64 / 1e6
                 ));
                 tracing::info!(class = %target.class, id = %target.id, written = stats.written, deleted = stats.deleted, "pulled");
+                if target.compare && stats.differed + stats.deleted > 0 {
+                    summary.rows_repaired += stats.differed + stats.deleted;
+                    tracing::warn!(
+                        class = %target.class,
+                        id = %target.id,
+                        missing_or_different = stats.differed,
+                        extra = stats.deleted,
+                        "the file disagreed with the object; repaired"
+                    );
+                }
             }
             Err(e) => {
                 tracing::error!(class = %target.class, id = %target.id, error = %e, "download failed");
@@ -154,7 +171,7 @@ async fn keep_up_to_date(settings: &Settings, sink: &SinkThread, quiet: bool, re
             Some(()) = wakeups.recv() => while wakeups.try_recv().is_ok() {},
             _ = retry.tick() => {}
         }
-        match download(settings, sink, quiet, false).await {
+        match download(settings, sink, quiet, Verify::Off).await {
             Ok(summary) if summary.objects_pulled > 0 || !summary.failed.is_empty() => report(&summary),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "pull failed; retrying"),

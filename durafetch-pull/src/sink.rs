@@ -163,6 +163,9 @@ pub struct PullTarget {
     pub name: Option<String>,
     /// `None`: download a snapshot.
     pub local: Option<Cursor>,
+    /// Compare each row the download sends with the file's (`--verify=full`), counting those
+    /// that differ.
+    pub compare: bool,
 }
 
 /// A download in progress, between `begin` and `finish`.
@@ -180,12 +183,16 @@ pub struct ObjectWrite {
     read_at: Cursor,
     key_filter: String,
     history: bool,
+    /// Count the rows that differ from the file's before writing them.
+    compare: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ApplyStats {
     pub written: u64,
     pub deleted: u64,
+    /// With `compare`: rows written that the file lacked or held with another value.
+    pub differed: u64,
 }
 
 pub struct Sink {
@@ -332,12 +339,20 @@ impl Sink {
                 id: r.get(2)?,
                 name: r.get(3)?,
                 local: epoch.zip(seq).filter(|_| same_filter).map(|(e, s)| Cursor::new(e as u32, s as u64)),
+                compare: false,
             })
         })?;
         rows.collect()
     }
 
-    pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str) -> rusqlite::Result<ObjectWrite> {
+    pub fn begin(
+        &mut self,
+        do_id: i64,
+        mode: ExportMode,
+        read_at: Cursor,
+        key_filter: &str,
+        compare: bool,
+    ) -> rusqlite::Result<ObjectWrite> {
         let (worker, class, name) =
             self.conn.query_row("SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1", [do_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -348,7 +363,17 @@ impl Sink {
         };
         let sweep_below = if held_rows { Some(next_write_stamp(&self.conn)?) } else { None };
         self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
-        Ok(ObjectWrite { do_id, worker, class, name, sweep_below, read_at, key_filter: key_filter.to_owned(), history: self.history })
+        Ok(ObjectWrite {
+            do_id,
+            worker,
+            class,
+            name,
+            sweep_below,
+            read_at,
+            key_filter: key_filter.to_owned(),
+            history: self.history,
+            compare,
+        })
     }
 
     /// Applies a page of changes in one transaction, its rows stamped with a new write stamp.
@@ -415,6 +440,10 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, stamp: i64
          WHERE ?6 = 1 OR NOT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1 AND key = ?5
             AND val IS ?7 AND val_type IS ?8 AND val_blob IS ?9 AND val_error IS ?10)",
     )?;
+    let mut same = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1 AND key = ?2
+            AND val IS ?3 AND val_type IS ?4 AND val_blob IS ?5 AND val_error IS ?6)",
+    )?;
     let now = now_ms();
     // What every row of the page shares is bound once; a row binds only its own five values
     // (SQLite keeps bindings from one execution to the next).
@@ -460,6 +489,9 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, stamp: i64
             ChangeValue::Tagged(t) => (Some(t.to_string()), "tagged", None, None),
             ChangeValue::Unsupported(e) => (None, "error", None, Some(e)),
         };
+        if write.compare && !same.query_row(params![write.do_id, change.key, val, kind, blob, error], |r| r.get::<_, bool>(0))? {
+            stats.differed += 1;
+        }
         if write.history {
             history.execute(params![
                 write.do_id,
@@ -528,7 +560,7 @@ mod tests {
         sink.record_index_page("ws://s", "w", &[entry]).unwrap();
         let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
         let snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
-            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             sink.apply(&write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
             finished.then(|| sink.finish(&write, Cursor::new(1, 9)).unwrap())
         };
@@ -554,19 +586,39 @@ mod tests {
         let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
         let page = |keys: &[&str]| keys.iter().map(|k| change(k)).collect::<Vec<_>>();
         // The file already holds an old row the object no longer has: a sweep must drop it.
-        let old = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        let old = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(&old, &page(&["gone"])).unwrap();
         sink.finish(&old, Cursor::new(1, 1)).unwrap();
 
-        let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(&first, &page(&["a", "b"])).unwrap();
-        let second = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+        let second = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(&second, &page(&["a", "b", "c"])).unwrap();
         sink.apply(&first, &page(&["c"])).unwrap();
         sink.finish(&second, Cursor::new(1, 9)).unwrap();
         assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
         sink.finish(&first, Cursor::new(1, 9)).unwrap();
         assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
+    }
+
+    /// A compared snapshot (`--verify=full`) counts the rows the file lacked or held with
+    /// another value, and sweeps the rows the object no longer holds.
+    #[test]
+    fn a_compared_snapshot_counts_what_it_repairs() {
+        let mut sink = Sink::open(Path::new(":memory:"), false).unwrap();
+        let entry = IndexEntry { class: "C".into(), id: "00ff".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+        let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+        let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        sink.apply(&first, &["same", "stale", "extra"].map(change)).unwrap();
+        sink.finish(&first, Cursor::new(1, 9)).unwrap();
+
+        let verify = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", true).unwrap();
+        let stale = Change { key: "stale".into(), value: ChangeValue::Json(serde_json::json!(2)) };
+        let stats = sink.apply(&verify, &[change("same"), stale, change("missing")]).unwrap();
+        assert_eq!((stats.written, stats.differed), (3, 2));
+        assert_eq!(sink.finish(&verify, Cursor::new(1, 9)).unwrap(), 1, "the extra row is swept");
+        assert_eq!(keys(&sink, do_id), ["missing", "same", "stale"]);
     }
 
     /// One puller writes a file at a time: a second is refused before it writes, and the file is
