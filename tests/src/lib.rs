@@ -102,6 +102,15 @@ impl LocalWorker {
         self.launch();
     }
 
+    /// Stops workerd, runs `while_down`, then starts it again on the same state and port: for
+    /// what a client does while the worker is away.
+    pub fn while_down<T>(&mut self, while_down: impl FnOnce(&LocalWorker) -> T) -> T {
+        self.stop();
+        let result = while_down(self);
+        self.launch();
+        result
+    }
+
     /// The process group of wrangler and workerd, for a test to signal.
     pub fn group(&self) -> u32 {
         self.child.id()
@@ -392,15 +401,16 @@ pub struct PullRun {
 
 impl PullRun {
     pub fn objects_pulled(&self) -> u64 {
-        self.count("objects_pulled")
+        self.count_of("objects_pulled")
     }
 
     /// Objects this run downloaded as full snapshots.
     pub fn snapshots(&self) -> u64 {
-        self.count("snapshots")
+        self.count_of("snapshots")
     }
 
-    fn count(&self, field: &str) -> u64 {
+    /// A count from the run's JSON summary.
+    pub fn count_of(&self, field: &str) -> u64 {
         self.summary.as_ref().and_then(|s| s[field].as_u64()).unwrap_or_else(|| panic!("no summary: {}", self.stderr))
     }
 }

@@ -209,3 +209,130 @@ fn two_workers_pull_into_one_file_and_stay_apart() {
         assert_eq!(got, want, "{step}");
     }
 }
+
+/// Two pulls into one file at once, as an overlapping cron job makes them: one pulls, the other
+/// is refused at once with exit status 2 and a message saying why, and the file holds every
+/// key, as a full comparison with the object confirms. Before the writer lock and the stamped
+/// sweep, such pulls both exited 0 and left the file short of keys for good.
+#[test]
+fn overlapping_pulls_into_one_file_lose_nothing() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    fill(&worker, "big", 60_000);
+    let expected = object_copy(&worker, "big");
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = 0;
+    for round in 0..6 {
+        let db = dir.path().join(format!("shared-{round}.sqlite"));
+        let pullers = [spawn_piped(worker.puller(&db, TOKEN, &[])), spawn_piped(worker.puller(&db, TOKEN, &[]))];
+        let outs = pullers.map(|child| finish_within(child, PULL_LIMIT, "one of two overlapping pulls"));
+        for out in &outs {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => {}
+                Some(2) => {
+                    assert!(stderr.contains("another durafetch-pull is writing to this file"), "round {round}: {stderr}");
+                    assert_eq!(stderr.trim().lines().count(), 1, "round {round}: one line: {stderr}");
+                    refused += 1;
+                }
+                other => panic!("round {round}: exit {other:?}: {stderr}"),
+            }
+        }
+        assert!(outs.iter().any(|out| out.status.success()), "round {round}: neither pulled");
+        assert_eq!(read_db(&db), expected, "round {round}: the file lost keys");
+        let check = worker.pull_with(&db, TOKEN, &["--verify=full"]);
+        assert_eq!(check.code, Some(0), "{}", check.stderr);
+        assert_eq!(check.count_of("rows_repaired"), 0, "round {round}: the file disagreed with the object");
+    }
+    println!("{refused} of 6 rounds refused the second puller");
+    assert!(refused > 0, "the pulls never overlapped");
+}
+
+/// A file whose rows disagree with its cursor (rows lost, changed or added behind the puller's
+/// back): the registry and a changes-only verify see nothing to do, and --verify=full finds
+/// every such row and repairs it.
+#[test]
+fn verify_full_repairs_rows_that_disagree_with_the_cursor() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/audited/put_multiple_raw", r#"{"a": 1, "b": 2, "c": 3}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audited.sqlite");
+    let expected = pulled(&[("CounterKv", "audited", &[("a", "1"), ("b", "2"), ("c", "3")])]);
+    worker.pull_until_equal(&db, &expected, "first pull");
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DELETE FROM kv WHERE key = 'a';
+         UPDATE kv SET val = '99' WHERE key = 'b';
+         INSERT INTO kv (do_id, worker_name, class_name, name, key, val, insert_ts, update_ts, val_type, pull_gen)
+            SELECT do_id, worker_name, class_name, name, 'zz', val, insert_ts, update_ts, val_type, pull_gen FROM kv WHERE key = 'c';",
+    )
+    .unwrap();
+    drop(conn);
+    let damaged = read_db(&db);
+    for flags in [&[][..], &["--verify"]] {
+        let run = worker.pull_with(&db, TOKEN, flags);
+        assert_eq!(run.code, Some(0), "{flags:?}: {}", run.stderr);
+        assert_eq!(read_db(&db), damaged, "{flags:?} cannot see rows that disagree with the cursor");
+    }
+    let run = worker.pull_with(&db, TOKEN, &["--verify=full"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.count_of("rows_repaired"), 3, "one missing, one different, one extra: {:?}", run.summary);
+    assert!(run.stderr.contains("the file disagreed with the object; repaired"), "{}", run.stderr);
+    assert_eq!(read_db(&db), expected);
+}
+
+/// A pull that starts while the worker is down (a deploy, a restart) retries its first index
+/// connection as it retries objects, and succeeds once the worker is back.
+#[test]
+fn a_pull_started_while_the_worker_is_down_waits_for_it() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/early/put?key=k", "1");
+    let dir = tempfile::tempdir().unwrap();
+    let expected = pulled(&[("CounterKv", "early", &[("k", "1")])]);
+    worker.pull_until_file_equals(&dir.path().join("before.sqlite"), &expected, "before the restart");
+    let db = dir.path().join("across.sqlite");
+    let child = worker.while_down(|worker| {
+        let child = spawn_piped(worker.puller(&db, TOKEN, &[]));
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    });
+    let out = finish_within(child, PULL_LIMIT, "a pull started while the worker was down");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("retrying"), "the pull never saw the worker down: {stderr}");
+    assert_eq!(read_db(&db), expected);
+}
+
+/// A watcher whose objects keep failing (here 16 whose exports answer 500) stops within a
+/// second of SIGINT or SIGTERM, mid-retry, with exit status 0 and a sound file.
+#[test]
+fn a_watch_stops_at_once_while_exports_keep_failing() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    // CounterKv's exports fail (its entry in `objects` names no binding); the index still works.
+    worker.restart_with_config(Some(&|toml: String| toml.replace(r#"CounterKv = "COUNTER_KV""#, r#"CounterKv = "NO_SUCH_BINDING""#)));
+    for i in 0..16 {
+        worker.post(&format!("kv/failing-{i}/put?key=k"), "1");
+    }
+    worker.post("sql/fine/put?key=k", "1");
+    let dir = tempfile::tempdir().unwrap();
+    for signal in ["-INT", "-TERM"] {
+        let db = dir.path().join(format!("stopped{signal}.sqlite"));
+        let watcher = spawn_piped(worker.puller(&db, TOKEN, &["--watch"]));
+        assert!(wait_for_row(&db, ("CounterSql", "fine"), "k", "1", Duration::from_secs(30)).is_some(), "the watch never synced");
+        // Long enough for every failing object to be in its retries.
+        std::thread::sleep(Duration::from_secs(3));
+        let stopped = Instant::now();
+        let _ = Command::new("kill").args([signal, &watcher.id().to_string()]).status();
+        let out = finish_within(watcher, Duration::from_secs(60), "the watcher after a stop signal");
+        let took = stopped.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{signal}: the watcher stopped {took:?} after the signal");
+        assert_eq!(out.status.code(), Some(0), "{signal}: {stderr}");
+        assert!(stderr.contains("answered 500"), "{signal}: the exports were not failing: {stderr}");
+        assert!(took < Duration::from_secs(1), "{signal}: the watcher took {took:?} to stop");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        assert_eq!(row_value(&db, ("CounterSql", "fine"), "k").as_deref(), Some("1"));
+    }
+}

@@ -136,7 +136,7 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
                 IndexEntry { class: "CounterSql".into(), id: "00".repeat(32), name: Some("sink".into()), head, rev: 1, changed_at: 0 };
             sink.record_index_page("ws://bench", "durafetch-example", &[entry]).unwrap();
             let do_id = sink.targets("ws://bench", "", false).unwrap()[0].do_id;
-            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "").unwrap();
+            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             for page in &pages {
                 sink.apply(&write, page).unwrap();
             }

@@ -1,0 +1,51 @@
+//! What the README tells a user to run, run: every SQL snippet of its "Query" section against a
+//! file pulled from the example worker, each finding rows.
+
+use durafetch_e2e::{LocalWorker, TOKEN};
+
+/// The README's ```sql blocks, split into statements (its snippets hold no `;` inside a string).
+fn readme_sql_statements() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let mut statements = Vec::new();
+    for block in readme.split("```sql").skip(1) {
+        let code = block.split("```").next().unwrap();
+        let code: String = code.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        statements.extend(code.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    statements
+}
+
+#[test]
+fn every_sql_snippet_in_the_readme_runs_against_a_pulled_file() {
+    let statements = readme_sql_statements();
+    assert!(statements.len() >= 5, "the README's SQL was not found: {statements:?}");
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("readme.sqlite");
+    // The README's example class is `Counter`; the example worker's is `CounterKv`.
+    worker.post("kv/a/put?key=count", "1");
+    worker.post("kv/a/put_typed?key=scores", "map");
+    worker.post("kv/b/put_multiple_raw", r#"{"settings": {"plan": "free"}}"#);
+    let wait_for = |want: usize| {
+        for _ in 0..50 {
+            let run = worker.pull_with(&db, TOKEN, &["--history"]);
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+            if durafetch_e2e::kv_rows(&db) as usize == want {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the file never held {want} rows");
+    };
+    wait_for(3);
+    worker.post("kv/a/delete?key=count", "");
+    wait_for(2);
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for statement in &statements {
+        let sql = statement.replace("'Counter'", "'CounterKv'");
+        let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("the README's query fails: {e}\n{sql}"));
+        let rows = stmt.query_map([], |_| Ok(())).unwrap().count();
+        assert!(rows > 0, "the README's query finds nothing in a file that holds what it asks for:\n{sql}");
+    }
+}
