@@ -149,6 +149,7 @@ fn watch_mode_shows_writes_within_a_second_and_survives_a_restart() {
     worker.post("kv/watched/put?key=first", "0");
     assert!(wait_for_row(&db, ("CounterKv", "watched"), "first", "0", Duration::from_secs(20)).is_some(), "the watch never delivered");
 
+    // The first of these is the first write after the watcher's initial sync: it counts too.
     let mut latencies = Vec::new();
     for i in 1..=20 {
         let (route, class) = if i % 2 == 0 { ("kv", "CounterKv") } else { ("sql", "CounterSql") };
@@ -157,8 +158,9 @@ fn watch_mode_shows_writes_within_a_second_and_survives_a_restart() {
         let seen = wait_for_row(&db, (class, "watched"), "n", &i.to_string(), Duration::from_secs(5));
         latencies.push(seen.map(|_| written.elapsed()).unwrap_or(Duration::MAX));
     }
+    let first = latencies[0];
     latencies.sort();
-    println!("watch latency over 20 writes: p50 {:?}, max {:?}", latencies[10], latencies[19]);
+    println!("watch latency over 20 writes: first after sync {first:?}, p50 {:?}, max {:?}", latencies[10], latencies[19]);
     assert!(latencies[19] < Duration::from_secs(1), "slowest write took {:?}", latencies[19]);
 
     // The subscription reconnects after workerd restarts.

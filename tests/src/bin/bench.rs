@@ -440,35 +440,36 @@ fn main() {
         how: "workerd's VmRSS sampled every 2 ms, peak minus before".into(),
     });
 
-    // P6: watch mode latency, write → row visible in SQLite.
+    // P6: watch mode latency, write → row visible in SQLite, from the first write after the
+    // watcher's initial sync on.
     let db6 = dir.path().join("p6.sqlite");
+    let delivered = |i: u32, written: Instant| loop {
+        if row_value(&db6, ("CounterKv", "p6"), "n") == Some(i.to_string()) {
+            return written.elapsed().as_secs_f64() * 1000.0;
+        }
+        assert!(written.elapsed() < Duration::from_secs(30), "watch never delivered write {i}");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    worker.post("kv/p6/put?key=n", "0");
     let mut watcher = worker.puller(&db6, TOKEN, &["--watch", "--name", "p6"]).stdout(Stdio::null()).spawn().unwrap();
+    delivered(0, Instant::now());
     let mut latencies = Vec::new();
-    for i in 0..1001u32 {
+    for i in 1..=1000u32 {
         let written = Instant::now();
         worker.post("kv/p6/put?key=n", &i.to_string());
-        loop {
-            let seen = row_value(&db6, ("CounterKv", "p6"), "n");
-            if seen == Some(i.to_string()) {
-                break;
-            }
-            assert!(written.elapsed() < Duration::from_secs(30), "watch never delivered write {i}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The first write also creates the object and its first snapshot: not counted.
-        if i > 0 {
-            latencies.push(written.elapsed().as_secs_f64() * 1000.0);
-        }
+        latencies.push(delivered(i, written));
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
+    let first = latencies[0];
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (latencies[latencies.len() / 2], latencies[latencies.len() * 99 / 100]);
     rows.push(Row {
         metric: "P6 watch latency, write → row in SQLite",
-        figure: format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+        figure: format!("p50 {p50:.0} ms, p99 {p99:.0} ms; the first write after the initial sync {first:.0} ms"),
         goal: "p50 ≤ 250 ms, p99 ≤ 1 s",
-        how: "1,000 awaited one-key puts, each waited for in the file (polled every 1 ms)".into(),
+        how: "1,000 awaited one-key puts after the watcher's initial sync, the first included, each waited for in the file (polled every 1 ms)"
+            .into(),
     });
 
     println!("| metric | figure | goal | how |\n|---|---|---|---|");
