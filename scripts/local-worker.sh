@@ -8,7 +8,12 @@ mkdir -p "$PERSIST_DIR"
 (cd "$DURAFETCH_ROOT" && exec setsid wrangler dev --ip 127.0.0.1 --port "$WORKER_PORT" --persist-to "$PERSIST_DIR/state" \
   --var "DURAFETCH_AUTH:$DURAFETCH_AUTH" --log-level warn >"$WORKER_LOG" 2>&1 </dev/null) &
 WORKER_PID=$!
-stop_worker() { kill -INT -- "-$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null; true; }
+# wrangler ends on SIGINT with status 130: the wait must not become the script's exit status
+# (under `set -e`, a failing last command of an `&&` list ends the script with its status).
+stop_worker() {
+  kill -INT -- "-$WORKER_PID" 2>/dev/null || return 0
+  wait "$WORKER_PID" 2>/dev/null || true
+}
 trap stop_worker EXIT
 
 for _ in $(seq 1 120); do

@@ -1,0 +1,14 @@
+//! The README's first command: the demo runs to the end, prints what it pulled, and exits 0.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_prints_what_it_pulled_and_exits_0() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Command::new("bash").arg("scripts/demo.sh").current_dir(root).output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "the demo failed.\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("demo: 6 objects, 34 keys in "), "{stdout}");
+    assert!(stdout.contains("CounterSql alice profile = {\"plan\":\"free\",\"langs\":[\"en\"]}"), "{stdout}");
+}
