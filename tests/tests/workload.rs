@@ -201,8 +201,11 @@ fn run(seed: u64, ops: usize) {
         *events.entry(event).or_default() += 1;
         match event {
             "pull" => {
+                // One puller writes a file at a time: beside a running watcher, a pull is refused
+                // at once (exit 2) and the watcher goes on keeping the file up to date.
                 let run = worker.pull(&db, TOKEN);
-                assert_eq!(run.code, Some(0), "seed {seed} step {i}: {}", run.stderr);
+                let expected = if watcher.is_some() { Some(2) } else { Some(0) };
+                assert_eq!(run.code, expected, "seed {seed} step {i}: {}", run.stderr);
             }
             "puller SIGKILL" => {
                 let mut child = spawn_puller(&worker, &db, &[]);
@@ -219,7 +222,9 @@ fn run(seed: u64, ops: usize) {
                 std::thread::sleep(Duration::from_millis(w.rng.u64(0..100)));
                 worker.crash_and_restart();
                 let out = finish_within(child, PULL_LIMIT, "a pull across a workerd crash");
-                assert_ne!(out.status.code(), Some(2), "seed {seed} step {i}: {}", String::from_utf8_lossy(&out.stderr));
+                if watcher.is_none() {
+                    assert_ne!(out.status.code(), Some(2), "seed {seed} step {i}: {}", String::from_utf8_lossy(&out.stderr));
+                }
             }
             _ => {}
         }
