@@ -1,4 +1,4 @@
-//! Code generation: the user's functions gain one call into `durafetch_sdk::runtime` at the top,
+//! Code generation: the user's functions gain one call into `durafetch_sdk::__private` at the top,
 //! and their own arguments are rebound from what that call hands back.
 
 use crate::ast::{ObjectImpl, Target};
@@ -14,11 +14,11 @@ pub fn target(target: Target) -> TokenStream {
             prepend(
                 &mut entry.block,
                 quote! {
-                    let (#req, #env): (#req_ty, #env_ty) = match ::durafetch_sdk::runtime::route_worker_request(
+                    let (#req, #env): (#req_ty, #env_ty) = match ::durafetch_sdk::__private::route_worker_request(
                         __durafetch_in_0, __durafetch_in_1,
                     ).await {
-                        ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
-                        ::durafetch_sdk::runtime::Routed::Pass(pass) => pass,
+                        ::durafetch_sdk::__private::Routed::Handled(response) => return response,
+                        ::durafetch_sdk::__private::Routed::Pass(pass) => pass,
                     };
                 },
             );
@@ -34,7 +34,7 @@ fn object_impl(mut object: ObjectImpl) -> TokenStream {
         prepend(
             &mut new.block,
             quote! {
-                ::durafetch_sdk::runtime::install(&__durafetch_in_0, &__durafetch_in_1, #class);
+                ::durafetch_sdk::__private::install(&__durafetch_in_0, &__durafetch_in_1, #class);
                 let #state: #state_ty = __durafetch_in_0;
                 let #env: #env_ty = __durafetch_in_1;
             },
@@ -45,9 +45,9 @@ fn object_impl(mut object: ObjectImpl) -> TokenStream {
         prepend(
             &mut fetch.block,
             quote! {
-                let #req: #req_ty = match ::durafetch_sdk::runtime::route_object_request(__durafetch_in_1).await {
-                    ::durafetch_sdk::runtime::Routed::Handled(response) => return response,
-                    ::durafetch_sdk::runtime::Routed::Pass(request) => request,
+                let #req: #req_ty = match ::durafetch_sdk::__private::route_object_request(__durafetch_in_1).await {
+                    ::durafetch_sdk::__private::Routed::Handled(response) => return response,
+                    ::durafetch_sdk::__private::Routed::Pass(request) => request,
                 };
             },
         );

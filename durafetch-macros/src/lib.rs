@@ -1,6 +1,6 @@
 //! The `#[durafetch]` attribute, re-exported by `durafetch-sdk`. It goes on
 //! `impl DurableObject for YourType` and on the worker's `#[event(fetch)]` function, and only
-//! wires calls into `durafetch_sdk::runtime`; all logic lives there.
+//! wires calls into the sdk (through its hidden `durafetch_sdk::__private` path); all logic lives there.
 
 mod ast;
 mod attr;

@@ -48,21 +48,32 @@ fn check_object(object: &ObjectImpl) -> syn::Result<()> {
     Ok(())
 }
 
+const FETCH_ONLY: &str = "#[durafetch] serves the export API from the fetch handler; put it on the `#[event(fetch)]` function";
+
+/// The names `#[event(..)]` gives a handler it has already expanded (`<name>_<event>_glue`),
+/// for the events other than fetch: seen when `#[event]` is written above `#[durafetch]`.
+const OTHER_EVENT_GLUE: [&str; 4] = ["_scheduled_glue", "_queue_glue", "_email_glue", "_connect_glue"];
+
 fn check_entry(entry: &ItemFn) -> syn::Result<()> {
+    let mut event_seen = false;
     for attr in &entry.attrs {
         if attr.path().is_ident("event") {
+            event_seen = true;
             let handler: syn::Ident = attr.parse_args_with(|input: syn::parse::ParseStream| {
                 let ident: syn::Ident = input.parse()?;
                 let _: proc_macro2::TokenStream = input.parse()?;
                 Ok(ident)
             })?;
             if handler != "fetch" {
-                return Err(syn::Error::new(
-                    handler.span(),
-                    "#[durafetch] serves the export API from the fetch handler; put it on the `#[event(fetch)]` function",
-                ));
+                return Err(syn::Error::new(handler.span(), FETCH_ONLY));
             }
         }
+    }
+    // `#[event(..)]` above `#[durafetch]` has run first: only the name it gave the function
+    // tells which event it is.
+    let name = entry.sig.ident.to_string();
+    if !event_seen && OTHER_EVENT_GLUE.iter().any(|glue| name.ends_with(glue)) {
+        return Err(syn::Error::new(entry.sig.ident.span(), FETCH_ONLY));
     }
     let sig = &entry.sig;
     if sig.asyncness.is_none() {

@@ -50,17 +50,38 @@ pub struct Poll {
     pub every_ms: u64,
 }
 
-/// What the flags may override.
-#[derive(Debug, Default)]
+/// The flags that override the config file, defined once: `durafetch-pull`'s command line
+/// flattens them in.
+#[derive(Debug, Default, clap::Args)]
 pub struct Overrides {
+    /// The SQLite file to write (overrides db_file). Example: --db backup.sqlite
+    #[arg(long, value_name = "FILE")]
     pub db: Option<PathBuf>,
+    /// A server to pull from (repeatable; replaces the config's servers). Example: --server wss://durafetch_my-app.example.com
+    #[arg(long = "server", value_name = "URL")]
     pub servers: Vec<String>,
+    /// How many objects to download at once (overrides concurrent_downloads). Example: --concurrency 16
+    #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Variable holding the token when a server names none.
+    /// The environment variable that holds the token for servers without one. Example: --token-env PROD_DURAFETCH_AUTH
+    #[arg(long, value_name = "NAME", default_value = "DURAFETCH_AUTH")]
     pub token_env: String,
+    #[command(flatten)]
     pub filter: FilterSpec,
+    /// Also append every change to the kv_history table, deletions as rows with deleted = 1.
+    /// Example: --history, then SELECT * FROM kv_history WHERE key = 'k' ORDER BY history_id
+    #[arg(long)]
     pub history: bool,
-    pub verify: Verify,
+    /// Also contact every object the file knows, not only those the registry lists as changed.
+    /// `--verify` (or `--verify=changes`) pulls what each holds since the file's cursor: one
+    /// session per object; catches a write whose registry report was lost in a crash.
+    /// `--verify=full` downloads each whole and repairs rows that disagree with it (missing,
+    /// different or extra although the cursor says the file is current): costs a full download.
+    /// Example: a daily --verify from cron, a monthly --verify=full
+    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "changes", conflicts_with = "watch")]
+    pub verify: Option<Verify>,
+    /// Log as newline-delimited JSON, and print the summary as JSON (as the config's logging.ndjson).
+    #[arg(long = "json")]
     pub ndjson: bool,
 }
 
@@ -171,7 +192,16 @@ impl Settings {
         let poll_every = Duration::from_millis(file.poll.map_or(1000, |p| p.every_ms));
         let filter = Filter::new(overrides.filter)?;
         let ndjson = overrides.ndjson || file.logging.is_some_and(|l| l.ndjson);
-        Ok(Settings { db, servers, concurrency, poll_every, filter, history: overrides.history, verify: overrides.verify, ndjson })
+        Ok(Settings {
+            db,
+            servers,
+            concurrency,
+            poll_every,
+            filter,
+            history: overrides.history,
+            verify: overrides.verify.unwrap_or_default(),
+            ndjson,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
-//! Opens an authenticated WebSocket to a server. `*.localhost` does not resolve through the
-//! system resolver, so such hosts are reached on 127.0.0.1 with the name in the `Host` header.
+//! The production transport: an authenticated WebSocket to a server. `*.localhost` does not
+//! resolve through the system resolver, so such hosts are reached on 127.0.0.1 with the name in
+//! the `Host` header.
 
 use std::io;
 use std::pin::Pin;
@@ -17,8 +18,22 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Server;
+use crate::transport::{Link, Transport};
 
-pub type Socket = WebSocketStream<Connection>;
+type Socket = WebSocketStream<Connection>;
+
+/// Opens each connection as an authenticated WebSocket, TLS for `wss://`.
+pub struct WebSocketTransport;
+
+impl Transport for WebSocketTransport {
+    fn open<'a>(
+        &'a self,
+        server: &'a Server,
+        path: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, ConnectError>> + Send + 'a>> {
+        Box::pin(async move { open(server, path).await.map(|socket| Box::pin(socket) as Link) })
+    }
+}
 
 /// A connection and its WebSocket upgrade must be done within this long; a host that drops
 /// packets would otherwise hold a download for minutes.
@@ -50,7 +65,7 @@ impl ConnectError {
     }
 }
 
-pub async fn open(server: &Server, path: &str) -> Result<Socket, ConnectError> {
+async fn open(server: &Server, path: &str) -> Result<Socket, ConnectError> {
     tokio::time::timeout(HANDSHAKE_LIMIT, handshake(server, path))
         .await
         .unwrap_or_else(|_| Err(ConnectError::TimedOut { host: server.url.host_str().unwrap_or_default().to_owned() }))

@@ -1,17 +1,18 @@
 //! Downloads one object: a snapshot or the changes since its local cursor, applied page by page,
 //! with the cursor saved together with the last page.
 
-use std::sync::Arc;
-
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
 
 use crate::config::Server;
-use crate::connect;
+use crate::error::TransferError;
 use crate::filter::Filter;
+use crate::object_write::ApplyStats;
 use crate::retry::Backoff;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::{ApplyStats, PullTarget, Queued, SinkThread};
+use crate::sink::PullTarget;
+use crate::sink_thread::{Queued, SinkThread};
+use crate::transport::Transport;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ObjectStats {
@@ -26,7 +27,7 @@ pub struct ObjectStats {
 
 impl ObjectStats {
     /// Waits for the page being written, if any, and counts what it wrote.
-    async fn count_written(&mut self, page: Option<Queued<ApplyStats>>) -> Result<(), SessionError> {
+    async fn count_written(&mut self, page: Option<Queued<ApplyStats>>) -> Result<(), TransferError> {
         if let Some(page) = page {
             let ApplyStats { written, deleted, differed } = page.wait().await?;
             self.written += written;
@@ -37,53 +38,78 @@ impl ObjectStats {
     }
 }
 
-/// Downloads with retries, as long as the error is retryable.
-pub async fn pull_with_retries(
-    server: &Server,
-    target: &PullTarget,
-    sink: &SinkThread,
-    filter: &Filter,
-) -> Result<ObjectStats, SessionError> {
-    let mut backoff = Backoff::new();
-    loop {
-        match pull(server, target, sink, filter).await {
-            Ok(stats) => return Ok(stats),
-            Err(e) if backoff.retry_after(&e, &target.id).await => {}
-            Err(e) => return Err(e),
+/// One object's download: where from, into which file, under which filter.
+pub struct ObjectDownload<'a> {
+    pub transport: &'a dyn Transport,
+    pub server: &'a Server,
+    pub target: &'a PullTarget,
+    pub sink: &'a SinkThread,
+    pub filter: &'a Filter,
+}
+
+impl ObjectDownload<'_> {
+    /// Downloads with retries, as long as the error is retryable.
+    pub async fn run_with_retries(&self) -> Result<ObjectStats, TransferError> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.run().await {
+                Ok(stats) => return Ok(stats),
+                Err(e) if backoff.retry_after(&e, &self.target.id).await => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn run(&self) -> Result<ObjectStats, TransferError> {
+        let ObjectDownload { transport, server, target, sink, filter } = *self;
+        let socket = transport.open(server, &format!("/export/{}/{}", target.class, target.id)).await?;
+        let mut session = ClientSession::export(socket, target.local).await?;
+        let (mode, epoch) = match session.next().await? {
+            ServerMessage::Begin { mode, epoch } => (mode, epoch),
+            other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}")).into()),
+        };
+        let read_at = target.local.filter(|c| c.epoch == epoch).unwrap_or(Cursor::new(epoch, 0));
+        let writer = sink.begin(target.do_id, mode, read_at, filter.key_filter_id().to_owned(), target.compare).await?;
+        let mut stats = ObjectStats { snapshot: mode == ExportMode::Snapshot, ..Default::default() };
+        // One page is written while the next is received and parsed.
+        let mut writing: Option<Queued<ApplyStats>> = None;
+        loop {
+            match session.next().await? {
+                ServerMessage::Page { mut changes } => {
+                    changes.retain(|c| filter.keeps_key(&c.key));
+                    stats.count_written(writing.take()).await?;
+                    writing = Some(writer.apply(changes));
+                    session.consumed_page().await?;
+                }
+                ServerMessage::End { cursor } => {
+                    stats.count_written(writing.take()).await?;
+                    stats.deleted += writer.finish(cursor).await?;
+                    stats.bytes = session.received_bytes();
+                    session.close().await;
+                    return Ok(stats);
+                }
+                other => return Err(SessionError::Protocol(format!("{other:?} in an export session")).into()),
+            }
         }
     }
 }
 
-async fn pull(server: &Server, target: &PullTarget, sink: &SinkThread, filter: &Filter) -> Result<ObjectStats, SessionError> {
-    let socket = connect::open(server, &format!("/export/{}/{}", target.class, target.id)).await?;
-    let mut session = ClientSession::export(socket, target.local).await?;
-    let (mode, epoch) = match session.next().await? {
-        ServerMessage::Begin { mode, epoch } => (mode, epoch),
-        other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}"))),
-    };
-    let read_at = target.local.filter(|c| c.epoch == epoch).unwrap_or(Cursor::new(epoch, 0));
-    let (do_id, key_filter, compare) = (target.do_id, filter.key_filter_id().to_owned(), target.compare);
-    let write = Arc::new(sink.run(move |s| s.begin(do_id, mode, read_at, &key_filter, compare)).await?);
-    let mut stats = ObjectStats { snapshot: mode == ExportMode::Snapshot, ..Default::default() };
-    // One page is written while the next is received and parsed.
-    let mut writing: Option<Queued<ApplyStats>> = None;
-    loop {
-        match session.next().await? {
-            ServerMessage::Page { mut changes } => {
-                changes.retain(|c| filter.keeps_key(&c.key));
-                stats.count_written(writing.take()).await?;
-                let write = write.clone();
-                writing = Some(sink.queue(move |s| s.apply(&write, &changes)));
-                session.consumed_page().await?;
-            }
-            ServerMessage::End { cursor } => {
-                stats.count_written(writing.take()).await?;
-                stats.deleted += sink.run(move |s| s.finish(&write, cursor)).await?;
-                stats.bytes = session.received_bytes();
-                session.close().await;
-                return Ok(stats);
-            }
-            other => return Err(SessionError::Protocol(format!("{other:?} in an export session"))),
-        }
+#[cfg(test)]
+mod tests {
+    use crate::fake_server::{file, pull, since, temp_db, FakeServer, Fault};
+
+    /// A snapshot cut off after its first page is retried; the retry, a snapshot again (no
+    /// cursor was saved), leaves exactly the object's keys.
+    #[tokio::test]
+    async fn a_download_cut_off_mid_snapshot_is_retried_and_resumed_exactly() {
+        let server = FakeServer::filled("app");
+        server.fail_next("/export/Cart/cc", Fault::CutAfterPages(1));
+        let (db, dir) = temp_db("cut-off");
+        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+        assert_eq!(server.connections("/export/Cart/cc"), 2, "one retry");
+        assert_eq!(since(&server.hellos("/export/Cart/cc")[1]).0, None, "the retry starts over: no cursor was saved");
+        assert_eq!(file(&db, "app"), server.live("app"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -24,13 +24,25 @@ pub struct Filter {
 }
 
 /// The filter flags as given.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct FilterSpec {
+    /// Download only objects of this class (repeatable). Example: --class ChatRoom
+    #[arg(long = "class", value_name = "CLASS")]
     pub classes: Vec<String>,
+    /// Skip objects of this class (repeatable). Example: --exclude-class RateLimiter
+    #[arg(long = "exclude-class", value_name = "CLASS")]
     pub exclude_classes: Vec<String>,
+    /// Download only objects whose name matches this glob (repeatable; unnamed objects never match). Example: --name 'room-*'
+    #[arg(long = "name", value_name = "GLOB")]
     pub names: Vec<String>,
+    /// Skip objects whose name matches this glob (repeatable). Example: --exclude-name 'test-*'
+    #[arg(long = "exclude-name", value_name = "GLOB")]
     pub exclude_names: Vec<String>,
+    /// Keep only keys starting with this prefix (repeatable). Changing key filters re-pulls objects from scratch. Example: --key-prefix user:
+    #[arg(long = "key-prefix", value_name = "PREFIX")]
     pub key_prefixes: Vec<String>,
+    /// Drop keys starting with this prefix (repeatable). Example: --exclude-key-prefix cache:
+    #[arg(long = "exclude-key-prefix", value_name = "PREFIX")]
     pub exclude_key_prefixes: Vec<String>,
 }
 

@@ -7,10 +7,11 @@ use durafetch_sdk::core::shard::index_path;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Server;
-use crate::connect::{self, Socket};
+use crate::error::TransferError;
 use crate::retry::Backoff;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::SinkThread;
+use crate::sink_thread::SinkThread;
+use crate::transport::Transport;
 
 /// What a read of the index found.
 #[derive(Debug, Default, Clone, Copy)]
@@ -21,26 +22,19 @@ pub struct IndexStats {
     pub shards: u32,
 }
 
-/// Reads every shard of a server's index: shard 0 (on `socket`, if connected) says how many
-/// there are. Answers the rows received in all.
-pub async fn read_all_shards(server: &Server, socket: Option<Socket>, sink: &SinkThread) -> Result<IndexStats, SessionError> {
-    let first = read_with_retries(server, 0, socket, sink).await?;
-    let mut total = first;
-    for shard in 1..first.shards {
-        total.changed += read_with_retries(server, shard, None, sink).await?.changed;
-    }
-    Ok(total)
-}
-
-/// Connects to one shard's index, retrying as a download does: a worker that restarts as a
-/// pull starts costs a retry, not a failed run.
-pub async fn connect_with_retries(server: &Server, shard: u32) -> Result<Socket, SessionError> {
+/// Checks that `server` answers and takes the token (with retries, as a download would), before
+/// anything is written: the connection is closed at once, so none waits past the server's
+/// limit for a hello while other servers are checked.
+pub async fn probe(transport: &dyn Transport, server: &Server) -> Result<(), TransferError> {
     let mut backoff = Backoff::new();
     loop {
-        match connect::open(server, &index_path(shard)).await {
-            Ok(socket) => return Ok(socket),
+        match transport.open(server, &index_path(0)).await {
+            Ok(mut socket) => {
+                let _ = futures_util::SinkExt::close(&mut socket).await;
+                return Ok(());
+            }
             Err(e) => {
-                let e = SessionError::from(e);
+                let e = TransferError::from(e);
                 if !backoff.retry_after(&e, "index").await {
                     return Err(e);
                 }
@@ -49,24 +43,27 @@ pub async fn connect_with_retries(server: &Server, shard: u32) -> Result<Socket,
     }
 }
 
-/// Reads one shard of the index, starting on `socket` if the caller already connected one, with
-/// retries.
+/// Reads every shard of a server's index: shard 0 says how many there are. Answers the rows
+/// received in all.
+pub async fn read_all_shards(transport: &dyn Transport, server: &Server, sink: &SinkThread) -> Result<IndexStats, TransferError> {
+    let first = read_with_retries(transport, server, 0, sink).await?;
+    let mut total = first;
+    for shard in 1..first.shards {
+        total.changed += read_with_retries(transport, server, shard, sink).await?.changed;
+    }
+    Ok(total)
+}
+
+/// Reads one shard of the index, with retries.
 pub async fn read_with_retries(
+    transport: &dyn Transport,
     server: &Server,
     shard: u32,
-    mut socket: Option<Socket>,
     sink: &SinkThread,
-) -> Result<IndexStats, SessionError> {
+) -> Result<IndexStats, TransferError> {
     let mut backoff = Backoff::new();
     loop {
-        let attempt = match socket.take() {
-            Some(socket) => read(server, shard, socket, sink, None).await,
-            None => match connect::open(server, &index_path(shard)).await {
-                Ok(socket) => read(server, shard, socket, sink, None).await,
-                Err(e) => Err(e.into()),
-            },
-        };
-        match attempt {
+        match read(transport, server, shard, sink, None).await {
             Err(e) if backoff.retry_after(&e, "index").await => {}
             result => return result,
         }
@@ -76,17 +73,19 @@ pub async fn read_with_retries(
 /// Keeps a watch subscription open, reconnecting after failures with backoff (the waits start
 /// over once a session has worked). After each batch of changes is recorded it sends on
 /// `changed`. Returns only for errors a reconnect cannot fix, such as a refused token.
-pub async fn subscribe(server: &Server, shard: u32, sink: &SinkThread, changed: UnboundedSender<()>) -> SessionError {
+pub async fn subscribe(
+    transport: &dyn Transport,
+    server: &Server,
+    shard: u32,
+    sink: &SinkThread,
+    changed: UnboundedSender<()>,
+) -> TransferError {
     let mut backoff = Backoff::endless();
     let what = format!("watch of {} shard {shard}", server.url);
     loop {
-        let attempt = match connect::open(server, &index_path(shard)).await {
-            Ok(socket) => read(server, shard, socket, sink, Some(&changed)).await,
-            Err(e) => Err(e.into()),
-        };
         // A watch session only ends with an error; `Closed` means it was up until then.
-        let error = attempt.err().unwrap_or(SessionError::Closed);
-        if matches!(error, SessionError::Closed) {
+        let error = read(transport, server, shard, sink, Some(&changed)).await.err().unwrap_or(SessionError::Closed.into());
+        if matches!(error, TransferError::Session(SessionError::Closed)) {
             backoff.reset();
         }
         if !backoff.retry_after(&error, &what).await {
@@ -98,16 +97,17 @@ pub async fn subscribe(server: &Server, shard: u32, sink: &SinkThread, changed: 
 /// One index session. With `watch`, the session stays open: each `index_end` is saved and
 /// announced, and the read goes on until the server or the network ends it.
 async fn read(
+    transport: &dyn Transport,
     server: &Server,
     shard: u32,
-    socket: Socket,
     sink: &SinkThread,
     watch: Option<&UnboundedSender<()>>,
-) -> Result<IndexStats, SessionError> {
+) -> Result<IndexStats, TransferError> {
+    let socket = transport.open(server, &index_path(shard)).await?;
     let url = server.url.to_string();
     let since = {
         let url = url.clone();
-        sink.run(move |s| s.index_rev(&url, shard)).await?
+        sink.run(move |s| Ok(s.index_rev(&url, shard)?)).await?
     };
     let mut session = ClientSession::index(socket, since, watch.is_some()).await?;
     let mut stats = IndexStats::default();
@@ -116,12 +116,12 @@ async fn read(
             ServerMessage::Objects { objects } => {
                 stats.changed += objects.len() as u64;
                 let (url, worker) = (url.clone(), server.worker.clone());
-                sink.run(move |s| s.record_index_page(&url, &worker, &objects)).await?;
+                sink.run(move |s| Ok(s.record_index_page(&url, &worker, &objects)?)).await?;
                 session.consumed_page().await?;
             }
             ServerMessage::IndexEnd { rev, shards } => {
                 let url = url.clone();
-                sink.run(move |s| s.save_index_rev(&url, shard, rev)).await?;
+                sink.run(move |s| Ok(s.save_index_rev(&url, shard, rev)?)).await?;
                 stats.shards = shards;
                 match watch {
                     Some(changed) => {
@@ -133,7 +133,32 @@ async fn read(
                     }
                 }
             }
-            other => return Err(SessionError::Protocol(format!("{other:?} in an index session"))),
+            other => return Err(SessionError::Protocol(format!("{other:?} in an index session")).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fake_server::{file, pull, temp_db, FakeServer, Fault};
+
+    /// A worker restarting as the pull starts (its first index connection refused with 503) costs
+    /// a retry; a refused token fails at once, with no retry and no file.
+    #[tokio::test]
+    async fn the_index_is_retried_when_unavailable_and_not_when_the_token_is_refused() {
+        let server = FakeServer::filled("app");
+        server.fail_next("/index", Fault::Unavailable);
+        let (db, dir) = temp_db("index-retry");
+        pull(&server, &db, &["app"]).await.unwrap();
+        assert_eq!(file(&db, "app"), server.live("app"));
+
+        let refused_db = dir.join("refused.sqlite");
+        let before = server.connections("/index");
+        server.fail_next("/index", Fault::Unauthorized);
+        let error = pull(&server, &refused_db, &["app"]).await.unwrap_err();
+        assert!(error.is_config(), "{error}");
+        assert_eq!(server.connections("/index"), before, "no retry of a refused token");
+        assert!(!refused_db.exists(), "a refused pull creates no file");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

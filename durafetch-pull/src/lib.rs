@@ -1,15 +1,24 @@
 //! durafetch-pull's library: everything but flag parsing. Modules follow the data's path:
 //! `config` (settings) → `index` (which objects changed) → `download` (their keys, over a
-//! flow-controlled `session` on a `connect`ed socket, with `retry`) → `sink` (the SQLite file),
-//! with `filter` choosing objects and keys, `progress` reporting, and `pull` running it all.
+//! flow-controlled `session` on a link the `transport` opens, a WebSocket from `connect` in
+//! production, with `retry`) → `sink_thread` → `object_write` and `sink` (the SQLite file), with
+//! `filter` choosing objects and keys, `error` joining the session's and the file's errors,
+//! `progress` reporting, and `pull` running it all.
 
 pub mod config;
 mod connect;
 mod download;
+mod error;
 pub mod filter;
 mod index;
+pub mod object_write;
 pub mod progress;
 pub mod pull;
 mod retry;
 mod session;
 pub mod sink;
+pub mod sink_thread;
+pub mod transport;
+
+#[cfg(test)]
+mod fake_server;

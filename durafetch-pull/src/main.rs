@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use durafetch_pull::{config, filter, progress, pull};
+use durafetch_pull::{config, progress, pull};
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
 /// Only objects that changed since the last run are downloaded, and only their changed keys.
@@ -18,18 +18,8 @@ struct Flags {
     /// A relative db_file is relative to the config file.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
-    /// The SQLite file to write (overrides db_file). Example: --db backup.sqlite
-    #[arg(long, value_name = "FILE")]
-    db: Option<PathBuf>,
-    /// A server to pull from (repeatable; replaces the config's servers). Example: --server wss://durafetch_my-app.example.com
-    #[arg(long = "server", value_name = "URL")]
-    servers: Vec<String>,
-    /// The environment variable that holds the token for servers without one. Example: --token-env PROD_DURAFETCH_AUTH
-    #[arg(long, value_name = "NAME", default_value = "DURAFETCH_AUTH")]
-    token_env: String,
-    /// How many objects to download at once (overrides concurrent_downloads). Example: --concurrency 16
-    #[arg(long, value_name = "N")]
-    concurrency: Option<usize>,
+    #[command(flatten)]
+    overrides: config::Overrides,
     /// Pull once and exit (the default).
     #[arg(long, conflicts_with = "watch")]
     once: bool,
@@ -37,68 +27,19 @@ struct Flags {
     /// as it is recorded; objects that failed are tried again every poll.every_ms (default 1000).
     #[arg(long)]
     watch: bool,
-    /// Download only objects of this class (repeatable). Example: --class ChatRoom
-    #[arg(long = "class", value_name = "CLASS")]
-    classes: Vec<String>,
-    /// Skip objects of this class (repeatable). Example: --exclude-class RateLimiter
-    #[arg(long = "exclude-class", value_name = "CLASS")]
-    exclude_classes: Vec<String>,
-    /// Download only objects whose name matches this glob (repeatable; unnamed objects never match). Example: --name 'room-*'
-    #[arg(long = "name", value_name = "GLOB")]
-    names: Vec<String>,
-    /// Skip objects whose name matches this glob (repeatable). Example: --exclude-name 'test-*'
-    #[arg(long = "exclude-name", value_name = "GLOB")]
-    exclude_names: Vec<String>,
-    /// Keep only keys starting with this prefix (repeatable). Changing key filters re-pulls objects from scratch. Example: --key-prefix user:
-    #[arg(long = "key-prefix", value_name = "PREFIX")]
-    key_prefixes: Vec<String>,
-    /// Drop keys starting with this prefix (repeatable). Example: --exclude-key-prefix cache:
-    #[arg(long = "exclude-key-prefix", value_name = "PREFIX")]
-    exclude_key_prefixes: Vec<String>,
-    /// Also append every change to the kv_history table, deletions as rows with deleted = 1.
-    /// Example: --history, then SELECT * FROM kv_history WHERE key = 'k' ORDER BY history_id
-    #[arg(long)]
-    history: bool,
-    /// Also contact every object the file knows, not only those the registry lists as changed.
-    /// `--verify` (or `--verify=changes`) pulls what each holds since the file's cursor: one
-    /// session per object; catches a write whose registry report was lost in a crash.
-    /// `--verify=full` downloads each whole and repairs rows that disagree with it (missing,
-    /// different or extra although the cursor says the file is current): costs a full download.
-    /// Example: a daily --verify from cron, a monthly --verify=full
-    #[arg(long, value_enum, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "changes", conflicts_with = "watch")]
-    verify: Option<config::Verify>,
-    /// Log as newline-delimited JSON, and print the summary as JSON.
-    #[arg(long)]
-    json: bool,
     /// Print only errors.
     #[arg(long)]
     quiet: bool,
 }
 
-/// Exit codes: 0 all pulled, 1 some objects or servers failed, 2 configuration error.
+/// Exit codes: 0 all pulled, 1 some objects or servers failed, 2 a configuration error, a refused
+/// token or a file another puller is writing.
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    let overrides = config::Overrides {
-        db: flags.db.clone(),
-        servers: flags.servers.clone(),
-        concurrency: flags.concurrency,
-        token_env: flags.token_env.clone(),
-        filter: filter::FilterSpec {
-            classes: flags.classes.clone(),
-            exclude_classes: flags.exclude_classes.clone(),
-            names: flags.names.clone(),
-            exclude_names: flags.exclude_names.clone(),
-            key_prefixes: flags.key_prefixes.clone(),
-            exclude_key_prefixes: flags.exclude_key_prefixes.clone(),
-        },
-        history: flags.history,
-        verify: flags.verify.unwrap_or_default(),
-        ndjson: flags.json,
-    };
-    let settings = match config::Settings::load(flags.config_file.as_deref(), overrides) {
+    let settings = match config::Settings::load(flags.config_file.as_deref(), flags.overrides) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("durafetch-pull: {e}");

@@ -1,13 +1,18 @@
 //! A pull over every server: read each index, then download the objects that are behind with
 //! bounded concurrency; once, or continuously as the registry's watch says objects changed.
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 
 use crate::config::{Server, Settings, Verify};
-use crate::connect::ConnectError;
+use crate::connect::{ConnectError, WebSocketTransport};
+use crate::error::TransferError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::{OpenError, Sink, SinkThread};
+use crate::sink::{OpenError, Sink};
+use crate::sink_thread::{SinkError, SinkThread};
+use crate::transport::Transport;
 use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +20,9 @@ pub enum PullError {
     #[error("cannot open the database {path}: {source}")]
     Database { path: String, source: OpenError },
     #[error("{server}: {source}")]
-    Index { server: String, source: SessionError },
+    Index { server: String, source: TransferError },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     #[error("internal error: {0}")]
     Task(String),
 }
@@ -26,28 +33,31 @@ impl PullError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            PullError::Index { source: SessionError::Connect(ConnectError::Unauthorized), .. }
+            PullError::Index { source: TransferError::Session(SessionError::Connect(ConnectError::Unauthorized)), .. }
                 | PullError::Database { source: OpenError::Locked, .. }
         )
     }
 }
 
+/// Pulls once over the network.
 pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError> {
+    once_with(settings, &WebSocketTransport, quiet).await
+}
+
+/// Pulls once through `transport`.
+pub async fn once_with(settings: &Settings, transport: &dyn Transport, quiet: bool) -> Result<Summary, PullError> {
     // Every server is reached before the database is opened: an unreachable server or a refused
     // token leaves the file as it was (or not created at all).
-    let mut sockets = Vec::new();
     for server in &settings.servers {
-        let socket = index::connect_with_retries(server, 0).await.map_err(|e| index_error(server, e))?;
-        sockets.push(socket);
+        index::probe(transport, server).await.map_err(|e| index_error(server, e))?;
     }
     let sink = open_sink(settings)?;
     let pulled = async {
         let mut changed = 0;
-        for (server, socket) in settings.servers.iter().zip(sockets) {
-            let stats = index::read_all_shards(server, Some(socket), &sink).await.map_err(|e| index_error(server, e))?;
-            changed += stats.changed;
+        for server in &settings.servers {
+            changed += index::read_all_shards(transport, server, &sink).await.map_err(|e| index_error(server, e))?.changed;
         }
-        let mut summary = download(settings, &sink, quiet, settings.verify).await?;
+        let mut summary = download_behind(settings, transport, &sink, quiet, settings.verify).await?;
         summary.index_changed = changed;
         Ok(summary)
     }
@@ -56,7 +66,7 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
     pulled
 }
 
-fn index_error(server: &Server, source: SessionError) -> PullError {
+fn index_error(server: &Server, source: TransferError) -> PullError {
     PullError::Index { server: server.url.to_string(), source }
 }
 
@@ -68,13 +78,19 @@ fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
 
 /// Downloads every object the index shows behind (when verifying, every object it lists) that
 /// the filters keep.
-async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, verify: Verify) -> Result<Summary, PullError> {
+async fn download_behind(
+    settings: &Settings,
+    transport: &dyn Transport,
+    sink: &SinkThread,
+    quiet: bool,
+    verify: Verify,
+) -> Result<Summary, PullError> {
     let mut summary = Summary::default();
     let mut work = Vec::new();
     for server in &settings.servers {
         let (url, key_filter) = (server.url.to_string(), settings.filter.key_filter_id().to_owned());
         let every = verify != Verify::Off;
-        let mut targets = sink.run(move |s| s.targets(&url, &key_filter, every)).await.map_err(|e| index_error(server, e))?;
+        let mut targets = sink.run(move |s| Ok(s.targets(&url, &key_filter, every)?)).await?;
         if verify == Verify::Full {
             for target in &mut targets {
                 target.local = None;
@@ -90,7 +106,8 @@ async fn download(settings: &Settings, sink: &SinkThread, quiet: bool, verify: V
     let bar = object_bar(work.len() as u64, quiet);
     let mut downloads = futures_util::stream::iter(work)
         .map(|(server, target)| async move {
-            let result = download::pull_with_retries(server, &target, sink, &settings.filter).await;
+            let download = download::ObjectDownload { transport, server, target: &target, sink, filter: &settings.filter };
+            let result = download.run_with_retries().await;
             (target, result)
         })
         .buffer_unordered(settings.concurrency);
@@ -143,22 +160,28 @@ pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) 
     let sink = open_sink(settings)?;
     let ended = tokio::select! {
         () = stop => Ok(()),
-        ended = keep_up_to_date(settings, &sink, quiet, report) => ended,
+        ended = keep_up_to_date(settings, Arc::new(WebSocketTransport), &sink, quiet, report) => ended,
     };
     sink.close().await;
     ended
 }
 
-async fn keep_up_to_date(settings: &Settings, sink: &SinkThread, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
+async fn keep_up_to_date(
+    settings: &Settings,
+    transport: Arc<dyn Transport>,
+    sink: &SinkThread,
+    quiet: bool,
+    report: impl Fn(&Summary),
+) -> Result<(), PullError> {
     let (changed, mut wakeups) = tokio::sync::mpsc::unbounded_channel();
     // Dropped when the watch ends, which aborts every subscription.
     let mut subscriptions = tokio::task::JoinSet::new();
     for server in &settings.servers {
         // Shard 0 says how many shards to subscribe to; the subscriptions then catch up.
-        let shards = index::read_with_retries(server, 0, None, sink).await.map_err(|e| index_error(server, e))?.shards;
+        let shards = index::read_with_retries(&*transport, server, 0, sink).await.map_err(|e| index_error(server, e))?.shards;
         for shard in 0..shards {
-            let (server, sink, changed) = (server.clone(), sink.clone(), changed.clone());
-            subscriptions.spawn(async move { index_error(&server, index::subscribe(&server, shard, &sink, changed).await) });
+            let (server, sink, changed, transport) = (server.clone(), sink.clone(), changed.clone(), transport.clone());
+            subscriptions.spawn(async move { index_error(&server, index::subscribe(&*transport, &server, shard, &sink, changed).await) });
         }
     }
     let mut retry = tokio::time::interval(settings.poll_every);
@@ -171,7 +194,7 @@ async fn keep_up_to_date(settings: &Settings, sink: &SinkThread, quiet: bool, re
             Some(()) = wakeups.recv() => while wakeups.try_recv().is_ok() {},
             _ = retry.tick() => {}
         }
-        match download(settings, sink, quiet, Verify::Off).await {
+        match download_behind(settings, &*transport, sink, quiet, Verify::Off).await {
             Ok(summary) if summary.objects_pulled > 0 || !summary.failed.is_empty() => report(&summary),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "pull failed; retrying"),
@@ -203,5 +226,70 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use durafetch_sdk::core::cursor::Cursor;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fake_server::{file, fill, pull, settings, since, temp_db, FakeServer};
+    use crate::filter::FilterSpec;
+
+    /// A first pull copies every object; the next reads the index since the revision the file
+    /// saved, contacts only the object that changed, and asks it only for what changed since the
+    /// cursor the file saved: a key written, a key deleted.
+    #[tokio::test]
+    async fn a_second_pull_reads_only_what_changed_since_the_saved_revision_and_cursor() {
+        let server = FakeServer::filled("app");
+        let (db, dir) = temp_db("changed-since");
+        let settings = settings(&db, &["app"], FilterSpec::default());
+        let first = once_with(&settings, &server, true).await.unwrap();
+        assert_eq!((first.objects_pulled, first.snapshots, first.keys_written), (3, 3, 9));
+        assert_eq!(file(&db, "app"), server.live("app"));
+
+        server.write("app", "Room", "bb", "k4", Some(json!(4)));
+        server.write("app", "Room", "bb", "k1", None);
+        let second = once_with(&settings, &server, true).await.unwrap();
+        assert_eq!((second.index_changed, second.objects_pulled, second.snapshots), (1, 1, 0), "{second:?}");
+        assert_eq!((second.keys_written, second.keys_deleted), (1, 1));
+        assert_eq!(file(&db, "app"), server.live("app"));
+        let index_hellos = server.hellos("/index");
+        assert_eq!(since(index_hellos.last().unwrap()), (None, 9), "the index is read since the saved revision");
+        let exports = server.hellos("/export/Room/bb");
+        assert_eq!(since(&exports[1]), (Some(Cursor::new(1, 3)), 0), "the export starts at the saved cursor");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Filters choose objects before any is contacted, and keys as pages arrive.
+    #[tokio::test]
+    async fn filters_choose_objects_before_contacting_them_and_keys_as_they_arrive() {
+        let server = FakeServer::filled("app");
+        let (db, dir) = temp_db("filters");
+        let filter = FilterSpec { classes: vec!["Room".into()], key_prefixes: vec!["k1".into(), "k3".into()], ..FilterSpec::default() };
+        let summary = once_with(&settings(&db, &["app"], filter), &server, true).await.unwrap();
+        assert_eq!((summary.objects_pulled, summary.filtered_out), (2, 1));
+        assert_eq!(server.connections("/export/Cart"), 0, "a filtered-out object is not contacted");
+        let expected: BTreeMap<_, _> = server.live("app").into_iter().filter(|((name, key), _)| name != "name-cc" && key != "k2").collect();
+        assert_eq!(file(&db, "app"), expected);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Several servers share one file, each object under its own worker.
+    #[tokio::test]
+    async fn several_servers_share_one_file_and_stay_apart() {
+        let server = FakeServer::default();
+        fill(&server, "first");
+        server.write("second", "Room", "dd", "k", Some(json!("second")));
+        let (db, dir) = temp_db("servers");
+        let summary = pull(&server, &db, &["first", "second"]).await.unwrap();
+        assert_eq!(summary.objects_pulled, 4);
+        assert_eq!(file(&db, "first"), server.live("first"));
+        assert_eq!(file(&db, "second"), server.live("second"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use crate::session::SessionError;
+/// Whether another attempt may succeed: each error type answers for its own cases, where it is
+/// defined.
+pub trait Retryable: std::fmt::Display {
+    fn is_retryable(&self) -> bool;
+}
 
 const ATTEMPTS: u32 = 6;
 const FIRST_WAIT: Duration = Duration::from_millis(200);
@@ -33,7 +37,7 @@ impl Backoff {
     }
 
     /// After a failed attempt: waits and answers true if another attempt may succeed.
-    pub async fn retry_after(&mut self, error: &SessionError, what: &str) -> bool {
+    pub async fn retry_after(&mut self, error: &impl Retryable, what: &str) -> bool {
         if self.limit.is_some_and(|limit| self.attempt >= limit) || !error.is_retryable() {
             return false;
         }

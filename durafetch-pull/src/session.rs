@@ -7,7 +7,9 @@ use durafetch_sdk::core::protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSI
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connect::{ConnectError, Socket};
+use crate::connect::ConnectError;
+use crate::retry::Retryable;
+use crate::transport::Link;
 
 /// Pages the client lets the server send ahead.
 pub const WINDOW: u32 = 8;
@@ -25,6 +27,7 @@ struct Heartbeat {
 
 const HEARTBEAT: Heartbeat = Heartbeat { ping_every: Duration::from_secs(20), silence_limit: Duration::from_secs(60) };
 
+/// What can go wrong in a session: the network's and the server's failures only.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -37,23 +40,20 @@ pub enum SessionError {
     Server(String),
     #[error("unexpected message from the server: {0}")]
     Protocol(String),
-    #[error("database: {0}")]
-    Sink(String),
 }
 
-impl SessionError {
-    /// Whether a retry may succeed.
-    pub fn is_retryable(&self) -> bool {
+impl Retryable for SessionError {
+    fn is_retryable(&self) -> bool {
         match self {
             SessionError::Connect(e) => !e.is_permanent(),
             SessionError::Closed | SessionError::Silent | SessionError::Server(_) => true,
-            SessionError::Protocol(_) | SessionError::Sink(_) => false,
+            SessionError::Protocol(_) => false,
         }
     }
 }
 
 pub struct ClientSession {
-    socket: Socket,
+    socket: Link,
     /// Bytes of server messages received, for progress.
     received: u64,
     heartbeat: Heartbeat,
@@ -61,16 +61,16 @@ pub struct ClientSession {
 
 impl ClientSession {
     /// Opens an export session from the cursor `since`.
-    pub async fn export(socket: Socket, since: Option<durafetch_sdk::core::cursor::Cursor>) -> Result<Self, SessionError> {
+    pub async fn export(socket: Link, since: Option<durafetch_sdk::core::cursor::Cursor>) -> Result<Self, SessionError> {
         Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_rev: 0, window: WINDOW, watch: false }).await
     }
 
     /// Opens an index session from the registry revision `since_rev`, kept open if `watch`.
-    pub async fn index(socket: Socket, since_rev: u64, watch: bool) -> Result<Self, SessionError> {
+    pub async fn index(socket: Link, since_rev: u64, watch: bool) -> Result<Self, SessionError> {
         Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since: None, since_rev, window: WINDOW, watch }).await
     }
 
-    async fn start(mut socket: Socket, hello: ClientMessage) -> Result<Self, SessionError> {
+    async fn start(mut socket: Link, hello: ClientMessage) -> Result<Self, SessionError> {
         send(&mut socket, &hello).await?;
         Ok(Self { socket, received: 0, heartbeat: HEARTBEAT })
     }
@@ -114,11 +114,11 @@ impl ClientSession {
     }
 
     pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+        let _ = self.socket.close().await;
     }
 }
 
-async fn send(socket: &mut Socket, msg: &ClientMessage) -> Result<(), SessionError> {
+async fn send(socket: &mut Link, msg: &ClientMessage) -> Result<(), SessionError> {
     let text = serde_json::to_string(msg).map_err(|e| SessionError::Protocol(e.to_string()))?;
     socket.send(Message::text(text)).await.map_err(protocol_error)
 }
@@ -130,6 +130,7 @@ fn protocol_error(e: tokio_tungstenite::tungstenite::Error) -> SessionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Transport;
     use tokio::net::TcpListener;
 
     /// A session with a WebSocket server on loopback that sends nothing after the handshake. It
@@ -147,7 +148,7 @@ mod tests {
             }
         });
         let server = crate::config::test_server(&format!("ws://durafetch_app.localhost:{}", addr.port()));
-        let socket = crate::connect::open(&server, "/index").await.unwrap();
+        let socket = crate::connect::WebSocketTransport.open(&server, "/index").await.unwrap();
         let heartbeat = Heartbeat { ping_every: Duration::from_millis(50), silence_limit: Duration::from_millis(300) };
         ClientSession { socket, received: 0, heartbeat }
     }

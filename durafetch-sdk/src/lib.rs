@@ -3,13 +3,27 @@
 //! WebSocket export, so that `durafetch-pull` can copy only what changed into a local SQLite file.
 //!
 //! The crate has two layers. [`core`] is pure Rust (change-log keys, cursors, wire protocol, auth,
-//! host routing) and is shared with the puller. `runtime` (feature `runtime`, on by default) binds
-//! that core to the Workers runtime and is what the `#[durafetch]` attribute calls into.
+//! host routing) and is shared with the puller. The runtime layer (feature `runtime`, on by
+//! default) binds that core to the Workers runtime; it is internal, and the `#[durafetch]`
+//! attribute reaches it through [`__private`] only.
 
 pub mod core;
 
 #[cfg(feature = "runtime")]
-pub mod runtime;
+mod runtime;
 
 #[cfg(feature = "runtime")]
 pub use durafetch_macros::durafetch;
+
+/// The registry object that lists every instrumented object; bind it in wrangler.toml as
+/// `DURAFETCH_REGISTRY` with `class_name = "DurafetchRegistry"`.
+#[cfg(feature = "runtime")]
+pub use runtime::DurafetchRegistry;
+
+/// What `#[durafetch]`'s expansion calls, and debug views for durafetch's own tests and
+/// benchmarks. Not public API: it changes without notice.
+#[cfg(feature = "runtime")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::runtime::{held_state, install, log_rows, route_object_request, route_worker_request, HeldState, Routed};
+}

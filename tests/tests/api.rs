@@ -99,9 +99,17 @@ fn the_puller_prints_the_servers_whole_refusal() {
     let short = &TOKEN[..39];
     let worker = LocalWorker::start(Some(short));
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("refused.sqlite");
-    for attempt in 0..20 {
-        let run = worker.pull(&db, short);
+    // Twenty pulls at once (each retries its 500s for several seconds before giving up).
+    let runs: Vec<_> = std::thread::scope(|scope| {
+        let pulls: Vec<_> = (0..20)
+            .map(|attempt| {
+                let (worker, db) = (&worker, dir.path().join(format!("refused-{attempt}.sqlite")));
+                scope.spawn(move || (worker.pull(&db, short), db))
+            })
+            .collect();
+        pulls.into_iter().map(|pull| pull.join().unwrap()).collect()
+    });
+    for (attempt, (run, db)) in runs.iter().enumerate() {
         assert_eq!(run.code, Some(1), "attempt {attempt}: {}", run.stderr);
         assert!(run.stderr.contains("the server answered 500: durafetch:"), "attempt {attempt}: {}", run.stderr);
         assert!(run.stderr.contains("DURAFETCH_AUTH"), "attempt {attempt}: {}", run.stderr);

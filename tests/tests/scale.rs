@@ -61,3 +61,42 @@ fn a_poll_of_1000_objects_with_one_changed_reads_one_row_and_contacts_one_object
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("invalid registry shard"), "{body}");
 }
+
+/// An isolate hosts many objects over its life. However many cycle through it, their
+/// compactors together remember at most the isolate's bound of keys (the least recently written
+/// forget theirs); an object whose compactor forgot still logs and pulls exactly.
+#[test]
+fn objects_cycling_through_one_isolate_keep_the_compactors_within_their_bound() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let held = |name: &str| -> serde_json::Value { serde_json::from_str(&worker.get_text(&format!("sql/{name}/held_state"))).unwrap() };
+    let bound = held("cycle-0")["compactor_keys_bound"].as_u64().unwrap();
+    // Six objects of 40,000 distinct keys each: 240,000 keys, past the bound of 131,072.
+    let mut most = 0;
+    for i in 0..6 {
+        worker.post(&format!("sql/cycle-{i}/bench"), r#"{"kind": "batched", "keys": 40000, "value_bytes": 8}"#);
+        let state = held(&format!("cycle-{i}"));
+        let keys = state["compactor_keys"].as_u64().unwrap();
+        assert!(keys <= bound, "after object {i}: {state}");
+        assert!(state["objects"].as_u64().unwrap() >= 1, "{state}");
+        most = most.max(keys);
+    }
+    println!("compactor keys held at most {most} of {bound}");
+    assert!(most >= 40_000, "the compactors remembered nothing: {most}");
+
+    // The first object's compactor has forgotten its keys: writing them again still logs them,
+    // and a pull of the object reads them exactly.
+    worker.post("sql/cycle-0/bench", r#"{"kind": "batched", "keys": 40000, "value_bytes": 9}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cycled.sqlite");
+    let run = (0..50)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            worker.pull_with(&db, TOKEN, &["--name", "cycle-0"])
+        })
+        .find(|run| run.code == Some(0) && read_db(&db).values().next().is_some_and(|keys| keys.len() == 40_000))
+        .expect("cycle-0 pulled whole");
+    assert_eq!(run.code, Some(0));
+    let pulled = read_db(&db);
+    let keys = pulled.values().next().unwrap();
+    assert!(keys.values().all(|v| v == &format!("\"{}\"", "v".repeat(9))), "a key kept an old value");
+}

@@ -182,7 +182,7 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
         r#"{"a1": 1.5, "a3": 9007199254740993, "a4": 1e-7, "a5": 123456789012, "a6": "\u0007\u0000é",
             "a7": {"$type": "x", "n": [true, null]}, "b1": 1e21, "b2": 5e-324, "b3": -9007199254740991}"#,
     );
-    for kind in ["sparse", "undefined_item", "lone_surrogate", "null_proto", "named_array"] {
+    for kind in ["sparse", "undefined_item", "lone_surrogate", "lone_surrogate_key", "null_proto", "named_array"] {
         worker.post(&format!("sql/edges/put_typed?key=c-{kind}"), kind);
     }
     let expected = pulled(&[(
@@ -202,14 +202,28 @@ fn values_at_the_edge_of_json_arrive_exactly_whichever_encoder_takes_them() {
             ("c-sparse", r#"<tagged:[1,{"$type":"hole"},3]>"#),
             ("c-undefined_item", r#"<tagged:[1,{"$type":"undefined"},3]>"#),
             ("c-lone_surrogate", "<error>"),
+            ("c-lone_surrogate_key", "<error>"),
             ("c-null_proto", r#"{"a":1}"#),
             ("c-named_array", "<error>"),
         ],
     )]);
     worker.pull_until_file_equals(&db, &expected, "edge values");
+    // The same values again, read incrementally: through the exact encoder alone.
+    for kind in ["lone_surrogate", "lone_surrogate_key", "named_array"] {
+        worker.post(&format!("sql/edges/put_typed?key=d-{kind}"), kind);
+    }
+    let mut expected = expected;
+    let keys = expected.values_mut().next().unwrap();
+    for kind in ["lone_surrogate", "lone_surrogate_key", "named_array"] {
+        keys.insert(format!("d-{kind}"), "<error>".into());
+    }
+    let runs = worker.pull_until_file_equals(&db, &expected, "edge values, incrementally");
+    assert!(runs.iter().all(|run| run.snapshots() == 0), "the second pull was not incremental");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'c-lone_surrogate'", [], |r| r.get(0)).unwrap();
-    assert!(why.contains("lone surrogate"), "{why}");
+    for key in ["c-lone_surrogate", "c-lone_surrogate_key", "d-lone_surrogate", "d-lone_surrogate_key"] {
+        let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = ?1", [key], |r| r.get(0)).unwrap();
+        assert!(why.contains("lone surrogate"), "{key}: {why}");
+    }
     let why: String = conn.query_row("SELECT val_error FROM kv WHERE key = 'c-named_array'", [], |r| r.get(0)).unwrap();
     assert!(why.contains("an array with named properties"), "{why}");
 }

@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::core::cursor::Cursor;
-use crate::core::protocol::MAX_PAGE_KEYS;
+use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 /// Dead entries gathered before a compaction step is worth running.
 pub const BATCH: usize = 256;
@@ -66,7 +66,7 @@ pub struct Rewrite {
 }
 
 impl Compactor {
-    /// Notes that the write call logged at `at` named `keys` (outside a transaction).
+    /// Notes that the log row at `at` names `keys` (written outside a transaction).
     pub fn record<'k>(&mut self, at: Cursor, keys: impl IntoIterator<Item = &'k str>) {
         let distance = at.seq.checked_sub(self.base.seq).and_then(|d| u32::try_from(d).ok());
         let distance = match distance {
@@ -90,6 +90,17 @@ impl Compactor {
         }
     }
 
+    /// How many keys' newest rows it remembers now.
+    pub fn remembered_keys(&self) -> usize {
+        self.newest_row.len()
+    }
+
+    /// Forgets the keys it remembers and frees their memory, keeping the dead entries already
+    /// found: compaction goes on, less thorough for keys written before, never wrong.
+    pub fn forget_keys(&mut self) {
+        self.newest_row = FxHashMap::default();
+    }
+
     /// `delete_all` removed every row: nothing is left to compact.
     pub fn reset(&mut self) {
         self.newest_row.clear();
@@ -101,7 +112,7 @@ impl Compactor {
     }
 
     /// Takes dead entries whose rows (both the dead one and its superseder) fit in one storage
-    /// read of at most [`MAX_PAGE_KEYS`] keys, all from the current `epoch`.
+    /// read of at most [`MAX_KEYS_PER_CALL`] keys, all from the current `epoch`.
     pub fn take_batch(&mut self, epoch: u32) -> Batch {
         self.dead.retain(|d| d.row.epoch == epoch);
         let mut batch = Batch { epoch, ..Batch::default() };
@@ -110,7 +121,7 @@ impl Compactor {
             let mut needed = batch.rows.clone();
             needed.insert(dead.row);
             needed.insert(dead.superseded_by);
-            if needed.len() <= MAX_PAGE_KEYS {
+            if needed.len() <= MAX_KEYS_PER_CALL {
                 batch.rows = needed;
                 batch.dead.push(dead);
             } else {
@@ -146,7 +157,7 @@ impl Batch {
     }
 }
 
-/// Readers further behind than this many write calls get a full snapshot instead of the changes,
+/// Readers further behind than this many log rows get a full snapshot instead of the changes,
 /// which lets the log forget deletions older than that.
 pub const DEFAULT_TOMBSTONE_HORIZON: u64 = 100_000;
 
@@ -271,8 +282,13 @@ mod tests {
         /// Drops tombstones from the oldest rows more than `horizon` writes behind the head.
         fn sweep(&mut self, horizon: u64) {
             let limit = Cursor::new(self.head.epoch, self.head.seq.saturating_sub(horizon));
-            let rows: Vec<(Cursor, Vec<String>)> =
-                self.store.log.range(Cursor::new(self.head.epoch, 0)..limit).take(MAX_PAGE_KEYS).map(|(c, k)| (*c, k.clone())).collect();
+            let rows: Vec<(Cursor, Vec<String>)> = self
+                .store
+                .log
+                .range(Cursor::new(self.head.epoch, 0)..limit)
+                .take(MAX_KEYS_PER_CALL)
+                .map(|(c, k)| (*c, k.clone()))
+                .collect();
             let user = self.store.user.clone();
             let sweep = sweep_tombstones(&rows, |k| user.contains_key(k));
             for row in sweep.rewrite.delete {
@@ -398,7 +414,7 @@ mod tests {
             compactor.record(Cursor::new(0, seq), [format!("k{}", seq % 300).as_str()]);
         }
         let batch = compactor.take_batch(0);
-        assert!(batch.rows.len() <= MAX_PAGE_KEYS);
+        assert!(batch.rows.len() <= MAX_KEYS_PER_CALL);
         assert!(!batch.dead.is_empty());
     }
 }

@@ -24,7 +24,7 @@ impl Cursor {
         Self::new(self.epoch + 1, 0)
     }
 
-    /// The position of the next write call in the same epoch.
+    /// The position of the next log row in the same epoch.
     pub fn next_seq(self) -> Self {
         Self::new(self.epoch, self.seq + 1)
     }

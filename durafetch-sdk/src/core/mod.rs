@@ -8,3 +8,4 @@ pub mod pending_row;
 pub mod protocol;
 pub mod route;
 pub mod shard;
+pub mod storage_api;

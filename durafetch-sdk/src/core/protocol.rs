@@ -11,50 +11,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Multi-key gets, puts and deletes carry at most this many keys (the storage API's limit).
-pub const MAX_PAGE_KEYS: usize = 128;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
 /// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
 /// took 140 ms of the object's time with reads of 1,000 keys, and 105 ms with reads of 4,000).
 pub const MAX_PAGE_CHANGES: usize = 4000;
 /// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
-/// A storage read of an export aims at about this many bytes of values.
-pub const READ_TARGET_BYTES: usize = 1024 * 1024;
-/// Entries in an export's first storage read, before it knows the object's value sizes.
-pub const FIRST_READ_ENTRIES: usize = 16;
-
-/// Sizes an export's storage reads (`list` pages, multi-key `get`s) so that each holds about
-/// [`READ_TARGET_BYTES`], learning value sizes from the previous read: 100-byte values are read
-/// 4,000 at a time, 100 KiB values 10 at a time. The limit at most doubles from one read to the
-/// next, so a run of small values followed by large ones overshoots by at most one read.
-#[derive(Debug, Clone)]
-pub struct ReadSizer {
-    max: usize,
-    limit: usize,
-}
-
-impl ReadSizer {
-    pub fn new(max: usize) -> Self {
-        ReadSizer { max, limit: FIRST_READ_ENTRIES.min(max).max(1) }
-    }
-
-    /// How many entries the next read may ask for.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Records a read of `entries` entries that encoded to `bytes` bytes.
-    pub fn observe(&mut self, entries: usize, bytes: usize) {
-        if entries == 0 {
-            return;
-        }
-        let per_entry = (bytes / entries).max(1);
-        let fits = (READ_TARGET_BYTES / per_entry).max(1);
-        self.limit = fits.min(self.limit * 2).min(self.max);
-    }
-}
-
 /// Upper bound on the window a client may ask for.
 pub const MAX_WINDOW: u32 = 64;
 /// How long the server waits for a message the client owes it: its hello, or a credit once the
@@ -97,6 +59,8 @@ pub enum ProtocolError {
     Version(u32),
     #[error("window must be between 1 and {MAX_WINDOW}")]
     Window,
+    #[error("credit beyond the window: the client granted more pages than its hello's window")]
+    CreditBeyondWindow,
     #[error("expected a hello message first")]
     NoHello,
     #[error("the client sent nothing for {CLIENT_SILENCE_LIMIT_SECS} s while the server waited for its hello or a credit")]
@@ -279,7 +243,7 @@ pub struct PageWriter {
     /// The page's JSON text so far: UTF-8, as serde_json writes it.
     text: Vec<u8>,
     count: usize,
-    /// Bytes of change text pushed since the writer was made, for [`ReadSizer`].
+    /// Bytes of change text pushed since the writer was made, for [`ReadSizer`](crate::core::storage_api::ReadSizer).
     pushed: usize,
 }
 
@@ -390,27 +354,6 @@ mod tests {
         assert!(writer.is_full());
         let text = writer.take().unwrap();
         assert!(matches!(serde_json::from_str(&text).unwrap(), ServerMessage::Page { changes } if changes.len() == 1));
-    }
-
-    #[test]
-    fn reads_size_themselves_to_the_values() {
-        let mut small = ReadSizer::new(MAX_PAGE_CHANGES);
-        assert_eq!(small.limit(), FIRST_READ_ENTRIES);
-        let mut limits = vec![];
-        for _ in 0..9 {
-            let n = small.limit();
-            small.observe(n, n * 120);
-            limits.push(small.limit());
-        }
-        assert_eq!(limits, [32, 64, 128, 256, 512, 1024, 2048, 4000, 4000], "grows by doubling up to the cap");
-
-        let mut large = ReadSizer::new(MAX_PAGE_CHANGES);
-        large.observe(16, 16 * 140 * 1024);
-        assert_eq!(large.limit(), 7, "100 KiB values (140 KiB as base64 JSON): about 1 MiB a read");
-        large.observe(7, 7 * 3 * 1024 * 1024);
-        assert_eq!(large.limit(), 1, "never below one entry");
-        large.observe(0, 0);
-        assert_eq!(large.limit(), 1);
     }
 
     #[test]

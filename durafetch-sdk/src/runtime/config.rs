@@ -21,7 +21,7 @@ pub(crate) const CONFIG_VAR: &str = "DURAFETCH";
 pub(crate) struct Config {
     pub worker: String,
     pub objects: BTreeMap<String, String>,
-    /// Readers more than this many write calls behind an object get a full snapshot; deletions
+    /// Readers more than this many log rows behind an object get a full snapshot; deletions
     /// older than that are forgotten by the log.
     #[serde(default)]
     pub tombstone_horizon: Option<u64>,

@@ -1,30 +1,58 @@
-//! One export session inside an object: a snapshot or the changes since the client's cursor,
-//! paged and flow-controlled, ending with the cursor the client now holds.
+//! The object's end of an export: the internal call the worker forwards, checked, and the
+//! session it opens: a snapshot or the changes since the client's cursor, paged and
+//! flow-controlled, ending with the cursor the client now holds.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use js_sys::{Array, Map};
+use js_sys::{Array, Map, Object};
 use wasm_bindgen::JsCast;
-use worker::WebSocket;
+use worker::{Request, Response, WebSocket, WebSocketPair};
 
 use super::flow::{FlowSession, SessionError};
-use super::json_page;
-use super::object::ObjectLog;
+use super::internal::{self, Caller, OBJECT_HEADER};
+use super::object_log::{self, ObjectLog};
 use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
+use super::{json_error, json_page, Routed};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
 use crate::core::pending_row::MAX_ROW_KEYS;
-use crate::core::protocol::{
-    Change, ChangeValue, ExportMode, PageWriter, ReadSizer, ServerMessage, MAX_PAGE_CHANGES, MAX_PAGE_KEYS, PAGE_TARGET_BYTES,
-};
+use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
+use crate::core::storage_api::{ReadSizer, MAX_KEYS_PER_CALL};
 
 /// Log rows read at a time by an incremental export. The keys of one read are held at once, so
 /// this bounds them at 128,000 names.
 const LOG_ROWS_PER_READ: usize = 128_000 / MAX_ROW_KEYS;
 
-pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
+/// Called by `#[durafetch]` at the top of the object's `fetch`: answers internal calls from the
+/// worker, passes everything else to the user's code untouched.
+pub async fn route_object_request(req: Request) -> Routed<Request> {
+    if !internal::claims_internal(&req) {
+        return Routed::Pass(req);
+    }
+    Routed::Handled(serve(req).await)
+}
+
+async fn serve(req: Request) -> worker::Result<Response> {
+    let id = req.headers().get(OBJECT_HEADER)?.unwrap_or_default();
+    // Without the object there is no secret to check the call against: answer as for a forged
+    // call, so an outside request learns nothing from the header it sent.
+    let Some(log) = object_log::find(&id) else {
+        return json_error(403, "forbidden");
+    };
+    if let Err(refused) = internal::authenticate(&log.env, &req, Caller::Client) {
+        return refused;
+    }
+    if !super::is_websocket_upgrade(&req) {
+        return json_error(426, "expected a WebSocket upgrade");
+    }
+    let pair = WebSocketPair::new()?;
+    wasm_bindgen_futures::spawn_local(run(log, pair.server));
+    Response::from_websocket(pair.client)
+}
+
+async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {
         Ok(session) => session,
         Err(e) => {
@@ -32,12 +60,16 @@ pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
             return;
         }
     };
-    let outcome = ExportSession { log: &log, pages: PageWriter::default() }.serve(&mut session).await;
+    let outcome = match log.storage() {
+        Ok(storage) => ExportSession { log: &log, storage, pages: PageWriter::default() }.serve(&mut session).await,
+        Err(_) => Err(SessionError::Server("the object's storage is gone".into())),
+    };
     session.finish(outcome);
 }
 
 struct ExportSession<'a> {
     log: &'a ObjectLog,
+    storage: Object,
     pages: PageWriter,
 }
 
@@ -70,7 +102,7 @@ impl ExportSession<'_> {
     async fn send_range(&mut self, session: &mut FlowSession<'_>, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
         let mut scan = RangeScan::new(start, end);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
-        while let Some(page) = scan.next_page(&self.log.storage, sizer.limit()).await? {
+        while let Some(page) = scan.next_page(&self.storage, sizer.limit()).await? {
             let entries = Array::from(&page);
             let size = self.send_entries(session, &entries).await?;
             sizer.observe(entries.length() as usize, size);
@@ -114,10 +146,10 @@ impl ExportSession<'_> {
         let mut last = from;
         let mut open: Option<Cursor> = None;
         let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END));
-        let mut sizer = ReadSizer::new(MAX_PAGE_KEYS);
+        let mut sizer = ReadSizer::new(MAX_KEYS_PER_CALL);
         loop {
             open = open.into_iter().chain(self.log.oldest_open_transaction()).min();
-            let Some(rows) = scan.next_page(&self.log.storage, LOG_ROWS_PER_READ).await? else { break };
+            let Some(rows) = scan.next_page(&self.storage, LOG_ROWS_PER_READ).await? else { break };
             let mut keys = BTreeSet::new();
             for row in rows.entries() {
                 let row: Array = row.map_err(worker::Error::from)?.unchecked_into();
@@ -136,7 +168,7 @@ impl ExportSession<'_> {
                 let (chunk, after) = rest.split_at(sizer.limit().min(rest.len()));
                 rest = after;
                 let before = self.pages.pushed_bytes();
-                let values: Map = get_many(&self.log.storage, chunk).await?;
+                let values: Map = get_many(&self.storage, chunk).await?;
                 for key in chunk {
                     let value = values.get(&key.into());
                     let value = if value.is_undefined() && !values.has(&key.into()) { ChangeValue::Deleted } else { encode(&value) };

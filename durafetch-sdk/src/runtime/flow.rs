@@ -37,13 +37,15 @@ pub(crate) struct FlowSession<'a> {
     ws: &'a WebSocket,
     events: EventStream<'a>,
     credits: u32,
+    /// The hello's window: the most pages the client may have granted and not yet received.
+    window: u32,
 }
 
 impl<'a> FlowSession<'a> {
     /// Accepts the server end of a WebSocket pair.
     pub fn accept(ws: &'a WebSocket) -> worker::Result<FlowSession<'a>> {
         ws.accept()?;
-        Ok(FlowSession { ws, events: ws.events()?, credits: 0 })
+        Ok(FlowSession { ws, events: ws.events()?, credits: 0, window: 0 })
     }
 
     /// Waits for the client's hello, which must be its first message.
@@ -51,6 +53,7 @@ impl<'a> FlowSession<'a> {
         match self.owed_message().await? {
             ClientMessage::Hello { since, since_rev, window, watch, .. } => {
                 self.credits = window;
+                self.window = window;
                 Ok(Hello { since, since_rev, watch })
             }
             ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
@@ -103,10 +106,15 @@ impl<'a> FlowSession<'a> {
 
     fn take_credit(&mut self, message: ClientMessage) -> Result<(), SessionError> {
         match message {
-            ClientMessage::Credit { pages } => {
-                self.credits = self.credits.saturating_add(pages);
-                Ok(())
-            }
+            // A client granting more than its window would have the object queue pages in its
+            // socket buffer without bound: the window is what bounds the object's memory.
+            ClientMessage::Credit { pages } => match self.credits.checked_add(pages).filter(|&credits| credits <= self.window) {
+                Some(credits) => {
+                    self.credits = credits;
+                    Ok(())
+                }
+                None => Err(SessionError::Protocol(ProtocolError::CreditBeyondWindow)),
+            },
             ClientMessage::Hello { .. } => Err(SessionError::Protocol(ProtocolError::Malformed("hello sent twice".into()))),
         }
     }

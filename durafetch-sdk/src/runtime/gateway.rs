@@ -2,12 +2,12 @@
 //! authenticates them and forwards WebSocket upgrades to the registry or to the object itself.
 
 use url::Url;
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Stub};
+use worker::{Env, Headers, Method, Request, Response, Stub};
 
 use super::config::{self, Config};
-use super::object::OBJECT_HEADER;
+use super::internal::{self, EXPORT_PATH, INDEX_PATH, OBJECT_HEADER};
 use super::{is_websocket_upgrade, json_error, registry, Routed};
-use crate::core::auth::{Secret, INTERNAL_HEADER};
+use crate::core::auth::Secret;
 use crate::core::route::{is_local_host, match_host, ApiRoute, HostMatch, RouteError, HOST_LABEL_PREFIX};
 
 /// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests for
@@ -50,7 +50,7 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str)
     let forward = Forward { secret: &secret, authorization: authorization.as_deref().unwrap_or_default() };
     match route {
         ApiRoute::Index { shard } if shard >= config.registry_shards => json_error(400, &RouteError::BadShard.to_string()),
-        ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, "/index", None).await,
+        ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, INDEX_PATH, None).await,
         ApiRoute::Export { class, id } => {
             let Some(binding) = config.objects.get(&class) else {
                 return json_error(404, &config.unknown_class(&class));
@@ -70,7 +70,7 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str)
                     )
                 }
             };
-            forward.to(stub, "/export", Some(&id)).await
+            forward.to(stub, EXPORT_PATH, Some(&id)).await
         }
     }
 }
@@ -86,13 +86,9 @@ impl Forward<'_> {
         let headers = Headers::new();
         headers.set("upgrade", "websocket")?;
         headers.set("authorization", self.authorization)?;
-        headers.set(INTERNAL_HEADER, &self.secret.internal_tag())?;
         if let Some(id) = object {
             headers.set(OBJECT_HEADER, id)?;
         }
-        let mut init = RequestInit::new();
-        init.with_method(Method::Get).with_headers(headers);
-        let req = Request::new_with_init(&format!("https://durafetch.internal{path}"), &init)?;
-        stub.fetch_with_request(req).await
+        stub.fetch_with_request(internal::request(self.secret, path, Method::Get, headers, None)?).await
     }
 }

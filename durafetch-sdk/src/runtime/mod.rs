@@ -1,19 +1,37 @@
 //! The Workers-side layer: binds the pure [`core`](crate::core) to `worker::State`, `Storage`,
-//! `Env` and WebSockets. The `#[durafetch]` attribute generates calls to the entry points
-//! re-exported here and nothing else.
+//! `Env` and WebSockets. Internal: the `#[durafetch]` attribute reaches it only through
+//! [`__private`](crate::__private), and users name only [`DurafetchRegistry`].
+//!
+//! A write goes through `write_hooks` (with `js_methods` under them and `list_filter` for
+//! reads), its keys gather in `pending` and `rows` writes them as log rows at positions
+//! `object_log` hands out; `maintenance` keeps the log small (its compactors within
+//! `compactor_memory`) and `report` tells the `registry`. An export arrives at `gateway` (the worker),
+//! crosses to the object or registry as an `internal` call, and is served by `export` over a
+//! `flow`-controlled session, values written by `value` and `json_page`.
 
+mod compactor_memory;
 mod config;
 mod export;
 mod flow;
 mod gateway;
+mod internal;
+mod js_methods;
 mod json_page;
-mod object;
+mod list_filter;
+mod maintenance;
+mod object_log;
+mod pending;
 mod registry;
+mod report;
+mod rows;
 mod storage;
 mod value;
+mod write_hooks;
 
+pub use export::route_object_request;
 pub use gateway::route_worker_request;
-pub use object::{install, log_rows, route_object_request};
+pub use maintenance::log_rows;
+pub use object_log::install;
 pub use registry::DurafetchRegistry;
 
 /// What an instrumented entry point does with a request.
@@ -22,6 +40,24 @@ pub enum Routed<T> {
     Handled(worker::Result<worker::Response>),
     /// Not durafetch's: the user's code gets it back untouched.
     Pass(T),
+}
+
+/// What this isolate holds for instrumented objects: a debug view for tests.
+#[derive(serde::Serialize)]
+pub struct HeldState {
+    /// Objects whose change-log state the isolate holds.
+    pub objects: usize,
+    /// Keys their compactors remember together, within `compactor_keys_bound`.
+    pub compactor_keys: usize,
+    pub compactor_keys_bound: usize,
+}
+
+pub fn held_state() -> HeldState {
+    HeldState {
+        objects: object_log::objects_held(),
+        compactor_keys: compactor_memory::keys_held(),
+        compactor_keys_bound: compactor_memory::ISOLATE_COMPACTOR_KEYS,
+    }
 }
 
 /// A JSON error body `{"error": message}` with the given status.

@@ -8,16 +8,15 @@ use std::rc::Rc;
 use futures_channel::mpsc::{unbounded, UnboundedSender};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use wasm_bindgen::JsCast;
-use worker::{durable_object, DurableObject, Env, Method, Request, RequestInit, Response, State, Stub, WebSocketPair};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, State, Stub, WebSocketPair};
 
 use super::config::{self, REGISTRY_BINDING};
 use super::flow::{FlowSession, SessionError};
+use super::internal::{self, Caller, INDEX_PATH, REPORT_PATH};
 use super::json_error;
-use crate::core::auth::INTERNAL_HEADER;
 use crate::core::cursor::Cursor;
 use crate::core::protocol::{IndexEntry, ObjectReport, ServerMessage};
-use crate::core::shard::{shard_name, shard_of};
+use crate::core::shard::shard_name;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS objects (
@@ -50,8 +49,6 @@ WHERE excluded.epoch > objects.epoch OR (excluded.epoch = objects.epoch AND excl
 
 const CHANGED_SINCE: &str = "SELECT id, class, name, epoch, seq, rev, changed_at FROM objects WHERE rev > ?1 ORDER BY rev LIMIT 128";
 
-const REGISTRY_URL: &str = "https://durafetch.internal";
-
 #[durable_object]
 pub struct DurafetchRegistry {
     state: State,
@@ -69,15 +66,13 @@ impl DurableObject for DurafetchRegistry {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let secret = match config::secret(&self.env) {
-            Ok(secret) => secret,
-            Err(e) => return json_error(500, &e.to_string()),
-        };
-        if !secret.accepts_internal(req.headers().get(INTERNAL_HEADER)?.as_deref()) {
-            return json_error(403, "forbidden");
+        let path = req.path();
+        let caller = if path == INDEX_PATH { Caller::Client } else { Caller::Worker };
+        if let Err(refused) = internal::authenticate(&self.env, &req, caller) {
+            return refused;
         }
-        match (req.method(), req.path().as_str()) {
-            (Method::Post, "/report") => match req.json::<ObjectReport>().await {
+        match (req.method(), path.as_str()) {
+            (Method::Post, REPORT_PATH) => match req.json::<ObjectReport>().await {
                 Ok(report) => {
                     self.record(&report)?;
                     // A closed watch's sender fails and is dropped here.
@@ -86,10 +81,7 @@ impl DurableObject for DurafetchRegistry {
                 }
                 Err(e) => json_error(400, &format!("malformed report: {e}")),
             },
-            (Method::Get, "/index") => {
-                if !secret.accepts_header(req.headers().get("authorization")?.as_deref()) {
-                    return json_error(401, "unauthorized");
-                }
+            (Method::Get, INDEX_PATH) => {
                 let pair = WebSocketPair::new()?;
                 let storage = self.state.storage();
                 let watchers = self.watchers.clone();
@@ -205,25 +197,4 @@ pub(crate) fn stub(env: &Env, shard: u32) -> worker::Result<Stub> {
         })?
         .id_from_name(&shard_name(shard))?
         .get_stub()
-}
-
-/// Tells the object's registry shard its head, once the writes it covers are durable.
-pub(crate) async fn report(env: &Env, storage: &js_sys::Object, report: &ObjectReport, shards: u32) -> worker::Result<()> {
-    let sync: js_sys::Function = js_sys::Reflect::get(storage, &"sync".into())?.dyn_into()?;
-    let promise: js_sys::Promise = sync.call0(storage)?.dyn_into()?;
-    wasm_bindgen_futures::JsFuture::from(promise).await?;
-
-    let secret = config::secret(env).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let headers = worker::Headers::new();
-    headers.set(INTERNAL_HEADER, &secret.internal_tag())?;
-    headers.set("content-type", "application/json")?;
-    let body = serde_json::to_string(report)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    let req = Request::new_with_init(&format!("{REGISTRY_URL}/report"), &init)?;
-    let resp = stub(env, shard_of(&report.id, shards))?.fetch_with_request(req).await?;
-    match resp.status_code() {
-        204 => Ok(()),
-        status => Err(worker::Error::RustError(format!("registry answered {status}"))),
-    }
 }

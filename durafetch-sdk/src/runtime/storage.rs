@@ -7,7 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Result;
 
-use crate::core::protocol::MAX_PAGE_KEYS;
+use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 /// A key range `[start, end)`, read in pages that each resume after the previous page's last key.
 pub(crate) struct RangeScan {
@@ -51,9 +51,9 @@ impl RangeScan {
     }
 }
 
-/// Reads at most [`MAX_PAGE_KEYS`] keys in one call; absent keys are absent from the map.
+/// Reads at most [`MAX_KEYS_PER_CALL`] keys in one call; absent keys are absent from the map.
 pub(crate) async fn get_many(storage: &Object, keys: &[String]) -> Result<Map> {
-    debug_assert!(keys.len() <= MAX_PAGE_KEYS);
+    debug_assert!(keys.len() <= MAX_KEYS_PER_CALL);
     let array: Array = keys.iter().map(|k| JsValue::from_str(k)).collect();
     let promise: js_sys::Promise = runtime_method(storage, "get")?.call1(storage, &array)?.dyn_into()?;
     Ok(JsFuture::from(promise).await?.dyn_into()?)

@@ -131,7 +131,9 @@ fn walk(value: &JsValue, depth: usize, mode: Mode) -> Result<Value, String> {
         let mut map = serde_json::Map::new();
         for entry in Object::entries(value.unchecked_ref()).iter() {
             let entry: Array = entry.unchecked_into();
-            let key = entry.get(0).as_string().unwrap_or_default();
+            // A key no Rust string can hold would be exported changed (its lone surrogate made
+            // U+FFFD): the value has no faithful export form, as the JS encoder agrees.
+            let key = key_text(&entry.get(0)).map_err(|_| "an object key that is not valid Unicode text (a lone surrogate)".to_string())?;
             map.insert(key, walk(&entry.get(1), depth + 1, mode)?);
         }
         // A user object that itself has the tag key is wrapped, so no reader mistakes it for a tag.

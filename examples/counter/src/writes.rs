@@ -100,7 +100,11 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         }
         ("log_rows", None, false) => {
             // A debug view for tests: how many rows durafetch's change log holds.
-            return Response::from_json(&durafetch_sdk::runtime::log_rows(state).await?);
+            return Response::from_json(&durafetch_sdk::__private::log_rows(state).await?);
+        }
+        ("held_state", None, false) => {
+            // A debug view for tests: what this isolate holds for instrumented objects.
+            return Response::from_json(&durafetch_sdk::__private::held_state());
         }
         _ => return Response::error("unknown operation", 404),
     };
@@ -418,6 +422,12 @@ fn typed_value(kind: &str) -> Result<JsValue> {
         // The same array with `undefined` stored where the hole is.
         "undefined_item" => js_sys::Array::of3(&JsValue::from_f64(1.0), &JsValue::UNDEFINED, &JsValue::from_f64(3.0)).into(),
         "lone_surrogate" => js_sys::JsString::from_char_code3(0x61, 0xD800, 0x62).into(),
+        // The same string as an object's key.
+        "lone_surrogate_key" => {
+            let object = js_sys::Object::new();
+            js_sys::Reflect::set(&object, &js_sys::JsString::from_char_code3(0x61, 0xD800, 0x62).into(), &JsValue::from_f64(1.0))?;
+            object.into()
+        }
         "null_proto" => {
             let object: js_sys::Object = js_sys::Object::create(JsValue::NULL.unchecked_ref());
             js_sys::Reflect::set(&object, &JsValue::from_str("a"), &JsValue::from_f64(1.0))?;

@@ -138,9 +138,9 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
             let do_id = sink.targets("ws://bench", "", false).unwrap()[0].do_id;
             let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             for page in &pages {
-                sink.apply(&write, page).unwrap();
+                sink.apply(write, page).unwrap();
             }
-            sink.finish(&write, head).unwrap();
+            sink.finish(write, head).unwrap();
             drop(sink);
             started.elapsed().as_secs_f64()
         })

@@ -1,0 +1,27 @@
+//! The seam under the sessions: how a session reaches a server. In production a
+//! [`WebSocketTransport`](crate::connect::WebSocketTransport) opens an authenticated WebSocket;
+//! in tests a scripted fake server answers over in-memory channels, so the download, index and
+//! pull logic is tested without a network or a worker.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::{Sink, Stream};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::config::Server;
+use crate::connect::ConnectError;
+
+/// A connection's frames: WebSocket messages in both directions.
+pub trait LinkIo: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send {}
+
+impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send> LinkIo for T {}
+
+/// An open connection to one of a server's endpoints.
+pub type Link = Pin<Box<dyn LinkIo>>;
+
+/// Opens connections to a server's endpoints (`/index`, `/index/<shard>`,
+/// `/export/<class>/<id>`).
+pub trait Transport: Send + Sync {
+    fn open<'a>(&'a self, server: &'a Server, path: &'a str) -> Pin<Box<dyn Future<Output = Result<Link, ConnectError>> + Send + 'a>>;
+}
