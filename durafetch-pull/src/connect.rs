@@ -3,6 +3,7 @@
 //! the `Host` header.
 
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
@@ -12,6 +13,8 @@ use durafetch_sdk::core::route::is_local_host;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -56,22 +59,50 @@ pub enum ConnectError {
     Protocol(String),
     #[error("{host} did not complete the connection within {} s", HANDSHAKE_LIMIT.as_secs())]
     TimedOut { host: String },
+    #[error(
+        "the certificate of {host} is refused: {reason}; if a TLS-inspecting proxy or a private CA signs it, point SSL_CERT_FILE at that CA's certificate (PEM)"
+    )]
+    Certificate { host: String, reason: String },
+    #[error(transparent)]
+    CertificateFile(#[from] CertificateFileError),
+}
+
+/// `SSL_CERT_FILE` names a file the puller cannot take roots from.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot read the certificates of SSL_CERT_FILE ({path}): {message}")]
+pub struct CertificateFileError {
+    path: String,
+    message: String,
 }
 
 impl ConnectError {
     /// Errors that another attempt cannot fix.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ConnectError::Unauthorized) || matches!(self, ConnectError::Status { status, .. } if (400..500).contains(status))
+        matches!(self, ConnectError::Unauthorized | ConnectError::Certificate { .. } | ConnectError::CertificateFile(_))
+            || matches!(self, ConnectError::Status { status, .. } if (400..500).contains(status))
     }
 }
 
 async fn open(server: &Server, path: &str) -> Result<Socket, ConnectError> {
-    tokio::time::timeout(HANDSHAKE_LIMIT, handshake(server, path))
+    open_trusting(server, path, tls_config).await
+}
+
+/// [`open`], with the TLS settings `tls` makes (the tests' own roots).
+async fn open_trusting(
+    server: &Server,
+    path: &str,
+    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
+) -> Result<Socket, ConnectError> {
+    tokio::time::timeout(HANDSHAKE_LIMIT, handshake(server, path, tls))
         .await
         .unwrap_or_else(|_| Err(ConnectError::TimedOut { host: server.url.host_str().unwrap_or_default().to_owned() }))
 }
 
-async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> {
+async fn handshake(
+    server: &Server,
+    path: &str,
+    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
+) -> Result<Socket, ConnectError> {
     let mut url = server.url.clone();
     url.set_path(path);
     let host = url.host_str().unwrap_or_default().to_owned();
@@ -80,6 +111,8 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
         .map_err(|_| ConnectError::Protocol("the token holds characters a header cannot carry".into()))?;
     request.headers_mut().insert("authorization", bearer);
 
+    // The TLS settings first: an unreadable SSL_CERT_FILE is named before any connection.
+    let tls = if url.scheme() == "wss" { Some(tls()?) } else { None };
     let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
     let port = url.port_or_known_default().unwrap_or(80);
     let tcp =
@@ -87,9 +120,9 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
             .map_err(unreachable)?;
     // Pages and credits are small messages: send each at once.
     tcp.set_nodelay(true).map_err(unreachable)?;
-    let stream = if url.scheme() == "wss" {
+    let stream = if let Some(tls) = tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ConnectError::Protocol(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(tls_config()).connect(name, tcp).await.map_err(unreachable)?;
+        let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| tls_error(&host, e))?;
         Stream::Tls(Box::new(tls))
     } else {
         Stream::Plain(tcp)
@@ -108,21 +141,60 @@ async fn handshake(server: &Server, path: &str) -> Result<Socket, ConnectError> 
     }
 }
 
-/// The server's roots of trust: the web's, as Mozilla lists them.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
+/// The TLS settings of every connection, made once: see [`roots`].
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, CertificateFileError>> = OnceLock::new();
+    let made = CONFIG.get_or_init(|| roots(std::env::var_os("SSL_CERT_FILE").as_deref().map(Path::new)).map(client_config));
+    Ok(made.clone()?)
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// The roots a server's certificate may chain to: the web's (Mozilla's list, built in), the
+/// operating system's store, and the PEM file `cert_file` (`SSL_CERT_FILE`) names, for a
+/// TLS-inspecting proxy or a private CA. A file that cannot be read, or holds no certificate, is
+/// an error; a system store that cannot be read is not, as the built-in roots remain.
+fn roots(cert_file: Option<&Path>) -> Result<rustls::RootCertStore, CertificateFileError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = cert_file {
+        let failed = |message: String| CertificateFileError { path: path.display().to_string(), message };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))?.collect::<Result<Vec<_>, _>>();
+        let certs = certs.map_err(|e| failed(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(failed("no PEM certificate in it".into()));
+        }
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(failed("none of its certificates can be a root".into()));
+        }
+    }
+    Ok(roots)
+}
+
+/// A failed TLS handshake: a refused certificate says why, in words; anything else is the
+/// network's.
+fn tls_error(host: &str, e: io::Error) -> ConnectError {
+    let refused = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let Some(rustls::Error::InvalidCertificate(why)) = refused else {
+        return ConnectError::Unreachable { host: host.to_owned(), message: e.to_string() };
+    };
+    use rustls::CertificateError as Why;
+    let reason = match why {
+        Why::UnknownIssuer => "it is signed by an authority this machine does not trust".to_owned(),
+        Why::NotValidForName | Why::NotValidForNameContext { .. } => format!("it is not valid for the name {host}"),
+        Why::Expired | Why::ExpiredContext { .. } => "it has expired".to_owned(),
+        other => format!("{other:?}"),
+    };
+    ConnectError::Certificate { host: host.to_owned(), reason }
 }
 
 /// The whole body of a refused upgrade, up to [`REFUSAL_BODY_LIMIT`]: the handshake hands back
@@ -288,5 +360,102 @@ mod tests {
         let error = open(&server, "/index").await.err().unwrap();
         assert!(matches!(error, ConnectError::Unreachable { .. }), "{error}");
         assert!(error.to_string().starts_with("cannot reach durafetch_app.localhost: "), "{error}");
+    }
+
+    /// A CA of the test's own, and a certificate it signs for `names`.
+    struct TestPki {
+        ca: CertificateDer<'static>,
+        ca_pem: String,
+        cert: CertificateDer<'static>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    }
+
+    fn pki(names: &[&str]) -> TestPki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        TestPki { ca: ca.der().clone(), ca_pem: ca.pem(), cert: cert.der().clone(), key }
+    }
+
+    /// A wss:// server on loopback presenting `pki`'s certificate, accepting every upgrade.
+    async fn tls_server(pki: &TestPki) -> u16 {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await {
+                        use futures_util::StreamExt;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn trusting(ca: Option<&CertificateDer<'static>>) -> impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        if let Some(ca) = ca {
+            roots.add(ca.clone()).unwrap();
+        }
+        move || Ok(client_config(roots))
+    }
+
+    /// A certificate from a CA the puller trusts is accepted, under an underscore label too; one
+    /// from another CA, or for another name, is refused with one line saying why and what to do,
+    /// and is not retried.
+    #[tokio::test]
+    async fn certificates_are_checked_against_the_roots_and_refusals_say_why() {
+        let host = "durafetch_app.localhost";
+        let good = pki(&[host]);
+        let port = tls_server(&good).await;
+        let server = crate::config::test_server(&format!("wss://{host}:{port}"));
+        open_trusting(&server, "/index", trusting(Some(&good.ca))).await.expect("a certificate of a trusted CA");
+
+        let error = open_trusting(&server, "/index", trusting(None)).await.err().unwrap();
+        assert!(matches!(error, ConnectError::Certificate { .. }), "{error}");
+        assert!(error.is_permanent());
+        let text = error.to_string();
+        assert!(text.contains("signed by an authority this machine does not trust") && text.contains("SSL_CERT_FILE"), "{text}");
+
+        let other = pki(&["other.localhost"]);
+        let port = tls_server(&other).await;
+        let server = crate::config::test_server(&format!("wss://{host}:{port}"));
+        let error = open_trusting(&server, "/index", trusting(Some(&other.ca))).await.err().unwrap();
+        assert!(error.to_string().contains("not valid for the name durafetch_app.localhost"), "{error}");
+    }
+
+    /// SSL_CERT_FILE adds its certificates to the roots; a file that cannot be read, or holds no
+    /// certificate, is an error naming it.
+    #[test]
+    fn the_certificate_file_adds_roots_or_says_why_it_cannot() {
+        let dir = std::env::temp_dir().join(format!("durafetch-roots-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let builtin = roots(None).unwrap().len();
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, pki(&["x.localhost"]).ca_pem).unwrap();
+        assert_eq!(roots(Some(&pem)).unwrap().len(), builtin + 1);
+        let missing = roots(Some(&dir.join("missing.pem"))).unwrap_err().to_string();
+        assert!(missing.starts_with("cannot read the certificates of SSL_CERT_FILE (") && missing.contains("missing.pem"), "{missing}");
+        std::fs::write(dir.join("empty.pem"), "not a certificate").unwrap();
+        let empty = roots(Some(&dir.join("empty.pem"))).unwrap_err().to_string();
+        assert!(empty.contains("no PEM certificate in it"), "{empty}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
