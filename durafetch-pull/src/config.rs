@@ -30,8 +30,8 @@ pub struct ConfigFile {
 pub struct Logging {
     #[serde(default)]
     pub ndjson: bool,
-    #[allow(dead_code)]
-    pub dir: Option<PathBuf>,
+    /// Accepted whatever it holds, and read by nothing.
+    pub dir: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
