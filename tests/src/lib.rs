@@ -381,7 +381,8 @@ fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, conf
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
-    cmd.args(["--inspector-port", &free_port().to_string(), "--persist-to"])
+    // Port 0: workerd binds the inspector itself; a port chosen here could be taken before it binds.
+    cmd.args(["--inspector-port", "0", "--persist-to"])
         .arg(dir.join("state"))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.join("wrangler.log")).unwrap())
