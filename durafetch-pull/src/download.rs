@@ -63,7 +63,7 @@ impl ObjectDownload<'_> {
     async fn run(&self) -> Result<ObjectStats, TransferError> {
         let ObjectDownload { transport, server, target, sink, filter } = *self;
         let socket = transport.open(server, &format!("/export/{}/{}", target.class, target.id)).await?;
-        let mut session = ClientSession::export(socket, target.local).await?;
+        let mut session = ClientSession::export(socket, target.local, target.local_sql).await?;
         let (mode, epoch) = match session.next().await? {
             ServerMessage::Begin { mode, epoch } => (mode, epoch),
             other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}")).into()),
@@ -81,9 +81,18 @@ impl ObjectDownload<'_> {
                     writing = Some(writer.apply(changes));
                     session.consumed_page().await?;
                 }
-                ServerMessage::End { cursor } => {
+                ServerMessage::SqlPage(page) => {
                     stats.count_written(writing.take()).await?;
-                    stats.deleted += writer.finish(cursor).await?;
+                    writing = Some(writer.apply_sql(page));
+                    session.consumed_page().await?;
+                }
+                ServerMessage::SqlTableGone { table } => {
+                    stats.count_written(writing.take()).await?;
+                    writing = Some(writer.drop_sql_table(table));
+                }
+                ServerMessage::End { cursor, sql } => {
+                    stats.count_written(writing.take()).await?;
+                    stats.deleted += writer.finish(cursor, sql).await?;
                     stats.bytes = session.received_bytes();
                     session.close().await;
                     return Ok(stats);

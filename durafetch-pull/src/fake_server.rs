@@ -172,7 +172,7 @@ impl FakeServer {
                 for page in changes.chunks(PAGE) {
                     messages.push(ServerMessage::Page { changes: page.to_vec() });
                 }
-                messages.push(ServerMessage::End { cursor: Cursor::new(1, object.seq) });
+                messages.push(ServerMessage::End { cursor: Cursor::new(1, object.seq), sql: 0 });
             }
         }
         let mut pages = 0;

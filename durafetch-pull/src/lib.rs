@@ -1,7 +1,7 @@
 //! durafetch-pull's library: everything but flag parsing. Modules follow the data's path:
 //! `config` (settings) → `index` (which objects changed) → `download` (their keys, over a
 //! flow-controlled `session` on a link the `transport` opens, a WebSocket from `connect` in
-//! production, with `retry`) → `sink_thread` → `object_write` and `sink` (the SQLite file), with
+//! production, with `retry`) → `sink_thread` → `object_write`, `sql_write` (SQL tables) and `sink` (the SQLite file), with
 //! `filter` choosing objects and keys, `error` joining the session's and the file's errors,
 //! `progress` reporting, and `pull` running it all.
 
@@ -18,6 +18,7 @@ mod retry;
 mod session;
 pub mod sink;
 pub mod sink_thread;
+mod sql_write;
 pub mod transport;
 
 #[cfg(test)]

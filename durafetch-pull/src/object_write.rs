@@ -5,11 +5,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durafetch_sdk::core::cursor::Cursor;
-use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode};
+use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, SqlPage};
 use rusqlite::{params, Connection};
 
 use crate::sink::Sink;
 use crate::sink_thread::SinkError;
+use crate::sql_write::{apply_sql_page, drop_sql_table, holds_sql_rows, sweep_sql_rows};
 
 /// Names a download's write state on the database thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,9 +18,9 @@ pub struct WriteId(u64);
 
 /// A download in progress, between `begin` and `finish`.
 pub(crate) struct ObjectWrite {
-    do_id: i64,
-    worker: String,
-    class: String,
+    pub(crate) do_id: i64,
+    pub(crate) worker: String,
+    pub(crate) class: String,
     name: Option<String>,
     /// For a snapshot into a file that held rows of the object: the write stamp taken when it
     /// began. Finishing drops the object's rows stamped below it, which no write since the
@@ -49,12 +50,15 @@ pub(crate) fn now_ms() -> i64 {
 impl Sink {
     /// Starts writing a download of the object `do_id`; its state stays here, named by the id.
     pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str, compare: bool) -> Result<WriteId, SinkError> {
-        let (worker, class, name) =
+        let (worker, class, name): (String, String, Option<String>) =
             self.conn.query_row("SELECT worker_name, class_name, name FROM durable_objects WHERE do_id = ?1", [do_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
         let held_rows: bool = match mode {
-            ExportMode::Snapshot => self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1)", [do_id], |r| r.get(0))?,
+            ExportMode::Snapshot => {
+                self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kv WHERE do_id = ?1)", [do_id], |r| r.get(0))?
+                    || holds_sql_rows(&self.conn, &worker, &class, do_id)?
+            }
             ExportMode::Changes => false,
         };
         let sweep_below = if held_rows { Some(next_write_stamp(&self.conn)?) } else { None };
@@ -86,8 +90,28 @@ impl Sink {
         Ok(stats)
     }
 
-    /// Ends a download: sweeps what a snapshot did not send and saves the cursor, together.
-    pub fn finish(&mut self, id: WriteId, cursor: Cursor) -> Result<u64, SinkError> {
+    /// Applies a page of one SQL table's rows in one transaction, stamped as key pages are.
+    pub fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError> {
+        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
+        let tx = self.conn.transaction()?;
+        let stamp = next_write_stamp(&tx)?;
+        let stats = apply_sql_page(&tx, write, stamp, page)?;
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// Drops the object's rows of an SQL table it no longer has.
+    pub fn drop_sql_table(&mut self, id: WriteId, table: &str) -> Result<ApplyStats, SinkError> {
+        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
+        let tx = self.conn.transaction()?;
+        let stats = drop_sql_table(&tx, write, table)?;
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    /// Ends a download: sweeps what a snapshot did not send and saves the cursor (the key log's
+    /// and the SQL one), together.
+    pub fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
         let write = self.writes.remove(&id).ok_or(SinkError::Abandoned)?;
         let tx = self.conn.transaction()?;
         let now = now_ms();
@@ -102,13 +126,14 @@ impl Sink {
                         params![write.do_id, sweep_below, write.read_at.epoch, write.read_at.seq as i64, now],
                     )?;
             }
-            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, sweep_below])? as u64
+            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, sweep_below])? as u64 + sweep_sql_rows(&tx, &write, sweep_below)?
         } else {
             0
         };
         tx.execute(
-            "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, update_ts = ?4, key_filter = ?5 WHERE do_id = ?1",
-            params![write.do_id, cursor.epoch, cursor.seq as i64, now, write.key_filter],
+            "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, local_sql_seq = ?6, update_ts = ?4, key_filter = ?5
+             WHERE do_id = ?1",
+            params![write.do_id, cursor.epoch, cursor.seq as i64, now, write.key_filter, sql as i64],
         )?;
         tx.commit()?;
         Ok(swept)
@@ -272,7 +297,7 @@ mod tests {
         let snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
             let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             sink.apply(write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
-            finished.then(|| sink.finish(write, Cursor::new(1, 9)).unwrap())
+            finished.then(|| sink.finish(write, Cursor::new(1, 9), 0).unwrap())
         };
 
         assert_eq!(snapshot(&mut sink, &["a", "b", "c"], true), Some(0));
@@ -295,16 +320,16 @@ mod tests {
         // The file already holds an old row the object no longer has: a sweep must drop it.
         let old = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(old, &page(&["gone"])).unwrap();
-        sink.finish(old, Cursor::new(1, 1)).unwrap();
+        sink.finish(old, Cursor::new(1, 1), 0).unwrap();
 
         let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(first, &page(&["a", "b"])).unwrap();
         let second = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(second, &page(&["a", "b", "c"])).unwrap();
         sink.apply(first, &page(&["c"])).unwrap();
-        sink.finish(second, Cursor::new(1, 9)).unwrap();
+        sink.finish(second, Cursor::new(1, 9), 0).unwrap();
         assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
-        sink.finish(first, Cursor::new(1, 9)).unwrap();
+        sink.finish(first, Cursor::new(1, 9), 0).unwrap();
         assert_eq!(keys(&sink, do_id), ["a", "b", "c"]);
     }
 
@@ -315,13 +340,13 @@ mod tests {
         let (mut sink, do_id) = one_object();
         let first = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply(first, &["same", "stale", "extra"].map(change)).unwrap();
-        sink.finish(first, Cursor::new(1, 9)).unwrap();
+        sink.finish(first, Cursor::new(1, 9), 0).unwrap();
 
         let verify = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", true).unwrap();
         let stale = Change { key: "stale".into(), value: ChangeValue::Json(serde_json::json!(2)) };
         let stats = sink.apply(verify, &[change("same"), stale, change("missing")]).unwrap();
         assert_eq!((stats.written, stats.differed), (3, 2));
-        assert_eq!(sink.finish(verify, Cursor::new(1, 9)).unwrap(), 1, "the extra row is swept");
+        assert_eq!(sink.finish(verify, Cursor::new(1, 9), 0).unwrap(), 1, "the extra row is swept");
         assert_eq!(keys(&sink, do_id), ["missing", "same", "stale"]);
     }
 

@@ -60,14 +60,19 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// Opens an export session from the cursor `since`.
-    pub async fn export(socket: Link, since: Option<durafetch_sdk::core::cursor::Cursor>) -> Result<Self, SessionError> {
-        Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_rev: 0, window: WINDOW, watch: false }).await
+    /// Opens an export session from the cursor `since` and the SQL cursor `since_sql`.
+    pub async fn export(socket: Link, since: Option<durafetch_sdk::core::cursor::Cursor>, since_sql: u64) -> Result<Self, SessionError> {
+        Self::start(
+            socket,
+            ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_sql, since_rev: 0, window: WINDOW, watch: false },
+        )
+        .await
     }
 
     /// Opens an index session from the registry revision `since_rev`, kept open if `watch`.
     pub async fn index(socket: Link, since_rev: u64, watch: bool) -> Result<Self, SessionError> {
-        Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since: None, since_rev, window: WINDOW, watch }).await
+        Self::start(socket, ClientMessage::Hello { version: PROTOCOL_VERSION, since: None, since_sql: 0, since_rev, window: WINDOW, watch })
+            .await
     }
 
     async fn start(mut socket: Link, hello: ClientMessage) -> Result<Self, SessionError> {

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS durafetch_meta (
 ";
 
 /// Columns added after the first release, for files an older puller created.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("durable_objects", "key_filter", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("durable_objects", "key_filter", "TEXT"), ("durable_objects", "local_sql_seq", "INTEGER")];
 
 /// An object that needs a download: its local cursor is behind what the registry reported, or
 /// its rows were pulled under another key filter.
@@ -88,6 +88,8 @@ pub struct PullTarget {
     pub name: Option<String>,
     /// `None`: download a snapshot.
     pub local: Option<Cursor>,
+    /// The SQL change sequence the file holds the object at (with `local`).
+    pub local_sql: u64,
     /// Compare each row the download sends with the file's (`--verify=full`), counting those
     /// that differ.
     pub compare: bool,
@@ -149,6 +151,7 @@ impl Sink {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::sql_write::SQL_SCHEMA)?;
         for (table, column, kind) in ADDED_COLUMNS {
             let present: bool =
                 conn.query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |r| r.get(0))?;
@@ -216,12 +219,13 @@ impl Sink {
     /// `every`, all of the server's objects.
     pub fn targets(&self, server_url: &str, key_filter: &str, every: bool) -> rusqlite::Result<Vec<PullTarget>> {
         let mut stmt = self.conn.prepare(
-            "SELECT do_id, class_name, id, name, local_max_log_id, local_max_write_id, key_filter IS ?2
+            // The registry's head counts key log and SQL changes together (its sequence is their sum).
+            "SELECT do_id, class_name, id, name, local_max_log_id, local_max_write_id, key_filter IS ?2, coalesce(local_sql_seq, 0)
              FROM durable_objects
              WHERE server_url = ?1 AND (
                 local_max_log_id IS NULL
                 OR local_max_log_id < log_id
-                OR (local_max_log_id = log_id AND local_max_write_id < write_id)
+                OR (local_max_log_id = log_id AND local_max_write_id + coalesce(local_sql_seq, 0) < write_id)
                 OR key_filter IS NOT ?2
                 OR ?3)
              ORDER BY do_id",
@@ -236,6 +240,7 @@ impl Sink {
                 id: r.get(2)?,
                 name: r.get(3)?,
                 local: epoch.zip(seq).filter(|_| same_filter).map(|(e, s)| Cursor::new(e as u32, s as u64)),
+                local_sql: r.get::<_, i64>(7)? as u64,
                 compare: false,
             })
         })?;

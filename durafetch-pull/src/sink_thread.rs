@@ -2,7 +2,7 @@
 //! and each download's handle to its object's write state, which stays on that thread.
 
 use durafetch_sdk::core::cursor::Cursor;
-use durafetch_sdk::core::protocol::{Change, ExportMode};
+use durafetch_sdk::core::protocol::{Change, ExportMode, SqlPage};
 
 use crate::object_write::{ApplyStats, WriteId};
 use crate::retry::Retryable;
@@ -126,11 +126,24 @@ impl ObjectWriter {
         self.sink.queue(move |s| s.apply(id, &changes))
     }
 
-    /// Sweeps what a snapshot did not send and saves `cursor`, together; answers the rows swept.
-    pub async fn finish(mut self, cursor: Cursor) -> Result<u64, SinkError> {
+    /// Queues a page of one SQL table's rows.
+    pub fn apply_sql(&self, page: SqlPage) -> Queued<ApplyStats> {
+        let id = self.id;
+        self.sink.queue(move |s| s.apply_sql(id, &page))
+    }
+
+    /// Queues the drop of the object's rows of an SQL table it no longer has.
+    pub fn drop_sql_table(&self, table: String) -> Queued<ApplyStats> {
+        let id = self.id;
+        self.sink.queue(move |s| s.drop_sql_table(id, &table))
+    }
+
+    /// Sweeps what a snapshot did not send and saves `cursor` and the SQL cursor `sql`,
+    /// together; answers the rows swept.
+    pub async fn finish(mut self, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
         self.finished = true;
         let id = self.id;
-        self.sink.run(move |s| s.finish(id, cursor)).await
+        self.sink.run(move |s| s.finish(id, cursor, sql)).await
     }
 }
 

@@ -8,4 +8,5 @@ pub mod pending_row;
 pub mod protocol;
 pub mod route;
 pub mod shard;
+pub mod sql_capture;
 pub mod storage_api;

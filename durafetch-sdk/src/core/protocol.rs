@@ -10,7 +10,9 @@ use crate::core::cursor::Cursor;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added the SQL tables of SQLite-backed objects (`sql_page`, `sql_table_gone`, the
+/// SQL half of the cursor); a version-1 client is refused with an error naming both versions.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
 /// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
 /// took 140 ms of the object's time with reads of 1,000 keys, and 105 ms with reads of 4,000).
@@ -35,6 +37,9 @@ pub enum ClientMessage {
         /// For an object export: the cursor the client holds (`None`: send everything).
         #[serde(default)]
         since: Option<Cursor>,
+        /// For an object export, with `since`: the SQL change sequence the client holds.
+        #[serde(default)]
+        since_sql: u64,
         /// For the index: the registry revision the client holds (0: everything).
         #[serde(default)]
         since_rev: u64,
@@ -100,8 +105,19 @@ pub enum ServerMessage {
     Begin { mode: ExportMode, epoch: u32 },
     /// A page of changes of an export session.
     Page { changes: Vec<Change> },
-    /// Last message of an export session: the client now holds the object as of `cursor`.
-    End { cursor: Cursor },
+    /// The current rows (or deletions) of one SQL table of a SQLite-backed object. In a
+    /// snapshot, together with the key pages, they are the object's whole state.
+    SqlPage(SqlPage),
+    /// An SQL table the object dropped (or renamed away) since the client's cursor: the client
+    /// drops every row it holds of it for this object.
+    SqlTableGone { table: String },
+    /// Last message of an export session: the client now holds the object as of `cursor` (its
+    /// key log) and `sql` (its SQL change sequence, 0 for an object without SQL tables).
+    End {
+        cursor: Cursor,
+        #[serde(default)]
+        sql: u64,
+    },
     /// A page of the registry index, in revision order.
     Objects { objects: Vec<IndexEntry> },
     /// Last message of an index session (or of a batch, in a watch): the client has seen every
@@ -132,6 +148,83 @@ impl ServerMessage {
             }
         }
         serde_json::from_str(text)
+    }
+}
+
+/// Rows of one SQL table. `columns` names the values of each row, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlPage {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<SqlRow>,
+}
+
+/// One row of an SQL table, named by its key within the object: `k` is the SQL literals of its
+/// primary key columns joined by commas (`quote()` of each), or of its rowid for a table without
+/// a declared key. `v` holds the values in the page's column order; absent, the row is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlRow {
+    pub k: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<Vec<SqlValue>>,
+}
+
+/// An SQLite value, exactly. On the wire: `null`; an INTEGER as a JSON integer (all 64 bits:
+/// both ends parse it as an integer, never through a double); a REAL as a JSON number with a
+/// fraction or exponent (3.0 stays `3.0`), or `{"real":"inf"}` / `{"real":"-inf"}` (SQLite stores
+/// NaN as NULL); TEXT as a string; a BLOB as `{"blob":"<base64>"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Serialize for SqlValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let tagged = |s: S, tag: &str, value: &str| {
+            let mut map = s.serialize_map(Some(1))?;
+            map.serialize_entry(tag, value)?;
+            map.end()
+        };
+        match self {
+            SqlValue::Null => s.serialize_unit(),
+            SqlValue::Integer(i) => s.serialize_i64(*i),
+            SqlValue::Real(r) if r.is_finite() => s.serialize_f64(*r),
+            SqlValue::Real(r) => tagged(s, "real", if *r > 0.0 { "inf" } else { "-inf" }),
+            SqlValue::Text(t) => s.serialize_str(t),
+            SqlValue::Blob(b) => tagged(s, "blob", &base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SqlValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(SqlValue::Null),
+            serde_json::Value::String(t) => Ok(SqlValue::Text(t)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) if !n.is_f64() => Ok(SqlValue::Integer(i)),
+                _ if n.is_f64() => Ok(SqlValue::Real(n.as_f64().unwrap_or_default())),
+                _ => Err(D::Error::custom(format!("integer {n} is outside SQLite's 64 bits"))),
+            },
+            serde_json::Value::Object(map) if map.len() == 1 => match map.iter().next() {
+                Some((tag, serde_json::Value::String(v))) if tag == "real" && v == "inf" => Ok(SqlValue::Real(f64::INFINITY)),
+                Some((tag, serde_json::Value::String(v))) if tag == "real" && v == "-inf" => Ok(SqlValue::Real(f64::NEG_INFINITY)),
+                Some((tag, serde_json::Value::String(v))) if tag == "blob" => base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map(SqlValue::Blob)
+                    .map_err(|e| D::Error::custom(format!("bad base64 in a blob: {e}"))),
+                _ => Err(D::Error::custom("expected {\"real\": \"inf\" or \"-inf\"} or {\"blob\": base64}")),
+            },
+            other => Err(D::Error::custom(format!("not an SQL value: {other}"))),
+        }
     }
 }
 
@@ -319,8 +412,20 @@ mod tests {
             ],
         };
         assert_eq!(serde_json::to_string(&page).unwrap(), r#"{"type":"page","changes":[{"k":"k","v":2},{"k":"x","d":true}]}"#);
-        let end = ServerMessage::End { cursor: Cursor::new(1, 7) };
-        assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7}}"#);
+        let end = ServerMessage::End { cursor: Cursor::new(1, 7), sql: 3 };
+        assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"type":"end","cursor":{"epoch":1,"seq":7},"sql":3}"#);
+        let rows = ServerMessage::SqlPage(SqlPage {
+            table: "t".into(),
+            columns: vec!["a".into(), "b".into()],
+            rows: vec![
+                SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Real(3.0)]) },
+                SqlRow { k: "'x'".into(), v: None },
+            ],
+        });
+        assert_eq!(
+            serde_json::to_string(&rows).unwrap(),
+            r#"{"type":"sql_page","table":"t","columns":["a","b"],"rows":[{"k":"1","v":[1,3.0]},{"k":"'x'"}]}"#
+        );
     }
 
     #[test]
@@ -331,7 +436,7 @@ mod tests {
         let text = writer.take().unwrap();
         assert_eq!(ServerMessage::parse(&text).unwrap(), serde_json::from_str::<ServerMessage>(&text).unwrap());
         let end = r#"{"type":"end","cursor":{"epoch":1,"seq":2}}"#;
-        assert_eq!(ServerMessage::parse(end).unwrap(), ServerMessage::End { cursor: Cursor::new(1, 2) });
+        assert_eq!(ServerMessage::parse(end).unwrap(), ServerMessage::End { cursor: Cursor::new(1, 2), sql: 0 });
         assert!(ServerMessage::parse(r#"{"type":"page","changes":[{"k":"a"}]}"#).is_err());
     }
 
@@ -366,6 +471,33 @@ mod tests {
     }
 
     #[test]
+    fn sql_values_round_trip_exactly() {
+        let values = vec![
+            SqlValue::Null,
+            SqlValue::Integer(i64::MIN),
+            SqlValue::Integer(i64::MAX),
+            SqlValue::Integer((1 << 53) + 1),
+            SqlValue::Integer(-7),
+            SqlValue::Real(3.0),
+            SqlValue::Real(-0.1),
+            SqlValue::Real(f64::MAX),
+            SqlValue::Real(f64::INFINITY),
+            SqlValue::Real(f64::NEG_INFINITY),
+            SqlValue::Text("é\u{0}😀\"".into()),
+            SqlValue::Blob(vec![0, 255, 0]),
+            SqlValue::Blob(vec![]),
+        ];
+        let text = serde_json::to_string(&values).unwrap();
+        let back: Vec<SqlValue> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, values, "{text}");
+        // 3.0 keeps its fraction, so it cannot come back as the integer 3.
+        assert!(text.contains("3.0"), "{text}");
+        for bad in [r#"18446744073709551615"#, r#"{"blob":"!"}"#, r#"{"real":"nan"}"#, r#"[1]"#, r#"true"#] {
+            assert!(serde_json::from_str::<SqlValue>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn ambiguous_changes_are_rejected() {
         for bad in [
             r#"{"k":"a"}"#,
@@ -381,23 +513,26 @@ mod tests {
 
     #[test]
     fn client_messages_are_validated() {
-        let hello = ClientMessage::parse(r#"{"type":"hello","version":1,"since":{"epoch":2,"seq":3},"window":4}"#).unwrap();
-        assert_eq!(hello, ClientMessage::Hello { version: 1, since: Some(Cursor::new(2, 3)), since_rev: 0, window: 4, watch: false });
+        let hello = ClientMessage::parse(r#"{"type":"hello","version":2,"since":{"epoch":2,"seq":3},"since_sql":5,"window":4}"#).unwrap();
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":1,"since_rev":9,"window":1}"#).unwrap(),
-            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1, watch: false }
+            hello,
+            ClientMessage::Hello { version: 2, since: Some(Cursor::new(2, 3)), since_sql: 5, since_rev: 0, window: 4, watch: false }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":1,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
-            ClientMessage::Hello { version: 1, since: None, since_rev: 9, window: 1, watch: true }
+            ClientMessage::parse(r#"{"type":"hello","version":2,"since_rev":9,"window":1}"#).unwrap(),
+            ClientMessage::Hello { version: 2, since: None, since_sql: 0, since_rev: 9, window: 1, watch: false }
         );
-        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":4}"#), Err(ProtocolError::Version(2)));
-        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":0}"#), Err(ProtocolError::Window));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"hello","version":2,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
+            ClientMessage::Hello { version: 2, since: None, since_sql: 0, since_rev: 9, window: 1, watch: true }
+        );
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":4}"#), Err(ProtocolError::Version(1)));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":0}"#), Err(ProtocolError::Window));
         assert_eq!(ClientMessage::parse(r#"{"type":"credit","pages":65}"#), Err(ProtocolError::Window));
         assert!(matches!(ClientMessage::parse("not json"), Err(ProtocolError::Malformed(_))));
         assert!(matches!(ClientMessage::parse(r#"{"type":"credit","pages":1,"x":1}"#), Err(ProtocolError::Malformed(_))));
         assert!(matches!(
-            ClientMessage::parse(r#"{"type":"hello","version":1,"window":1,"since":{"epoch":-1,"seq":0}}"#),
+            ClientMessage::parse(r#"{"type":"hello","version":2,"window":1,"since":{"epoch":-1,"seq":0}}"#),
             Err(ProtocolError::Malformed(_))
         ));
         assert_eq!(ClientMessage::parse(&" ".repeat(MAX_CLIENT_MESSAGE_BYTES + 1)), Err(ProtocolError::TooLarge));

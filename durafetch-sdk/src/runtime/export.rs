@@ -12,6 +12,7 @@ use worker::{Request, Response, WebSocket, WebSocketPair};
 use super::flow::{FlowSession, SessionError};
 use super::internal::{self, Caller, OBJECT_HEADER};
 use super::object_log::{self, ObjectLog};
+use super::sql_export::SqlExport;
 use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
 use super::{json_error, json_page, Routed};
@@ -77,7 +78,14 @@ impl ExportSession<'_> {
     async fn serve(mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
         let hello = session.hello().await?;
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
-        let from = match ReadPlan::choose(hello.since, self.log.floor(), head) {
+        let sql = self.log.sql.get().map(|sql| SqlExport { sql });
+        let sql_head = match &sql {
+            Some(sql) => sql.head()?,
+            None => 0,
+        };
+        // A SQL cursor from the future (its records were lost with a delete_all) starts over.
+        let since = hello.since.filter(|_| hello.since_sql <= sql_head);
+        let (from, sql_from) = match ReadPlan::choose(since, self.log.floor(), head) {
             ReadPlan::Snapshot => {
                 // Writes made while the scan runs are in the log after `head`, or after the head
                 // an open transaction started from: its rows appear only once it commits.
@@ -86,16 +94,24 @@ impl ExportSession<'_> {
                 // User keys are the two ranges either side of the reserved one.
                 self.send_range(session, None, Some(RESERVED_PREFIX)).await?;
                 self.send_range(session, Some(RESERVED_END), None).await?;
-                start
+                self.flush(session).await?;
+                if let Some(sql) = &sql {
+                    sql.send_tables(session).await?;
+                }
+                (start, sql_head)
             }
             ReadPlan::ChangesSince(since) => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Changes, epoch: since.epoch })?;
-                since
+                (since, hello.since_sql)
             }
         };
         let cursor = self.send_changes_since(session, from).await?;
         self.flush(session).await?;
-        session.send(&ServerMessage::End { cursor })?;
+        let sql_cursor = match &sql {
+            Some(sql) => sql.send_changes_since(session, sql_from).await?,
+            None => 0,
+        };
+        session.send(&ServerMessage::End { cursor, sql: sql_cursor })?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ const CLOSE_SERVER_ERROR: u16 = 1011;
 /// What the client asked for in its hello.
 pub(crate) struct Hello {
     pub since: Option<Cursor>,
+    pub since_sql: u64,
     pub since_rev: u64,
     pub watch: bool,
 }
@@ -30,6 +31,12 @@ pub(crate) enum SessionError {
 impl From<worker::Error> for SessionError {
     fn from(e: worker::Error) -> Self {
         SessionError::Server(e.to_string())
+    }
+}
+
+impl From<wasm_bindgen::JsValue> for SessionError {
+    fn from(e: wasm_bindgen::JsValue) -> Self {
+        SessionError::Server(worker::Error::from(e).to_string())
     }
 }
 
@@ -51,10 +58,10 @@ impl<'a> FlowSession<'a> {
     /// Waits for the client's hello, which must be its first message.
     pub async fn hello(&mut self) -> Result<Hello, SessionError> {
         match self.owed_message().await? {
-            ClientMessage::Hello { since, since_rev, window, watch, .. } => {
+            ClientMessage::Hello { since, since_sql, since_rev, window, watch, .. } => {
                 self.credits = window;
                 self.window = window;
-                Ok(Hello { since, since_rev, watch })
+                Ok(Hello { since, since_sql, since_rev, watch })
             }
             ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
         }

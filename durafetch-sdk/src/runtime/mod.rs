@@ -24,6 +24,8 @@ mod pending;
 mod registry;
 mod report;
 mod rows;
+mod sql_export;
+mod sql_hooks;
 mod storage;
 mod value;
 mod write_hooks;

@@ -99,6 +99,10 @@ pub(crate) struct ObjectLog {
     /// microtask without the per-call wrapping the runtime's `queueMicrotask` adds.
     pub resolved: js_sys::Promise,
     pub turn_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
+    /// A SQLite-backed object's SQL storage, recorded by triggers (see `sql_hooks`).
+    pub sql: OnceCell<super::sql_hooks::SqlStorage>,
+    /// The newest SQL change record's sequence number (0: none, or no SQL storage).
+    pub sql_head: Cell<u64>,
 }
 
 /// The property of the storage object that holds its log alive for as long as the storage
@@ -136,10 +140,13 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         pending: RefCell::new(Pending::new()),
         resolved: js_sys::Promise::resolve(&JsValue::UNDEFINED),
         turn_check: OnceCell::new(),
+        sql: OnceCell::new(),
+        sql_head: Cell::new(0),
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
     // hooks would lose changes silently, so fail the constructor loudly instead.
     log.install_hooks(&storage).unwrap_or_else(|e| panic!("durafetch: cannot instrument {class}: {e:?}"));
+    log.install_sql_hooks(&storage).unwrap_or_else(|e| panic!("durafetch: cannot instrument the SQL storage of {class}: {e:?}"));
     // The storage object owns the log: a function only JS holds (never called), which the
     // runtime frees with the storage object, and the log with it.
     let owner = log.clone();
@@ -176,6 +183,12 @@ impl ObjectLog {
         self.floor.set(floor);
         self.swept_to.set(floor);
         self.head.set(Some(head));
+        // Tables made or changed while no instrumented code ran (by an earlier version of the
+        // worker, say) are found here, before any event.
+        if let Err(e) = self.sync_sql() {
+            worker::console_error!("durafetch: cannot record the SQL tables of {} {}: {e:?}", self.class, self.id);
+        }
+        let head = self.reported_head().unwrap_or(head);
         // Writes the registry never acknowledged are reported now, not at the next write.
         if head != Cursor::default() && reported != Some(head) {
             self.schedule_report();
@@ -185,6 +198,13 @@ impl ObjectLog {
 
     pub fn head(&self) -> Option<Cursor> {
         self.head.get()
+    }
+
+    /// The head the registry is told: the key log's position with the SQL change sequence
+    /// added to its sequence, so that it grows with every change of either kind. Only its
+    /// growth means anything; a reader resumes from the two parts, which its export ends with.
+    pub fn reported_head(&self) -> Option<Cursor> {
+        self.head.get().map(|h| Cursor::new(h.epoch, h.seq + self.sql_head.get()))
     }
 
     pub fn floor(&self) -> Cursor {

@@ -40,7 +40,7 @@ impl ObjectLog {
     }
 
     fn report_body(&self) -> Option<ObjectReport> {
-        Some(ObjectReport { class: self.class.to_owned(), id: self.id.clone(), name: self.name.clone(), head: self.head.get()? })
+        Some(ObjectReport { class: self.class.to_owned(), id: self.id.clone(), name: self.name.clone(), head: self.reported_head()? })
     }
 }
 

@@ -168,6 +168,11 @@ impl ObjectLog {
         let promise = m.delete_all.call1(target, &options)?;
         self.pending.borrow_mut().clear();
         self.head.set(Some(at));
+        // On a SQLite-backed object this also dropped every table, durafetch's included.
+        self.sql_head.set(0);
+        if let Err(e) = self.sync_sql() {
+            worker::console_error!("durafetch: cannot record the SQL tables of {} {} after deleteAll: {e:?}", self.class, self.id);
+        }
         m.put.call1(target, &log_entry(at, &Array::new())?)?;
         self.compactor.borrow_mut().reset();
         self.floor.set(at);

@@ -60,6 +60,7 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             return Response::from_websocket(pair.client);
         }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
+        ("sql_query", None, true) => return Response::from_json(&query_rows(&storage.sql(), &req.text().await?)?),
         ("list", None, false) => {
             // The keys list() returns for the query's start, end, prefix, reverse and limit.
             let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -140,6 +141,10 @@ pub enum Op {
     },
     DeleteAll,
     Transaction(TransactionPlan),
+    /// SQL statements through `storage.sql().exec` (a SQLite-backed class only).
+    Sql {
+        sql: String,
+    },
 }
 
 /// Runs write calls in order, from whichever entry point received them.
@@ -164,9 +169,14 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
                 storage.delete_multiple(keys).await?;
             }
             Op::DeleteAll => storage.delete_all().await?,
-            Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, rollback }) => {
+            Op::Sql { sql } => run_sql(&storage.sql(), &sql)?,
+            Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, sql, rollback }) => {
+                let sql_storage = storage.sql();
                 let result = storage
                     .transaction(move |txn| async move {
+                        for statement in sql {
+                            run_sql(&sql_storage, &statement)?;
+                        }
                         for (key, value) in put {
                             txn.put(&key, value).await?;
                         }
@@ -315,8 +325,40 @@ pub struct TransactionPlan {
     delete: Vec<String>,
     #[serde(default)]
     delete_many: Vec<String>,
+    /// SQL statements, run first.
+    #[serde(default)]
+    sql: Vec<String>,
     #[serde(default)]
     rollback: bool,
+}
+
+/// Runs SQL statements to their end.
+fn run_sql(sql: &worker::SqlStorage, statements: &str) -> Result<()> {
+    for row in sql.exec(statements, None)?.raw() {
+        row?;
+    }
+    Ok(())
+}
+
+/// The rows of a query, each value as JSON: TEXT and REAL as themselves, NULL as null (a query
+/// that needs exact INTEGERs or BLOBs reads them as text, as `CAST(x AS TEXT)` or `hex(x)`).
+fn query_rows(sql: &worker::SqlStorage, query: &str) -> Result<Vec<Vec<Value>>> {
+    let mut rows = Vec::new();
+    for row in sql.exec(query, None)?.raw() {
+        let row = row?
+            .into_iter()
+            .map(|v| match v {
+                worker::SqlStorageValue::Null => Value::Null,
+                worker::SqlStorageValue::Boolean(b) => Value::Bool(b),
+                worker::SqlStorageValue::Integer(i) => Value::from(i),
+                worker::SqlStorageValue::Float(f) => Value::from(f),
+                worker::SqlStorageValue::String(s) => Value::String(s),
+                worker::SqlStorageValue::Blob(b) => Value::from(b),
+            })
+            .collect();
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Where `ops_in_alarm` leaves the writes for the alarm to run.

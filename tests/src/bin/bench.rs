@@ -140,7 +140,7 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
             for page in &pages {
                 sink.apply(write, page).unwrap();
             }
-            sink.finish(write, head).unwrap();
+            sink.finish(write, head, 0).unwrap();
             drop(sink);
             started.elapsed().as_secs_f64()
         })
@@ -169,7 +169,14 @@ fn export_alone(port: u16, db: &Path, name: &str) -> f64 {
             let started = Instant::now();
             let (mut socket, _) = tungstenite::connect(request).unwrap();
             socket
-                .send(text(&ClientMessage::Hello { version: PROTOCOL_VERSION, since: None, since_rev: 0, window: 8, watch: false }))
+                .send(text(&ClientMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    since: None,
+                    since_sql: 0,
+                    since_rev: 0,
+                    window: 8,
+                    watch: false,
+                }))
                 .unwrap();
             loop {
                 let Message::Text(message) = socket.read().unwrap() else { continue };

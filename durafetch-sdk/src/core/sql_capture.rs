@@ -1,0 +1,373 @@
+//! The SQL half of the change log, as the SQL text the runtime runs inside a SQLite-backed object.
+//!
+//! Every user table gets three AFTER triggers (insert, update, delete) that record which row
+//! changed in `_durafetch_changes`: the table, the row's key, and a sequence number (the change
+//! row's own rowid, so it only grows). A row keeps one record: each trigger inserts the new record
+//! and deletes the row's older ones, so the log stays O(distinct changed rows) and a deletion is a
+//! record whose row no longer exists (its tombstone). Values are never copied: an export reads the
+//! current row through its key.
+//!
+//! A table's key is its declared primary key, or its rowid when it declares none. Which tables
+//! exist, and with which key and columns, is kept in `_durafetch_tables`; when a table appears,
+//! changes its columns or loses its triggers (dropped and recreated), a marker record asks readers
+//! to replace all their rows of it, and when it disappears, to drop them.
+
+use std::collections::BTreeMap;
+
+/// Every name durafetch creates in the object's database starts with this (any case). A user
+/// statement naming it is refused before it runs.
+pub const SQL_PREFIX: &str = "_durafetch_";
+pub const CHANGES_TABLE: &str = "_durafetch_changes";
+pub const TABLES_TABLE: &str = "_durafetch_tables";
+/// Primary keys of more columns than this are not recorded (the table is named in a logged error).
+pub const MAX_KEY_COLUMNS: usize = 8;
+
+/// `_durafetch_changes.mark` of a record: a row changed (its key in `k1`..), every row of the
+/// table must be dropped, or every row must be replaced by the table's current rows.
+pub const MARK_ROW: i64 = 0;
+pub const MARK_GONE: i64 = 1;
+pub const MARK_REPLACE: i64 = 2;
+
+pub fn schema() -> String {
+    let keys: Vec<String> = (1..=MAX_KEY_COLUMNS).map(|i| format!("k{i}")).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, mark INTEGER NOT NULL DEFAULT 0, {keys});
+         CREATE INDEX IF NOT EXISTS {CHANGES_TABLE}_by_row ON {CHANGES_TABLE} (tbl, k1, k2);
+         CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, shape TEXT NOT NULL);",
+        keys = keys.join(", ")
+    )
+}
+
+/// The user tables: plain tables outside SQLite's, Cloudflare's (`_cf_`, any case) and durafetch's
+/// names. Virtual tables (fts5, rtree) take no triggers and their shadow tables are internal:
+/// neither is recorded.
+pub const LIST_TABLES: &str = r"SELECT name, wr FROM pragma_table_list
+    WHERE schema = 'main' AND type = 'table'
+      AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\'
+    ORDER BY name";
+/// A table's columns in order, with their place in the primary key (0: not in it).
+pub const TABLE_COLUMNS: &str = "SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid";
+pub const KNOWN_TABLES: &str = "SELECT name, shape FROM _durafetch_tables";
+pub const OUR_TRIGGERS: &str = r"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\_durafetch\_%' ESCAPE '\'";
+pub const HEAD: &str = "SELECT coalesce(max(seq), 0) FROM _durafetch_changes";
+
+/// A user table as the capture sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    pub name: String,
+    pub without_rowid: bool,
+    /// Primary key columns in key order; empty: the rowid is the key.
+    pub key: Vec<String>,
+    pub columns: Vec<String>,
+}
+
+impl TableShape {
+    /// Builds the shape from `pragma_table_info` rows `(name, pk)`.
+    pub fn from_columns(name: String, without_rowid: bool, columns: &[(String, u32)]) -> Self {
+        let mut key: Vec<&(String, u32)> = columns.iter().filter(|(_, pk)| *pk > 0).collect();
+        key.sort_by_key(|(_, pk)| *pk);
+        TableShape {
+            name,
+            without_rowid,
+            key: key.into_iter().map(|(c, _)| c.clone()).collect(),
+            columns: columns.iter().map(|(c, _)| c.clone()).collect(),
+        }
+    }
+
+    /// What a change of which requires readers to replace the table's rows: its key and columns.
+    pub fn fingerprint(&self) -> String {
+        serde_json::json!({"wr": self.without_rowid, "key": self.key, "columns": self.columns}).to_string()
+    }
+
+    /// The key expressions of a row of this table, as seen through `alias` (`NEW`, `OLD`, `t`).
+    fn key_exprs(&self, alias: &str) -> Vec<String> {
+        if self.key.is_empty() {
+            vec![format!("{alias}.rowid")]
+        } else {
+            self.key.iter().map(|c| format!("{alias}.{}", ident(c))).collect()
+        }
+    }
+
+    fn key_slots(&self) -> Vec<String> {
+        (1..=self.key_exprs("x").len()).map(|i| format!("k{i}")).collect()
+    }
+
+    pub fn recordable(&self) -> Result<(), String> {
+        if self.key.len() > MAX_KEY_COLUMNS {
+            return Err(format!(
+                "durafetch: table {} has a primary key of {} columns; at most {MAX_KEY_COLUMNS} are recorded, so its changes are not",
+                self.name,
+                self.key.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn trigger_name(&self, kind: &str) -> String {
+        format!("{SQL_PREFIX}{kind}_{}", self.name)
+    }
+
+    /// The record of the row `alias` names, then the removal of that row's older records.
+    fn record(&self, alias: &str, only_if: Option<&str>) -> String {
+        let table = literal(&self.name);
+        let slots = self.key_slots();
+        let exprs = self.key_exprs(alias);
+        let insert = match only_if {
+            Some(condition) => {
+                format!("INSERT INTO {CHANGES_TABLE} (tbl, {}) SELECT {table}, {} WHERE {condition};", slots.join(", "), exprs.join(", "))
+            }
+            None => format!("INSERT INTO {CHANGES_TABLE} (tbl, {}) VALUES ({table}, {});", slots.join(", "), exprs.join(", ")),
+        };
+        let same_row: Vec<String> = slots.iter().zip(&exprs).map(|(slot, expr)| format!("{slot} IS {expr}")).collect();
+        let prune = format!(
+            "DELETE FROM {CHANGES_TABLE} WHERE tbl = {table} AND {} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE});",
+            same_row.join(" AND ")
+        );
+        format!("{insert} {prune}")
+    }
+
+    /// The three triggers, by name. Their text is compared with `sqlite_master`'s to find
+    /// triggers that are missing or stale (a renamed table's).
+    pub fn triggers(&self) -> Vec<(String, String)> {
+        let on = ident(&self.name);
+        let key_moved: Vec<String> =
+            self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| format!("{old} IS {new}")).collect();
+        let key_moved = format!("NOT ({})", key_moved.join(" AND "));
+        [
+            ("i", "INSERT", self.record("NEW", None)),
+            // A key changed by UPDATE: the old key's row is gone, the new one's is written.
+            ("u", "UPDATE", format!("{} {}", self.record("OLD", Some(&key_moved)), self.record("NEW", None))),
+            ("d", "DELETE", self.record("OLD", None)),
+        ]
+        .into_iter()
+        .map(|(kind, event, body)| {
+            let name = self.trigger_name(kind);
+            let sql = format!("CREATE TRIGGER {} AFTER {event} ON {on} BEGIN {body} END", ident(&name));
+            (name, sql)
+        })
+        .collect()
+    }
+
+    /// The selected values of each column: its type, then its value, an INTEGER as text so
+    /// that all 64 bits cross to JS.
+    fn value_exprs(&self, alias: &str) -> Vec<String> {
+        self.columns
+            .iter()
+            .flat_map(|c| {
+                let col = format!("{alias}.{}", ident(c));
+                [format!("typeof({col})"), format!("CASE typeof({col}) WHEN 'integer' THEN CAST({col} AS TEXT) ELSE {col} END")]
+            })
+            .collect()
+    }
+
+    /// A page of the table's rows in key order for a snapshot, after the row whose position
+    /// `after` gives (`None`: from the start). Selects the position to continue from (the rowid
+    /// as text, or nothing for a table without rowid, whose position is its key's literals),
+    /// the key's literals, then each column's type and value. `?1` is the page size.
+    pub fn scan_page(&self, after: Option<&[String]>) -> String {
+        let keys: Vec<String> = self.key_exprs("t").iter().map(|e| format!("quote({e})")).collect();
+        let values = self.value_exprs("t");
+        let table = ident(&self.name);
+        if self.without_rowid {
+            let order: Vec<String> = self.key.iter().map(|c| format!("t.{}", ident(c))).collect();
+            let seek = match after {
+                Some(literals) => format!("WHERE ({}) > ({})", order.join(", "), literals.join(", ")),
+                None => String::new(),
+            };
+            format!("SELECT {}, {} FROM {table} AS t {seek} ORDER BY {} LIMIT ?1", keys.join(", "), values.join(", "), order.join(", "))
+        } else {
+            let seek = match after {
+                Some(position) => format!("WHERE t.rowid > {}", position.first().map_or("0", String::as_str)),
+                None => String::new(),
+            };
+            format!(
+                "SELECT CAST(t.rowid AS TEXT), {}, {} FROM {table} AS t {seek} ORDER BY t.rowid LIMIT ?1",
+                keys.join(", "),
+                values.join(", ")
+            )
+        }
+    }
+
+    /// How many leading values of a [`Self::scan_page`] row are not key literals or columns.
+    pub fn scan_position_values(&self) -> usize {
+        usize::from(!self.without_rowid)
+    }
+
+    pub fn key_len(&self) -> usize {
+        self.key_exprs("x").len()
+    }
+
+    /// The rows named by this table's records with sequence in `(?1, ?2]`, at most `?3`, in
+    /// sequence order: each record's sequence and key literals, whether the row exists, then each
+    /// column's type and value.
+    pub fn changed_rows(&self) -> String {
+        let slots = self.key_slots();
+        let keys: Vec<String> = slots.iter().map(|s| format!("quote(c.{s})")).collect();
+        let join: Vec<String> = self.key_exprs("t").iter().zip(&slots).map(|(expr, slot)| format!("{expr} IS c.{slot}")).collect();
+        let present = match (self.without_rowid, self.key.first()) {
+            (true, Some(first)) => format!("t.{} IS NOT NULL", ident(first)),
+            _ => "t.rowid IS NOT NULL".to_owned(),
+        };
+        format!(
+            "SELECT c.seq, {}, {present}, {} FROM {CHANGES_TABLE} AS c LEFT JOIN {} AS t ON {} \
+             WHERE c.tbl = {} AND c.mark = {MARK_ROW} AND c.seq > ?1 AND c.seq <= ?2 ORDER BY c.seq LIMIT ?3",
+            keys.join(", "),
+            self.value_exprs("t").join(", "),
+            ident(&self.name),
+            join.join(" AND "),
+            literal(&self.name),
+        )
+    }
+}
+
+/// Change records after `?1`, at most `?2`: the sequence, the table and the mark.
+pub const CHANGES_SINCE: &str = "SELECT seq, tbl, mark FROM _durafetch_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+/// What a sync must do so that every user table is recorded as it now is.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// Statements, run in order in one exec.
+    pub statements: Vec<String>,
+    /// Tables that cannot be recorded, and why.
+    pub refused: Vec<String>,
+}
+
+/// Compares the tables as they are (`tables`) with what the log knows (`known`: name to
+/// fingerprint) and with durafetch's triggers (`triggers`: name to SQL text).
+pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, triggers: &BTreeMap<String, String>) -> SyncPlan {
+    let mut plan = SyncPlan::default();
+    let mut wanted = BTreeMap::new();
+    for table in tables {
+        if let Err(why) = table.recordable() {
+            plan.refused.push(why);
+            continue;
+        }
+        let mut rewrite = known.get(&table.name) != Some(&table.fingerprint());
+        for (name, sql) in table.triggers() {
+            // A missing trigger means writes may have gone unrecorded (a table dropped and
+            // recreated in one exec): readers replace the table's rows, as for a new table.
+            if triggers.get(&name) != Some(&sql) {
+                rewrite = true;
+                plan.statements.push(format!("DROP TRIGGER IF EXISTS {}", ident(&name)));
+                plan.statements.push(sql.clone());
+            }
+            wanted.insert(name, ());
+        }
+        if rewrite {
+            plan.statements.extend(mark(&table.name, MARK_REPLACE));
+            plan.statements.push(format!(
+                "INSERT INTO {TABLES_TABLE} (name, shape) VALUES ({}, {}) ON CONFLICT (name) DO UPDATE SET shape = excluded.shape",
+                literal(&table.name),
+                literal(&table.fingerprint())
+            ));
+        }
+    }
+    for name in triggers.keys().filter(|name| !wanted.contains_key(*name)) {
+        plan.statements.push(format!("DROP TRIGGER IF EXISTS {}", ident(name)));
+    }
+    let present: BTreeMap<&str, ()> = tables.iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.as_str(), ())).collect();
+    for name in known.keys().filter(|name| !present.contains_key(name.as_str())) {
+        plan.statements.extend(mark(name, MARK_GONE));
+        plan.statements.push(format!("DELETE FROM {TABLES_TABLE} WHERE name = {}", literal(name)));
+    }
+    plan
+}
+
+/// A table-wide marker, replacing every older record of the table. Inserted before the older
+/// records go, as the triggers' records are: a sequence number is the change table's next rowid
+/// (one past the largest), so the largest record must never be deleted before a newer one exists,
+/// or its number would be handed out again to a reader that has already read past it.
+fn mark(table: &str, mark: i64) -> [String; 2] {
+    [
+        format!("INSERT INTO {CHANGES_TABLE} (tbl, mark) VALUES ({}, {mark})", literal(table)),
+        format!("DELETE FROM {CHANGES_TABLE} WHERE tbl = {} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE})", literal(table)),
+    ]
+}
+
+/// An identifier, quoted.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Whether a user statement names durafetch's tables or triggers (refused), or may change the
+/// schema (the tables are synced after it). Both look at the text only, so they err on the side
+/// of a refusal that names the prefix, or of a sync that finds nothing to do.
+pub fn names_reserved(query: &str) -> bool {
+    contains_ignoring_case(query, SQL_PREFIX)
+}
+
+pub fn may_change_schema(query: &str) -> bool {
+    ["create", "alter", "drop"].iter().any(|word| contains_ignoring_case(query, word))
+}
+
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    let needle = needle.as_bytes();
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The row key of a record or scanned row: its key literals joined by commas. `quote()` escapes
+/// every quote inside a text literal, so the joined form is unambiguous.
+pub fn row_key(literals: &[String]) -> String {
+    literals.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(name: &str, without_rowid: bool, columns: &[(&str, u32)]) -> TableShape {
+        let columns: Vec<(String, u32)> = columns.iter().map(|(c, pk)| (c.to_string(), *pk)).collect();
+        TableShape::from_columns(name.into(), without_rowid, &columns)
+    }
+
+    #[test]
+    fn keys_follow_the_declared_primary_key_or_the_rowid() {
+        let composite = shape("t", true, &[("b", 2), ("x", 0), ("a", 1)]);
+        assert_eq!(composite.key, ["a", "b"]);
+        assert_eq!(composite.key_exprs("NEW"), [r#"NEW."a""#, r#"NEW."b""#]);
+        let plain = shape("p", false, &[("x", 0)]);
+        assert_eq!(plain.key_exprs("OLD"), ["OLD.rowid"]);
+        let triggers = composite.triggers();
+        assert_eq!(triggers.len(), 3);
+        assert!(triggers[1].1.contains(r#"NOT (OLD."a" IS NEW."a" AND OLD."b" IS NEW."b")"#), "{}", triggers[1].1);
+    }
+
+    #[test]
+    fn names_are_quoted_and_reserved_names_found_in_any_case() {
+        assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
+        assert_eq!(literal("it's"), "'it''s'");
+        assert!(names_reserved("select * from _DuraFetch_changes"));
+        assert!(!names_reserved("select * from durafetch"));
+        assert!(may_change_schema("ALTER TABLE t ADD c"));
+        assert!(!may_change_schema("INSERT INTO t VALUES (1)"));
+    }
+
+    #[test]
+    fn a_sync_adds_triggers_marks_new_changed_and_gone_tables_and_is_then_idle() {
+        let t = shape("t", false, &[("id", 1), ("v", 0)]);
+        let plan = plan_sync(std::slice::from_ref(&t), &BTreeMap::new(), &BTreeMap::new());
+        assert!(plan.statements.iter().filter(|s| s.starts_with("CREATE TRIGGER")).count() == 3);
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE})"))));
+        // Once applied, nothing to do.
+        let known = BTreeMap::from([("t".to_owned(), t.fingerprint())]);
+        let triggers: BTreeMap<String, String> = t.triggers().into_iter().collect();
+        assert_eq!(plan_sync(std::slice::from_ref(&t), &known, &triggers), SyncPlan::default());
+        // A column added: replaced, triggers kept.
+        let wider = shape("t", false, &[("id", 1), ("v", 0), ("w", 0)]);
+        let plan = plan_sync(std::slice::from_ref(&wider), &known, &triggers);
+        assert!(!plan.statements.iter().any(|s| s.starts_with("CREATE TRIGGER")));
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE})"))));
+        // Gone: its triggers dropped with it, its rows dropped by readers.
+        let plan = plan_sync(&[], &known, &BTreeMap::new());
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_GONE})"))));
+        // Too wide a key: refused, not recorded.
+        let wide: Vec<(String, u32)> = (1..=9).map(|i| (format!("c{i}"), i)).collect();
+        let plan = plan_sync(&[TableShape::from_columns("w".into(), true, &wide)], &BTreeMap::new(), &BTreeMap::new());
+        assert!(plan.statements.is_empty() && plan.refused.len() == 1);
+    }
+}

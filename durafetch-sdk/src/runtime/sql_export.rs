@@ -1,0 +1,192 @@
+//! The SQL half of an export: a SQLite-backed object's tables, whole for a snapshot, or the rows
+//! its change records name since the client's SQL cursor, in `sql_page` messages; a dropped
+//! table as `sql_table_gone`.
+
+use std::collections::BTreeMap;
+
+use js_sys::{Array, Uint8Array};
+
+use super::flow::{FlowSession, SessionError};
+use super::sql_hooks::SqlStorage;
+use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
+use crate::core::sql_capture::{self, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::storage_api::ReadSizer;
+
+/// Change records read at a time: their sequence, table and mark only.
+const RECORDS_PER_READ: usize = 4000;
+
+pub(crate) struct SqlExport<'a> {
+    pub sql: &'a SqlStorage,
+}
+
+impl SqlExport<'_> {
+    /// The newest change record, where a snapshot's changes start.
+    pub fn head(&self) -> Result<u64, SessionError> {
+        self.sql.ensure_schema()?;
+        Ok(self.sql.head()?)
+    }
+
+    /// Every row of every recorded table.
+    pub async fn send_tables(&self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+        for table in self.sql.tables()? {
+            if table.recordable().is_ok() {
+                self.send_table(session, &table).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_table(&self, session: &mut FlowSession<'_>, table: &TableShape) -> Result<(), SessionError> {
+        let mut pages = Pages::new(table);
+        let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
+        let mut after: Option<Vec<String>> = None;
+        loop {
+            let rows = self.sql.rows(&table.scan_page(after.as_deref()), &[(sizer.limit() as f64).into()])?;
+            if rows.length() == 0 {
+                break;
+            }
+            let before = pages.bytes;
+            let skip = table.scan_position_values();
+            let mut last = None;
+            for row in rows.iter() {
+                let row = Array::from(&row);
+                let literals = texts(&row, skip, table.key_len());
+                let values = values(&row, skip + table.key_len(), table.columns.len())?;
+                last = Some(if table.without_rowid { literals.clone() } else { vec![row.get(0).as_string().unwrap_or_default()] });
+                pages.push(session, SqlRow { k: row_key(&literals), v: Some(values) }).await?;
+            }
+            sizer.observe(rows.length() as usize, pages.bytes - before);
+            after = last;
+        }
+        pages.flush(session).await
+    }
+
+    /// The rows named by change records after `from`; answers the last record read.
+    pub async fn send_changes_since(&self, session: &mut FlowSession<'_>, from: u64) -> Result<u64, SessionError> {
+        let mut last = from;
+        let tables: BTreeMap<String, TableShape> = self.sql.tables()?.into_iter().map(|t| (t.name.clone(), t)).collect();
+        loop {
+            let records = self.sql.rows(sql_capture::CHANGES_SINCE, &[(last as f64).into(), (RECORDS_PER_READ as f64).into()])?;
+            if records.length() == 0 {
+                return Ok(last);
+            }
+            let upto = Array::from(&records.get(records.length() - 1)).get(0).as_f64().unwrap_or(0.0) as u64;
+            // A table's marker is older than its row records: a marker deletes every older record.
+            let mut touched: Vec<String> = Vec::new();
+            for record in records.iter() {
+                let record = Array::from(&record);
+                let table = record.get(1).as_string().unwrap_or_default();
+                match record.get(2).as_f64().unwrap_or(0.0) as i64 {
+                    MARK_GONE => session.send(&ServerMessage::SqlTableGone { table: table.clone() })?,
+                    MARK_REPLACE => {
+                        session.send(&ServerMessage::SqlTableGone { table: table.clone() })?;
+                        if let Some(shape) = tables.get(&table) {
+                            self.send_table(session, shape).await?;
+                        }
+                    }
+                    MARK_ROW if !touched.contains(&table) => touched.push(table),
+                    _ => {}
+                }
+            }
+            for table in touched.iter().filter_map(|name| tables.get(name)) {
+                self.send_changed_rows(session, table, last, upto).await?;
+            }
+            last = upto;
+        }
+    }
+
+    async fn send_changed_rows(&self, session: &mut FlowSession<'_>, table: &TableShape, from: u64, upto: u64) -> Result<(), SessionError> {
+        let mut pages = Pages::new(table);
+        let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
+        let mut after = from;
+        let query = table.changed_rows();
+        loop {
+            let rows = self.sql.rows(&query, &[(after as f64).into(), (upto as f64).into(), (sizer.limit() as f64).into()])?;
+            if rows.length() == 0 {
+                break;
+            }
+            let before = pages.bytes;
+            for row in rows.iter() {
+                let row = Array::from(&row);
+                after = row.get(0).as_f64().unwrap_or(0.0) as u64;
+                let literals = texts(&row, 1, table.key_len());
+                let present = row.get(1 + table.key_len() as u32).as_f64().unwrap_or(0.0) != 0.0;
+                let v = if present { Some(values(&row, 2 + table.key_len(), table.columns.len())?) } else { None };
+                pages.push(session, SqlRow { k: row_key(&literals), v }).await?;
+            }
+            sizer.observe(rows.length() as usize, pages.bytes - before);
+        }
+        pages.flush(session).await
+    }
+}
+
+/// Pages of one table's rows, sent once full.
+struct Pages {
+    page: SqlPage,
+    /// Estimated bytes of the rows pushed, in all pages.
+    bytes: usize,
+    page_bytes: usize,
+}
+
+impl Pages {
+    fn new(table: &TableShape) -> Self {
+        Pages { page: SqlPage { table: table.name.clone(), columns: table.columns.clone(), rows: Vec::new() }, bytes: 0, page_bytes: 0 }
+    }
+
+    async fn push(&mut self, session: &mut FlowSession<'_>, row: SqlRow) -> Result<(), SessionError> {
+        let size = row.k.len() + 16 + row.v.as_ref().map_or(0, |v| v.iter().map(value_size).sum());
+        self.bytes += size;
+        self.page_bytes += size;
+        self.page.rows.push(row);
+        if self.page.rows.len() >= MAX_PAGE_CHANGES || self.page_bytes >= PAGE_TARGET_BYTES {
+            self.flush(session).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+        if self.page.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.page.rows);
+        self.page_bytes = 0;
+        let page = SqlPage { table: self.page.table.clone(), columns: self.page.columns.clone(), rows };
+        let text = serde_json::to_string(&ServerMessage::SqlPage(page)).map_err(|e| SessionError::Server(e.to_string()))?;
+        session.send_page(&text).await
+    }
+}
+
+/// About how many bytes a value takes on the wire.
+fn value_size(value: &SqlValue) -> usize {
+    match value {
+        SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 24,
+        SqlValue::Text(t) => t.len() + 2,
+        SqlValue::Blob(b) => b.len() * 4 / 3 + 12,
+    }
+}
+
+fn texts(row: &Array, start: usize, count: usize) -> Vec<String> {
+    (start..start + count).map(|i| row.get(i as u32).as_string().unwrap_or_default()).collect()
+}
+
+/// `count` columns from `start`, each as its type and value (see `TableShape::value_exprs`).
+fn values(row: &Array, start: usize, count: usize) -> Result<Vec<SqlValue>, SessionError> {
+    (0..count)
+        .map(|i| {
+            let at = (start + 2 * i) as u32;
+            let value = row.get(at + 1);
+            match row.get(at).as_string().as_deref() {
+                Some("null") => Ok(SqlValue::Null),
+                Some("integer") => value
+                    .as_string()
+                    .and_then(|t| t.parse().ok())
+                    .map(SqlValue::Integer)
+                    .ok_or_else(|| SessionError::Server(format!("an INTEGER read as {value:?}"))),
+                Some("real") => Ok(SqlValue::Real(value.as_f64().unwrap_or(f64::NAN))),
+                Some("text") => Ok(SqlValue::Text(value.as_string().unwrap_or_default())),
+                Some("blob") => Ok(SqlValue::Blob(Uint8Array::new(&value).to_vec())),
+                other => Err(SessionError::Server(format!("unknown SQL type {other:?}"))),
+            }
+        })
+        .collect()
+}

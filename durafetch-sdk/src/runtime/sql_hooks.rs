@@ -1,0 +1,173 @@
+//! The SQL half of an object's log, inside a SQLite-backed object: `storage.sql` pinned, its
+//! `exec` wrapped so that every statement is checked for durafetch's reserved names and followed,
+//! when it may have changed the schema, by a sync of the triggers that record row changes
+//! (`core::sql_capture`), and, when it wrote, by a report of the new head.
+//!
+//! The triggers record every row change whatever made it (a statement, a cascade, the user's own
+//! triggers, a transaction, which rolls the records back with the rows); the wrapper only keeps
+//! the triggers in step with the tables and tells the registry.
+
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+
+use js_sys::{Array, Function, Object, Reflect};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::js_methods::js_error;
+use super::object_log::ObjectLog;
+use crate::core::sql_capture::{self, TableShape};
+
+/// The runtime's own `exec` of the object's SQL storage, and that storage.
+pub(crate) struct SqlStorage {
+    exec: Function,
+    /// Weak, as the log holds the storage object: the SQL storage belongs to it.
+    sql: js_sys::WeakRef<Object>,
+}
+
+impl SqlStorage {
+    /// Runs `query` with `bindings` through the runtime's own `exec` (unrecorded: durafetch's
+    /// own statements never name user tables' rows) and answers its rows as arrays.
+    pub fn rows(&self, query: &str, bindings: &[JsValue]) -> Result<Array, JsValue> {
+        let cursor = self.run(query, bindings)?;
+        let raw: Function = Reflect::get(&cursor, &"raw".into())?.dyn_into()?;
+        Ok(Array::from(&raw.call0(&cursor)?))
+    }
+
+    fn run(&self, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {
+        let sql = self.sql.deref().ok_or_else(|| js_error("durafetch: the object's storage is gone"))?;
+        let args = Array::of1(&query.into());
+        for binding in bindings {
+            args.push(binding);
+        }
+        Reflect::apply(&self.exec, &sql, &args)
+    }
+
+    /// The newest change record's sequence number.
+    pub fn head(&self) -> Result<u64, JsValue> {
+        let rows = self.rows(sql_capture::HEAD, &[])?;
+        Ok(Array::from(&rows.get(0)).get(0).as_f64().unwrap_or(0.0) as u64)
+    }
+
+    /// The user tables as they now are.
+    pub fn tables(&self) -> Result<Vec<TableShape>, JsValue> {
+        let mut shapes = Vec::new();
+        for row in self.rows(sql_capture::LIST_TABLES, &[])?.iter() {
+            let row = Array::from(&row);
+            let name = row.get(0).as_string().unwrap_or_default();
+            let without_rowid = row.get(1).as_f64().unwrap_or(0.0) != 0.0;
+            let columns: Vec<(String, u32)> = self
+                .rows(sql_capture::TABLE_COLUMNS, &[name.clone().into()])?
+                .iter()
+                .map(|c| {
+                    let c = Array::from(&c);
+                    (c.get(0).as_string().unwrap_or_default(), c.get(1).as_f64().unwrap_or(0.0) as u32)
+                })
+                .collect();
+            shapes.push(TableShape::from_columns(name, without_rowid, &columns));
+        }
+        Ok(shapes)
+    }
+
+    /// Makes durafetch's tables if they are missing: a new object, or `deleteAll`, which on a
+    /// SQLite-backed object drops every table.
+    pub fn ensure_schema(&self) -> Result<(), JsValue> {
+        self.run(&sql_capture::schema(), &[]).map(drop)
+    }
+
+    /// Brings the triggers and the table markers in step with the tables.
+    fn sync(&self, class: &str, id: &str) -> Result<(), JsValue> {
+        self.ensure_schema()?;
+        let pairs = |query: &str| -> Result<BTreeMap<String, String>, JsValue> {
+            Ok(self
+                .rows(query, &[])?
+                .iter()
+                .map(|r| {
+                    let r = Array::from(&r);
+                    (r.get(0).as_string().unwrap_or_default(), r.get(1).as_string().unwrap_or_default())
+                })
+                .collect())
+        };
+        let plan = sql_capture::plan_sync(&self.tables()?, &pairs(sql_capture::KNOWN_TABLES)?, &pairs(sql_capture::OUR_TRIGGERS)?);
+        for why in &plan.refused {
+            worker::console_error!("{why} ({class} {id})");
+        }
+        for statement in &plan.statements {
+            self.run(statement, &[])?;
+        }
+        Ok(())
+    }
+}
+
+impl ObjectLog {
+    /// On a SQLite-backed object: pins `storage.sql`, wraps its `exec` and has row changes
+    /// recorded from now on (without `recursive_triggers`, the rows `INSERT OR REPLACE` removes
+    /// fire no delete trigger). A key-value object has no `sql`, and nothing is done.
+    pub fn install_sql_hooks(self: &Rc<Self>, storage: &Object) -> Result<(), JsValue> {
+        let Ok(sql) = Reflect::get(storage, &"sql".into()) else { return Ok(()) };
+        let Ok(sql) = sql.dyn_into::<Object>() else { return Ok(()) };
+        let exec: Function = Reflect::get(&Object::get_prototype_of(&sql), &"exec".into())?.dyn_into()?;
+        let captured = SqlStorage { exec: exec.clone(), sql: js_sys::WeakRef::new(&sql) };
+        captured.run("PRAGMA recursive_triggers = ON", &[])?;
+        let descriptor = Object::new();
+        Reflect::set(&descriptor, &"value".into(), &sql)?;
+        Object::define_property(storage, &"sql".into(), &descriptor);
+
+        // A Proxy's apply trap sees every argument, however many bindings the call passes.
+        let log = Rc::downgrade(self);
+        let trap = Closure::wrap(Box::new(move |target: Function, this: JsValue, args: Array| exec_hook(&log, &target, &this, &args))
+            as Box<dyn Fn(Function, JsValue, Array) -> Result<JsValue, JsValue>>);
+        let handler = Object::new();
+        Reflect::set(&handler, &"apply".into(), &trap.into_js_value())?;
+        let proxy = js_sys::Proxy::new(&exec, &handler);
+        Reflect::set(&sql, &"exec".into(), &proxy)?;
+        let _ = self.sql.set(captured);
+        Ok(())
+    }
+
+    /// Syncs the triggers and reads the SQL head, at load and after a statement that may have
+    /// changed the schema.
+    pub fn sync_sql(&self) -> Result<(), JsValue> {
+        let Some(sql) = self.sql.get() else { return Ok(()) };
+        sql.sync(self.class, &self.id)?;
+        self.sql_head.set(sql.head()?);
+        Ok(())
+    }
+}
+
+fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Array) -> Result<JsValue, JsValue> {
+    let query = args.get(0).as_string().unwrap_or_default();
+    if sql_capture::names_reserved(&query) {
+        return Err(js_error(&format!(
+            "durafetch: names starting with {} (any case) belong to durafetch's change log; rename the table, trigger or index",
+            sql_capture::SQL_PREFIX
+        )));
+    }
+    let cursor = Reflect::apply(exec, this, args)?;
+    let Some(log) = log.upgrade() else { return Ok(cursor) };
+    let schema = sql_capture::may_change_schema(&query);
+    let wrote = Reflect::get(&cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0;
+    if schema || wrote {
+        if let Err(e) = log.after_sql_write(schema) {
+            // The user's statement has run: failing it now would not undo it. The next sync (the
+            // next schema statement, or the object's next start) catches up.
+            worker::console_error!("durafetch: recording SQL changes of {} {}: {e:?}", log.class, log.id);
+        }
+    }
+    Ok(cursor)
+}
+
+impl ObjectLog {
+    fn after_sql_write(self: &Rc<Self>, schema: bool) -> Result<(), JsValue> {
+        let Some(sql) = self.sql.get() else { return Ok(()) };
+        if schema {
+            sql.sync(self.class, &self.id)?;
+        }
+        let head = sql.head()?;
+        if head != self.sql_head.get() {
+            self.sql_head.set(head);
+            self.schedule_report();
+        }
+        Ok(())
+    }
+}
