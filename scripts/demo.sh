@@ -26,6 +26,12 @@ for class in kv sql; do
   done
   post "$class/bob/delete?key=score" ""
 done
+# SQL tables in the SQLite-backed objects: one schema, rows in each object.
+for user in alice bob carol; do
+  post "sql/$user/ops" '[{"op": "sql", "sql": "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, price REAL)"}]'
+done
+post "sql/alice/ops" '[{"op": "sql", "sql": "INSERT INTO orders (item, price) VALUES ('"'"'tea'"'"', 3.5), ('"'"'cake'"'"', 4.0)"}]'
+post "sql/bob/ops" '[{"op": "sql", "sql": "INSERT INTO orders (item, price) VALUES ('"'"'coffee'"'"', 2.5)"}]'
 sleep 1 # objects report to the registry right after their writes are durable
 
 DB="$OUT/durafetch.sqlite"
@@ -40,4 +46,7 @@ for cls, name, n in db.execute("select o.class_name, o.name, count(kv.key) from 
     print(f"  {cls:<10} {name:<6} {n} keys")
 for name, key, val, kind in db.execute("select name, key, val, val_type from kv where class_name = 'CounterSql' and name = 'alice' order by key"):
     print(f"  CounterSql alice {key} = {val if kind == 'json' else '<' + kind + '>'}")
+print('demo: SQL tables, one query across objects: select o.name, count(*), sum(price) from "CounterSql.orders" join durable_objects o using (do_id) group by o.name')
+for name, n, total in db.execute('select o.name, count(*), sum(r.price) from "CounterSql.orders" r join durable_objects o using (do_id) group by o.name order by o.name'):
+    print(f"  {name:<6} {n} orders, {total:.2f}")
 PY

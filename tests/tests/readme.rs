@@ -26,6 +26,10 @@ fn every_sql_snippet_in_the_readme_runs_against_a_pulled_file() {
     worker.post("kv/a/put?key=count", "1");
     worker.post("kv/a/put_typed?key=scores", "map");
     worker.post("kv/b/put_multiple_raw", r#"{"settings": {"plan": "free"}}"#);
+    // The README's SQL tables, in the example's SQLite-backed class.
+    let sql = "CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hello');
+               CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty REAL); INSERT INTO items VALUES (1, 'tea', 2.0)";
+    worker.post("sql/a/ops", &serde_json::json!([{"op": "sql", "sql": sql}]).to_string());
     let wait_for = |want: usize| {
         for _ in 0..50 {
             let run = worker.pull_with(&db, TOKEN, &["--history"]);
@@ -40,6 +44,19 @@ fn every_sql_snippet_in_the_readme_runs_against_a_pulled_file() {
     wait_for(3);
     worker.post("kv/a/delete?key=count", "");
     wait_for(2);
+    let sql_rows = || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let count = |table: &str| conn.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+        count("CounterSql.notes") + count("CounterSql.items")
+    };
+    for _ in 0..50 {
+        if sql_rows() == 2 {
+            break;
+        }
+        assert_eq!(worker.pull(&db, TOKEN).code, Some(0));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(sql_rows(), 2, "the SQL tables were never pulled");
 
     let conn = rusqlite::Connection::open(&db).unwrap();
     for statement in &statements {

@@ -5,9 +5,11 @@
 //! A write goes through `write_hooks` (with `js_methods` under them and `list_filter` for
 //! reads), its keys gather in `pending` and `rows` writes them as log rows at positions
 //! `object_log` hands out; `maintenance` keeps the log small (its compactors within
-//! `compactor_memory`) and `report` tells the `registry`. An export arrives at `gateway` (the worker),
-//! crosses to the object or registry as an `internal` call, and is served by `export` over a
-//! `flow`-controlled session, values written by `value` and `json_page`.
+//! `compactor_memory`) and `report` tells the `registry`. On a SQLite-backed object, `sql_hooks`
+//! keeps the triggers that record SQL row changes. An export arrives at `gateway` (the worker),
+//! crosses to the object or registry as an `internal` call, and is served by `export` (with
+//! `sql_export` for SQL tables) over a `flow`-controlled session, values written by `value` and
+//! `json_page`.
 
 mod compactor_memory;
 mod config;

@@ -102,13 +102,19 @@ impl SqlStorage {
 impl ObjectLog {
     /// On a SQLite-backed object: pins `storage.sql`, wraps its `exec` and has row changes
     /// recorded from now on (without `recursive_triggers`, the rows `INSERT OR REPLACE` removes
-    /// fire no delete trigger). A key-value object has no `sql`, and nothing is done.
+    /// fire no delete trigger). On a key-value object nothing is done.
     pub fn install_sql_hooks(self: &Rc<Self>, storage: &Object) -> Result<(), JsValue> {
         let Ok(sql) = Reflect::get(storage, &"sql".into()) else { return Ok(()) };
         let Ok(sql) = sql.dyn_into::<Object>() else { return Ok(()) };
         let exec: Function = Reflect::get(&Object::get_prototype_of(&sql), &"exec".into())?.dyn_into()?;
         let captured = SqlStorage { exec: exec.clone(), sql: js_sys::WeakRef::new(&sql) };
-        captured.run("PRAGMA recursive_triggers = ON", &[])?;
+        if let Err(e) = captured.run("PRAGMA recursive_triggers = ON", &[]) {
+            // A key-value-backed object has `sql`, but every statement fails with this.
+            if worker::Error::from(e.clone()).to_string().contains("SQL is not enabled") {
+                return Ok(());
+            }
+            return Err(e);
+        }
         let descriptor = Object::new();
         Reflect::set(&descriptor, &"value".into(), &sql)?;
         Object::define_property(storage, &"sql".into(), &descriptor);
