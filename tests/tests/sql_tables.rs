@@ -231,3 +231,59 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
     worker.post("sql/other/delete_all", "");
     pull_until_tables_match(&worker, &db, &["shop", "other"], "after delete_all");
 }
+
+/// Rows changed by a cascade and by the user's own triggers are recorded like any other; a
+/// virtual table and its shadow tables are left alone; two objects storing different types in one
+/// column keep each its own, exactly.
+#[test]
+fn cascades_user_triggers_virtual_tables_and_mixed_types() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sql.sqlite");
+    sql(
+        &worker,
+        "family",
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE parents (id INTEGER PRIMARY KEY);
+         CREATE TABLE kids (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents (id) ON DELETE CASCADE);
+         CREATE TABLE audit (what TEXT);
+         CREATE TRIGGER audit_kids AFTER DELETE ON kids BEGIN INSERT INTO audit VALUES ('kid ' || OLD.id); END;
+         CREATE VIRTUAL TABLE docs USING fts5 (body);
+         INSERT INTO docs VALUES ('hello world');
+         INSERT INTO parents VALUES (1), (2);
+         INSERT INTO kids VALUES (10, 1), (11, 1), (20, 2);",
+    );
+    sql(&worker, "mixed-a", "CREATE TABLE mixed (v); INSERT INTO mixed VALUES ('text'), (1.5)");
+    sql(&worker, "mixed-b", "CREATE TABLE mixed (v); INSERT INTO mixed VALUES (42), (X'2A')");
+    pull_until_tables_match(&worker, &db, &["family", "mixed-a", "mixed-b"], "filled");
+    sql(&worker, "family", "PRAGMA foreign_keys = ON; DELETE FROM parents WHERE id = 1");
+    assert_eq!(query(&worker, "family", "SELECT count(*) FROM audit"), vec![vec![json!(2.0)]], "the cascade ran the user's trigger");
+    pull_until_tables_match(&worker, &db, &["family", "mixed-a", "mixed-b"], "cascaded");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let virtual_tables: i64 = conn.query_row("SELECT count(*) FROM sql_tables WHERE table_name LIKE 'docs%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(virtual_tables, 0, "virtual tables and their shadow tables are not recorded");
+}
+
+/// A row updated a million times keeps one change record: 1,000 rows updated 1,000 times each
+/// leave at most 2,000 records, and a pull brings the last values.
+#[test]
+fn a_million_updates_of_a_thousand_rows_keep_at_most_two_thousand_records() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sql.sqlite");
+    sql(
+        &worker,
+        "hot",
+        "CREATE TABLE hot (id INTEGER PRIMARY KEY, v INTEGER);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) INSERT INTO hot SELECT i, 0 FROM n;",
+    );
+    // 1,000 statements of 1,000 row updates, 100 statements a request.
+    let round = "UPDATE hot SET v = v + 1;".repeat(100);
+    for _ in 0..10 {
+        worker.post("sql/hot/ops", &json!([{"op": "sql", "sql": round}]).to_string());
+    }
+    assert_eq!(query(&worker, "hot", "SELECT min(v), max(v) FROM hot"), vec![vec![json!(1000.0), json!(1000.0)]]);
+    let records: u64 = worker.get_text("sql/hot/sql_log_rows").trim().parse().unwrap();
+    assert!(records <= 2000, "{records} change records for 1,000 rows");
+    pull_until_tables_match(&worker, &db, &["hot"], "after a million updates");
+}

@@ -37,6 +37,7 @@ pub use gateway::route_worker_request;
 pub use maintenance::log_rows;
 pub use object_log::install;
 pub use registry::DurafetchRegistry;
+pub use sql_hooks::sql_log_rows;
 
 /// What an instrumented entry point does with a request.
 pub enum Routed<T> {

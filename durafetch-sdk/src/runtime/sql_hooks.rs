@@ -177,3 +177,11 @@ impl ObjectLog {
         Ok(())
     }
 }
+
+/// How many change records the SQL half of the object's log holds: a debug view for tests.
+pub fn sql_log_rows(state: &worker::State) -> worker::Result<u32> {
+    let log = super::object_log::find(&state.id().to_string()).ok_or_else(|| worker::Error::RustError("not instrumented".into()))?;
+    let Some(sql) = log.sql.get() else { return Ok(0) };
+    let rows = sql.rows(&format!("SELECT count(*) FROM {}", sql_capture::CHANGES_TABLE), &[])?;
+    Ok(Array::from(&rows.get(0)).get(0).as_f64().unwrap_or(0.0) as u32)
+}

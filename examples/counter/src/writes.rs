@@ -103,6 +103,10 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
             // A debug view for tests: how many rows durafetch's change log holds.
             return Response::from_json(&durafetch_sdk::__private::log_rows(state).await?);
         }
+        ("sql_log_rows", None, false) => {
+            // A debug view for tests: how many change records the SQL half of the log holds.
+            return Response::from_json(&durafetch_sdk::__private::sql_log_rows(state)?);
+        }
         ("held_state", None, false) => {
             // A debug view for tests: what this isolate holds for instrumented objects.
             return Response::from_json(&durafetch_sdk::__private::held_state());
