@@ -68,7 +68,7 @@ pub struct Overrides {
     pub token_env: String,
     #[command(flatten)]
     pub filter: FilterSpec,
-    /// Also append every change to the kv_history table, deletions as rows with deleted = 1.
+    /// Also append every change to the kv_history table (SQL rows: sql_history), deletions as rows with deleted = 1.
     /// Example: --history, then SELECT * FROM kv_history WHERE key = 'k' ORDER BY history_id
     #[arg(long)]
     pub history: bool,
@@ -133,7 +133,7 @@ pub struct Settings {
     pub concurrency: usize,
     pub poll_every: Duration,
     pub filter: Filter,
-    /// Keep every change, deletions included, in `kv_history`.
+    /// Keep every change, deletions included, in `kv_history` and `sql_history`.
     pub history: bool,
     /// Contact every known object, not only those the registry lists as changed.
     pub verify: Verify,

@@ -82,14 +82,17 @@ impl ObjectDownload<'_> {
                     session.consumed_page().await?;
                 }
                 ServerMessage::SqlPage(page) => {
-                    stats.count_written(writing.take()).await?;
-                    writing = Some(writer.apply_sql(page));
+                    if filter.keeps_table(&page.table) {
+                        stats.count_written(writing.take()).await?;
+                        writing = Some(writer.apply_sql(page));
+                    }
                     session.consumed_page().await?;
                 }
-                ServerMessage::SqlTableGone { table } => {
+                ServerMessage::SqlTableGone { table } if filter.keeps_table(&table) => {
                     stats.count_written(writing.take()).await?;
                     writing = Some(writer.drop_sql_table(table));
                 }
+                ServerMessage::SqlTableGone { .. } => {}
                 ServerMessage::End { cursor, sql } => {
                     stats.count_written(writing.take()).await?;
                     stats.deleted += writer.finish(cursor, sql).await?;

@@ -1,6 +1,7 @@
-//! Which objects and keys a pull keeps: include/exclude by class, by object name (glob) and by
-//! key prefix. Excluded objects are still listed in `durable_objects` (the index is cheap) but
-//! never downloaded; excluded keys are never written.
+//! Which objects, keys and SQL tables a pull keeps: include/exclude by class, by object name
+//! (glob), by key prefix and by SQL table name (glob). Excluded objects are still listed in
+//! `durable_objects` (the index is cheap) but never downloaded; excluded keys and tables are
+//! never written.
 
 use glob::Pattern;
 
@@ -19,6 +20,8 @@ pub struct Filter {
     exclude_names: Vec<Pattern>,
     key_prefixes: Vec<String>,
     exclude_key_prefixes: Vec<String>,
+    tables: Vec<Pattern>,
+    exclude_tables: Vec<Pattern>,
     /// See [`Filter::key_filter_id`].
     key_filter_id: String,
 }
@@ -44,6 +47,12 @@ pub struct FilterSpec {
     /// Drop keys starting with this prefix (repeatable). Example: --exclude-key-prefix cache:
     #[arg(long = "exclude-key-prefix", value_name = "PREFIX")]
     pub exclude_key_prefixes: Vec<String>,
+    /// Keep only SQL tables whose name matches this glob (repeatable). Changing table filters re-pulls objects from scratch. Example: --table 'orders*'
+    #[arg(long = "table", value_name = "GLOB")]
+    pub tables: Vec<String>,
+    /// Drop SQL tables whose name matches this glob (repeatable). Example: --exclude-table 'cache_*'
+    #[arg(long = "exclude-table", value_name = "GLOB")]
+    pub exclude_tables: Vec<String>,
 }
 
 fn patterns(globs: &[String]) -> Result<Vec<Pattern>, FilterError> {
@@ -52,9 +61,16 @@ fn patterns(globs: &[String]) -> Result<Vec<Pattern>, FilterError> {
 
 impl Filter {
     pub fn new(spec: FilterSpec) -> Result<Self, FilterError> {
-        let key_filter_id = serde_json::json!({ "in": spec.key_prefixes, "out": spec.exclude_key_prefixes }).to_string();
+        let mut id = serde_json::json!({ "in": spec.key_prefixes, "out": spec.exclude_key_prefixes });
+        // Only when given, so that files pulled before table filters existed keep their identity.
+        if !spec.tables.is_empty() || !spec.exclude_tables.is_empty() {
+            id["tables_in"] = serde_json::json!(spec.tables);
+            id["tables_out"] = serde_json::json!(spec.exclude_tables);
+        }
         Ok(Filter {
-            key_filter_id,
+            key_filter_id: id.to_string(),
+            tables: patterns(&spec.tables)?,
+            exclude_tables: patterns(&spec.exclude_tables)?,
             names: patterns(&spec.names)?,
             exclude_names: patterns(&spec.exclude_names)?,
             classes: spec.classes,
@@ -80,8 +96,13 @@ impl Filter {
         key_in && !self.exclude_key_prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 
-    /// A stable description of the key filter, stored beside each object's cursor: an object
-    /// pulled under another key filter holds other keys, so it is pulled again from scratch.
+    pub fn keeps_table(&self, table: &str) -> bool {
+        let table_in = self.tables.is_empty() || self.tables.iter().any(|p| p.matches(table));
+        table_in && !self.exclude_tables.iter().any(|p| p.matches(table))
+    }
+
+    /// A stable description of the key and table filters, stored beside each object's cursor: an
+    /// object pulled under other filters holds other rows, so it is pulled again from scratch.
     pub fn key_filter_id(&self) -> &str {
         &self.key_filter_id
     }
@@ -131,6 +152,16 @@ mod tests {
         assert!(!f.keeps_key("user:secret:1") && !f.keeps_key("other"));
         assert_ne!(f.key_filter_id(), filter(FilterSpec::default()).key_filter_id());
         assert_eq!(f.key_filter_id(), f.clone().key_filter_id());
+    }
+
+    #[test]
+    fn tables_include_then_exclude_and_join_the_identity() {
+        let f = filter(FilterSpec { tables: vec!["order*".into()], exclude_tables: vec!["orders_tmp".into()], ..Default::default() });
+        assert!(f.keeps_table("orders") && f.keeps_table("order_lines"));
+        assert!(!f.keeps_table("orders_tmp") && !f.keeps_table("users"));
+        assert!(filter(FilterSpec::default()).keeps_table("anything"));
+        assert_ne!(f.key_filter_id(), filter(FilterSpec::default()).key_filter_id());
+        assert_eq!(filter(FilterSpec::default()).key_filter_id(), r#"{"in":[],"out":[]}"#, "unchanged for files pulled before");
     }
 
     #[test]

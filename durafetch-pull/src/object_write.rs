@@ -30,7 +30,7 @@ pub(crate) struct ObjectWrite {
     sweep_below: Option<i64>,
     read_at: Cursor,
     key_filter: String,
-    history: bool,
+    pub(crate) history: bool,
     /// Count the rows that differ from the file's before writing them.
     compare: bool,
 }

@@ -25,6 +25,16 @@ CREATE TABLE IF NOT EXISTS sql_tables (
     local_table TEXT NOT NULL,
     PRIMARY KEY (worker_name, class_name, table_name)
 );
+CREATE TABLE IF NOT EXISTS sql_history (
+    history_id INTEGER PRIMARY KEY,
+    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
+    table_name TEXT NOT NULL,
+    row_key TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    row TEXT,
+    pulled_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sql_history_by_row ON sql_history (do_id, table_name, row_key, history_id);
 ";
 
 /// durafetch's own columns of a local table. A source column of one of these names (any case)
@@ -97,6 +107,50 @@ fn local_table(conn: &Connection, write: &ObjectWrite, table: &str, columns: Opt
     Ok(Some(local))
 }
 
+/// With `--history`, one row per SQL row change seen: the row as a JSON object of its columns,
+/// each value in the wire's exact form (see `docs/protocol.md`), or a deletion.
+struct History<'a> {
+    insert: Option<rusqlite::CachedStatement<'a>>,
+    /// The row as the file holds it, to tell a change from a snapshot's resend.
+    current: Option<rusqlite::CachedStatement<'a>>,
+    now: i64,
+}
+
+impl<'a> History<'a> {
+    fn new(tx: &'a Connection, write: &ObjectWrite, local: &str, columns: &[String]) -> rusqlite::Result<Self> {
+        if !write.history {
+            return Ok(History { insert: None, current: None, now: 0 });
+        }
+        let insert = tx.prepare_cached(
+            "INSERT INTO sql_history (do_id, table_name, row_key, deleted, row, pulled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let selected = if columns.is_empty() { "1".to_owned() } else { columns.join(", ") };
+        let current = tx.prepare_cached(&format!("SELECT {selected} FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(local)))?;
+        Ok(History { insert: Some(insert), current: Some(current), now: crate::object_write::now_ms() })
+    }
+
+    /// Notes the row `key` written with `values` (unless the file already held exactly that),
+    /// or deleted (`None`).
+    fn note(&mut self, do_id: i64, page: &SqlPage, key: &str, values: Option<&[SqlValue]>) -> rusqlite::Result<()> {
+        let (Some(insert), Some(current)) = (&mut self.insert, &mut self.current) else { return Ok(()) };
+        if let Some(values) = values {
+            let wanted: Vec<Value> = values.iter().map(to_sql).collect();
+            let held: Option<Vec<Value>> =
+                current.query_row(params![do_id, key], |r| (0..wanted.len()).map(|i| r.get::<_, Value>(i)).collect()).optional()?;
+            if held.as_ref() == Some(&wanted) {
+                return Ok(());
+            }
+        }
+        let row = values.map(|values| {
+            let object: serde_json::Map<String, serde_json::Value> =
+                page.columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
+            serde_json::Value::Object(object).to_string()
+        });
+        insert.execute(params![do_id, page.table, key, values.is_none(), row, self.now])?;
+        Ok(())
+    }
+}
+
 /// Writes a page of one table's rows: each present row replaces the file's (columns the page
 /// does not name become NULL: the object's table lacks them), each absent one is deleted.
 pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, page: &SqlPage) -> rusqlite::Result<ApplyStats> {
@@ -112,16 +166,24 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
         slots.join(", ")
     ))?;
     let mut delete = tx.prepare_cached(&format!("DELETE FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(&local)))?;
+    let mut history = History::new(tx, write, &local, &columns)?;
     let mut stats = ApplyStats::default();
     for row in &page.rows {
         match &row.v {
             Some(values) => {
+                history.note(write.do_id, page, &row.k, Some(values))?;
                 let mut bound: Vec<Value> = vec![Value::Integer(write.do_id), Value::Text(row.k.clone()), Value::Integer(stamp)];
                 bound.extend(values.iter().map(to_sql));
                 replace.execute(params_from_iter(bound))?;
                 stats.written += 1;
             }
-            None => stats.deleted += delete.execute(params![write.do_id, row.k])? as u64,
+            None => {
+                let deleted = delete.execute(params![write.do_id, row.k])? as u64;
+                if deleted > 0 {
+                    history.note(write.do_id, page, &row.k, None)?;
+                }
+                stats.deleted += deleted;
+            }
         }
     }
     Ok(stats)
@@ -130,20 +192,49 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
 /// Drops the object's rows of a table it no longer has.
 pub(crate) fn drop_sql_table(tx: &Connection, write: &ObjectWrite, table: &str) -> rusqlite::Result<ApplyStats> {
     let Some(local) = local_table(tx, write, table, None)? else { return Ok(ApplyStats::default()) };
+    note_deletions(tx, write, table, &local, "do_id = ?1", params![write.do_id])?;
     let deleted = tx.execute(&format!("DELETE FROM {} WHERE do_id = ?1", ident(&local)), [write.do_id])? as u64;
     Ok(ApplyStats { deleted, ..ApplyStats::default() })
 }
 
-/// The local tables of the download's class.
-fn class_tables(conn: &Connection, worker: &str, class: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT local_table FROM sql_tables WHERE worker_name = ?1 AND class_name = ?2")?;
-    let tables = stmt.query_map(params![worker, class], |r| r.get(0))?.collect();
+/// With `--history`, a deletion for each of the object's rows of `local` that `condition` selects.
+fn note_deletions(
+    tx: &Connection,
+    write: &ObjectWrite,
+    table: &str,
+    local: &str,
+    condition: &str,
+    bound: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    if !write.history {
+        return Ok(());
+    }
+    let mut all: Vec<&dyn rusqlite::ToSql> = bound.to_vec();
+    all.push(&table);
+    let now = crate::object_write::now_ms();
+    all.push(&now);
+    let (table_slot, now_slot) = (bound.len() + 1, bound.len() + 2);
+    tx.execute(
+        &format!(
+            "INSERT INTO sql_history (do_id, table_name, row_key, deleted, pulled_at)
+             SELECT do_id, ?{table_slot}, _row_key, 1, ?{now_slot} FROM {} WHERE {condition}",
+            ident(local)
+        ),
+        all.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// The local tables of the download's class, with their source table names.
+fn class_tables(conn: &Connection, worker: &str, class: &str) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare("SELECT table_name, local_table FROM sql_tables WHERE worker_name = ?1 AND class_name = ?2")?;
+    let tables = stmt.query_map(params![worker, class], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
     tables
 }
 
 /// Whether the file holds SQL rows of the object.
 pub(crate) fn holds_sql_rows(conn: &Connection, worker: &str, class: &str, do_id: i64) -> rusqlite::Result<bool> {
-    for local in class_tables(conn, worker, class)? {
+    for (_, local) in class_tables(conn, worker, class)? {
         let held: bool =
             conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {} WHERE do_id = ?1)", ident(&local)), [do_id], |r| r.get(0))?;
         if held {
@@ -156,11 +247,100 @@ pub(crate) fn holds_sql_rows(conn: &Connection, worker: &str, class: &str, do_id
 /// Drops the object's SQL rows stamped below `below`: rows a snapshot did not send.
 pub(crate) fn sweep_sql_rows(tx: &Connection, write: &ObjectWrite, below: i64) -> rusqlite::Result<u64> {
     let mut swept = 0;
-    for local in class_tables(tx, &write.worker, &write.class)? {
-        swept += tx.execute(
-            &format!("DELETE FROM {} WHERE do_id = ?1 AND (_pull_gen IS NULL OR _pull_gen < ?2)", ident(&local)),
-            params![write.do_id, below],
-        )? as u64;
+    const UNSEEN: &str = "do_id = ?1 AND (_pull_gen IS NULL OR _pull_gen < ?2)";
+    for (table, local) in class_tables(tx, &write.worker, &write.class)? {
+        note_deletions(tx, write, &table, &local, UNSEEN, params![write.do_id, below])?;
+        swept += tx.execute(&format!("DELETE FROM {} WHERE {UNSEEN}", ident(&local)), params![write.do_id, below])? as u64;
     }
     Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use durafetch_sdk::core::cursor::Cursor;
+    use durafetch_sdk::core::protocol::{ExportMode, IndexEntry, SqlRow};
+
+    use super::*;
+    use crate::sink::Sink;
+
+    /// A file in memory (with `--history`) that knows two objects of one class, and their `do_id`s.
+    fn two_objects() -> (Sink, i64, i64) {
+        let mut sink = Sink::open(Path::new(":memory:"), true).unwrap();
+        let entry =
+            |id: &str| IndexEntry { class: "Shop".into(), id: id.into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry("aa"), entry("bb")]).unwrap();
+        let targets = sink.targets("ws://s", "", false).unwrap();
+        (sink, targets[0].do_id, targets[1].do_id)
+    }
+
+    fn page(columns: &[&str], rows: Vec<(&str, Option<Vec<SqlValue>>)>) -> SqlPage {
+        SqlPage {
+            table: "items".into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows.into_iter().map(|(k, v)| SqlRow { k: k.into(), v }).collect(),
+        }
+    }
+
+    fn rows(sink: &Sink, query: &str) -> Vec<Vec<Value>> {
+        let mut stmt = sink.conn.prepare(query).unwrap();
+        let width = stmt.column_count();
+        stmt.query_map([], |r| (0..width).map(|i| r.get::<_, Value>(i)).collect()).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// Objects of one class on different schemas share one local table whose columns are the
+    /// union; a changes page replaces rows and deletes them; a snapshot sweeps what it did not
+    /// send; `--history` keeps each real change, not a snapshot's resend of an unchanged row.
+    #[test]
+    fn one_local_table_per_class_and_table_with_history_of_real_changes() {
+        let (mut sink, a, b) = two_objects();
+        let (int, text) = (SqlValue::Integer, |t: &str| SqlValue::Text(t.into()));
+        let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        sink.apply_sql(
+            write,
+            &page(&["id", "name"], vec![("1", Some(vec![int(1), text("tea")])), ("2", Some(vec![int(2), text("cake")]))]),
+        )
+        .unwrap();
+        sink.finish(write, Cursor::new(1, 0), 5).unwrap();
+        let write = sink.begin(b, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        sink.apply_sql(write, &page(&["id", "name", "do_id"], vec![("1", Some(vec![int(1), text("old"), int(7)]))])).unwrap();
+        sink.finish(write, Cursor::new(1, 0), 1).unwrap();
+        assert_eq!(
+            rows(&sink, r#"SELECT do_id, _row_key, id, name, do_id_sql FROM "Shop.items" ORDER BY do_id, _row_key"#),
+            [
+                vec![Value::Integer(a), Value::Text("1".into()), Value::Integer(1), Value::Text("tea".into()), Value::Null],
+                vec![Value::Integer(a), Value::Text("2".into()), Value::Integer(2), Value::Text("cake".into()), Value::Null],
+                vec![Value::Integer(b), Value::Text("1".into()), Value::Integer(1), Value::Text("old".into()), Value::Integer(7)],
+            ]
+        );
+
+        let write = sink.begin(a, ExportMode::Changes, Cursor::new(1, 0), "", false).unwrap();
+        let stats = sink.apply_sql(write, &page(&["id", "name"], vec![("1", Some(vec![int(1), text("green tea")])), ("2", None)])).unwrap();
+        assert_eq!((stats.written, stats.deleted), (1, 1));
+        sink.finish(write, Cursor::new(1, 0), 7).unwrap();
+        let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        sink.apply_sql(
+            write,
+            &page(&["id", "name"], vec![("3", Some(vec![int(3), text("scone")])), ("1", Some(vec![int(1), text("green tea")]))]),
+        )
+        .unwrap();
+        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), 0, "nothing unsent to sweep");
+        let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        sink.apply_sql(write, &page(&["id", "name"], vec![("3", Some(vec![int(3), text("scone")]))])).unwrap();
+        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), 1, "row 1 was not sent: swept");
+        assert_eq!(
+            rows(&sink, &format!("SELECT row_key, deleted, row FROM sql_history WHERE do_id = {a} ORDER BY history_id")),
+            [
+                vec![Value::Text("1".into()), Value::Integer(0), Value::Text(r#"{"id":1,"name":"tea"}"#.into())],
+                vec![Value::Text("2".into()), Value::Integer(0), Value::Text(r#"{"id":2,"name":"cake"}"#.into())],
+                vec![Value::Text("1".into()), Value::Integer(0), Value::Text(r#"{"id":1,"name":"green tea"}"#.into())],
+                vec![Value::Text("2".into()), Value::Integer(1), Value::Null],
+                vec![Value::Text("3".into()), Value::Integer(0), Value::Text(r#"{"id":3,"name":"scone"}"#.into())],
+                vec![Value::Text("1".into()), Value::Integer(1), Value::Null],
+            ]
+        );
+        let held: i64 = sink.conn.query_row("SELECT local_sql_seq FROM durable_objects WHERE do_id = ?1", [a], |r| r.get(0)).unwrap();
+        assert_eq!(held, 9, "the SQL cursor is saved with the rows");
+    }
 }

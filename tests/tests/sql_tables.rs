@@ -262,6 +262,17 @@ fn cascades_user_triggers_virtual_tables_and_mixed_types() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     let virtual_tables: i64 = conn.query_row("SELECT count(*) FROM sql_tables WHERE table_name LIKE 'docs%'", [], |r| r.get(0)).unwrap();
     assert_eq!(virtual_tables, 0, "virtual tables and their shadow tables are not recorded");
+
+    // --table and --exclude-table choose tables by name.
+    let filtered = dir.path().join("filtered.sqlite");
+    let run = worker.pull_with(&filtered, TOKEN, &["--table", "*s", "--exclude-table", "parents"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let conn = rusqlite::Connection::open(&filtered).unwrap();
+    let mut stmt = conn.prepare("SELECT table_name FROM sql_tables ORDER BY 1").unwrap();
+    let tables: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(tables, ["kids"]);
+    let kids: i64 = conn.query_row(r#"SELECT count(*) FROM "CounterSql.kids""#, [], |r| r.get(0)).unwrap();
+    assert_eq!(kids, 1);
 }
 
 /// A row updated a million times keeps one change record: 1,000 rows updated 1,000 times each
