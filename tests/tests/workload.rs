@@ -1,7 +1,9 @@
 //! A seeded random workload over 20 objects of both classes: every write path, delete-all,
-//! transactions with rollbacks, alarms and hibernatable WebSocket writes, interleaved with pulls,
-//! a watcher, puller SIGKILLs and workerd crashes. At the end, with writes stopped, the SQLite
-//! file must equal the objects' state key by key, and both must equal the generator's model.
+//! transactions with rollbacks, alarms and hibernatable WebSocket writes, and in the SQLite-backed
+//! objects SQL statements on a table too (upserts, deletes, updates of every row, inside
+//! transactions as well), interleaved with pulls, a watcher, puller SIGKILLs and workerd crashes.
+//! At the end, with writes stopped, the SQLite file must equal the objects' state key by key and
+//! row by row, and both must equal the generator's model.
 //!
 //! The seed is printed; `DURAFETCH_WORKLOAD_SEED=<seed>` replays a failure,
 //! `DURAFETCH_WORKLOAD_SEEDS=<n>` runs n seeds, `DURAFETCH_WORKLOAD_OPS=<n>` sets the length.
@@ -20,10 +22,16 @@ const KEYS: usize = 24;
 
 /// The generator's model: (class, name) → key → rendered value, as `read_db` renders it.
 type Model = BTreeMap<(String, String), BTreeMap<String, String>>;
+/// The SQL table `t (id INTEGER PRIMARY KEY, v INTEGER)` of each `CounterSql` object: id → v.
+type SqlModel = BTreeMap<String, BTreeMap<i64, i64>>;
+
+/// Every SQL op starts here: `delete_all` drops the table with everything else.
+const SQL_TABLE: &str = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER);";
 
 struct Workload {
     rng: fastrand::Rng,
     model: Model,
+    sql: SqlModel,
 }
 
 fn class_of(route: &str) -> &'static str {
@@ -49,8 +57,38 @@ impl Workload {
         }
     }
 
-    /// One write call, as the example's `Op` JSON, applied to `state` (the object's model).
-    fn op(&mut self, state: &mut BTreeMap<String, String>) -> Value {
+    /// One SQL statement on `t`, applied to `rows`.
+    fn sql_statement(&mut self, rows: &mut BTreeMap<i64, i64>) -> String {
+        let id = self.rng.i64(0..16);
+        match self.rng.u8(..4) {
+            0 | 1 => {
+                // Beyond 2^53 too: the value must arrive exactly.
+                let v = self.rng.i64(-(1 << 62)..(1 << 62));
+                rows.insert(id, v);
+                format!("INSERT INTO t VALUES ({id}, {v}) ON CONFLICT (id) DO UPDATE SET v = excluded.v;")
+            }
+            2 => {
+                rows.remove(&id);
+                format!("DELETE FROM t WHERE id = {id};")
+            }
+            _ => {
+                for v in rows.values_mut() {
+                    *v = v.wrapping_add(1);
+                }
+                "UPDATE t SET v = v + 1;".to_owned()
+            }
+        }
+    }
+
+    /// One write call, as the example's `Op` JSON, applied to `state` (the object's model) and,
+    /// for a SQLite-backed object, to `rows` (its table's).
+    fn op(&mut self, state: &mut BTreeMap<String, String>, mut rows: Option<&mut BTreeMap<i64, i64>>) -> Value {
+        if let Some(rows) = rows.as_deref_mut() {
+            if self.rng.u8(..4) == 0 {
+                let statements: String = (0..self.rng.usize(1..4)).map(|_| self.sql_statement(rows)).collect();
+                return json!({"op": "sql", "sql": format!("{SQL_TABLE}{statements}")});
+            }
+        }
         match self.rng.u8(..20) {
             0..=5 => {
                 let (key, value) = (self.key(), self.value());
@@ -99,12 +137,25 @@ impl Workload {
             }
             16 if self.rng.u8(..4) == 0 => {
                 state.clear();
+                if let Some(rows) = rows {
+                    rows.clear();
+                }
                 json!({"op": "delete_all"})
             }
             _ => {
                 let put: Vec<(String, i64)> = (0..self.rng.usize(0..4)).map(|_| (self.key(), self.rng.i64(-100..100))).collect();
                 let delete: Vec<String> = (0..self.rng.usize(0..3)).map(|_| self.key()).collect();
                 let rollback = self.rng.u8(..3) == 0;
+                let mut sql = Vec::new();
+                if let Some(rows) = rows {
+                    let mut changed = rows.clone();
+                    for _ in 0..self.rng.usize(0..3) {
+                        sql.push(format!("{SQL_TABLE}{}", self.sql_statement(&mut changed)));
+                    }
+                    if !rollback {
+                        *rows = changed;
+                    }
+                }
                 if !rollback {
                     for (key, value) in &put {
                         state.insert(key.clone(), value.to_string());
@@ -113,7 +164,7 @@ impl Workload {
                         state.remove(key);
                     }
                 }
-                json!({"op": "transaction", "put": put, "delete": delete, "rollback": rollback})
+                json!({"op": "transaction", "put": put, "delete": delete, "sql": sql, "rollback": rollback})
             }
         }
     }
@@ -126,7 +177,11 @@ fn step(worker: &LocalWorker, w: &mut Workload) -> usize {
     let name = format!("w{}", w.rng.usize(..NAMES));
     let object = (class_of(route).to_string(), name.clone());
     let mut state = w.model.get(&object).cloned().unwrap_or_default();
-    let ops: Vec<Value> = (0..w.rng.usize(1..4)).map(|_| w.op(&mut state)).collect();
+    let mut rows = w.sql.get(&name).cloned().unwrap_or_default();
+    let ops: Vec<Value> = (0..w.rng.usize(1..4)).map(|_| w.op(&mut state, (route == "sql").then_some(&mut rows))).collect();
+    if route == "sql" {
+        w.sql.insert(name.clone(), rows);
+    }
     let calls = ops.len();
     let ops = Value::Array(ops).to_string();
     match w.rng.u8(..10) {
@@ -180,7 +235,7 @@ fn run(seed: u64, ops: usize) {
     let mut worker = LocalWorker::start(Some(TOKEN));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("workload.sqlite");
-    let mut w = Workload { rng: fastrand::Rng::with_seed(seed), model: Model::new() };
+    let mut w = Workload { rng: fastrand::Rng::with_seed(seed), model: Model::new(), sql: SqlModel::new() };
     let mut watcher: Option<Child> = None;
     let mut events = BTreeMap::<&str, u32>::new();
     let (mut calls, mut i) = (0, 0);
@@ -244,6 +299,31 @@ fn run(seed: u64, ops: usize) {
     let runs = worker.pull_until_file_equals(&db, &model, &format!("seed {seed}: final pull"));
     println!("seed {seed}: the file matched the model after {} final pull(s)", runs.len());
     assert_eq!(read_db(&db), model);
+    let sql_model: SqlModel = w.sql.into_iter().filter(|(_, rows)| !rows.is_empty()).collect();
+    for _ in 0..50 {
+        if sql_rows(&db) == sql_model {
+            break;
+        }
+        assert_eq!(worker.pull(&db, TOKEN).code, Some(0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sql_rows(&db), sql_model, "seed {seed}: the SQL table in the file differs from the model");
+    assert_eq!(read_db(&db), model);
+}
+
+/// The file's copy of each object's table `t`.
+fn sql_rows(db: &Path) -> SqlModel {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut out = SqlModel::new();
+    let Ok(mut stmt) = conn.prepare(r#"SELECT o.name, t.id, t.v FROM "CounterSql.t" t JOIN durable_objects o USING (do_id)"#) else {
+        return out;
+    };
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).unwrap();
+    for row in rows {
+        let (name, id, v) = row.unwrap();
+        out.entry(name).or_default().insert(id, v);
+    }
+    out
 }
 
 fn spawn_puller(worker: &LocalWorker, db: &Path, flags: &[&str]) -> Child {
