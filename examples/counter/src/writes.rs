@@ -256,9 +256,41 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
     // For the `_with_row` kinds (run on the plain class): the rows durafetch would write, by
     // hand, without any durafetch code: what the extra rows alone cost storage.
     let mut rows = (plan.kind.ends_with("_with_row")).then(HandLog::default);
+    let sql = plan.kind.starts_with("sql_").then(|| storage.sql());
+    if let Some(sql) = &sql {
+        // Untimed: the table, and for updates the rows they update.
+        run_sql(sql, "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, v TEXT)")?;
+        if plan.kind == "sql_update" {
+            sql.exec(&format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"), vec![(plan.keys as i64).into(), value.clone().into()])?;
+        }
+    }
+    // Rows the statements wrote, as the runtime counts them (what Cloudflare bills).
+    let mut rows_written = 0;
     let started = worker::Date::now().as_millis();
     let mut count = 0u64;
     match plan.kind.as_str() {
+        "sql_insert" | "sql_update" => {
+            let sql = sql.as_ref().expect("an sql_ kind");
+            let statement =
+                if plan.kind == "sql_insert" { "INSERT INTO bench_rows (id, v) VALUES (?1, ?2)" } else { "UPDATE bench_rows SET v = ?2 WHERE id = ?1" };
+            for i in 0..plan.keys {
+                rows_written += sql.exec(statement, vec![(i as i64 + 1).into(), value.clone().into()])?.rows_written();
+            }
+            count = plan.keys;
+        }
+        "sql_insert_one_statement" => {
+            let sql = sql.as_ref().expect("an sql_ kind");
+            let cursor = sql.exec(&format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"), vec![(plan.keys as i64).into(), value.clone().into()])?;
+            rows_written += cursor.rows_written();
+            count = plan.keys;
+        }
+        "sql_scan" => {
+            let sql = storage.sql();
+            for row in sql.exec("SELECT * FROM bench_rows", None)?.raw() {
+                row?;
+                count += 1;
+            }
+        }
         "single" | "single_with_row" => {
             for i in 0..plan.keys {
                 let key = format!("s-{i:08}");
@@ -306,8 +338,11 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
         other => return Err(format!("unknown bench kind {other}").into()),
     }
     let elapsed = worker::Date::now().as_millis() - started;
-    Ok(serde_json::json!({ "ms": elapsed, "count": count }))
+    Ok(serde_json::json!({ "ms": elapsed, "count": count, "rows_written": rows_written }))
 }
+
+/// The numbers 1 to `?1`, as `n(i)`: a bulk insert in one statement (one transaction).
+const SERIES: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)";
 
 #[derive(serde::Deserialize)]
 struct Overwrite {

@@ -115,9 +115,7 @@ fn settle(worker: &LocalWorker, db: &std::path::Path) {
 /// median of 3, in seconds: the most any pull into this file can reach, whatever the network and
 /// the object do.
 fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f64 {
-    use durafetch_pull::sink::Sink;
-    use durafetch_sdk::core::cursor::Cursor;
-    use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry};
+    use durafetch_sdk::core::protocol::{Change, ChangeValue};
     let value = ChangeValue::Json(Value::String("v".repeat(value_bytes)));
     let pages: Vec<Vec<Change>> = (0..keys)
         .map(|i| Change { key: format!("b-{i:08}"), value: value.clone() })
@@ -125,6 +123,40 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
         .chunks(per_page)
         .map(<[Change]>::to_vec)
         .collect();
+    sink_rounds(dir, |sink, write| {
+        for page in &pages {
+            sink.apply(write, page).unwrap();
+        }
+    })
+}
+
+/// [`sink_alone`] for SQL rows: `rows` rows `(id, v)` with `v` of `value_bytes`, as pages of
+/// `per_page` rows of one table.
+fn sql_sink_alone(dir: &Path, rows: usize, value_bytes: usize, per_page: usize) -> f64 {
+    use durafetch_sdk::core::protocol::{SqlPage, SqlRow, SqlValue};
+    let value = SqlValue::Text("v".repeat(value_bytes));
+    let pages: Vec<SqlPage> = (0..rows)
+        .collect::<Vec<_>>()
+        .chunks(per_page)
+        .map(|ids| SqlPage {
+            table: "bench_rows".into(),
+            columns: vec!["id".into(), "v".into()],
+            rows: ids.iter().map(|&i| SqlRow { k: i.to_string(), v: Some(vec![SqlValue::Integer(i as i64), value.clone()]) }).collect(),
+        })
+        .collect();
+    sink_rounds(dir, |sink, write| {
+        for page in &pages {
+            sink.apply_sql(write, page).unwrap();
+        }
+    })
+}
+
+/// Three times: one object's snapshot written by `write` into a new file, from opening the file
+/// to closing it; the median, in seconds.
+fn sink_rounds(dir: &Path, write: impl Fn(&mut durafetch_pull::sink::Sink, durafetch_pull::object_write::WriteId)) -> f64 {
+    use durafetch_pull::sink::Sink;
+    use durafetch_sdk::core::cursor::Cursor;
+    use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
     let dir = tempfile::tempdir_in(dir).unwrap();
     let times = (0..3)
         .map(|round| {
@@ -136,11 +168,9 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
                 IndexEntry { class: "CounterSql".into(), id: "00".repeat(32), name: Some("sink".into()), head, rev: 1, changed_at: 0 };
             sink.record_index_page("ws://bench", "durafetch-example", &[entry]).unwrap();
             let do_id = sink.targets("ws://bench", "", false).unwrap()[0].do_id;
-            let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
-            for page in &pages {
-                sink.apply(write, page).unwrap();
-            }
-            sink.finish(write, head, 0).unwrap();
+            let id = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+            write(&mut sink, id);
+            sink.finish(id, head, 0).unwrap();
             drop(sink);
             started.elapsed().as_secs_f64()
         })
@@ -181,7 +211,9 @@ fn export_alone(port: u16, db: &Path, name: &str) -> f64 {
             loop {
                 let Message::Text(message) = socket.read().unwrap() else { continue };
                 match ServerMessage::parse(&message).unwrap() {
-                    ServerMessage::Page { .. } => socket.send(text(&ClientMessage::Credit { pages: 1 })).unwrap(),
+                    ServerMessage::Page { .. } | ServerMessage::SqlPage(_) => {
+                        socket.send(text(&ClientMessage::Credit { pages: 1 })).unwrap()
+                    }
                     ServerMessage::End { .. } => break,
                     ServerMessage::Begin { .. } => {}
                     other => panic!("{other:?} in an export"),
@@ -369,6 +401,62 @@ fn main() {
         figure: log_rows.to_string(),
         goal: "≤ 2,000",
         how: "awaited one-key puts inside the object, then a count of the log range".into(),
+    });
+
+    // P9: SQL statements in a SQLite-backed object, instrumented vs plain.
+    for (kind, keys, metric, goal, how) in [
+        ("sql_insert", 1000, "P9 single-row INSERTs, instrumented/plain", "≤ 1.3", "1,000 one-row INSERT statements of 100 B"),
+        ("sql_update", 1000, "P9 single-row UPDATEs, instrumented/plain", "≤ 1.3", "1,000 one-row UPDATE statements (by key) of 100 B"),
+        (
+            "sql_insert_one_statement",
+            10_000,
+            "P9 10,000-row INSERT in one transaction, instrumented/plain",
+            "≤ 1.5",
+            "one INSERT ... SELECT of 10,000 rows of 100 B (one statement, one transaction)",
+        ),
+    ] {
+        let [i, p] = round_times(&worker, "p9", keys, &[("sql", kind), ("plain", kind)])[..] else { unreachable!() };
+        rows.push(Row {
+            metric,
+            figure: ms_ratio(i, p, 1),
+            goal,
+            how: format!("{how} inside the object; 2 warm-up rounds, then 11, the mean of the middle 7, order alternating"),
+        });
+        let written = |route: &str| {
+            let body = format!(r#"{{"kind":"{kind}","keys":{keys},"value_bytes":100}}"#);
+            let out: Value = serde_json::from_str(&worker.post_text(&format!("{route}/p9-rows-{kind}/bench"), &body)).unwrap();
+            out["rows_written"].as_f64().unwrap() / out["count"].as_f64().unwrap()
+        };
+        let (instrumented, plain) = (written("sql"), written("plain"));
+        rows.push(Row {
+            metric: "P9 rows written per user row (billed), instrumented / plain",
+            figure: format!("{instrumented:.2} / {plain:.2}"),
+            goal: "(what a user pays)",
+            how: format!("{kind}: the statements' rowsWritten, as the runtime counts them, per row the statements changed"),
+        });
+    }
+
+    // P2 for a 100,000-row SQL table: the pull vs the object's own SELECT *, and vs the sink.
+    bench(&worker, "sql", "p2-table", "sql_insert_one_statement", 100_000, 100);
+    let (_, selected) = bench(&worker, "sql", "p2-table", "sql_scan", 0, 0);
+    let select_ms = median((0..3).map(|_| bench(&worker, "sql", "p2-table", "sql_scan", 0, 0).0).collect());
+    settle(&worker, &dir.path().join("p2-table-settle.sqlite"));
+    let table_sink_rate = 100_000.0 / sql_sink_alone(dir.path(), 100_000, 100, 2_000);
+    let (_, table_secs, summary, _) = watched_pull(&worker, &dir.path().join("p2-table.sqlite"), "p2-table");
+    let table_rows = summary["keys_written"].as_u64().unwrap();
+    let table_rate = table_rows as f64 / table_secs;
+    let select_rate = selected as f64 / (select_ms / 1000.0);
+    rows.push(Row {
+        metric: "P2 SQL table: full pull rate / the object's SELECT * rate",
+        figure: format!("{:.2} ({table_rate:.0} rows/s / {select_rate:.0} rows/s)", table_rate / select_rate),
+        goal: "≥ 0.8",
+        how: format!("first pull of one object's 100,000-row table ({table_rows} rows of 100 B) vs SELECT * inside it, median of 3"),
+    });
+    rows.push(Row {
+        metric: "P2 SQL table: full pull rate / the puller's SQLite writes alone",
+        figure: format!("{:.2} ({table_rate:.0} rows/s / {table_sink_rate:.0} rows/s)", table_rate / table_sink_rate),
+        goal: "(how near the pull is to the file's ceiling)",
+        how: "the same 100,000 rows written by the puller's sink as SQL pages of 2,000 into a new file, no network, median of 3".into(),
     });
 
     // Last, as they add large objects that the pulls above would otherwise download too.
