@@ -108,7 +108,9 @@ impl ExportSession<'_> {
         let cursor = self.send_changes_since(session, from).await?;
         self.flush(session).await?;
         let sql_cursor = match &sql {
-            Some(sql) => sql.send_changes_since(session, sql_from).await?,
+            // Held back as the key cursor is: an open transaction's records may still roll back,
+            // and their numbers be handed out again.
+            Some(sql) => sql.send_changes_since(session, sql_from).await?.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX)),
             None => 0,
         };
         session.send(&ServerMessage::End { cursor, sql: sql_cursor })?;

@@ -88,9 +88,9 @@ pub(crate) struct ObjectLog {
     pub report: Cell<ReportState>,
     pub compactor: Rc<CompactorSlot>,
     pub compacting: Cell<bool>,
-    /// The head each open transaction saw when it started (a multiset): exports must not hand
-    /// out cursors past the oldest, since its rows appear only when it commits.
-    pub open_transactions: RefCell<std::collections::BTreeMap<Cursor, usize>>,
+    /// The head and SQL head each open transaction saw when it started (a multiset): exports
+    /// must not hand out cursors past the oldest, since its rows appear only when it commits.
+    pub open_transactions: RefCell<std::collections::BTreeMap<(Cursor, u64), usize>>,
     /// The runtime's own storage methods, for durafetch's own writes, which are not logged.
     pub storage_methods: OnceCell<Rc<Methods>>,
     /// Keys written outside transactions since the last row.
@@ -213,7 +213,13 @@ impl ObjectLog {
 
     /// The head the oldest open transaction saw when it started, if any is open.
     pub fn oldest_open_transaction(&self) -> Option<Cursor> {
-        self.open_transactions.borrow().keys().next().copied()
+        self.open_transactions.borrow().keys().next().map(|(head, _)| *head)
+    }
+
+    /// The lowest SQL head an open transaction started from, if any is open: its change records
+    /// come after it, and may still roll back.
+    pub fn oldest_open_sql_transaction(&self) -> Option<u64> {
+        self.open_transactions.borrow().keys().map(|(_, sql)| *sql).min()
     }
 
     pub fn loaded_head(&self) -> Result<Cursor, JsValue> {

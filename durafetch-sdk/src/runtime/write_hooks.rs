@@ -205,7 +205,7 @@ impl ObjectLog {
             hooks.get().ok_or_else(|| js_error(NOT_INSTRUMENTED))?.install_on(&txn)?;
             body.call1(&JsValue::NULL, &txn)
         });
-        let started_at = self.loaded_head()?;
+        let started_at = (self.loaded_head()?, self.sql_head.get());
         let promise: js_sys::Promise = original.call2(target, &wrapped, &options)?.dyn_into()?;
         *self.open_transactions.borrow_mut().entry(started_at).or_insert(0) += 1;
         // Committed or rolled back, the transaction no longer holds readers back.

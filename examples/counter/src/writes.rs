@@ -261,7 +261,10 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
         // Untimed: the table, and for updates the rows they update.
         run_sql(sql, "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, v TEXT)")?;
         if plan.kind == "sql_update" {
-            sql.exec(&format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"), vec![(plan.keys as i64).into(), value.clone().into()])?;
+            sql.exec(
+                &format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"),
+                vec![(plan.keys as i64).into(), value.clone().into()],
+            )?;
         }
     }
     // Rows the statements wrote, as the runtime counts them (what Cloudflare bills).
@@ -271,8 +274,11 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
     match plan.kind.as_str() {
         "sql_insert" | "sql_update" => {
             let sql = sql.as_ref().expect("an sql_ kind");
-            let statement =
-                if plan.kind == "sql_insert" { "INSERT INTO bench_rows (id, v) VALUES (?1, ?2)" } else { "UPDATE bench_rows SET v = ?2 WHERE id = ?1" };
+            let statement = if plan.kind == "sql_insert" {
+                "INSERT INTO bench_rows (id, v) VALUES (?1, ?2)"
+            } else {
+                "UPDATE bench_rows SET v = ?2 WHERE id = ?1"
+            };
             for i in 0..plan.keys {
                 rows_written += sql.exec(statement, vec![(i as i64 + 1).into(), value.clone().into()])?.rows_written();
             }
@@ -280,7 +286,10 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
         }
         "sql_insert_one_statement" => {
             let sql = sql.as_ref().expect("an sql_ kind");
-            let cursor = sql.exec(&format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"), vec![(plan.keys as i64).into(), value.clone().into()])?;
+            let cursor = sql.exec(
+                &format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"),
+                vec![(plan.keys as i64).into(), value.clone().into()],
+            )?;
             rows_written += cursor.rows_written();
             count = plan.keys;
         }
