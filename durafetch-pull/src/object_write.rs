@@ -32,7 +32,7 @@ pub(crate) struct ObjectWrite {
     key_filter: String,
     pub(crate) history: bool,
     /// Count the rows that differ from the file's before writing them.
-    compare: bool,
+    pub(crate) compare: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

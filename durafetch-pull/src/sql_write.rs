@@ -107,47 +107,57 @@ fn local_table(conn: &Connection, write: &ObjectWrite, table: &str, columns: Opt
     Ok(Some(local))
 }
 
-/// With `--history`, one row per SQL row change seen: the row as a JSON object of its columns,
-/// each value in the wire's exact form (see `docs/protocol.md`), or a deletion.
-struct History<'a> {
-    insert: Option<rusqlite::CachedStatement<'a>>,
-    /// The row as the file holds it, to tell a change from a snapshot's resend.
+/// What a page's rows are checked against before they are written: the file's copy of each row,
+/// read only with `--history` (which keeps real changes, not a snapshot's resend of an unchanged
+/// row) or `--verify=full` (which counts the rows that differ).
+struct RowNotes<'a> {
+    /// The row as the file holds it.
     current: Option<rusqlite::CachedStatement<'a>>,
+    /// With `--history`: one row per SQL row change seen, the row as a JSON object of its
+    /// columns, each value in the wire's exact form (see `docs/protocol.md`), or a deletion.
+    history: Option<rusqlite::CachedStatement<'a>>,
     now: i64,
 }
 
-impl<'a> History<'a> {
+impl<'a> RowNotes<'a> {
     fn new(tx: &'a Connection, write: &ObjectWrite, local: &str, columns: &[String]) -> rusqlite::Result<Self> {
-        if !write.history {
-            return Ok(History { insert: None, current: None, now: 0 });
-        }
-        let insert = tx.prepare_cached(
-            "INSERT INTO sql_history (do_id, table_name, row_key, deleted, row, pulled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let selected = if columns.is_empty() { "1".to_owned() } else { columns.join(", ") };
-        let current = tx.prepare_cached(&format!("SELECT {selected} FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(local)))?;
-        Ok(History { insert: Some(insert), current: Some(current), now: crate::object_write::now_ms() })
+        let current = if write.history || write.compare {
+            let selected = if columns.is_empty() { "1".to_owned() } else { columns.join(", ") };
+            Some(tx.prepare_cached(&format!("SELECT {selected} FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(local)))?)
+        } else {
+            None
+        };
+        let history = if write.history {
+            Some(tx.prepare_cached(
+                "INSERT INTO sql_history (do_id, table_name, row_key, deleted, row, pulled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?)
+        } else {
+            None
+        };
+        Ok(RowNotes { current, history, now: crate::object_write::now_ms() })
     }
 
-    /// Notes the row `key` written with `values` (unless the file already held exactly that),
-    /// or deleted (`None`).
-    fn note(&mut self, do_id: i64, page: &SqlPage, key: &str, values: Option<&[SqlValue]>) -> rusqlite::Result<()> {
-        let (Some(insert), Some(current)) = (&mut self.insert, &mut self.current) else { return Ok(()) };
+    /// Notes the row `key` about to be written with `values`, or deleted (`None`); answers
+    /// whether the file held it otherwise (always false when nothing is checked).
+    fn note(&mut self, do_id: i64, page: &SqlPage, key: &str, values: Option<&[SqlValue]>) -> rusqlite::Result<bool> {
+        let Some(current) = &mut self.current else { return Ok(false) };
         if let Some(values) = values {
             let wanted: Vec<Value> = values.iter().map(to_sql).collect();
             let held: Option<Vec<Value>> =
                 current.query_row(params![do_id, key], |r| (0..wanted.len()).map(|i| r.get::<_, Value>(i)).collect()).optional()?;
             if held.as_ref() == Some(&wanted) {
-                return Ok(());
+                return Ok(false);
             }
         }
-        let row = values.map(|values| {
-            let object: serde_json::Map<String, serde_json::Value> =
-                page.columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-            serde_json::Value::Object(object).to_string()
-        });
-        insert.execute(params![do_id, page.table, key, values.is_none(), row, self.now])?;
-        Ok(())
+        if let Some(history) = &mut self.history {
+            let row = values.map(|values| {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    page.columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
+                serde_json::Value::Object(object).to_string()
+            });
+            history.execute(params![do_id, page.table, key, values.is_none(), row, self.now])?;
+        }
+        Ok(true)
     }
 }
 
@@ -166,12 +176,14 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
         slots.join(", ")
     ))?;
     let mut delete = tx.prepare_cached(&format!("DELETE FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(&local)))?;
-    let mut history = History::new(tx, write, &local, &columns)?;
+    let mut notes = RowNotes::new(tx, write, &local, &columns)?;
     let mut stats = ApplyStats::default();
     for row in &page.rows {
         match &row.v {
             Some(values) => {
-                history.note(write.do_id, page, &row.k, Some(values))?;
+                if notes.note(write.do_id, page, &row.k, Some(values))? && write.compare {
+                    stats.differed += 1;
+                }
                 let mut bound: Vec<Value> = vec![Value::Integer(write.do_id), Value::Text(row.k.clone()), Value::Integer(stamp)];
                 bound.extend(values.iter().map(to_sql));
                 replace.execute(params_from_iter(bound))?;
@@ -180,7 +192,7 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
             None => {
                 let deleted = delete.execute(params![write.do_id, row.k])? as u64;
                 if deleted > 0 {
-                    history.note(write.do_id, page, &row.k, None)?;
+                    notes.note(write.do_id, page, &row.k, None)?;
                 }
                 stats.deleted += deleted;
             }
@@ -342,5 +354,19 @@ mod tests {
         );
         let held: i64 = sink.conn.query_row("SELECT local_sql_seq FROM durable_objects WHERE do_id = ?1", [a], |r| r.get(0)).unwrap();
         assert_eq!(held, 9, "the SQL cursor is saved with the rows");
+
+        // --verify=full counts the rows that differ from the file's; a plain pull counts none.
+        let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", true).unwrap();
+        let stats = sink
+            .apply_sql(
+                write,
+                &page(&["id", "name"], vec![("3", Some(vec![int(3), text("scone")])), ("4", Some(vec![int(4), text("new")]))]),
+            )
+            .unwrap();
+        assert_eq!(stats.differed, 1);
+        sink.finish(write, Cursor::new(1, 0), 10).unwrap();
+        let write = sink.begin(a, ExportMode::Changes, Cursor::new(1, 0), "", false).unwrap();
+        let stats = sink.apply_sql(write, &page(&["id", "name"], vec![("4", Some(vec![int(4), text("changed")]))])).unwrap();
+        assert_eq!(stats.differed, 0, "only --verify=full compares");
     }
 }
