@@ -26,12 +26,18 @@ for class in kv sql; do
   done
   post "$class/bob/delete?key=score" ""
 done
-# SQL tables in the SQLite-backed objects: one schema, rows in each object.
+# SQL tables in the SQLite-backed objects, one schema in each: a plain rowid table, a table with
+# a composite key and no rowid, and a table with no declared key.
+schema="CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, price REAL);
+  CREATE TABLE IF NOT EXISTS order_lines (order_id INTEGER, line INTEGER, note TEXT, PRIMARY KEY (order_id, line)) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS events (what TEXT)"
+sql() { post "sql/$1/ops" "$(python3 -c 'import json, sys; print(json.dumps([{"op": "sql", "sql": sys.argv[1]}]))' "$2")"; }
 for user in alice bob carol; do
-  post "sql/$user/ops" '[{"op": "sql", "sql": "CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, price REAL)"}]'
+  sql "$user" "$schema"
 done
-post "sql/alice/ops" '[{"op": "sql", "sql": "INSERT INTO orders (item, price) VALUES ('"'"'tea'"'"', 3.5), ('"'"'cake'"'"', 4.0)"}]'
-post "sql/bob/ops" '[{"op": "sql", "sql": "INSERT INTO orders (item, price) VALUES ('"'"'coffee'"'"', 2.5)"}]'
+sql alice "INSERT INTO orders (item, price) VALUES ('tea', 3.5), ('cake', 4.0);
+  INSERT INTO order_lines VALUES (1, 1, 'green'), (1, 2, 'no sugar'); INSERT INTO events VALUES ('opened')"
+sql bob "INSERT INTO orders (item, price) VALUES ('coffee', 2.5); INSERT INTO events VALUES ('opened'), ('paid')"
 sleep 1 # objects report to the registry right after their writes are durable
 
 DB="$OUT/durafetch.sqlite"
@@ -46,7 +52,9 @@ for cls, name, n in db.execute("select o.class_name, o.name, count(kv.key) from 
     print(f"  {cls:<10} {name:<6} {n} keys")
 for name, key, val, kind in db.execute("select name, key, val, val_type from kv where class_name = 'CounterSql' and name = 'alice' order by key"):
     print(f"  CounterSql alice {key} = {val if kind == 'json' else '<' + kind + '>'}")
-print('demo: SQL tables, one query across objects: select o.name, count(*), sum(price) from "CounterSql.orders" join durable_objects o using (do_id) group by o.name')
+tables = [t for (t,) in db.execute("select local_table from sql_tables order by 1")]
+print(f"demo: SQL tables {', '.join(tables)}; one query across objects:")
+print('  select o.name, count(*), sum(r.price) from "CounterSql.orders" r join durable_objects o using (do_id) group by o.name')
 for name, n, total in db.execute('select o.name, count(*), sum(r.price) from "CounterSql.orders" r join durable_objects o using (do_id) group by o.name order by o.name'):
     print(f"  {name:<6} {n} orders, {total:.2f}")
 PY

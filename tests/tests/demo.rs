@@ -11,5 +11,6 @@ fn the_demo_prints_what_it_pulled_and_exits_0() {
     assert_eq!(out.status.code(), Some(0), "the demo failed.\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("demo: 6 objects, 34 keys in "), "{stdout}");
     assert!(stdout.contains("CounterSql alice profile = {\"plan\":\"free\",\"langs\":[\"en\"]}"), "{stdout}");
+    assert!(stdout.contains("demo: SQL tables CounterSql.events, CounterSql.order_lines, CounterSql.orders;"), "{stdout}");
     assert!(stdout.contains("  alice  2 orders, 7.50\n  bob    1 orders, 2.50\n"), "{stdout}");
 }

@@ -50,7 +50,7 @@ fn source_tables(worker: &LocalWorker, object: &str) -> BTreeMap<String, Vec<Str
         worker,
         object,
         r"SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\'
-          AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\'",
+          AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\' AND name NOT LIKE '\_\_miniflare\_%' ESCAPE '\'",
     );
     tables
         .into_iter()
@@ -151,6 +151,8 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
         "CREATE TABLE pairs (a INTEGER, b TEXT, v, PRIMARY KEY (a, b)) WITHOUT ROWID;
          CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE, qty REAL);
          CREATE TABLE notes (body);
+         CREATE TABLE pairs_rowid (a, b, v, PRIMARY KEY (a, b));
+         INSERT INTO pairs_rowid VALUES (1, 'x', 'a' || char(0) || 'b'), ('1', X'00', 2.5), (NULL, 1, 'a null in a key');
          INSERT INTO pairs VALUES (-9223372036854775808, 'min', 9223372036854775807), (9007199254740993, 'é😀\"''', 3.0),
              (1, '', X'00FF00'), (2, 'null', NULL), (3, 'inf', 1e999), (4, '-inf', -1e999), (5, 'x', '');",
     );
@@ -177,6 +179,7 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
     // INSERT OR REPLACE over a UNIQUE column removes another row, which fires no delete trigger
     // unless recursive_triggers is on; that row changed in no other way since the last pull.
     sql(&worker, "shop", "INSERT OR REPLACE INTO items (id, name, qty) VALUES (11, 'pear', 4)");
+    sql(&worker, "shop", "UPDATE pairs_rowid SET b = 'y' WHERE a = 1; DELETE FROM pairs_rowid WHERE a IS NULL");
     // Inside transactions: committed, and rolled back (which leaves no record).
     let txn = |sql: &[&str], rollback: bool| json!([{"op": "transaction", "sql": sql, "rollback": rollback}]).to_string();
     worker.post("sql/shop/ops", &txn(&["INSERT INTO notes VALUES ('in a transaction')", "DELETE FROM items WHERE id = 1"], false));

@@ -38,12 +38,13 @@ pub fn schema() -> String {
     )
 }
 
-/// The user tables: plain tables outside SQLite's, Cloudflare's (`_cf_`, any case) and durafetch's
-/// names. Virtual tables (fts5, rtree) take no triggers and their shadow tables are internal:
-/// neither is recorded.
+/// The user tables: plain tables outside SQLite's, Cloudflare's (`_cf_`, any case), local
+/// development's (`__miniflare_`, which names the object) and durafetch's names. Virtual tables
+/// (fts5, rtree) take no triggers and their shadow tables are internal: neither is recorded.
 pub const LIST_TABLES: &str = r"SELECT name, wr FROM pragma_table_list
     WHERE schema = 'main' AND type = 'table'
       AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\'
+      AND name NOT LIKE '\_\_miniflare\_%' ESCAPE '\'
     ORDER BY name";
 /// A table's columns in order, with their place in the primary key (0: not in it).
 pub const TABLE_COLUMNS: &str = "SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid";
@@ -294,15 +295,40 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Whether a user statement names durafetch's tables or triggers (refused), or may change the
-/// schema (the tables are synced after it). Both look at the text only, so they err on the side
-/// of a refusal that names the prefix, or of a sync that finds nothing to do.
+/// Whether a user statement names durafetch's tables or triggers: refused, before it runs. Looks
+/// at the text only, so a string literal holding the prefix is refused too, with a message that
+/// names the prefix.
 pub fn names_reserved(query: &str) -> bool {
     contains_ignoring_case(query, SQL_PREFIX)
 }
 
+/// Whether `query` may change the schema: one of its statements starts with CREATE, ALTER or
+/// DROP. Statements are found by splitting at every `;`, so a `;` inside a string literal can
+/// only add a false start (a sync that finds nothing to do), never hide a real one; a column
+/// named `created_at` is not a statement start.
 pub fn may_change_schema(query: &str) -> bool {
-    ["create", "alter", "drop"].iter().any(|word| contains_ignoring_case(query, word))
+    query.split(';').any(|statement| {
+        let start = skip_space_and_comments(statement);
+        ["create", "alter", "drop"].iter().any(|word| {
+            start.len() >= word.len()
+                && start.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+                && !start[word.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// `text` from its first character that is neither white space nor inside a comment.
+fn skip_space_and_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            return text;
+        }
+    }
 }
 
 fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
@@ -344,7 +370,11 @@ mod tests {
         assert!(names_reserved("select * from _DuraFetch_changes"));
         assert!(!names_reserved("select * from durafetch"));
         assert!(may_change_schema("ALTER TABLE t ADD c"));
+        assert!(may_change_schema("insert into t values (1); -- then\n /* a table */ drop table t"));
+        assert!(may_change_schema("\n  Create Index i ON t (a)"));
         assert!(!may_change_schema("INSERT INTO t VALUES (1)"));
+        assert!(!may_change_schema("INSERT INTO t (created_at, dropped) VALUES ('alter', 'drop')"));
+        assert!(!may_change_schema("UPDATE t SET alternative = 1"));
     }
 
     #[test]
