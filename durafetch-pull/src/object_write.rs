@@ -82,29 +82,29 @@ impl Sink {
 
     /// Applies a page of changes in one transaction, its rows stamped with a new write stamp.
     pub fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError> {
-        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
-        let tx = self.conn.transaction()?;
-        let stamp = next_write_stamp(&tx)?;
-        let stats = apply_changes(&tx, write, stamp, changes)?;
-        tx.commit()?;
-        Ok(stats)
+        self.write_page(id, |tx, write, stamp| apply_changes(tx, write, stamp, changes))
     }
 
     /// Applies a page of one SQL table's rows in one transaction, stamped as key pages are.
     pub fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError> {
-        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
-        let tx = self.conn.transaction()?;
-        let stamp = next_write_stamp(&tx)?;
-        let stats = apply_sql_page(&tx, write, stamp, page)?;
-        tx.commit()?;
-        Ok(stats)
+        self.write_page(id, |tx, write, stamp| apply_sql_page(tx, write, stamp, page))
     }
 
     /// Drops the object's rows of an SQL table it no longer has.
     pub fn drop_sql_table(&mut self, id: WriteId, table: &str) -> Result<ApplyStats, SinkError> {
+        self.write_page(id, |tx, write, _| drop_sql_table(tx, write, table))
+    }
+
+    /// Runs `write_rows` for the download `id` in one transaction, with a new write stamp.
+    fn write_page(
+        &mut self,
+        id: WriteId,
+        write_rows: impl FnOnce(&rusqlite::Transaction<'_>, &ObjectWrite, i64) -> rusqlite::Result<ApplyStats>,
+    ) -> Result<ApplyStats, SinkError> {
         let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
         let tx = self.conn.transaction()?;
-        let stats = drop_sql_table(&tx, write, table)?;
+        let stamp = next_write_stamp(&tx)?;
+        let stats = write_rows(&tx, write, stamp)?;
         tx.commit()?;
         Ok(stats)
     }
