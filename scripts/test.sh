@@ -10,6 +10,13 @@ cd "$DURAFETCH_ROOT"
 cargo fmt --all --check
 cargo clippy --quiet --workspace --exclude durafetch-example --all-targets -- -D warnings
 (cd examples/counter && cargo clippy --quiet --target wasm32-unknown-unknown -- -D warnings)
+# The crates as users get them: their docs build without a warning, they package (each built
+# from its own packaged sources), and the example's wrangler.toml deploys (as far as a dry run).
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p durafetch-sdk -p durafetch-macros -p durafetch-pull
+cargo package --quiet --allow-dirty -p durafetch-macros -p durafetch-sdk -p durafetch-pull
+dry_run="$(mktemp -d)"
+wrangler deploy --dry-run --outdir "$dry_run" >"$dry_run/log" 2>&1 || { cat "$dry_run/log"; exit 1; }
+rm -rf "$dry_run"
 cargo build --quiet -p durafetch-pull
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use durafetch_sdk::core::route::{is_local_host, HOST_LABEL_PREFIX};
+use durafetch_sdk::core::route::is_local_host;
 use serde::Deserialize;
 use url::Url;
 
@@ -119,10 +119,9 @@ impl std::fmt::Debug for Token {
 
 #[derive(Debug, Clone)]
 pub struct Server {
-    /// `ws(s)://durafetch_<worker>.<zone>`, as configured.
+    /// The export API as configured: `wss://durafetch_<worker>.<zone>`, `wss://durafetch-<worker>.<zone>`,
+    /// or any host with the worker's path prefix (`wss://my-app.my-account.workers.dev/<prefix>`).
     pub url: Url,
-    /// The `<worker>` of the host's first label.
-    pub worker: String,
     pub token: Token,
 }
 
@@ -145,7 +144,7 @@ pub struct Settings {
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}; pass an existing file with --config-file")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("the config file {path} is not valid: {message}; expected {{\"db_file\": \"..\", \"servers\": [{{\"ws_url\": \"wss://durafetch_<worker>.<zone>\", \"auth_token_env\": \"DURAFETCH_AUTH\"}}]}}")]
+    #[error("the config file {path} is not valid: {message}; expected {{\"db_file\": \"..\", \"servers\": [{{\"ws_url\": \"wss://durafetch_<worker>.<zone> (or durafetch-<worker>.<zone>, or <host>/<path prefix>)\", \"auth_token_env\": \"DURAFETCH_AUTH\"}}]}}")]
     Parse { path: PathBuf, message: String },
     #[error("no database file: set db_file in the config file or pass --db")]
     NoDb,
@@ -244,20 +243,16 @@ fn server(entry: ServerEntry, default_var: &str, env: &impl Fn(&str) -> Option<S
         "ws" => return Err(ConfigError::Insecure { url: entry.ws_url }),
         _ => return Err(bad("expected ws:// or wss://")),
     }
-    let worker = host
-        .split('.')
-        .next()
-        .and_then(|label| label.strip_prefix(HOST_LABEL_PREFIX))
-        .filter(|w| !w.is_empty())
-        .ok_or_else(|| bad("the host must start with durafetch_<worker name>."))?
-        .to_owned();
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a query or fragment has no meaning here; give the host, and the path prefix if the worker uses one"));
+    }
     let var = entry.auth_token_env.as_deref().unwrap_or(default_var);
     let token = entry
         .auth_token
         .or_else(|| env(var))
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| ConfigError::NoToken { url: entry.ws_url.clone(), var: var.to_owned() })?;
-    Ok(Server { url, worker, token: Token(token.trim().to_owned()) })
+    Ok(Server { url, token: Token(token.trim().to_owned()) })
 }
 
 /// A local server with an inline token, for the tests of the modules that connect.
@@ -279,9 +274,8 @@ mod tests {
     }
 
     #[test]
-    fn local_urls_may_be_plain_and_name_the_worker() {
+    fn local_urls_may_be_plain() {
         let s = server(entry("ws://durafetch_my-app.localhost:8787"), "DURAFETCH_AUTH", &env).unwrap();
-        assert_eq!(s.worker, "my-app");
         assert_eq!(s.token.expose(), "secret-token");
         assert!(!format!("{s:?}").contains("secret-token"));
     }
@@ -294,9 +288,15 @@ mod tests {
     }
 
     #[test]
-    fn host_must_carry_the_durafetch_label() {
-        assert!(matches!(server(entry("wss://app.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })));
-        assert!(matches!(server(entry("wss://durafetch_.example.com"), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })));
+    fn any_of_the_three_addresses_is_a_server() {
+        for url in
+            ["wss://durafetch_app.example.com", "wss://durafetch-app.example.com", "wss://app.acct.workers.dev/_durafetch-0123456789abcdef"]
+        {
+            assert!(server(entry(url), "DURAFETCH_AUTH", &env).is_ok(), "{url}");
+        }
+        for url in ["wss://app.example.com/?token=x", "wss://app.example.com/#x", "wss:///nohost"] {
+            assert!(matches!(server(entry(url), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })), "{url}");
+        }
     }
 
     #[test]

@@ -104,7 +104,8 @@ async fn handshake(
     tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
 ) -> Result<Socket, ConnectError> {
     let mut url = server.url.clone();
-    url.set_path(path);
+    // Under the server's path prefix, if it has one.
+    url.set_path(&format!("{}{path}", server.url.path().trim_end_matches('/')));
     let host = url.host_str().unwrap_or_default().to_owned();
     let mut request = url.as_str().into_client_request().map_err(|e| ConnectError::Protocol(e.to_string()))?;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", server.token.expose()))

@@ -149,7 +149,7 @@ impl FakeServer {
                     .collect();
                 changed.sort_by_key(|e| e.rev);
                 for page in changed.chunks(PAGE) {
-                    messages.push(ServerMessage::Objects { objects: page.to_vec() });
+                    messages.push(ServerMessage::Objects { worker: worker.clone(), objects: page.to_vec() });
                 }
                 messages.push(ServerMessage::IndexEnd { rev: state.rev, shards: 1 });
             } else {
@@ -205,7 +205,10 @@ impl Transport for FakeServer {
             };
             let (to_server, from_client) = unbounded_channel();
             let (to_client, from_server) = unbounded_channel();
-            tokio::spawn(self.clone().serve(server.worker.clone(), path.to_owned(), from_client, to_client, cut));
+            // The fake's servers are `ws://durafetch_<worker>.localhost`: the worker is the label's.
+            let host = server.url.host_str().unwrap_or_default();
+            let worker = host.split('.').next().unwrap_or_default().trim_start_matches("durafetch_").to_owned();
+            tokio::spawn(self.clone().serve(worker, path.to_owned(), from_client, to_client, cut));
             Ok(Box::pin(MemoryLink { incoming: from_server, outgoing: Some(to_server) }) as Link)
         })
     }

@@ -113,9 +113,9 @@ async fn read(
     let mut stats = IndexStats::default();
     loop {
         match session.next().await? {
-            ServerMessage::Objects { objects } => {
+            ServerMessage::Objects { worker, objects } => {
                 stats.changed += objects.len() as u64;
-                let (url, worker) = (url.clone(), server.worker.clone());
+                let url = url.clone();
                 sink.run(move |s| Ok(s.record_index_page(&url, &worker, &objects)?)).await?;
                 session.consumed_page().await?;
             }

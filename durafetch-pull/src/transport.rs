@@ -1,5 +1,5 @@
-//! The seam under the sessions: how a session reaches a server. In production a
-//! [`WebSocketTransport`](crate::connect::WebSocketTransport) opens an authenticated WebSocket;
+//! The seam under the sessions: how a session reaches a server. In production the
+//! `connect` module's `WebSocketTransport` opens an authenticated WebSocket;
 //! in tests a scripted fake server answers over in-memory channels, so the download, index and
 //! pull logic is tested without a network or a worker.
 

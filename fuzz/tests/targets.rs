@@ -8,7 +8,7 @@ use durafetch_pull::filter::{Filter, FilterSpec};
 use durafetch_sdk::core::auth::{bearer_token, Secret};
 use durafetch_sdk::core::keys::{check_user_key, log_key, parse_log_key};
 use durafetch_sdk::core::protocol::{ClientMessage, ObjectReport, ServerMessage};
-use durafetch_sdk::core::route::{is_local_host, match_host, ApiRoute, HostMatch};
+use durafetch_sdk::core::route::{is_local_host, ApiAddress, ApiRoute};
 
 #[test]
 fn client_messages() {
@@ -76,11 +76,25 @@ fn api_routes() {
 
 #[test]
 fn hosts() {
-    let corpus = ["durafetch_w-1.example.com", "durafetch_w-1.localhost:8787", "127.0.0.1:9", "[::1]:80", "x.durafetch_w-1.localhost"];
+    let corpus = [
+        "durafetch_w-1.example.com",
+        "durafetch-w-1.localhost:8787",
+        "127.0.0.1:9",
+        "[::1]:80",
+        "x.durafetch_w-1.localhost",
+        "/_durafetch-0123456789abcdef/index",
+    ];
+    let prefix = ApiAddress::parse(Some("path_prefix"), Some("/_durafetch-0123456789abcdef")).unwrap();
     Fuzzer::new().run("hosts", &corpus, |host| {
-        if match_host(host, "w-1") == HostMatch::Api {
-            let label = host.split('.').next().unwrap();
-            assert!(label.eq_ignore_ascii_case("durafetch_w-1"), "{host} matched w-1");
+        for (address, label) in [(ApiAddress::UnderscoreLabel, "durafetch_w-1"), (ApiAddress::HyphenLabel, "durafetch-w-1")] {
+            if address.api_path(host, "/index", "w-1").is_some() {
+                assert!(host.split('.').next().unwrap().eq_ignore_ascii_case(label), "{host} matched w-1");
+            }
+        }
+        // The same text as a path under a prefix: matched only as the whole first segment.
+        if let Some(rest) = prefix.api_path("any.host", host, "w-1") {
+            assert!(host == "/_durafetch-0123456789abcdef" || host.starts_with("/_durafetch-0123456789abcdef/"), "{host} matched");
+            assert!(rest.starts_with('/'), "{host} gave {rest}");
         }
         if is_local_host(host) {
             let name = host.trim_end_matches('.').to_ascii_lowercase();
@@ -135,7 +149,7 @@ fn puller_config_files() {
             for server in &settings.servers {
                 let host = server.url.host_str().unwrap_or_default();
                 assert!(server.url.scheme() == "wss" || is_local_host(host), "plain ws to {host} accepted");
-                assert!(!server.worker.is_empty());
+                assert!(!host.is_empty() && server.url.query().is_none() && server.url.fragment().is_none());
             }
             assert!(settings.concurrency >= 1);
         }

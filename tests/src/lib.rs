@@ -3,6 +3,8 @@
 //! file it writes. Run through `scripts/test.sh`, which builds the example and puts the cached
 //! tools on `PATH`.
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -352,9 +354,7 @@ impl LocalWorker {
 
     /// The `durafetch-pull` command for this worker, to run or spawn.
     pub fn puller(&self, db: &Path, token: &str, flags: &[&str]) -> Command {
-        let mut cmd = Command::new(puller_binary());
-        cmd.args(["--json", "--db"]).arg(db).args(["--server", &self.api_url()]).args(flags).env("DURAFETCH_AUTH", token);
-        cmd
+        puller_at(&self.api_url(), db, token, flags)
     }
 }
 
@@ -475,6 +475,13 @@ pub fn puller_binary() -> PathBuf {
 }
 
 /// The example's route prefix for a class.
+/// The `durafetch-pull` command for the export API at `url`.
+pub fn puller_at(url: &str, db: &Path, token: &str, flags: &[&str]) -> Command {
+    let mut cmd = Command::new(puller_binary());
+    cmd.args(["--json", "--db"]).arg(db).args(["--server", url]).args(flags).env("DURAFETCH_AUTH", token);
+    cmd
+}
+
 pub fn route_of(class: &str) -> &'static str {
     match class {
         "CounterKv" => "kv",

@@ -11,7 +11,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version 2 added the SQL tables of SQLite-backed objects (`sql_page`, `sql_table_gone`, the
-/// SQL half of the cursor); a version-1 client is refused with an error naming both versions.
+/// SQL half of the cursor) and the worker's name in `objects` pages; a version-1 client is
+/// refused with an error naming both versions.
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
 /// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
@@ -119,7 +120,9 @@ pub enum ServerMessage {
         sql: u64,
     },
     /// A page of the registry index, in revision order.
-    Objects { objects: Vec<IndexEntry> },
+    /// `worker` is the worker's name (`[vars.DURAFETCH] worker`): the client files the objects
+    /// under it, whatever host or path prefix it reached the worker by.
+    Objects { worker: String, objects: Vec<IndexEntry> },
     /// Last message of an index session (or of a batch, in a watch): the client has seen every
     /// change of this shard up to `rev`. `shards` is how many registry shards the worker has.
     IndexEnd {

@@ -2,23 +2,75 @@
 
 use std::fmt;
 
-/// First host label of the export API: `durafetch_<worker name>`.
+/// First host label of the export API by default: `durafetch_<worker name>`.
 pub const HOST_LABEL_PREFIX: &str = "durafetch_";
+/// First host label of the export API with `api = "hyphen_label"`: `durafetch-<worker name>`.
+pub const HYPHEN_LABEL_PREFIX: &str = "durafetch-";
+/// The shortest path prefix accepted, after its slash: long enough that no application route
+/// takes it by accident.
+pub const MIN_PATH_PREFIX_CHARS: usize = 16;
 
-/// How a request's host relates to this worker's export API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostMatch {
-    /// The first label is exactly `durafetch_<worker>`.
-    Api,
-    /// Anything else, including `durafetch_<another worker>`: the user's code handles it.
-    NotOurs,
+/// Where the export API answers, as `[vars.DURAFETCH] api` chooses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ApiAddress {
+    /// Hosts whose first label is exactly `durafetch_<worker>` (the default): a full-setup zone
+    /// whose wildcard certificate covers the label, or `.localhost` in development.
+    #[default]
+    UnderscoreLabel,
+    /// Hosts whose first label is exactly `durafetch-<worker>`: a Workers Custom Domain or any
+    /// host a public CA certifies by name.
+    HyphenLabel,
+    /// Any host the worker serves, under this path prefix (one segment): workers.dev.
+    PathPrefix(String),
 }
 
-pub fn match_host(host: &str, worker: &str) -> HostMatch {
-    let label = host.split('.').next().unwrap_or("");
-    match label.strip_prefix(HOST_LABEL_PREFIX) {
-        Some(name) if name.eq_ignore_ascii_case(worker) && !worker.is_empty() => HostMatch::Api,
-        _ => HostMatch::NotOurs,
+impl ApiAddress {
+    /// From `api` (`underscore_label`, `hyphen_label` or `path_prefix`; absent: the first) and
+    /// `path_prefix`, which `path_prefix` needs and nothing else takes.
+    pub fn parse(api: Option<&str>, path_prefix: Option<&str>) -> Result<Self, String> {
+        const HOW: &str = "set api = \"underscore_label\" (the default), \"hyphen_label\", or \"path_prefix\" with path_prefix = \"/<a segment of at least 16 letters, digits, '-' or '_'>\"";
+        match (api.unwrap_or("underscore_label"), path_prefix) {
+            ("underscore_label", None) => Ok(ApiAddress::UnderscoreLabel),
+            ("hyphen_label", None) => Ok(ApiAddress::HyphenLabel),
+            ("path_prefix", Some(prefix)) => {
+                let segment = prefix.strip_prefix('/').unwrap_or("");
+                let fits =
+                    segment.len() >= MIN_PATH_PREFIX_CHARS && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if fits {
+                    Ok(ApiAddress::PathPrefix(prefix.to_owned()))
+                } else {
+                    Err(format!("durafetch: DURAFETCH.path_prefix {prefix:?} is too short or not one path segment; {HOW}"))
+                }
+            }
+            ("path_prefix", None) => Err(format!("durafetch: DURAFETCH.api = \"path_prefix\" needs path_prefix; {HOW}")),
+            ("underscore_label" | "hyphen_label", Some(_)) => {
+                Err(format!("durafetch: DURAFETCH.path_prefix is set but api is not \"path_prefix\"; {HOW}"))
+            }
+            (other, _) => Err(format!("durafetch: DURAFETCH.api {other:?} is not one of the three; {HOW}")),
+        }
+    }
+
+    /// The API path a request asks for (`/index`, `/export/..`) if the request is the API's;
+    /// `None` sends it to the user's code untouched (`durafetch_w-1` never answers for
+    /// `durafetch_w-10`, nor a prefix for a path that merely starts with its characters).
+    pub fn api_path<'a>(&self, host: &str, path: &'a str, worker: &str) -> Option<&'a str> {
+        let label_is = |prefix: &str| {
+            let label = host.split('.').next().unwrap_or("");
+            // `get`: a label with other than ASCII may not split at the prefix's length.
+            let (head, name) = (label.get(..prefix.len()), label.get(prefix.len()..));
+            head.is_some_and(|h| h.eq_ignore_ascii_case(prefix))
+                && name.is_some_and(|n| n.eq_ignore_ascii_case(worker))
+                && !worker.is_empty()
+        };
+        match self {
+            ApiAddress::UnderscoreLabel => label_is(HOST_LABEL_PREFIX).then_some(path),
+            ApiAddress::HyphenLabel => label_is(HYPHEN_LABEL_PREFIX).then_some(path),
+            ApiAddress::PathPrefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+                Some("") => Some("/"),
+                Some(rest) if rest.starts_with('/') => Some(rest),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -102,15 +154,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_label_must_match_exactly() {
-        assert_eq!(match_host("durafetch_w-1.example.com", "w-1"), HostMatch::Api);
-        assert_eq!(match_host("durafetch_w-1.localhost", "w-1"), HostMatch::Api);
-        assert_eq!(match_host("durafetch_w-10.example.com", "w-1"), HostMatch::NotOurs);
-        assert_eq!(match_host("durafetch_w-1.example.com", "w-10"), HostMatch::NotOurs);
-        assert_eq!(match_host("durafetch_w-1x.example.com", "w-1"), HostMatch::NotOurs);
-        assert_eq!(match_host("w-1.example.com", "w-1"), HostMatch::NotOurs);
-        assert_eq!(match_host("x.durafetch_w-1.example.com", "w-1"), HostMatch::NotOurs);
-        assert_eq!(match_host("durafetch_.example.com", ""), HostMatch::NotOurs);
+    fn host_labels_must_match_exactly() {
+        let underscore = ApiAddress::UnderscoreLabel;
+        let api = |host: &str, worker: &str| underscore.api_path(host, "/index", worker).is_some();
+        assert!(api("durafetch_w-1.example.com", "w-1"));
+        assert!(api("durafetch_w-1.localhost", "w-1"));
+        assert!(api("DuraFetch_W-1.example.com", "w-1"));
+        assert!(!api("durafetch_w-10.example.com", "w-1"));
+        assert!(!api("durafetch_w-1.example.com", "w-10"));
+        assert!(!api("durafetch_w-1x.example.com", "w-1"));
+        assert!(!api("w-1.example.com", "w-1"));
+        assert!(!api("x.durafetch_w-1.example.com", "w-1"));
+        assert!(!api("durafetch_.example.com", ""));
+        assert!(!api("durafetch-w-1.example.com", "w-1"), "the hyphen label is another mode");
+        let hyphen = ApiAddress::HyphenLabel;
+        assert_eq!(hyphen.api_path("durafetch-w-1.example.com", "/export/x", "w-1"), Some("/export/x"));
+        assert_eq!(hyphen.api_path("durafetch-w-10.example.com", "/index", "w-1"), None);
+        assert_eq!(hyphen.api_path("durafetch_w-1.example.com", "/index", "w-1"), None);
+        assert_eq!(hyphen.api_path("durafetcé-w.example.com", "/index", "-w"), None, "not a char boundary: no panic");
+    }
+
+    #[test]
+    fn a_path_prefix_is_one_long_segment_matched_whole() {
+        let prefix = "/_durafetch-0123456789ab";
+        let api = ApiAddress::parse(Some("path_prefix"), Some(prefix)).unwrap();
+        assert_eq!(api.api_path("my-app.acct.workers.dev", "/_durafetch-0123456789ab/index/2", "my-app"), Some("/index/2"));
+        assert_eq!(api.api_path("any.host", "/_durafetch-0123456789ab", "w"), Some("/"));
+        assert_eq!(api.api_path("any.host", "/_durafetch-0123456789abc/index", "w"), None, "shares the prefix's first characters");
+        assert_eq!(api.api_path("any.host", "/_durafetch-0123456789a/index", "w"), None);
+        assert_eq!(api.api_path("durafetch_w.host", "/index", "w"), None, "labels are other modes");
+        for bad in ["/short", "no-slash-0123456789abcdef", "/two/segments-0123456789", "/spaces in it 0123456789", "/"] {
+            assert!(ApiAddress::parse(Some("path_prefix"), Some(bad)).is_err(), "{bad}");
+        }
+        assert!(ApiAddress::parse(Some("path_prefix"), None).unwrap_err().contains("needs path_prefix"));
+        assert!(ApiAddress::parse(None, Some(prefix)).is_err(), "a prefix without its mode is a mistake");
+        assert!(ApiAddress::parse(Some("subdomain"), None).unwrap_err().contains("\"subdomain\" is not one of the three"));
+        assert_eq!(ApiAddress::parse(None, None), Ok(ApiAddress::UnderscoreLabel));
+        assert_eq!(ApiAddress::parse(Some("hyphen_label"), None), Ok(ApiAddress::HyphenLabel));
     }
 
     #[test]

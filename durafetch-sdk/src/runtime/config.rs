@@ -1,10 +1,12 @@
 //! The worker's durafetch settings: the `DURAFETCH` variable of wrangler.toml and the secret.
 
 use crate::core::auth::{Secret, SecretError, SECRET_NAME};
+use crate::core::route::ApiAddress;
 use crate::core::shard::MAX_REGISTRY_SHARDS;
 use serde::Deserialize;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use worker::Env;
 
 /// Binding of the registry object, fixed so that objects and the worker find it without settings.
@@ -13,14 +15,22 @@ pub(crate) const REGISTRY_BINDING: &str = "DURAFETCH_REGISTRY";
 pub(crate) const CONFIG_VAR: &str = "DURAFETCH";
 
 /// `[vars.DURAFETCH]` in wrangler.toml:
-/// `worker` is the worker's name (the API answers on `durafetch_<worker>.<zone>`), and `objects`
-/// maps each instrumented class to its Durable Object binding, so an export request naming a
-/// class reaches the right namespace.
+/// `worker` is the worker's name (by default the API answers on `durafetch_<worker>.<zone>`),
+/// `objects` maps each instrumented class to its Durable Object binding, so an export request
+/// naming a class reaches the right namespace, and `api` (with `path_prefix`) chooses where the
+/// API answers (`core::route::ApiAddress`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     pub worker: String,
     pub objects: BTreeMap<String, String>,
+    #[serde(default)]
+    api: Option<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    /// Where the API answers, from `api` and `path_prefix`.
+    #[serde(skip)]
+    pub address: ApiAddress,
     /// Readers more than this many log rows behind an object get a full snapshot; deletions
     /// older than that are forgotten by the log.
     #[serde(default)]
@@ -45,8 +55,20 @@ impl Config {
         if !(1..=MAX_REGISTRY_SHARDS).contains(&config.registry_shards) {
             return Err(format!("durafetch: DURAFETCH.registry_shards must be between 1 and {MAX_REGISTRY_SHARDS}"));
         }
-        Ok(config)
+        let address = ApiAddress::parse(config.api.as_deref(), config.path_prefix.as_deref())?;
+        Ok(Config { address, ..config })
     }
+
+    /// [`Config::from_env`], read once per isolate: the worker's entry point asks for it on every
+    /// request (in path-prefix mode any request may be the API's), and a deployment's variables
+    /// do not change under a running isolate.
+    pub fn cached(env: &Env) -> Result<Rc<Config>, String> {
+        CONFIG.with(|cached| cached.get_or_init(|| Config::from_env(env).map(Rc::new)).clone())
+    }
+}
+
+thread_local! {
+    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
 }
 
 pub(crate) fn secret(env: &Env) -> Result<Secret, SecretError> {

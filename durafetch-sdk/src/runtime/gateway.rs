@@ -1,5 +1,6 @@
-//! The worker's side of the export API: recognises requests for `durafetch_<worker>.<zone>`,
-//! authenticates them and forwards WebSocket upgrades to the registry or to the object itself.
+//! The worker's side of the export API: recognises its requests (by host label or path prefix,
+//! `core::route::ApiAddress`), authenticates them and forwards WebSocket upgrades to the
+//! registry or to the object itself.
 
 use url::Url;
 use worker::{Env, Headers, Method, Request, Response, Stub};
@@ -8,27 +9,29 @@ use super::config::{self, Config};
 use super::internal::{self, EXPORT_PATH, INDEX_PATH, OBJECT_HEADER};
 use super::{is_websocket_upgrade, json_error, registry, Routed};
 use crate::core::auth::Secret;
-use crate::core::route::{is_local_host, match_host, ApiRoute, HostMatch, RouteError, HOST_LABEL_PREFIX};
+use crate::core::route::{is_local_host, ApiRoute, RouteError, HOST_LABEL_PREFIX, HYPHEN_LABEL_PREFIX};
 
-/// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests for
-/// any other host come back untouched, with the environment.
+/// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests that
+/// are not the API's come back untouched, with the environment.
 pub async fn route_worker_request(req: Request, env: Env) -> Routed<(Request, Env)> {
     let Ok(url) = req.url() else { return Routed::Pass((req, env)) };
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if !host.starts_with(HOST_LABEL_PREFIX) {
-        return Routed::Pass((req, env));
-    }
-    let config = match Config::from_env(&env) {
+    let config = match Config::cached(&env) {
         Ok(config) => config,
-        Err(message) => return Routed::Handled(json_error(500, &message)),
+        // Without a config no mode is known: a request for a durafetch label is told why,
+        // anything else is the user's.
+        Err(message) if host.starts_with(HOST_LABEL_PREFIX) || host.starts_with(HYPHEN_LABEL_PREFIX) => {
+            return Routed::Handled(json_error(500, &message))
+        }
+        Err(_) => return Routed::Pass((req, env)),
     };
-    if match_host(&host, &config.worker) == HostMatch::NotOurs {
+    let Some(path) = config.address.api_path(&host, url.path(), &config.worker) else {
         return Routed::Pass((req, env));
-    }
-    Routed::Handled(serve(&req, &env, &config, &url, &host).await)
+    };
+    Routed::Handled(serve(&req, &env, &config, &url, &host, path).await)
 }
 
-async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str) -> worker::Result<Response> {
+async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str, path: &str) -> worker::Result<Response> {
     let secret = match config::secret(env) {
         Ok(secret) => secret,
         Err(e) => return json_error(500, &e.to_string()),
@@ -40,7 +43,7 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str)
     if !secret.accepts_header(authorization.as_deref()) {
         return json_error(401, "unauthorized");
     }
-    let route = match ApiRoute::parse(url.path()) {
+    let route = match ApiRoute::parse(path) {
         Ok(route) => route,
         Err(e) => return json_error(400, &e.to_string()),
     };

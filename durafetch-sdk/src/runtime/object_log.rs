@@ -103,6 +103,10 @@ pub(crate) struct ObjectLog {
     pub sql: OnceCell<super::sql_hooks::SqlStorage>,
     /// The newest SQL change record's sequence number (0: none, or no SQL storage).
     pub sql_head: Cell<u64>,
+    /// Statements wrote since the SQL head was last read; `sql_check` reads it at the end of the
+    /// turn.
+    pub sql_dirty: Cell<bool>,
+    pub sql_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
 }
 
 /// The property of the storage object that holds its log alive for as long as the storage
@@ -142,6 +146,8 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         turn_check: OnceCell::new(),
         sql: OnceCell::new(),
         sql_head: Cell::new(0),
+        sql_dirty: Cell::new(false),
+        sql_check: OnceCell::new(),
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
     // hooks would lose changes silently, so fail the constructor loudly instead.

@@ -86,12 +86,12 @@ impl DurableObject for DurafetchRegistry {
                 let storage = self.state.storage();
                 let watchers = self.watchers.clone();
                 // The gateway checked the config before forwarding here.
-                let shards = config::Config::from_env(&self.env).map_or(1, |c| c.registry_shards);
+                let (shards, worker) = config::Config::from_env(&self.env).map_or((1, String::new()), |c| (c.registry_shards, c.worker));
                 wasm_bindgen_futures::spawn_local(async move {
                     let sql = storage.sql();
                     let ws = pair.server;
                     let Ok(mut session) = FlowSession::accept(&ws) else { return };
-                    let index = Index { sql: &sql, shards };
+                    let index = Index { sql: &sql, shards, worker };
                     let outcome = index.serve(&mut session, &watchers).await;
                     session.finish(outcome);
                 });
@@ -135,6 +135,7 @@ struct Row {
 struct Index<'a> {
     sql: &'a worker::SqlStorage,
     shards: u32,
+    worker: String,
 }
 
 impl Index<'_> {
@@ -174,7 +175,8 @@ impl Index<'_> {
                 })
                 .collect();
             rev = objects.last().map_or(rev, |o| o.rev);
-            let page = serde_json::to_string(&ServerMessage::Objects { objects }).map_err(|e| SessionError::Server(e.to_string()))?;
+            let page = serde_json::to_string(&ServerMessage::Objects { worker: self.worker.clone(), objects })
+                .map_err(|e| SessionError::Server(e.to_string()))?;
             session.send_page(&page).await?;
             if !full {
                 break;

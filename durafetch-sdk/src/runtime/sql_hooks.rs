@@ -76,7 +76,7 @@ impl SqlStorage {
     }
 
     /// Brings the triggers and the table markers in step with the tables.
-    fn sync(&self, class: &str, id: &str) -> Result<(), JsValue> {
+    pub fn sync(&self, class: &str, id: &str) -> Result<(), JsValue> {
         self.ensure_schema()?;
         let pairs = |query: &str| -> Result<BTreeMap<String, String>, JsValue> {
             Ok(self
@@ -151,30 +151,43 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
     }
     let cursor = Reflect::apply(exec, this, args)?;
     let Some(log) = log.upgrade() else { return Ok(cursor) };
-    let schema = sql_capture::may_change_schema(&query);
-    let wrote = Reflect::get(&cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0;
-    if schema || wrote {
-        if let Err(e) = log.after_sql_write(schema) {
+    if sql_capture::may_change_schema(&query) {
+        // At once: the next statement may write to a table made by this one.
+        if let Err(e) = log.sql.get().map_or(Ok(()), |sql| sql.sync(log.class, &log.id)) {
             // The user's statement has run: failing it now would not undo it. The next sync (the
             // next schema statement, or the object's next start) catches up.
-            worker::console_error!("durafetch: recording SQL changes of {} {}: {e:?}", log.class, log.id);
+            worker::console_error!("durafetch: recording the SQL tables of {} {}: {e:?}", log.class, log.id);
         }
+        log.note_sql_write();
+    } else if Reflect::get(&cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0 {
+        log.note_sql_write();
     }
     Ok(cursor)
 }
 
 impl ObjectLog {
-    fn after_sql_write(self: &Rc<Self>, schema: bool) -> Result<(), JsValue> {
-        let Some(sql) = self.sql.get() else { return Ok(()) };
-        if schema {
-            sql.sync(self.class, &self.id)?;
+    /// Reads the SQL head once the statements of this turn have run (a loop of single-row
+    /// statements costs one read, not one each), and reports it if it grew.
+    fn note_sql_write(self: &Rc<Self>) {
+        if self.sql_dirty.replace(true) {
+            return;
         }
-        let head = sql.head()?;
-        if head != self.sql_head.get() {
-            self.sql_head.set(head);
-            self.schedule_report();
-        }
-        Ok(())
+        let log = Rc::downgrade(self);
+        let check = self.sql_check.get_or_init(|| {
+            Closure::wrap(Box::new(move |_: JsValue| {
+                let Some(log) = log.upgrade() else { return };
+                log.sql_dirty.set(false);
+                match log.sql.get().map(SqlStorage::head) {
+                    Some(Ok(head)) if head != log.sql_head.get() => {
+                        log.sql_head.set(head);
+                        log.schedule_report();
+                    }
+                    Some(Err(e)) => worker::console_error!("durafetch: reading the SQL head of {} {}: {e:?}", log.class, log.id),
+                    _ => {}
+                }
+            }) as Box<dyn FnMut(JsValue)>)
+        });
+        let _ = self.resolved.then(check);
     }
 }
 
