@@ -9,6 +9,11 @@
 
 pub mod core;
 
+/// The crate README's example, compiled (not run: it needs a Worker) as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 #[cfg(feature = "runtime")]
 mod runtime;
 
