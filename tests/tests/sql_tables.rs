@@ -224,6 +224,19 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
     );
     pull_until_tables_match(&worker, &db, &["shop", "other"], "tables recreated");
 
+    // A call whose last statement fails after a table was made and written: the table is
+    // recorded all the same, and so are later writes to it.
+    let failed = worker.try_post(
+        "sql/shop/ops",
+        &json!([{"op": "sql", "sql": "CREATE TABLE late (a); INSERT INTO late VALUES (1); INSERT INTO no_such_table VALUES (2)"}])
+            .to_string(),
+    );
+    assert!(failed.is_err(), "the last statement fails");
+    if !query(&worker, "shop", "SELECT 1 FROM pragma_table_list WHERE name = 'late'").is_empty() {
+        sql(&worker, "shop", "INSERT INTO late VALUES (3)");
+    }
+    pull_until_tables_match(&worker, &db, &["shop", "other"], "after a failed call");
+
     // durafetch's names are its own: a statement naming them fails, with a message saying why.
     let refused = worker.try_post("sql/shop/ops", &json!([{"op": "sql", "sql": "CREATE TABLE _durafetch_mine (x)"}]).to_string());
     let (status, body) = refused.expect_err("a table under durafetch's prefix is refused");

@@ -149,8 +149,10 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
             sql_capture::SQL_PREFIX
         )));
     }
-    let cursor = Reflect::apply(exec, this, args)?;
-    let Some(log) = log.upgrade() else { return Ok(cursor) };
+    let outcome = Reflect::apply(exec, this, args);
+    let Some(log) = log.upgrade() else { return outcome };
+    // A statement that failed may follow others of the same call that ran: a table made before
+    // the failure gets its triggers (and is resent whole), rows written before it are reported.
     if sql_capture::may_change_schema(&query) {
         // At once: the next statement may write to a table made by this one.
         if let Err(e) = log.sql.get().map_or(Ok(()), |sql| sql.sync(log.class, &log.id)) {
@@ -159,10 +161,16 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
             worker::console_error!("durafetch: recording the SQL tables of {} {}: {e:?}", log.class, log.id);
         }
         log.note_sql_write();
-    } else if Reflect::get(&cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0 {
-        log.note_sql_write();
+    } else {
+        let wrote = match &outcome {
+            Ok(cursor) => Reflect::get(cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0,
+            Err(_) => true,
+        };
+        if wrote {
+            log.note_sql_write();
+        }
     }
-    Ok(cursor)
+    outcome
 }
 
 impl ObjectLog {
