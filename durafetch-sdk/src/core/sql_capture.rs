@@ -14,6 +14,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::protocol::SqlValue;
+
 /// Every name durafetch creates in the object's database starts with this (any case). A user
 /// statement naming it is refused before it runs.
 pub const SQL_PREFIX: &str = "_durafetch_";
@@ -153,14 +155,20 @@ impl TableShape {
         .collect()
     }
 
-    /// The selected values of each column: its type, then its value, an INTEGER as text so
-    /// that all 64 bits cross to JS.
+    /// The selected values of each column: its type, then its value in a form JSON carries
+    /// exactly (see [`decode_value`]), so that a whole read crosses from JS as one JSON text.
     fn value_exprs(&self, alias: &str) -> Vec<String> {
         self.columns
             .iter()
             .flat_map(|c| {
                 let col = format!("{alias}.{}", ident(c));
-                [format!("typeof({col})"), format!("CASE typeof({col}) WHEN 'integer' THEN CAST({col} AS TEXT) ELSE {col} END")]
+                [
+                    format!("typeof({col})"),
+                    format!(
+                        "CASE typeof({col}) WHEN 'integer' THEN CAST({col} AS TEXT) WHEN 'blob' THEN hex({col}) \
+                         WHEN 'real' THEN CASE WHEN {col} = 9e999 THEN 'inf' WHEN {col} = -9e999 THEN '-inf' ELSE {col} END ELSE {col} END"
+                    ),
+                ]
             })
             .collect()
     }
@@ -340,6 +348,28 @@ fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
     haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// A column's value from its `typeof` and the JSON form [`TableShape`]'s reads select: an
+/// INTEGER as its decimal text (all 64 bits), a REAL as a JSON number (a double, exactly) or
+/// `inf` / `-inf`, TEXT as a string, a BLOB as hex, NULL as null.
+pub fn decode_value(kind: &str, value: &serde_json::Value) -> Result<SqlValue, String> {
+    let bad = || format!("a {kind} read as {value}");
+    match (kind, value) {
+        ("null", _) => Ok(SqlValue::Null),
+        ("integer", serde_json::Value::String(text)) => text.parse().map(SqlValue::Integer).map_err(|_| bad()),
+        ("real", serde_json::Value::Number(n)) => n.as_f64().map(SqlValue::Real).ok_or_else(bad),
+        ("real", serde_json::Value::String(text)) if text == "inf" => Ok(SqlValue::Real(f64::INFINITY)),
+        ("real", serde_json::Value::String(text)) if text == "-inf" => Ok(SqlValue::Real(f64::NEG_INFINITY)),
+        ("text", serde_json::Value::String(text)) => Ok(SqlValue::Text(text.clone())),
+        ("blob", serde_json::Value::String(hex)) if hex.len() % 2 == 0 => (0..hex.len())
+            .step_by(2)
+            .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .map(SqlValue::Blob)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
 /// The row key of a record or scanned row: its key literals joined by commas. `quote()` escapes
 /// every quote inside a text literal, so the joined form is unambiguous.
 pub fn row_key(literals: &[String]) -> String {
@@ -365,6 +395,30 @@ mod tests {
         let triggers = composite.triggers();
         assert_eq!(triggers.len(), 3);
         assert!(triggers[1].1.contains(r#"NOT (OLD."a" IS NEW."a" AND OLD."b" IS NEW."b")"#), "{}", triggers[1].1);
+    }
+
+    #[test]
+    fn values_decode_exactly_from_their_json_form() {
+        use serde_json::json;
+        assert_eq!(decode_value("integer", &json!("-9223372036854775808")), Ok(SqlValue::Integer(i64::MIN)));
+        assert_eq!(decode_value("integer", &json!("9007199254740993")), Ok(SqlValue::Integer(9_007_199_254_740_993)));
+        assert_eq!(decode_value("real", &json!(3)), Ok(SqlValue::Real(3.0)), "JS writes 3.0 as 3; typeof keeps it REAL");
+        assert_eq!(decode_value("real", &json!(0.1)), Ok(SqlValue::Real(0.1)));
+        assert_eq!(decode_value("real", &json!("-inf")), Ok(SqlValue::Real(f64::NEG_INFINITY)));
+        assert_eq!(decode_value("text", &json!("a\u{0}é")), Ok(SqlValue::Text("a\u{0}é".into())));
+        assert_eq!(decode_value("blob", &json!("00FF10")), Ok(SqlValue::Blob(vec![0, 255, 16])));
+        assert_eq!(decode_value("blob", &json!("")), Ok(SqlValue::Blob(vec![])));
+        assert_eq!(decode_value("null", &json!(null)), Ok(SqlValue::Null));
+        for (kind, bad) in [
+            ("integer", json!(1.5)),
+            ("integer", json!("x")),
+            ("blob", json!("0")),
+            ("blob", json!("zz")),
+            ("real", json!("nan")),
+            ("date", json!(1)),
+        ] {
+            assert!(decode_value(kind, &bad).is_err(), "{kind} {bad}");
+        }
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use js_sys::{Array, Uint8Array};
+use js_sys::Array;
 
 use super::flow::{FlowSession, SessionError};
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::sql_capture::{self, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::sql_capture::{self, decode_value, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
 use crate::core::storage_api::ReadSizer;
 
 /// Change records read at a time: their sequence, table and mark only.
@@ -41,21 +41,21 @@ impl SqlExport<'_> {
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         let mut after: Option<Vec<String>> = None;
         loop {
-            let rows = self.sql.rows(&table.scan_page(after.as_deref()), &[(sizer.limit() as f64).into()])?;
-            if rows.length() == 0 {
+            let rows = self.sql.json_rows(&table.scan_page(after.as_deref()), &[(sizer.limit() as f64).into()])?;
+            if rows.is_empty() {
                 break;
             }
             let before = pages.bytes;
             let skip = table.scan_position_values();
+            let read = rows.len();
             let mut last = None;
-            for row in rows.iter() {
-                let row = Array::from(&row);
+            for row in rows {
                 let literals = texts(&row, skip, table.key_len());
                 let values = values(&row, skip + table.key_len(), table.columns.len())?;
-                last = Some(if table.without_rowid { literals.clone() } else { vec![row.get(0).as_string().unwrap_or_default()] });
+                last = Some(if table.without_rowid { literals.clone() } else { texts(&row, 0, 1) });
                 pages.push(session, SqlRow { k: row_key(&literals), v: Some(values) }).await?;
             }
-            sizer.observe(rows.length() as usize, pages.bytes - before);
+            sizer.observe(read, pages.bytes - before);
             after = last;
         }
         pages.flush(session).await
@@ -101,20 +101,20 @@ impl SqlExport<'_> {
         let mut after = from;
         let query = table.changed_rows();
         loop {
-            let rows = self.sql.rows(&query, &[(after as f64).into(), (upto as f64).into(), (sizer.limit() as f64).into()])?;
-            if rows.length() == 0 {
+            let rows = self.sql.json_rows(&query, &[(after as f64).into(), (upto as f64).into(), (sizer.limit() as f64).into()])?;
+            if rows.is_empty() {
                 break;
             }
             let before = pages.bytes;
-            for row in rows.iter() {
-                let row = Array::from(&row);
-                after = row.get(0).as_f64().unwrap_or(0.0) as u64;
+            let read = rows.len();
+            for row in rows {
+                after = row.first().and_then(serde_json::Value::as_u64).unwrap_or(after);
                 let literals = texts(&row, 1, table.key_len());
-                let present = row.get(1 + table.key_len() as u32).as_f64().unwrap_or(0.0) != 0.0;
+                let present = row.get(1 + table.key_len()).and_then(serde_json::Value::as_u64).unwrap_or(0) != 0;
                 let v = if present { Some(values(&row, 2 + table.key_len(), table.columns.len())?) } else { None };
                 pages.push(session, SqlRow { k: row_key(&literals), v }).await?;
             }
-            sizer.observe(rows.length() as usize, pages.bytes - before);
+            sizer.observe(read, pages.bytes - before);
         }
         pages.flush(session).await
     }
@@ -165,28 +165,17 @@ fn value_size(value: &SqlValue) -> usize {
     }
 }
 
-fn texts(row: &Array, start: usize, count: usize) -> Vec<String> {
-    (start..start + count).map(|i| row.get(i as u32).as_string().unwrap_or_default()).collect()
+fn texts(row: &[serde_json::Value], start: usize, count: usize) -> Vec<String> {
+    (start..start + count).map(|i| row.get(i).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned()).collect()
 }
 
 /// `count` columns from `start`, each as its type and value (see `TableShape::value_exprs`).
-fn values(row: &Array, start: usize, count: usize) -> Result<Vec<SqlValue>, SessionError> {
+fn values(row: &[serde_json::Value], start: usize, count: usize) -> Result<Vec<SqlValue>, SessionError> {
     (0..count)
         .map(|i| {
-            let at = (start + 2 * i) as u32;
-            let value = row.get(at + 1);
-            match row.get(at).as_string().as_deref() {
-                Some("null") => Ok(SqlValue::Null),
-                Some("integer") => value
-                    .as_string()
-                    .and_then(|t| t.parse().ok())
-                    .map(SqlValue::Integer)
-                    .ok_or_else(|| SessionError::Server(format!("an INTEGER read as {value:?}"))),
-                Some("real") => Ok(SqlValue::Real(value.as_f64().unwrap_or(f64::NAN))),
-                Some("text") => Ok(SqlValue::Text(value.as_string().unwrap_or_default())),
-                Some("blob") => Ok(SqlValue::Blob(Uint8Array::new(&value).to_vec())),
-                other => Err(SessionError::Server(format!("unknown SQL type {other:?}"))),
-            }
+            let at = start + 2 * i;
+            let kind = row.get(at).and_then(serde_json::Value::as_str).unwrap_or_default();
+            decode_value(kind, row.get(at + 1).unwrap_or(&serde_json::Value::Null)).map_err(SessionError::Server)
         })
         .collect()
 }

@@ -34,6 +34,14 @@ impl SqlStorage {
         Ok(Array::from(&raw.call0(&cursor)?))
     }
 
+    /// [`Self::rows`] as JSON values, crossing from JS as one JSON text: a read of thousands of
+    /// values costs one crossing, not one per value. The query selects only what JSON carries
+    /// exactly (`core::sql_capture::decode_value`).
+    pub fn json_rows(&self, query: &str, bindings: &[JsValue]) -> Result<Vec<Vec<serde_json::Value>>, JsValue> {
+        let text: String = js_sys::JSON::stringify(self.rows(query, bindings)?.as_ref())?.into();
+        serde_json::from_str(&text).map_err(|e| js_error(&format!("durafetch: a SQL read did not parse: {e}")))
+    }
+
     fn run(&self, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {
         let sql = self.sql.deref().ok_or_else(|| js_error("durafetch: the object's storage is gone"))?;
         let args = Array::of1(&query.into());
