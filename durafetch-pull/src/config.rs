@@ -244,7 +244,14 @@ fn server(entry: ServerEntry, default_var: &str, env: &impl Fn(&str) -> Option<S
         _ => return Err(bad("expected ws:// or wss://")),
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("a query or fragment has no meaning here; give the host, and the path prefix if the worker uses one"));
+        // Not echoed whole: a query is where a token would be put by mistake.
+        let mut shown = url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        return Err(ConfigError::BadUrl {
+            url: format!("{shown}?.."),
+            reason: "a query or fragment has no meaning here; give the host, and the path prefix if the worker uses one".into(),
+        });
     }
     let var = entry.auth_token_env.as_deref().unwrap_or(default_var);
     let token = entry
@@ -294,8 +301,10 @@ mod tests {
         {
             assert!(server(entry(url), "DURAFETCH_AUTH", &env).is_ok(), "{url}");
         }
-        for url in ["wss://app.example.com/?token=x", "wss://app.example.com/#x", "wss:///nohost"] {
-            assert!(matches!(server(entry(url), "DURAFETCH_AUTH", &env), Err(ConfigError::BadUrl { .. })), "{url}");
+        for url in ["wss://app.example.com/?token=x", "wss://app.example.com/#x", "wss://"] {
+            let error = server(entry(url), "DURAFETCH_AUTH", &env).unwrap_err();
+            assert!(matches!(error, ConfigError::BadUrl { .. }), "{url}");
+            assert!(!error.to_string().contains("token=x"), "{error}");
         }
     }
 
