@@ -78,11 +78,8 @@ impl ExportSession<'_> {
     async fn serve(mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
         let hello = session.hello().await?;
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
-        let sql = self.log.sql.get().map(|sql| SqlExport { sql });
-        let sql_head = match &sql {
-            Some(sql) => sql.head()?,
-            None => 0,
-        };
+        let sql = self.log.sql.get().map(SqlExport::open).transpose()?;
+        let sql_head = sql.as_ref().map_or(0, |sql| sql.head);
         // A SQL cursor from the future (its records were lost with a delete_all) starts over.
         let since = hello.since.filter(|_| hello.since_sql <= sql_head);
         let (from, sql_from) = match ReadPlan::choose(since, self.log.floor(), head) {

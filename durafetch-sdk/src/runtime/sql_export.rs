@@ -15,23 +15,26 @@ use crate::core::storage_api::ReadSizer;
 /// Change records read at a time: their sequence, table and mark only.
 const RECORDS_PER_READ: usize = 4000;
 
+/// One export session's view of the SQL storage: its tables, read once when the session starts
+/// (a snapshot's scan and the changes after it both need them), and its newest change record.
 pub(crate) struct SqlExport<'a> {
-    pub sql: &'a SqlStorage,
+    sql: &'a SqlStorage,
+    tables: BTreeMap<String, TableShape>,
+    /// The newest change record when the session started, where a snapshot's changes start.
+    pub head: u64,
 }
 
-impl SqlExport<'_> {
-    /// The newest change record, where a snapshot's changes start.
-    pub fn head(&self) -> Result<u64, SessionError> {
-        self.sql.ensure_schema()?;
-        Ok(self.sql.head()?)
+impl<'a> SqlExport<'a> {
+    pub fn open(sql: &'a SqlStorage) -> Result<Self, SessionError> {
+        sql.ensure_schema()?;
+        let tables = sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
+        Ok(SqlExport { sql, tables, head: sql.head()? })
     }
 
     /// Every row of every recorded table.
     pub async fn send_tables(&self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
-        for table in self.sql.tables()? {
-            if table.recordable().is_ok() {
-                self.send_table(session, &table).await?;
-            }
+        for table in self.tables.values() {
+            self.send_table(session, table).await?;
         }
         Ok(())
     }
@@ -64,7 +67,6 @@ impl SqlExport<'_> {
     /// The rows named by change records after `from`; answers the last record read.
     pub async fn send_changes_since(&self, session: &mut FlowSession<'_>, from: u64) -> Result<u64, SessionError> {
         let mut last = from;
-        let tables: BTreeMap<String, TableShape> = self.sql.tables()?.into_iter().map(|t| (t.name.clone(), t)).collect();
         loop {
             let records = self.sql.rows(sql_capture::CHANGES_SINCE, &[(last as f64).into(), (RECORDS_PER_READ as f64).into()])?;
             if records.length() == 0 {
@@ -80,7 +82,7 @@ impl SqlExport<'_> {
                     MARK_GONE => session.send(&ServerMessage::SqlTableGone { table: table.clone() })?,
                     MARK_REPLACE => {
                         session.send(&ServerMessage::SqlTableGone { table: table.clone() })?;
-                        if let Some(shape) = tables.get(&table) {
+                        if let Some(shape) = self.tables.get(&table) {
                             self.send_table(session, shape).await?;
                         }
                     }
@@ -88,7 +90,7 @@ impl SqlExport<'_> {
                     _ => {}
                 }
             }
-            for table in touched.iter().filter_map(|name| tables.get(name)) {
+            for table in touched.iter().filter_map(|name| self.tables.get(name)) {
                 self.send_changed_rows(session, table, last, upto).await?;
             }
             last = upto;
