@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use durafetch_sdk::core::restore_protocol::ImportMode;
 use durafetch_sdk::core::route::is_local_host;
 use serde::Deserialize;
 use url::Url;
 
 use crate::filter::{Filter, FilterError, FilterSpec};
+use crate::restore::{Moment, RestoreSettings};
 
 /// The config file, in durafetch's format: every field durafetch's own config has is accepted.
 /// Unknown keys are an error, with the nearest known key as a hint: a misspelt key would
@@ -158,8 +160,89 @@ pub enum ConfigError {
     NoToken { url: String, var: String },
     #[error("concurrency must be at least 1")]
     Concurrency,
+    #[error("{0:?} is not an RFC 3339 time; give one such as 2026-11-29T17:00:00Z or 2026-11-29T18:00:00+01:00")]
+    BadTime(String),
+    #[error("the backup file {0} does not exist; pass the file a pull wrote with --db")]
+    NoBackup(PathBuf),
     #[error(transparent)]
     Filter(#[from] FilterError),
+}
+
+/// `durafetch-pull restore`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct RestoreFlags {
+    /// The SQLite file a pull wrote, to restore from. Example: --db backup.sqlite
+    #[arg(long, value_name = "FILE")]
+    pub db: PathBuf,
+    /// The worker to write into: its API's URL, as a pull's --server. Example: --to wss://durafetch_my-app-staging.example.com
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The environment variable that holds the target's restore token (its secret DURAFETCH_RESTORE_AUTH).
+    #[arg(long, value_name = "NAME", default_value = "DURAFETCH_RESTORE_AUTH")]
+    pub token_env: String,
+    /// What to do with an object that holds data: `empty` refuses it (exit 3), `replace` makes it
+    /// equal to the backup (deleting what the backup lacks), `merge` writes over it and deletes nothing.
+    #[arg(long, value_enum, default_value = "empty")]
+    pub mode: RestoreMode,
+    /// Print, per object, what would be written and deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Restore each key and row as the file's history had it at this moment (RFC 3339); needs a
+    /// file every pull wrote with --history. Example: --at 2026-11-29T17:00:00Z
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterSpec,
+    /// How many objects to restore at once.
+    #[arg(long, value_name = "N", default_value = "4")]
+    pub concurrency: usize,
+    /// Print one JSON line per object, and the summary as JSON.
+    #[arg(long = "json")]
+    pub ndjson: bool,
+}
+
+/// `--mode`, as the command line spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestoreMode {
+    Empty,
+    Replace,
+    Merge,
+}
+
+impl RestoreSettings {
+    /// Settings from the flags and the environment.
+    pub fn resolve(flags: RestoreFlags, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        if !flags.db.exists() {
+            return Err(ConfigError::NoBackup(flags.db));
+        }
+        let target = server(ServerEntry { ws_url: flags.to, auth_token: None, auth_token_env: None }, &flags.token_env, &env)?;
+        let moment = match &flags.at {
+            None => Moment::Latest,
+            Some(text) => {
+                let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| ConfigError::BadTime(text.clone()))?;
+                Moment::At((at.unix_timestamp_nanos() / 1_000_000) as i64)
+            }
+        };
+        if flags.concurrency == 0 {
+            return Err(ConfigError::Concurrency);
+        }
+        let mode = match flags.mode {
+            RestoreMode::Empty => ImportMode::Empty,
+            RestoreMode::Replace => ImportMode::Replace,
+            RestoreMode::Merge => ImportMode::Merge,
+        };
+        Ok(RestoreSettings {
+            db: flags.db,
+            target,
+            mode,
+            dry_run: flags.dry_run,
+            moment,
+            filter: Filter::new(flags.filter)?,
+            concurrency: flags.concurrency,
+            ndjson: flags.ndjson,
+        })
+    }
 }
 
 impl Settings {

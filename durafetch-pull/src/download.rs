@@ -93,6 +93,11 @@ impl ObjectDownload<'_> {
                     writing = Some(writer.drop_sql_table(table));
                 }
                 ServerMessage::SqlTableGone { .. } => {}
+                ServerMessage::SqlSchema { table, statements } if filter.keeps_table(&table) => {
+                    stats.count_written(writing.take()).await?;
+                    writing = Some(writer.save_sql_schema(table, statements));
+                }
+                ServerMessage::SqlSchema { .. } => {}
                 ServerMessage::End { cursor, sql } => {
                     stats.count_written(writing.take()).await?;
                     stats.deleted += writer.finish(cursor, sql).await?;

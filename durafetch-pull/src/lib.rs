@@ -3,17 +3,21 @@
 //! flow-controlled `session` on a link the `transport` opens, a WebSocket from `connect` in
 //! production, with `retry`) → `sink_thread` → `object_write`, `sql_write` (SQL tables) and `sink` (the SQLite file), with
 //! `filter` choosing objects and keys, `error` joining the session's and the file's errors,
-//! `progress` reporting, and `pull` running it all.
+//! `progress` reporting, and `pull` running it all. `restore` runs the other way: the file read
+//! by `restore_source`, written into objects over an `import_session`.
 
 pub mod config;
 mod connect;
 mod download;
 mod error;
 pub mod filter;
+mod import_session;
 mod index;
 pub mod object_write;
 pub mod progress;
 pub mod pull;
+pub mod restore;
+mod restore_source;
 mod retry;
 mod session;
 pub mod sink;

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use durafetch_pull::restore::{self, Outcome};
 use durafetch_pull::{config, progress, pull};
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
@@ -12,8 +13,10 @@ use durafetch_pull::{config, progress, pull};
 ///
 /// Example: DURAFETCH_AUTH=... durafetch-pull --config-file config.json
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, next_line_help = false)]
+#[command(version, about, long_about = None, next_line_help = false, args_conflicts_with_subcommands = true)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// durafetch's JSON config: {"db_file": "..", "servers": [{"ws_url": "wss://durafetch_<worker>.<zone>"}]}.
     /// A relative db_file is relative to the config file.
     #[arg(long, value_name = "FILE")]
@@ -32,13 +35,33 @@ struct Flags {
     quiet: bool,
 }
 
-/// Exit codes: 0 all pulled, 1 some objects or servers failed, 2 a configuration error, a refused
-/// token or a file another puller is writing.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes the objects of a file a pull wrote back into the objects of a worker (the same, another,
+    /// or local `wrangler dev`), as the file holds them or as they were at a moment (--at).
+    ///
+    /// Example: DURAFETCH_RESTORE_AUTH=... durafetch-pull restore --db backup.sqlite --to wss://durafetch_my-app.example.com --mode replace
+    Restore {
+        #[command(flatten)]
+        flags: config::RestoreFlags,
+        /// Print only errors.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+/// Exit codes: 0 all pulled (restored), 1 some objects or servers failed, 2 a configuration error,
+/// a refused token or a file another puller is writing, 3 a restore with --mode empty found
+/// objects that hold data (and wrote nothing into them).
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+const EXIT_NOT_EMPTY: u8 = 3;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(Command::Restore { flags, quiet }) = flags.command {
+        return run_restore(flags, quiet);
+    }
     let settings = match config::Settings::load(flags.config_file.as_deref(), flags.overrides) {
         Ok(settings) => settings,
         Err(e) => {
@@ -77,6 +100,52 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => failure(&e),
+    }
+}
+
+fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
+    let settings = match restore::RestoreSettings::resolve(flags, |var| std::env::var(var).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("durafetch-pull: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(quiet, settings.ndjson);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("durafetch-pull: cannot start: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let bar = progress::object_bar(0, quiet || settings.ndjson);
+    let each = |report: &restore::ObjectReport| {
+        bar.inc(1);
+        if settings.ndjson {
+            println!("{}", serde_json::json!({ "event": "object", "object": report }));
+        } else if !quiet || report.outcome == Outcome::Failed {
+            bar.suspend(|| println!("{}", report.line()));
+        }
+    };
+    let reports = match runtime.block_on(restore::restore(&settings, each)) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("durafetch-pull: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    bar.finish_and_clear();
+    let summary = restore::Summary::of(&reports, settings.dry_run);
+    if !quiet {
+        println!("{}", if settings.ndjson { summary.json() } else { summary.line() });
+    }
+    if summary.failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else if summary.refused > 0 {
+        ExitCode::from(EXIT_NOT_EMPTY)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

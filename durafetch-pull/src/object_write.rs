@@ -10,7 +10,7 @@ use rusqlite::{params, Connection};
 
 use crate::sink::Sink;
 use crate::sink_thread::SinkError;
-use crate::sql_write::{apply_sql_page, drop_sql_table, holds_sql_rows, sweep_sql_rows};
+use crate::sql_write::{apply_sql_page, drop_sql_table, holds_sql_rows, save_schema, sweep_sql_rows};
 
 /// Names a download's write state on the database thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +88,11 @@ impl Sink {
     /// Applies a page of one SQL table's rows in one transaction, stamped as key pages are.
     pub fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError> {
         self.write_page(id, |tx, write, stamp| apply_sql_page(tx, write, stamp, page))
+    }
+
+    /// Keeps the schema of one of the object's SQL tables.
+    pub fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError> {
+        self.write_page(id, |tx, write, stamp| save_schema(tx, write, stamp, table, statements))
     }
 
     /// Drops the object's rows of an SQL table it no longer has.

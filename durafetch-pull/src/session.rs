@@ -128,7 +128,7 @@ async fn send(socket: &mut Link, msg: &ClientMessage) -> Result<(), SessionError
     socket.send(Message::text(text)).await.map_err(protocol_error)
 }
 
-fn protocol_error(e: tokio_tungstenite::tungstenite::Error) -> SessionError {
+pub(crate) fn protocol_error(e: tokio_tungstenite::tungstenite::Error) -> SessionError {
     SessionError::Connect(ConnectError::Protocol(e.to_string()))
 }
 

@@ -132,6 +132,12 @@ impl ObjectWriter {
         self.sink.queue(move |s| s.apply_sql(id, &page))
     }
 
+    /// Queues the save of an SQL table's schema.
+    pub fn save_sql_schema(&self, table: String, statements: Vec<String>) -> Queued<ApplyStats> {
+        let id = self.id;
+        self.sink.queue(move |s| s.save_sql_schema(id, &table, &statements))
+    }
+
     /// Queues the drop of the object's rows of an SQL table it no longer has.
     pub fn drop_sql_table(&self, table: String) -> Queued<ApplyStats> {
         let id = self.id;

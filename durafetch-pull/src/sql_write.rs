@@ -35,6 +35,13 @@ CREATE TABLE IF NOT EXISTS sql_history (
     pulled_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sql_history_by_row ON sql_history (do_id, table_name, row_key, history_id);
+CREATE TABLE IF NOT EXISTS sql_schemas (
+    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
+    table_name TEXT NOT NULL,
+    statements TEXT NOT NULL,
+    _pull_gen INTEGER,
+    PRIMARY KEY (do_id, table_name)
+);
 ";
 
 /// durafetch's own columns of a local table. A source column of one of these names (any case)
@@ -53,7 +60,16 @@ fn local_column_name(column: &str) -> String {
     }
 }
 
-fn ident(name: &str) -> String {
+/// The source column a local column holds, or `None` for durafetch's own.
+pub(crate) fn source_column_name(local: &str) -> Option<String> {
+    if OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(local)) {
+        return None;
+    }
+    let renamed = local.strip_suffix("_sql").filter(|stem| OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(stem)));
+    Some(renamed.unwrap_or(local).to_owned())
+}
+
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -201,8 +217,26 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
     Ok(stats)
 }
 
-/// Drops the object's rows of a table it no longer has.
+/// Keeps the latest schema of one of the object's tables (`sql_schemas.statements`, a JSON
+/// array of its `CREATE TABLE` and `CREATE INDEX` statements): what a restore makes it from.
+pub(crate) fn save_schema(
+    tx: &Connection,
+    write: &ObjectWrite,
+    stamp: i64,
+    table: &str,
+    statements: &[String],
+) -> rusqlite::Result<ApplyStats> {
+    let text = serde_json::to_string(statements).unwrap_or_default();
+    tx.execute(
+        "INSERT OR REPLACE INTO sql_schemas (do_id, table_name, statements, _pull_gen) VALUES (?1, ?2, ?3, ?4)",
+        params![write.do_id, table, text, stamp],
+    )?;
+    Ok(ApplyStats::default())
+}
+
+/// Drops the object's rows of a table it no longer has, and its schema.
 pub(crate) fn drop_sql_table(tx: &Connection, write: &ObjectWrite, table: &str) -> rusqlite::Result<ApplyStats> {
+    tx.execute("DELETE FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2", params![write.do_id, table])?;
     let Some(local) = local_table(tx, write, table, None)? else { return Ok(ApplyStats::default()) };
     note_deletions(tx, write, table, &local, "do_id = ?1", params![write.do_id])?;
     let deleted = tx.execute(&format!("DELETE FROM {} WHERE do_id = ?1", ident(&local)), [write.do_id])? as u64;
@@ -256,10 +290,11 @@ pub(crate) fn holds_sql_rows(conn: &Connection, worker: &str, class: &str, do_id
     Ok(false)
 }
 
-/// Drops the object's SQL rows stamped below `below`: rows a snapshot did not send.
+/// Drops the object's SQL rows (and schemas) stamped below `below`: what a snapshot did not send.
 pub(crate) fn sweep_sql_rows(tx: &Connection, write: &ObjectWrite, below: i64) -> rusqlite::Result<u64> {
     let mut swept = 0;
     const UNSEEN: &str = "do_id = ?1 AND (_pull_gen IS NULL OR _pull_gen < ?2)";
+    tx.execute(&format!("DELETE FROM sql_schemas WHERE {UNSEEN}"), params![write.do_id, below])?;
     for (table, local) in class_tables(tx, &write.worker, &write.class)? {
         note_deletions(tx, write, &table, &local, UNSEEN, params![write.do_id, below])?;
         swept += tx.execute(&format!("DELETE FROM {} WHERE {UNSEEN}", ident(&local)), params![write.do_id, below])? as u64;

@@ -6,8 +6,11 @@
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-/// The wrangler secret that holds the accepted token(s).
+/// The wrangler secret that holds the token(s) that may read (export and index).
 pub const SECRET_NAME: &str = "DURAFETCH_AUTH";
+/// The wrangler secret that holds the token(s) that may write (restore). Separate, so that a
+/// leaked reading token cannot write; without it, the worker refuses every restore.
+pub const RESTORE_SECRET_NAME: &str = "DURAFETCH_RESTORE_AUTH";
 /// The shortest token accepted as a secret.
 pub const MIN_TOKEN_LEN: usize = 40;
 /// Header carrying the internal authenticator on worker → object and object → registry calls.
@@ -18,10 +21,10 @@ const INTERNAL_CONTEXT: &[u8] = b"durafetch internal call v1\0";
 /// Why the configured secret cannot be used. The message names the fix and never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
-    #[error("durafetch: the secret DURAFETCH_AUTH is not set; set it with `wrangler secret put DURAFETCH_AUTH` (locally: a DURAFETCH_AUTH line in .dev.vars) to a random token of at least 40 characters")]
-    Missing,
-    #[error("durafetch: a token in the secret DURAFETCH_AUTH is shorter than 40 characters; set it with `wrangler secret put DURAFETCH_AUTH` to a random token of at least 40 characters")]
-    TooShort,
+    #[error("durafetch: the secret {0} is not set; set it with `wrangler secret put {0}` (locally: a {0} line in .dev.vars) to a random token of at least 40 characters")]
+    Missing(&'static str),
+    #[error("durafetch: a token in the secret {0} is shorter than 40 characters; set it with `wrangler secret put {0}` to a random token of at least 40 characters")]
+    TooShort(&'static str),
 }
 
 /// The accepted tokens. The secret may hold several, separated by white space or commas, so that
@@ -46,11 +49,17 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 impl Secret {
+    /// The reading secret, [`SECRET_NAME`].
     pub fn parse(raw: Option<&str>) -> Result<Self, SecretError> {
-        let raw = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or(SecretError::Missing)?;
+        Self::parse_named(SECRET_NAME, raw)
+    }
+
+    /// The secret `name` (whose errors name it) from its value `raw`.
+    pub fn parse_named(name: &'static str, raw: Option<&str>) -> Result<Self, SecretError> {
+        let raw = raw.map(str::trim).filter(|s| !s.is_empty()).ok_or(SecretError::Missing(name))?;
         let tokens: Vec<&str> = raw.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).collect();
         if tokens.iter().any(|t| t.len() < MIN_TOKEN_LEN) {
-            return Err(SecretError::TooShort);
+            return Err(SecretError::TooShort(name));
         }
         Ok(Self {
             digests: tokens.iter().map(|t| digest(&[t.as_bytes()])).collect(),
@@ -113,12 +122,14 @@ mod tests {
 
     #[test]
     fn missing_empty_and_short_secrets_are_refused_with_the_fix() {
-        assert_eq!(Secret::parse(None).unwrap_err(), SecretError::Missing);
-        assert_eq!(Secret::parse(Some("  ")).unwrap_err(), SecretError::Missing);
-        assert_eq!(Secret::parse(Some(&TOKEN[..39])).unwrap_err(), SecretError::TooShort);
-        assert_eq!(Secret::parse(Some(&format!("{TOKEN} short"))).unwrap_err(), SecretError::TooShort);
-        let msg = SecretError::TooShort.to_string();
+        assert_eq!(Secret::parse(None).unwrap_err(), SecretError::Missing(SECRET_NAME));
+        assert_eq!(Secret::parse(Some("  ")).unwrap_err(), SecretError::Missing(SECRET_NAME));
+        assert_eq!(Secret::parse(Some(&TOKEN[..39])).unwrap_err(), SecretError::TooShort(SECRET_NAME));
+        assert_eq!(Secret::parse(Some(&format!("{TOKEN} short"))).unwrap_err(), SecretError::TooShort(SECRET_NAME));
+        let msg = SecretError::TooShort(SECRET_NAME).to_string();
         assert!(msg.contains("wrangler secret put DURAFETCH_AUTH"));
+        let restore = Secret::parse_named(RESTORE_SECRET_NAME, None).unwrap_err().to_string();
+        assert!(restore.contains("wrangler secret put DURAFETCH_RESTORE_AUTH"), "{restore}");
         assert!(Secret::parse(Some(&TOKEN[..40])).is_ok());
     }
 

@@ -11,9 +11,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Version 2 added the SQL tables of SQLite-backed objects (`sql_page`, `sql_table_gone`, the
-/// SQL half of the cursor) and the worker's name in `objects` pages; a version-1 client is
-/// refused with an error naming both versions.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// SQL half of the cursor) and the worker's name in `objects` pages; version 3 the tables'
+/// schema (`sql_schema`), which a restore recreates them from. An older client is refused with
+/// an error naming both versions.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
 /// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
 /// took 140 ms of the object's time with reads of 1,000 keys, and 105 ms with reads of 4,000).
@@ -112,6 +113,10 @@ pub enum ServerMessage {
     /// An SQL table the object dropped (or renamed away) since the client's cursor: the client
     /// drops every row it holds of it for this object.
     SqlTableGone { table: String },
+    /// How an SQL table is made, as the object's `sqlite_master` holds it: its `CREATE TABLE`
+    /// statement, then those of its indexes. Sent before a table's rows whenever the session
+    /// sends the table whole or any of its rows; the client keeps the latest.
+    SqlSchema { table: String, statements: Vec<String> },
     /// Last message of an export session: the client now holds the object as of `cursor` (its
     /// key log) and `sql` (its SQL change sequence, 0 for an object without SQL tables).
     End {
@@ -185,6 +190,17 @@ pub enum SqlValue {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    /// About how many bytes the value takes on the wire, for cutting pages to size.
+    pub fn wire_size(&self) -> usize {
+        match self {
+            SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 24,
+            SqlValue::Text(t) => t.len() + 2,
+            SqlValue::Blob(b) => b.len() * 4 / 3 + 12,
+        }
+    }
 }
 
 impl Serialize for SqlValue {
@@ -332,23 +348,38 @@ impl From<Change> for RawChange {
     }
 }
 
-/// Builds the text of [`ServerMessage::Page`] frames incrementally, serialising each change once,
-/// and says when a page is full (by key count or by size).
-#[derive(Default)]
+/// Builds the text of [`ServerMessage::Page`] frames (or, [`PageWriter::import`], of a restore's
+/// `put` requests) incrementally, serialising each change once, and says when a page is full (by
+/// key count or by size).
 pub struct PageWriter {
     /// The page's JSON text so far: UTF-8, as serde_json writes it.
     text: Vec<u8>,
     count: usize,
     /// Bytes of change text pushed since the writer was made, for [`ReadSizer`](crate::core::storage_api::ReadSizer).
     pushed: usize,
+    /// The message's text up to its first change.
+    head: &'static str,
+    max_changes: usize,
+}
+
+impl Default for PageWriter {
+    fn default() -> Self {
+        PageWriter { text: Vec::new(), count: 0, pushed: 0, head: PAGE_HEAD, max_changes: MAX_PAGE_CHANGES }
+    }
 }
 
 const PAGE_HEAD: &str = r#"{"type":"page","changes":["#;
+const PUT_HEAD: &str = r#"{"type":"put","changes":["#;
 const PAGE_TAIL: &str = "]}";
 
 impl PageWriter {
+    /// A writer of a restore's `put` requests ([`crate::core::restore_protocol::ImportRequest::Put`]).
+    pub fn import() -> Self {
+        PageWriter { head: PUT_HEAD, max_changes: crate::core::restore_protocol::MAX_IMPORT_PAGE_ITEMS, ..Self::default() }
+    }
+
     pub fn push(&mut self, change: Change) {
-        self.text.extend_from_slice(if self.count == 0 { PAGE_HEAD } else { "," }.as_bytes());
+        self.text.extend_from_slice(if self.count == 0 { self.head } else { "," }.as_bytes());
         let before = self.text.len();
         // A Change always serialises: its fields are strings and JSON values. It is written
         // straight into the page, without a string of its own.
@@ -363,7 +394,7 @@ impl PageWriter {
     }
 
     pub fn is_full(&self) -> bool {
-        self.count >= MAX_PAGE_CHANGES || self.text.len() >= PAGE_TARGET_BYTES
+        self.count >= self.max_changes || self.text.len() >= PAGE_TARGET_BYTES
     }
 
     pub fn is_empty(&self) -> bool {
@@ -516,26 +547,27 @@ mod tests {
 
     #[test]
     fn client_messages_are_validated() {
-        let hello = ClientMessage::parse(r#"{"type":"hello","version":2,"since":{"epoch":2,"seq":3},"since_sql":5,"window":4}"#).unwrap();
+        let hello = ClientMessage::parse(r#"{"type":"hello","version":3,"since":{"epoch":2,"seq":3},"since_sql":5,"window":4}"#).unwrap();
         assert_eq!(
             hello,
-            ClientMessage::Hello { version: 2, since: Some(Cursor::new(2, 3)), since_sql: 5, since_rev: 0, window: 4, watch: false }
+            ClientMessage::Hello { version: 3, since: Some(Cursor::new(2, 3)), since_sql: 5, since_rev: 0, window: 4, watch: false }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":2,"since_rev":9,"window":1}"#).unwrap(),
-            ClientMessage::Hello { version: 2, since: None, since_sql: 0, since_rev: 9, window: 1, watch: false }
+            ClientMessage::parse(r#"{"type":"hello","version":3,"since_rev":9,"window":1}"#).unwrap(),
+            ClientMessage::Hello { version: 3, since: None, since_sql: 0, since_rev: 9, window: 1, watch: false }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":2,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
-            ClientMessage::Hello { version: 2, since: None, since_sql: 0, since_rev: 9, window: 1, watch: true }
+            ClientMessage::parse(r#"{"type":"hello","version":3,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
+            ClientMessage::Hello { version: 3, since: None, since_sql: 0, since_rev: 9, window: 1, watch: true }
         );
         assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":4}"#), Err(ProtocolError::Version(1)));
-        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":0}"#), Err(ProtocolError::Window));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":4}"#), Err(ProtocolError::Version(2)));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":3,"window":0}"#), Err(ProtocolError::Window));
         assert_eq!(ClientMessage::parse(r#"{"type":"credit","pages":65}"#), Err(ProtocolError::Window));
         assert!(matches!(ClientMessage::parse("not json"), Err(ProtocolError::Malformed(_))));
         assert!(matches!(ClientMessage::parse(r#"{"type":"credit","pages":1,"x":1}"#), Err(ProtocolError::Malformed(_))));
         assert!(matches!(
-            ClientMessage::parse(r#"{"type":"hello","version":2,"window":1,"since":{"epoch":-1,"seq":0}}"#),
+            ClientMessage::parse(r#"{"type":"hello","version":3,"window":1,"since":{"epoch":-1,"seq":0}}"#),
             Err(ProtocolError::Malformed(_))
         ));
         assert_eq!(ClientMessage::parse(&" ".repeat(MAX_CLIENT_MESSAGE_BYTES + 1)), Err(ProtocolError::TooLarge));

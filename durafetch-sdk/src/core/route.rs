@@ -90,11 +90,40 @@ pub enum ApiRoute {
     Index { shard: u32 },
     /// `/export/<class>/<id>`: one object's keys, as a WebSocket stream.
     Export { class: String, id: String },
+    /// `/import/<class>/name/<name>` or `/import/<class>/id/<id>/<worker>` (names in
+    /// base64url): a restore session
+    /// writing into one object (see [`ImportTarget`]).
+    Import { class: String, target: ImportTarget },
+}
+
+/// The object a restore writes into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportTarget {
+    /// The object of this name: any worker derives its id from the name.
+    Name(String),
+    /// The unnamed object of this id, which only its own worker's namespace holds: `worker` is
+    /// the worker the backup came from, which must be the one serving the request.
+    Id { id: String, worker: String },
+}
+
+/// A name as one path segment: base64url without padding. Percent-encoding would not do: URL
+/// parsers resolve a segment `..` or `%2e%2e` (a name an object may have) as a step up.
+fn encode_segment(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode_segment(segment: &str) -> Option<String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    #[error("unknown route; expected /index, /index/<shard> or /export/<class>/<object id>")]
+    #[error(
+        "unknown route; expected /index, /index/<shard>, /export/<class>/<object id>, /import/<class>/name/<name> or /import/<class>/id/<object id>/<worker> (names in base64url)"
+    )]
     UnknownRoute,
     #[error("invalid registry shard: expected a decimal number below the configured registry_shards")]
     BadShard,
@@ -102,6 +131,8 @@ pub enum RouteError {
     BadClass,
     #[error("invalid object id: expected 64 lowercase hexadecimal digits")]
     BadId,
+    #[error("invalid object or worker name: expected non-empty UTF-8 text in base64url without padding")]
+    BadName,
 }
 
 impl ApiRoute {
@@ -123,16 +154,33 @@ impl ApiRoute {
                 }
                 Ok(ApiRoute::Export { class: (*class).to_owned(), id: (*id).to_owned() })
             }
+            ["import", class, ..] if !is_class_name(class) => Err(RouteError::BadClass),
+            ["import", class, "name", name] => {
+                let name = decode_segment(name).filter(|n| !n.is_empty()).ok_or(RouteError::BadName)?;
+                Ok(ApiRoute::Import { class: (*class).to_owned(), target: ImportTarget::Name(name) })
+            }
+            ["import", class, "id", id, worker] => {
+                if !is_object_id(id) {
+                    return Err(RouteError::BadId);
+                }
+                let worker = decode_segment(worker).filter(|w| !w.is_empty()).ok_or(RouteError::BadName)?;
+                Ok(ApiRoute::Import { class: (*class).to_owned(), target: ImportTarget::Id { id: (*id).to_owned(), worker } })
+            }
             _ => Err(RouteError::UnknownRoute),
         }
     }
 }
 
+/// The route's path, as clients write it (names in base64url).
 impl fmt::Display for ApiRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiRoute::Index { shard } => f.write_str(&crate::core::shard::index_path(*shard)),
             ApiRoute::Export { class, id } => write!(f, "/export/{class}/{id}"),
+            ApiRoute::Import { class, target: ImportTarget::Name(name) } => write!(f, "/import/{class}/name/{}", encode_segment(name)),
+            ApiRoute::Import { class, target: ImportTarget::Id { id, worker } } => {
+                write!(f, "/import/{class}/id/{id}/{}", encode_segment(worker))
+            }
         }
     }
 }
@@ -219,10 +267,24 @@ mod tests {
         assert_eq!(ApiRoute::parse(&format!("/export/a-b/{id}")), Err(RouteError::BadClass));
         assert_eq!(ApiRoute::parse("/export/Counter/abc"), Err(RouteError::BadId));
         assert_eq!(ApiRoute::parse(&format!("/export/Counter/{}", "A".repeat(64))), Err(RouteError::BadId));
-        for route in
-            [ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap(), ApiRoute::Index { shard: 0 }, ApiRoute::Index { shard: 3 }]
-        {
+        assert_eq!(ApiRoute::parse("/import/Room/name/"), Err(RouteError::BadName));
+        assert_eq!(ApiRoute::parse("/import/Room/name/_w"), Err(RouteError::BadName), "not UTF-8");
+        assert_eq!(ApiRoute::parse("/import/Room/name/a%2F"), Err(RouteError::BadName), "not base64url");
+        assert_eq!(ApiRoute::parse("/import/Room/id/abc/w"), Err(RouteError::BadId));
+        assert_eq!(ApiRoute::parse(&format!("/import/Room/id/{id}/")), Err(RouteError::BadName));
+        assert_eq!(ApiRoute::parse("/import/1x/name/a"), Err(RouteError::BadClass));
+        assert_eq!(ApiRoute::parse(&format!("/import/Room/{id}")), Err(RouteError::UnknownRoute));
+        let import = |target| ApiRoute::Import { class: "Room".into(), target };
+        for route in [
+            ApiRoute::parse(&format!("/export/CounterKv/{id}")).unwrap(),
+            ApiRoute::Index { shard: 0 },
+            ApiRoute::Index { shard: 3 },
+            import(ImportTarget::Name("a/b c%d?é#".into())),
+            import(ImportTarget::Name("..".into())),
+            import(ImportTarget::Id { id: id.clone(), worker: "my-app".into() }),
+        ] {
             assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route));
         }
+        assert_eq!(import(ImportTarget::Name("..".into())).to_string(), "/import/Room/name/Li4", "no dot segment");
     }
 }

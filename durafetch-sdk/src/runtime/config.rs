@@ -1,6 +1,6 @@
 //! The worker's durafetch settings: the `DURAFETCH` variable of wrangler.toml and the secret.
 
-use crate::core::auth::{Secret, SecretError, SECRET_NAME};
+use crate::core::auth::{Secret, SecretError, RESTORE_SECRET_NAME, SECRET_NAME};
 use crate::core::route::ApiAddress;
 use crate::core::shard::MAX_REGISTRY_SHARDS;
 use serde::Deserialize;
@@ -71,9 +71,19 @@ thread_local! {
     static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
 }
 
+/// The reading secret, [`SECRET_NAME`]: exports, the index, and the internal calls' tag.
 pub(crate) fn secret(env: &Env) -> Result<Secret, SecretError> {
-    let raw = env.secret(SECRET_NAME).ok().map(|s| s.to_string());
-    Secret::parse(raw.as_deref())
+    named_secret(env, SECRET_NAME)
+}
+
+/// The writing secret, [`RESTORE_SECRET_NAME`]: restores only.
+pub(crate) fn restore_secret(env: &Env) -> Result<Secret, SecretError> {
+    named_secret(env, RESTORE_SECRET_NAME)
+}
+
+fn named_secret(env: &Env, name: &'static str) -> Result<Secret, SecretError> {
+    let raw = env.secret(name).ok().map(|s| s.to_string());
+    Secret::parse_named(name, raw.as_deref())
 }
 
 impl Config {

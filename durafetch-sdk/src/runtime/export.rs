@@ -1,21 +1,19 @@
-//! The object's end of an export: the internal call the worker forwards, checked, and the
-//! session it opens: a snapshot or the changes since the client's cursor, paged and
-//! flow-controlled, ending with the cursor the client now holds.
+//! An export session inside the object: a snapshot or the changes since the client's cursor,
+//! paged and flow-controlled, ending with the cursor the client now holds.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use js_sys::{Array, Map, Object};
 use wasm_bindgen::JsCast;
-use worker::{Request, Response, WebSocket, WebSocketPair};
+use worker::WebSocket;
 
 use super::flow::{FlowSession, SessionError};
-use super::internal::{self, Caller, OBJECT_HEADER};
-use super::object_log::{self, ObjectLog};
+use super::json_page;
+use super::object_log::ObjectLog;
 use super::sql_export::SqlExport;
 use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
-use super::{json_error, json_page, Routed};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
 use crate::core::pending_row::MAX_ROW_KEYS;
@@ -26,34 +24,8 @@ use crate::core::storage_api::{ReadSizer, MAX_KEYS_PER_CALL};
 /// this bounds them at 128,000 names.
 const LOG_ROWS_PER_READ: usize = 128_000 / MAX_ROW_KEYS;
 
-/// Called by `#[durafetch]` at the top of the object's `fetch`: answers internal calls from the
-/// worker, passes everything else to the user's code untouched.
-pub async fn route_object_request(req: Request) -> Routed<Request> {
-    if !internal::claims_internal(&req) {
-        return Routed::Pass(req);
-    }
-    Routed::Handled(serve(req).await)
-}
-
-async fn serve(req: Request) -> worker::Result<Response> {
-    let id = req.headers().get(OBJECT_HEADER)?.unwrap_or_default();
-    // Without the object there is no secret to check the call against: answer as for a forged
-    // call, so an outside request learns nothing from the header it sent.
-    let Some(log) = object_log::find(&id) else {
-        return json_error(403, "forbidden");
-    };
-    if let Err(refused) = internal::authenticate(&log.env, &req, Caller::Client) {
-        return refused;
-    }
-    if !super::is_websocket_upgrade(&req) {
-        return json_error(426, "expected a WebSocket upgrade");
-    }
-    let pair = WebSocketPair::new()?;
-    wasm_bindgen_futures::spawn_local(run(log, pair.server));
-    Response::from_websocket(pair.client)
-}
-
-async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
+/// Serves an export session on the server end of the socket the object answered with.
+pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
     let mut session = match FlowSession::accept(&ws) {
         Ok(session) => session,
         Err(e) => {

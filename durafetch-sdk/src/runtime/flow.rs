@@ -11,6 +11,46 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_PROTOCOL: u16 = 1008;
 const CLOSE_SERVER_ERROR: u16 = 1011;
 
+/// The next text frame of the client. A binary frame is a protocol error; a close, the client gone.
+pub(crate) async fn next_text(events: &mut EventStream<'_>) -> Result<String, SessionError> {
+    match events.next().await {
+        Some(Ok(WebsocketEvent::Message(msg))) => {
+            msg.text().ok_or_else(|| SessionError::Protocol(ProtocolError::Malformed("expected a text frame".into())))
+        }
+        Some(Ok(WebsocketEvent::Close(_))) | None => Err(SessionError::Closed),
+        Some(Err(e)) => Err(SessionError::Server(e.to_string())),
+    }
+}
+
+/// `message`, a message the client owes: a client silent past the limit has vanished.
+pub(crate) async fn owed<T>(message: impl std::future::Future<Output = Result<T, SessionError>>) -> Result<T, SessionError> {
+    let limit = std::time::Duration::from_secs(CLIENT_SILENCE_LIMIT_SECS);
+    let message = std::pin::pin!(message);
+    match futures_util::future::select(message, worker::Delay::from(limit)).await {
+        futures_util::future::Either::Left((message, _)) => message,
+        futures_util::future::Either::Right(_) => Err(SessionError::Protocol(ProtocolError::Silent)),
+    }
+}
+
+/// Ends a session: normally, or after `error_message` (the session's own error message, made
+/// from the text) with a close code that says whose fault.
+pub(crate) fn close(ws: &WebSocket, outcome: Result<(), SessionError>, error_message: impl FnOnce(String) -> String) {
+    let (code, message) = match outcome {
+        Ok(()) => (CLOSE_NORMAL, None),
+        Err(SessionError::Closed) => return,
+        Err(SessionError::Protocol(e)) => (CLOSE_PROTOCOL, Some(e.to_string())),
+        Err(SessionError::BadRequest(e)) => (CLOSE_PROTOCOL, Some(e)),
+        Err(SessionError::Server(e)) => {
+            worker::console_error!("durafetch: session failed: {e}");
+            (CLOSE_SERVER_ERROR, Some(e))
+        }
+    };
+    if let Some(message) = message {
+        let _ = ws.send_with_str(error_message(message));
+    }
+    let _ = ws.close(Some(code), None::<&str>);
+}
+
 /// What the client asked for in its hello.
 pub(crate) struct Hello {
     pub since: Option<Cursor>,
@@ -22,6 +62,8 @@ pub(crate) struct Hello {
 pub(crate) enum SessionError {
     /// The client broke the protocol; it is told why.
     Protocol(ProtocolError),
+    /// A restore client's request cannot be carried out as sent; it is told why.
+    BadRequest(String),
     /// The client went away; nothing more to say.
     Closed,
     /// Storage or runtime failure; the client is told, without internals it need not see.
@@ -67,25 +109,13 @@ impl<'a> FlowSession<'a> {
         }
     }
 
-    /// The next message, when the client owes one: a client silent past the limit has vanished.
+    /// The next message, when the client owes one.
     async fn owed_message(&mut self) -> Result<ClientMessage, SessionError> {
-        let limit = std::time::Duration::from_secs(CLIENT_SILENCE_LIMIT_SECS);
-        let next = std::pin::pin!(self.next_message());
-        match futures_util::future::select(next, worker::Delay::from(limit)).await {
-            futures_util::future::Either::Left((message, _)) => message,
-            futures_util::future::Either::Right(_) => Err(SessionError::Protocol(ProtocolError::Silent)),
-        }
+        owed(self.next_message()).await
     }
 
     async fn next_message(&mut self) -> Result<ClientMessage, SessionError> {
-        match self.events.next().await {
-            Some(Ok(WebsocketEvent::Message(msg))) => match msg.text() {
-                Some(text) => ClientMessage::parse(&text).map_err(SessionError::Protocol),
-                None => Err(SessionError::Protocol(ProtocolError::Malformed("expected a text frame".into()))),
-            },
-            Some(Ok(WebsocketEvent::Close(_))) | None => Err(SessionError::Closed),
-            Some(Err(e)) => Err(SessionError::Server(e.to_string())),
-        }
+        ClientMessage::parse(&next_text(&mut self.events).await?).map_err(SessionError::Protocol)
     }
 
     /// Sends one page, first waiting for a credit if the client's window is used up.
@@ -150,18 +180,6 @@ impl<'a> FlowSession<'a> {
 
     /// Ends the session: normally, or with an error message and a close code that says whose fault.
     pub fn finish(self, outcome: Result<(), SessionError>) {
-        let (code, message) = match outcome {
-            Ok(()) => (CLOSE_NORMAL, None),
-            Err(SessionError::Closed) => return,
-            Err(SessionError::Protocol(e)) => (CLOSE_PROTOCOL, Some(e.to_string())),
-            Err(SessionError::Server(e)) => {
-                worker::console_error!("durafetch: export session failed: {e}");
-                (CLOSE_SERVER_ERROR, Some(e))
-            }
-        };
-        if let Some(message) = message {
-            let _ = self.send(&ServerMessage::Error { message });
-        }
-        let _ = self.ws.close(Some(code), None::<&str>);
+        close(self.ws, outcome, |message| serde_json::to_string(&ServerMessage::Error { message }).unwrap_or_default());
     }
 }

@@ -1,15 +1,15 @@
-//! The worker's side of the export API: recognises its requests (by host label or path prefix,
-//! `core::route::ApiAddress`), authenticates them and forwards WebSocket upgrades to the
-//! registry or to the object itself.
+//! The worker's side of the API: recognises its requests (by host label or path prefix,
+//! `core::route::ApiAddress`), authenticates them (a restore with the restore secret only) and
+//! forwards WebSocket upgrades to the registry or to the object itself.
 
 use url::Url;
-use worker::{Env, Headers, Method, Request, Response, Stub};
+use worker::{Env, Headers, Method, ObjectNamespace, Request, Response, Stub};
 
 use super::config::{self, Config};
-use super::internal::{self, EXPORT_PATH, INDEX_PATH, OBJECT_HEADER};
+use super::internal::{self, EXPORT_PATH, IMPORT_PATH, INDEX_PATH, OBJECT_HEADER};
 use super::{is_websocket_upgrade, json_error, registry, Routed};
-use crate::core::auth::Secret;
-use crate::core::route::{is_local_host, ApiRoute, RouteError, HOST_LABEL_PREFIX, HYPHEN_LABEL_PREFIX};
+use crate::core::auth::{Secret, SecretError};
+use crate::core::route::{is_local_host, ApiRoute, ImportTarget, RouteError, HOST_LABEL_PREFIX, HYPHEN_LABEL_PREFIX};
 
 /// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests that
 /// are not the API's come back untouched, with the environment.
@@ -40,10 +40,22 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str,
         return json_error(403, "https required");
     }
     let authorization = req.headers().get("authorization")?;
-    if !secret.accepts_header(authorization.as_deref()) {
+    let route = ApiRoute::parse(path);
+    // A restore writes: only a token of the restore secret may, never one that can only read.
+    let accepted = match &route {
+        Ok(ApiRoute::Import { .. }) => match config::restore_secret(env) {
+            Ok(restore) => restore.accepts_header(authorization.as_deref()),
+            Err(SecretError::Missing(name)) => {
+                return json_error(403, &format!("durafetch: restore is not enabled on this worker; to allow it, set the secret {name} to a random token of at least 40 characters, another than DURAFETCH_AUTH's"))
+            }
+            Err(e) => return json_error(500, &e.to_string()),
+        },
+        _ => secret.accepts_header(authorization.as_deref()),
+    };
+    if !accepted {
         return json_error(401, "unauthorized");
     }
-    let route = match ApiRoute::parse(path) {
+    let route = match route {
         Ok(route) => route,
         Err(e) => return json_error(400, &e.to_string()),
     };
@@ -55,27 +67,60 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str,
         ApiRoute::Index { shard } if shard >= config.registry_shards => json_error(400, &RouteError::BadShard.to_string()),
         ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, INDEX_PATH, None).await,
         ApiRoute::Export { class, id } => {
-            let Some(binding) = config.objects.get(&class) else {
-                return json_error(404, &config.unknown_class(&class));
+            let namespace = match namespace(env, config, &class) {
+                Ok(namespace) => namespace,
+                Err(refused) => return refused,
             };
-            let Ok(namespace) = env.durable_object(binding) else {
-                return json_error(500, &config::not_a_binding(&class, binding));
+            match namespace.id_from_string(&id) {
+                Ok(object_id) => forward.to(object_id.get_stub()?, EXPORT_PATH, Some(&id)).await,
+                Err(_) => not_of_class(config, &class),
+            }
+        }
+        ApiRoute::Import { class, target } => {
+            let namespace = match namespace(env, config, &class) {
+                Ok(namespace) => namespace,
+                Err(refused) => return refused,
             };
-            let stub = match namespace.id_from_string(&id) {
-                Ok(object_id) => object_id.get_stub()?,
-                Err(_) => {
+            let object_id = match target {
+                ImportTarget::Name(name) => namespace.id_from_name(&name)?,
+                ImportTarget::Id { worker, .. } if worker != config.worker => {
                     return json_error(
-                        400,
+                        409,
                         &format!(
-                            "invalid object id for {class}: the id is malformed, or [vars.DURAFETCH] objects maps {class} to {binding}, \
-                             the binding of another class"
+                            "the object has no name, and an object without a name can only be restored into the worker it came from \
+                             ({worker}), not into {}",
+                            config.worker
                         ),
                     )
                 }
+                ImportTarget::Id { id, .. } => match namespace.id_from_string(&id) {
+                    Ok(object_id) => object_id,
+                    Err(_) => return not_of_class(config, &class),
+                },
             };
-            forward.to(stub, EXPORT_PATH, Some(&id)).await
+            let id = object_id.to_string();
+            forward.to(object_id.get_stub()?, IMPORT_PATH, Some(&id)).await
         }
     }
+}
+
+/// The namespace of `class`'s objects, or the answer naming what is wrong: 404 for a class not
+/// in `objects`, 500 for one mapped to a binding the worker lacks.
+fn namespace(env: &Env, config: &Config, class: &str) -> Result<ObjectNamespace, worker::Result<Response>> {
+    let Some(binding) = config.objects.get(class) else {
+        return Err(json_error(404, &config.unknown_class(class)));
+    };
+    env.durable_object(binding).map_err(|_| json_error(500, &config::not_a_binding(class, binding)))
+}
+
+fn not_of_class(config: &Config, class: &str) -> worker::Result<Response> {
+    let binding = config.objects.get(class).map(String::as_str).unwrap_or_default();
+    json_error(
+        400,
+        &format!(
+            "invalid object id for {class}: the id is malformed, or [vars.DURAFETCH] objects maps {class} to {binding}, the binding of another class"
+        ),
+    )
 }
 
 /// An internal call carrying the authenticator and the client's token.

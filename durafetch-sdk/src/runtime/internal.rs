@@ -11,6 +11,8 @@ use crate::core::auth::{Secret, INTERNAL_HEADER};
 const ORIGIN: &str = "https://durafetch.internal";
 /// An object's export, forwarded by the worker.
 pub(crate) const EXPORT_PATH: &str = "/export";
+/// A restore into an object, forwarded by the worker.
+pub(crate) const IMPORT_PATH: &str = "/import";
 /// A registry shard's index, forwarded by the worker.
 pub(crate) const INDEX_PATH: &str = "/index";
 /// An object's report of its head to its registry shard.
@@ -25,6 +27,8 @@ pub(crate) enum Caller {
     Worker,
     /// A client forwarded by the worker (an export or an index): its bearer token must be valid too.
     Client,
+    /// A restore forwarded by the worker: its bearer token must be one of the restore secret's.
+    Restorer,
 }
 
 /// An internal call to `path`, carrying the internal tag of `secret` besides `headers`.
@@ -41,15 +45,24 @@ pub(crate) fn claims_internal(req: &Request) -> bool {
 }
 
 /// The secret, once `req` has proved it comes from this worker and, for a client's call,
-/// carries a valid token; otherwise the answer to send: 500 naming the fix for a missing or
-/// short secret, 403 for a forged call, 401 for a bad token.
+/// carries a valid token (a restorer's: of the restore secret); otherwise the answer to send:
+/// 500 naming the fix for a missing or short secret, 403 for a forged call or a restore the
+/// worker does not allow, 401 for a bad token.
 pub(crate) fn authenticate(env: &Env, req: &Request, caller: Caller) -> Result<Secret, worker::Result<Response>> {
     let secret = config::secret(env).map_err(|e| json_error(500, &e.to_string()))?;
     let header = |name: &str| req.headers().get(name).ok().flatten();
     if !secret.accepts_internal(header(INTERNAL_HEADER).as_deref()) {
         return Err(json_error(403, "forbidden"));
     }
-    if caller == Caller::Client && !secret.accepts_header(header("authorization").as_deref()) {
+    let accepted = match caller {
+        Caller::Worker => true,
+        Caller::Client => secret.accepts_header(header("authorization").as_deref()),
+        Caller::Restorer => {
+            let restore = config::restore_secret(env).map_err(|_| json_error(403, "forbidden"))?;
+            restore.accepts_header(header("authorization").as_deref())
+        }
+    };
+    if !accepted {
         return Err(json_error(401, "unauthorized"));
     }
     Ok(secret)

@@ -7,20 +7,23 @@
 //! `object_log` hands out; `maintenance` keeps the log small (its compactors within
 //! `compactor_memory`) and `report` tells the `registry`. On a SQLite-backed object, `sql_hooks`
 //! keeps the triggers that record SQL row changes. An export arrives at `gateway` (the worker),
-//! crosses to the object or registry as an `internal` call, and is served by `export` (with
-//! `sql_export` for SQL tables) over a `flow`-controlled session, values written by `value` and
-//! `json_page`.
+//! crosses to the object or registry as an `internal` call, reaches the object's `object_api`
+//! and is served by `export` (with `sql_export` for SQL tables) over a `flow`-controlled
+//! session, values written by `value` and `json_page`. A restore takes the same way to
+//! `import`, which writes through the hooks, values made by `value_decode`.
 
 mod compactor_memory;
 mod config;
 mod export;
 mod flow;
 mod gateway;
+mod import;
 mod internal;
 mod js_methods;
 mod json_page;
 mod list_filter;
 mod maintenance;
+mod object_api;
 mod object_log;
 mod pending;
 mod registry;
@@ -30,11 +33,12 @@ mod sql_export;
 mod sql_hooks;
 mod storage;
 mod value;
+mod value_decode;
 mod write_hooks;
 
-pub use export::route_object_request;
 pub use gateway::route_worker_request;
 pub use maintenance::log_rows;
+pub use object_api::route_object_request;
 pub use object_log::install;
 pub use registry::DurafetchRegistry;
 pub use sql_hooks::sql_log_rows;

@@ -1,6 +1,6 @@
 //! The SQL half of an export: a SQLite-backed object's tables, whole for a snapshot, or the rows
-//! its change records name since the client's SQL cursor, in `sql_page` messages; a dropped
-//! table as `sql_table_gone`.
+//! its change records name since the client's SQL cursor, in `sql_page` messages, each table's
+//! rows after its `sql_schema`; a dropped table as `sql_table_gone`.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use super::flow::{FlowSession, SessionError};
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
 use crate::core::sql_capture::{self, decode_value, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
 
 /// Change records read at a time: their sequence, table and mark only.
@@ -20,6 +21,8 @@ const RECORDS_PER_READ: usize = 4000;
 pub(crate) struct SqlExport<'a> {
     sql: &'a SqlStorage,
     tables: BTreeMap<String, TableShape>,
+    /// Each recorded table's `CREATE TABLE` and `CREATE INDEX` statements.
+    schemas: BTreeMap<String, Vec<String>>,
     /// The newest change record when the session started, where a snapshot's changes start.
     pub head: u64,
 }
@@ -27,8 +30,23 @@ pub(crate) struct SqlExport<'a> {
 impl<'a> SqlExport<'a> {
     pub fn open(sql: &'a SqlStorage) -> Result<Self, SessionError> {
         sql.ensure_schema()?;
-        let tables = sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
-        Ok(SqlExport { sql, tables, head: sql.head()? })
+        let tables: BTreeMap<String, TableShape> =
+            sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
+        let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
+            let row = Array::from(&row);
+            let table = row.get(0).as_string().unwrap_or_default();
+            if tables.contains_key(&table) {
+                schemas.entry(table).or_default().push(row.get(1).as_string().unwrap_or_default());
+            }
+        }
+        Ok(SqlExport { sql, tables, schemas, head: sql.head()? })
+    }
+
+    /// The table's schema, which the client keeps for a restore; sent before its rows.
+    fn send_schema(&self, session: &FlowSession<'_>, table: &TableShape) -> Result<(), SessionError> {
+        let statements = self.schemas.get(&table.name).cloned().unwrap_or_default();
+        session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements })
     }
 
     /// Every row of every recorded table.
@@ -40,6 +58,7 @@ impl<'a> SqlExport<'a> {
     }
 
     async fn send_table(&self, session: &mut FlowSession<'_>, table: &TableShape) -> Result<(), SessionError> {
+        self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         let mut after: Option<Vec<String>> = None;
@@ -98,6 +117,7 @@ impl<'a> SqlExport<'a> {
     }
 
     async fn send_changed_rows(&self, session: &mut FlowSession<'_>, table: &TableShape, from: u64, upto: u64) -> Result<(), SessionError> {
+        self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         let mut after = from;
@@ -136,7 +156,7 @@ impl Pages {
     }
 
     async fn push(&mut self, session: &mut FlowSession<'_>, row: SqlRow) -> Result<(), SessionError> {
-        let size = row.k.len() + 16 + row.v.as_ref().map_or(0, |v| v.iter().map(value_size).sum());
+        let size = row.k.len() + 16 + row.v.as_ref().map_or(0, |v| v.iter().map(SqlValue::wire_size).sum());
         self.bytes += size;
         self.page_bytes += size;
         self.page.rows.push(row);
@@ -155,15 +175,6 @@ impl Pages {
         let page = SqlPage { table: self.page.table.clone(), columns: self.page.columns.clone(), rows };
         let text = serde_json::to_string(&ServerMessage::SqlPage(page)).map_err(|e| SessionError::Server(e.to_string()))?;
         session.send_page(&text).await
-    }
-}
-
-/// About how many bytes a value takes on the wire.
-fn value_size(value: &SqlValue) -> usize {
-    match value {
-        SqlValue::Null | SqlValue::Integer(_) | SqlValue::Real(_) => 24,
-        SqlValue::Text(t) => t.len() + 2,
-        SqlValue::Blob(b) => b.len() * 4 / 3 + 12,
     }
 }
 

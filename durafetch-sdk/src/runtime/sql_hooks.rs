@@ -43,12 +43,25 @@ impl SqlStorage {
     }
 
     fn run(&self, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {
+        self.apply(&self.exec, query, bindings)
+    }
+
+    /// Runs `query` as the user's code would, through the wrapped `exec`: refused if it names
+    /// durafetch's tables, followed by a sync if it changes the schema, and reported (a restore's
+    /// statements).
+    pub fn run_recorded(&self, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {
+        let sql = self.sql.deref().ok_or_else(|| js_error("durafetch: the object's storage is gone"))?;
+        let wrapped: Function = Reflect::get(&sql, &"exec".into())?.dyn_into()?;
+        self.apply(&wrapped, query, bindings)
+    }
+
+    fn apply(&self, exec: &Function, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {
         let sql = self.sql.deref().ok_or_else(|| js_error("durafetch: the object's storage is gone"))?;
         let args = Array::of1(&query.into());
         for binding in bindings {
             args.push(binding);
         }
-        Reflect::apply(&self.exec, &sql, &args)
+        Reflect::apply(exec, &sql, &args)
     }
 
     /// The newest change record's sequence number.

@@ -22,6 +22,11 @@ impl RangeScan {
         Self { start: start.map(Into::into), end: end.map(Into::into), after: None, done: false }
     }
 
+    /// Starts the scan after `key` rather than at the range's start.
+    pub fn resume_after(&mut self, key: &str) {
+        self.after = Some(key.to_owned());
+    }
+
     /// The next page of at most `limit` entries, or `None` when the range is exhausted.
     pub async fn next_page(&mut self, storage: &Object, limit: usize) -> Result<Option<Map>> {
         if self.done {

@@ -1,0 +1,160 @@
+//! The client end of a restore's import session: requests sent ahead of their replies up to a
+//! window, so the object always has the next page to write, and each reply taken in order and
+//! counted. The object never holds more than a window of requests.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use durafetch_sdk::core::protocol::{SqlPage, PROTOCOL_VERSION};
+use durafetch_sdk::core::restore_protocol::{ImportMode, ImportReply, ImportRequest, TableRows};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::session::{protocol_error, SessionError};
+use crate::transport::Link;
+
+/// Requests sent ahead of their replies.
+const WINDOW: usize = 4;
+/// How long a reply may take: a page of 1,024 keys or rows is written in well under a second; an
+/// object silent this long is taken as gone.
+const REPLY_LIMIT: Duration = Duration::from_secs(120);
+
+/// What the object reported writing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub written: u64,
+    pub deleted: u64,
+}
+
+/// What a request sent is waiting for, and where its count goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    KeysWritten,
+    RowsWritten,
+    KeyList,
+    End,
+}
+
+/// How the object answered the hello.
+pub enum Opened {
+    /// The object's SQL tables, with their rows.
+    Ready { session: ImportSession, tables: Vec<TableRows> },
+    /// The mode forbids writing into this object; nothing was written.
+    Refused(String),
+}
+
+pub struct ImportSession {
+    socket: Link,
+    awaiting: VecDeque<Awaiting>,
+    pub keys: Written,
+    pub rows: Written,
+}
+
+impl ImportSession {
+    pub async fn open(mut socket: Link, mode: ImportMode) -> Result<Opened, SessionError> {
+        let hello = ImportRequest::Hello { version: PROTOCOL_VERSION, mode, window: WINDOW as u32 };
+        send(&mut socket, serde_json::to_string(&hello).map_err(|e| SessionError::Protocol(e.to_string()))?).await?;
+        let mut session = ImportSession { socket, awaiting: VecDeque::new(), keys: Written::default(), rows: Written::default() };
+        match session.reply().await? {
+            ImportReply::Ready { tables, .. } => Ok(Opened::Ready { session, tables }),
+            ImportReply::Refused { message } => {
+                let _ = session.socket.close().await;
+                Ok(Opened::Refused(message))
+            }
+            other => Err(SessionError::Protocol(format!("expected ready, got {other:?}"))),
+        }
+    }
+
+    /// Sends a `put` request already written as text (see `PageWriter::import`).
+    pub async fn put_text(&mut self, text: String) -> Result<(), SessionError> {
+        self.send(text, Awaiting::KeysWritten).await
+    }
+
+    pub async fn create_table(&mut self, table: &str, statements: &[String]) -> Result<(), SessionError> {
+        self.request(&ImportRequest::CreateTable { table: table.into(), statements: statements.to_vec() }, Awaiting::RowsWritten).await
+    }
+
+    pub async fn drop_table(&mut self, table: &str) -> Result<(), SessionError> {
+        self.request(&ImportRequest::DropTable { table: table.into() }, Awaiting::RowsWritten).await
+    }
+
+    pub async fn rows(&mut self, page: SqlPage) -> Result<(), SessionError> {
+        self.request(&ImportRequest::Rows(page), Awaiting::RowsWritten).await
+    }
+
+    /// The object's keys after `after`, and whether they are the last.
+    pub async fn list_keys(&mut self, after: Option<String>) -> Result<(Vec<String>, bool), SessionError> {
+        self.request(&ImportRequest::ListKeys { after }, Awaiting::KeyList).await?;
+        loop {
+            if let Some(listed) = self.take_reply().await? {
+                return Ok(listed);
+            }
+        }
+    }
+
+    /// Ends the session once every request is answered.
+    pub async fn end(mut self) -> Result<(Written, Written), SessionError> {
+        self.request(&ImportRequest::End {}, Awaiting::End).await?;
+        while !self.awaiting.is_empty() {
+            self.take_reply().await?;
+        }
+        let _ = self.socket.close().await;
+        Ok((self.keys, self.rows))
+    }
+
+    async fn request(&mut self, request: &ImportRequest, awaiting: Awaiting) -> Result<(), SessionError> {
+        let text = serde_json::to_string(request).map_err(|e| SessionError::Protocol(e.to_string()))?;
+        self.send(text, awaiting).await
+    }
+
+    async fn send(&mut self, text: String, awaiting: Awaiting) -> Result<(), SessionError> {
+        while self.awaiting.len() >= WINDOW {
+            self.take_reply().await?;
+        }
+        send(&mut self.socket, text).await?;
+        self.awaiting.push_back(awaiting);
+        Ok(())
+    }
+
+    /// Takes the oldest request's reply and counts it; a key list is handed back.
+    async fn take_reply(&mut self) -> Result<Option<(Vec<String>, bool)>, SessionError> {
+        let reply = self.reply().await?;
+        let awaiting = self.awaiting.pop_front().ok_or_else(|| SessionError::Protocol(format!("{reply:?} answers no request")))?;
+        match (awaiting, reply) {
+            (Awaiting::KeysWritten | Awaiting::End, ImportReply::Ack { written, deleted }) => {
+                self.keys.written += written;
+                self.keys.deleted += deleted;
+                Ok(None)
+            }
+            (Awaiting::RowsWritten, ImportReply::Ack { written, deleted }) => {
+                self.rows.written += written;
+                self.rows.deleted += deleted;
+                Ok(None)
+            }
+            (Awaiting::KeyList, ImportReply::Keys { keys, done }) => Ok(Some((keys, done))),
+            (awaiting, other) => Err(SessionError::Protocol(format!("{other:?} in answer to {awaiting:?}"))),
+        }
+    }
+
+    async fn reply(&mut self) -> Result<ImportReply, SessionError> {
+        loop {
+            let frame = tokio::time::timeout(REPLY_LIMIT, self.socket.next()).await.map_err(|_| SessionError::Silent)?;
+            match frame.ok_or(SessionError::Closed)?.map_err(protocol_error)? {
+                Message::Text(text) => {
+                    return match serde_json::from_str::<ImportReply>(&text) {
+                        Ok(ImportReply::Error { message }) => Err(SessionError::Server(message)),
+                        Ok(reply) => Ok(reply),
+                        Err(e) => Err(SessionError::Protocol(e.to_string())),
+                    }
+                }
+                Message::Close(_) => return Err(SessionError::Closed),
+                Message::Binary(_) => return Err(SessionError::Protocol("binary frame".into())),
+                _ => continue,
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut Link, text: String) -> Result<(), SessionError> {
+    socket.send(Message::text(text)).await.map_err(protocol_error)
+}

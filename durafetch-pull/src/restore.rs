@@ -1,0 +1,429 @@
+//! `durafetch-pull restore`: the objects of the file (as they are now, or at a moment its
+//! history recorded) written into the objects of a target worker, each over an import session,
+//! several at once. An object with a name goes to the object of that name, in any worker; an
+//! unnamed one only back into its own worker, which answers 409 elsewhere, and is skipped.
+//!
+//! Per object, in this order: with `replace`, the object's keys the backup lacks are deleted and
+//! its tables the backup lacks dropped; then the backup's keys are written, then each of its
+//! tables made from its schema and filled. A dry run asks the same questions of the object and
+//! writes nothing.
+
+use std::path::PathBuf;
+
+use durafetch_sdk::core::protocol::{Change, ChangeValue, PageWriter, SqlPage, SqlValue};
+use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
+use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
+use futures_util::StreamExt;
+
+use crate::config::Server;
+use crate::connect::ConnectError;
+use crate::filter::Filter;
+use crate::import_session::{ImportSession, Opened};
+pub use crate::restore_source::Moment;
+use crate::restore_source::{Backup, BackupObject, SourceError};
+use crate::retry::{Backoff, Retryable};
+use crate::session::SessionError;
+use crate::transport::Transport;
+
+/// What the flags asked of a restore (`config::RestoreFlags`).
+#[derive(Debug)]
+pub struct RestoreSettings {
+    pub db: PathBuf,
+    pub target: Server,
+    pub mode: ImportMode,
+    pub dry_run: bool,
+    pub moment: Moment,
+    pub filter: Filter,
+    pub concurrency: usize,
+    pub ndjson: bool,
+}
+
+/// How one object's restore ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Restored,
+    /// A dry run: what a restore would have written.
+    WouldRestore,
+    /// `--mode empty`, and the object holds data: nothing was written.
+    Refused,
+    /// Not restored, by rule: an unnamed object bound for another worker, or an object the file
+    /// has no record of at the moment asked for.
+    Skipped,
+    Failed,
+}
+
+/// One object's restore, as reported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectReport {
+    pub class: String,
+    pub name: Option<String>,
+    pub id: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub keys_written: u64,
+    pub keys_deleted: u64,
+    pub rows_written: u64,
+    pub rows_deleted: u64,
+    /// Keys the file holds as errors (no value to restore), and tables it cannot make.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_restored: Vec<String>,
+}
+
+impl ObjectReport {
+    fn new(object: &BackupObject) -> Self {
+        ObjectReport {
+            class: object.class.clone(),
+            name: object.name.clone(),
+            id: object.id.clone(),
+            outcome: Outcome::Restored,
+            message: None,
+            keys_written: 0,
+            keys_deleted: 0,
+            rows_written: 0,
+            rows_deleted: 0,
+            not_restored: Vec::new(),
+        }
+    }
+
+    fn ended(mut self, outcome: Outcome, message: impl Into<String>) -> Self {
+        self.outcome = outcome;
+        self.message = Some(message.into());
+        self
+    }
+
+    /// One line for a person.
+    pub fn line(&self) -> String {
+        let who = match &self.name {
+            Some(name) => format!("{} {name:?}", self.class),
+            None => format!("{} {}", self.class, self.id),
+        };
+        let counts = format!(
+            "keys {} written, {} deleted; rows {} written, {} deleted",
+            self.keys_written, self.keys_deleted, self.rows_written, self.rows_deleted
+        );
+        let outcome = serde_json::to_value(self.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let mut line = format!("{who}: {} ({counts})", outcome.replace('_', " "));
+        if let Some(message) = &self.message {
+            line.push_str(&format!(": {message}"));
+        }
+        for what in &self.not_restored {
+            line.push_str(&format!("\n  not restored: {what}"));
+        }
+        line
+    }
+}
+
+/// The outcome of a restore over every object.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub dry_run: bool,
+    pub restored: u64,
+    pub refused: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub keys_written: u64,
+    pub keys_deleted: u64,
+    pub rows_written: u64,
+    pub rows_deleted: u64,
+}
+
+impl Summary {
+    pub fn of(reports: &[ObjectReport], dry_run: bool) -> Self {
+        let mut summary = Summary { dry_run, ..Summary::default() };
+        for report in reports {
+            match report.outcome {
+                Outcome::Restored | Outcome::WouldRestore => summary.restored += 1,
+                Outcome::Refused => summary.refused += 1,
+                Outcome::Skipped => summary.skipped += 1,
+                Outcome::Failed => summary.failed += 1,
+            }
+            summary.keys_written += report.keys_written;
+            summary.keys_deleted += report.keys_deleted;
+            summary.rows_written += report.rows_written;
+            summary.rows_deleted += report.rows_deleted;
+        }
+        summary
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "durafetch-pull restore{}: {} objects {}, {} refused (not empty), {} skipped, {} failed; keys {} written, {} deleted; rows {} written, {} deleted",
+            if self.dry_run { " (dry run: nothing written)" } else { "" },
+            self.restored,
+            if self.dry_run { "would be restored" } else { "restored" },
+            self.refused,
+            self.skipped,
+            self.failed,
+            self.keys_written,
+            self.keys_deleted,
+            self.rows_written,
+            self.rows_deleted
+        )
+    }
+
+    pub fn json(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["event"] = "summary".into();
+        value.to_string()
+    }
+}
+
+/// Why a restore could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    Source(#[from] SourceError),
+}
+
+/// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
+/// object as it ends.
+pub async fn restore(settings: &RestoreSettings, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
+    restore_with(settings, &crate::connect::WebSocketTransport, each).await
+}
+
+/// [`restore`] over `transport`.
+pub async fn restore_with(
+    settings: &RestoreSettings,
+    transport: &dyn Transport,
+    each: impl Fn(&ObjectReport),
+) -> Result<Vec<ObjectReport>, RestoreError> {
+    let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
+    let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
+        .map(|object| async move { restore_object(settings, transport, &object).await })
+        .buffer_unordered(settings.concurrency.max(1))
+        .inspect(|report| each(report))
+        .collect()
+        .await;
+    Ok(reports)
+}
+
+/// A failure of one object's restore.
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error("{0}")]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+}
+
+impl Retryable for ObjectError {
+    /// A dropped connection or a silent object; not what the object refused (a schema that
+    /// does not fit), which another attempt would meet again.
+    fn is_retryable(&self) -> bool {
+        match self {
+            ObjectError::Session(SessionError::Connect(e)) => !e.is_permanent(),
+            ObjectError::Session(SessionError::Closed | SessionError::Silent) => true,
+            _ => false,
+        }
+    }
+}
+
+async fn restore_object(settings: &RestoreSettings, transport: &dyn Transport, object: &BackupObject) -> ObjectReport {
+    let report = ObjectReport::new(object);
+    let backup = match Backup::open(&settings.db, settings.moment) {
+        Ok(backup) => backup,
+        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
+    };
+    match backup.knows(object) {
+        Ok(true) => {}
+        Ok(false) => return report.ended(Outcome::Skipped, "the file has no record of this object by that time"),
+        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
+    }
+    let target = match &object.name {
+        Some(name) => ImportTarget::Name(name.clone()),
+        None => ImportTarget::Id { id: object.id.clone(), worker: object.worker.clone() },
+    };
+    let path = ApiRoute::Import { class: object.class.clone(), target }.to_string();
+    // Replace and merge write the same whatever the object holds, so another attempt finishes
+    // the job; `empty` would refuse what its own first attempt wrote, so it gets one.
+    let mut backoff = Backoff::new();
+    loop {
+        let attempt = ObjectRestore { settings, backup: &backup, object, report: report.clone() };
+        match attempt.run(transport, &path).await {
+            Ok(report) => return report,
+            Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
+            Err(AttemptError::Object(e)) if settings.mode != ImportMode::Empty && backoff.retry_after(&e, &object.id).await => {}
+            Err(AttemptError::Object(e)) => return report.ended(Outcome::Failed, e.to_string()),
+        }
+    }
+}
+
+enum AttemptError {
+    /// The object, or the worker, answered that this object is not to be written.
+    Refused(Outcome, String),
+    Object(ObjectError),
+}
+
+impl<E: Into<ObjectError>> From<E> for AttemptError {
+    fn from(e: E) -> Self {
+        AttemptError::Object(e.into())
+    }
+}
+
+struct ObjectRestore<'a> {
+    settings: &'a RestoreSettings,
+    backup: &'a Backup,
+    object: &'a BackupObject,
+    report: ObjectReport,
+}
+
+impl ObjectRestore<'_> {
+    async fn run(mut self, transport: &dyn Transport, path: &str) -> Result<ObjectReport, AttemptError> {
+        let settings = self.settings;
+        let socket = match transport.open(&settings.target, path).await {
+            Ok(socket) => socket,
+            Err(ConnectError::Status { status: 409, body }) => return Err(AttemptError::Refused(Outcome::Skipped, body)),
+            Err(ConnectError::Unauthorized) => {
+                return Err(AttemptError::Refused(
+                    Outcome::Failed,
+                    "the target refused the restore token (401); check DURAFETCH_RESTORE_AUTH against the worker's secret of that name"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(SessionError::Connect(e).into()),
+        };
+        let (mut session, tables_held) = match ImportSession::open(socket, settings.mode).await? {
+            Opened::Ready { session, tables, .. } => (session, tables),
+            Opened::Refused(message) => return Err(AttemptError::Refused(Outcome::Refused, message)),
+        };
+        let tables = self.backup.tables(self.object, &settings.filter, &mut self.report.not_restored)?;
+        if settings.mode == ImportMode::Replace {
+            self.delete_what_the_backup_lacks(&mut session, &tables, &tables_held).await?;
+        }
+        self.write_keys(&mut session).await?;
+        for (table, statements) in &tables {
+            self.write_table(&mut session, table, statements, &tables_held).await?;
+        }
+        let (keys, rows) = session.end().await?;
+        if settings.dry_run {
+            self.report.outcome = Outcome::WouldRestore;
+        } else {
+            // What the object reported doing.
+            (self.report.keys_written, self.report.keys_deleted) = (keys.written, keys.deleted);
+            (self.report.rows_written, self.report.rows_deleted) = (rows.written, rows.deleted);
+        }
+        Ok(self.report)
+    }
+
+    /// Deletes the object's keys that the backup lacks and the filter keeps (keys outside the
+    /// filter are not the restore's), and drops its tables the backup lacks.
+    async fn delete_what_the_backup_lacks(
+        &mut self,
+        session: &mut ImportSession,
+        tables: &[(String, Vec<String>)],
+        tables_held: &[TableRows],
+    ) -> Result<(), AttemptError> {
+        let filter = &self.settings.filter;
+        let mut after = None;
+        loop {
+            let (keys, done) = session.list_keys(after.clone()).await?;
+            let mut pages = PageWriter::import();
+            for key in &keys {
+                if filter.keeps_key(key) && !self.backup.has_key(self.object, key)? {
+                    self.report.keys_deleted += 1;
+                    pages.push(Change { key: key.clone(), value: ChangeValue::Deleted });
+                    self.send_if_full(session, &mut pages).await?;
+                }
+            }
+            self.send_rest(session, &mut pages).await?;
+            after = keys.last().cloned();
+            if done || after.is_none() {
+                break;
+            }
+        }
+        for held in tables_held.iter().filter(|t| filter.keeps_table(&t.table) && !tables.iter().any(|(name, _)| *name == t.table)) {
+            self.report.rows_deleted += held.rows;
+            if !self.settings.dry_run {
+                session.drop_table(&held.table).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_keys(&mut self, session: &mut ImportSession) -> Result<(), AttemptError> {
+        let mut pages = PageWriter::import();
+        let mut after: Option<String> = None;
+        loop {
+            let (changes, last) = self.backup.keys(self.object, after.as_deref(), &self.settings.filter, &mut self.report.not_restored)?;
+            for change in changes {
+                self.report.keys_written += 1;
+                pages.push(change);
+                self.send_if_full(session, &mut pages).await?;
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        self.send_rest(session, &mut pages).await
+    }
+
+    async fn send_if_full(&self, session: &mut ImportSession, pages: &mut PageWriter) -> Result<(), AttemptError> {
+        if pages.is_full() {
+            self.send_rest(session, pages).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_rest(&self, session: &mut ImportSession, pages: &mut PageWriter) -> Result<(), AttemptError> {
+        if let Some(text) = pages.take() {
+            if !self.settings.dry_run {
+                session.put_text(text).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_table(
+        &mut self,
+        session: &mut ImportSession,
+        table: &str,
+        statements: &[String],
+        tables_held: &[TableRows],
+    ) -> Result<(), AttemptError> {
+        if self.settings.mode == ImportMode::Replace {
+            self.report.rows_deleted += tables_held.iter().find(|t| t.table == table).map_or(0, |t| t.rows);
+        }
+        if !self.settings.dry_run {
+            session.create_table(table, statements).await?;
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let (page, last) = self.backup.rows(self.object, table, after.as_deref())?;
+            for part in split(page) {
+                self.report.rows_written += part.rows.len() as u64;
+                if !self.settings.dry_run {
+                    session.rows(part).await?;
+                }
+            }
+            match last {
+                Some(last) => after = Some(last),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A page of rows cut into requests of at most [`MAX_IMPORT_PAGE_ITEMS`] rows and about
+/// [`IMPORT_PAGE_TARGET_BYTES`].
+fn split(page: SqlPage) -> Vec<SqlPage> {
+    let mut parts = Vec::new();
+    let mut part = SqlPage { table: page.table.clone(), columns: page.columns.clone(), rows: Vec::new() };
+    let mut bytes = 0;
+    for row in page.rows {
+        let size = row.k.len() + row.v.as_ref().map_or(0, |v| v.iter().map(SqlValue::wire_size).sum());
+        if !part.rows.is_empty() && (part.rows.len() >= MAX_IMPORT_PAGE_ITEMS || bytes + size > IMPORT_PAGE_TARGET_BYTES) {
+            let full = SqlPage { table: part.table.clone(), columns: part.columns.clone(), rows: std::mem::take(&mut part.rows) };
+            parts.push(full);
+            bytes = 0;
+        }
+        bytes += size;
+        part.rows.push(row);
+    }
+    if !part.rows.is_empty() {
+        parts.push(part);
+    }
+    parts
+}

@@ -1,0 +1,198 @@
+//! The SQL text a restore runs inside a SQLite-backed object, and the schema an export sends so
+//! that a restore can make a table again: pure text, tested natively against SQLite.
+//!
+//! Rows cross into SQL as one bound JSON text per page, unpacked by `json_each`: a JS number
+//! cannot hold every 64-bit integer, and one statement per page costs one call, not one per row.
+
+use crate::core::protocol::{SqlRow, SqlValue};
+use crate::core::sql_capture::ident;
+
+/// The statements that make the user's tables and their indexes, by table (`tbl_name`), each
+/// table's `CREATE TABLE` first. Automatic indexes (of UNIQUE and PRIMARY KEY) have no text and
+/// come with their table.
+pub const SCHEMA_STATEMENTS: &str = "SELECT tbl_name, sql FROM sqlite_master
+    WHERE type IN ('table', 'index') AND sql IS NOT NULL ORDER BY tbl_name, type <> 'table', rowid";
+
+/// Rows of a user table, counted.
+pub fn count_rows(table: &str) -> String {
+    format!("SELECT count(*) FROM {}", ident(table))
+}
+
+/// Whether `statement` is one a restore may run to make a table: `CREATE TABLE` or
+/// `CREATE [UNIQUE] INDEX`, and nothing after it. A restore runs the schema its backup captured;
+/// anything else (a DROP, a trigger, a second statement) is refused.
+pub fn is_schema_statement(statement: &str) -> bool {
+    let words: Vec<String> = statement.split_whitespace().take(3).map(str::to_ascii_uppercase).collect();
+    let starts = matches!(words.as_slice(), [create, table, ..] if create == "CREATE" && (table == "TABLE" || table == "INDEX"))
+        || matches!(words.as_slice(), [create, unique, index] if create == "CREATE" && unique == "UNIQUE" && index == "INDEX");
+    // One statement: SQLite stores each without a trailing `;`, and a `;` inside a literal or
+    // a quoted name is refused with the rest, which the capture never produces.
+    starts && !statement.contains(';')
+}
+
+/// The statement that writes a page of rows into `table`, for the page's `columns` (those the
+/// table has); `with_rowid` when the table declares no key, so each row's key is its rowid.
+/// Its one binding is [`rows_json`]'s text.
+pub fn insert_rows(table: &str, columns: &[String], with_rowid: bool) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut exprs: Vec<String> = Vec::new();
+    if with_rowid {
+        names.push("rowid".into());
+        exprs.push("json_extract(value, '$[0]')".into());
+    }
+    let first = usize::from(with_rowid);
+    for (i, column) in columns.iter().enumerate() {
+        names.push(ident(column));
+        let at = first + i;
+        exprs.push(format!(
+            "CASE json_type(value, '$[{at}]') WHEN 'object' THEN unhex(json_extract(value, '$[{at}].b')) ELSE json_extract(value, '$[{at}]') END"
+        ));
+    }
+    if names.is_empty() {
+        // A table of no columns the page names cannot be: every table has one. Write nothing.
+        return "SELECT 0 WHERE 0".into();
+    }
+    format!("INSERT OR REPLACE INTO {} ({}) SELECT {} FROM json_each(?1)", ident(table), names.join(", "), exprs.join(", "))
+}
+
+/// The rows of a page as the JSON text [`insert_rows`] reads: an array per row, the rowid first
+/// when `with_rowid`, then the values at `picked` (the page's columns the table has). An INTEGER
+/// is a JSON integer, a REAL a number with a fraction or exponent (∞ as `9e999`, which SQLite
+/// reads as infinity), TEXT a string and a BLOB `{"b": hex}`. Deleted rows (no values) are
+/// skipped. Fails on a row key that is not a rowid where one is needed.
+pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<String, String> {
+    let mut text = String::from("[");
+    for row in rows {
+        let Some(values) = &row.v else { continue };
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push('[');
+        let mut cells: Vec<String> = Vec::with_capacity(picked.len() + 1);
+        if with_rowid {
+            let rowid: i64 = row.k.parse().map_err(|_| format!("row key {:?} is not a rowid", row.k))?;
+            cells.push(rowid.to_string());
+        }
+        for &i in picked {
+            cells.push(cell(values.get(i).unwrap_or(&SqlValue::Null)));
+        }
+        text.push_str(&cells.join(","));
+        text.push(']');
+    }
+    text.push(']');
+    Ok(text)
+}
+
+fn cell(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Null => "null".into(),
+        SqlValue::Integer(i) => i.to_string(),
+        SqlValue::Real(r) if r.is_infinite() => if *r > 0.0 { "9e999" } else { "-9e999" }.into(),
+        // serde_json writes a finite double exactly, with a fraction or an exponent (3.0, 1e300).
+        SqlValue::Real(r) => serde_json::Value::from(*r).to_string(),
+        SqlValue::Text(t) => serde_json::Value::from(t.as_str()).to_string(),
+        SqlValue::Blob(b) => format!(r#"{{"b":"{}"}}"#, b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::types::Value;
+
+    #[test]
+    fn only_single_create_table_and_index_statements_are_schema() {
+        for ok in
+            ["CREATE TABLE t (a)", "create table \"x\"(a INTEGER PRIMARY KEY)", "CREATE UNIQUE INDEX i ON t (a)", "CREATE INDEX i ON t(a)"]
+        {
+            assert!(is_schema_statement(ok), "{ok}");
+        }
+        for bad in [
+            "DROP TABLE t",
+            "CREATE TRIGGER x AFTER INSERT ON t BEGIN SELECT 1; END",
+            "CREATE TABLE t (a); DROP TABLE u",
+            "CREATE VIEW v AS SELECT 1",
+            "",
+        ] {
+            assert!(!is_schema_statement(bad), "{bad}");
+        }
+    }
+
+    /// Every SQLite type goes in exactly as the export read it, the rowid of a keyless table
+    /// included, and a second page replaces rows by key.
+    #[test]
+    fn rows_are_written_with_their_exact_types() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch("CREATE TABLE keyed (id INTEGER PRIMARY KEY, v); CREATE TABLE keyless (v, w)").unwrap();
+        let values = [
+            SqlValue::Integer(i64::MIN),
+            SqlValue::Integer(i64::MAX),
+            SqlValue::Integer((1 << 53) + 1),
+            SqlValue::Real(3.0),
+            SqlValue::Real(-0.5e-300),
+            SqlValue::Real(f64::INFINITY),
+            SqlValue::Real(f64::NEG_INFINITY),
+            SqlValue::Text("a\"b\\c\u{0}é😀{\"b\":\"00\"}".into()),
+            SqlValue::Text("[1,2]".into()),
+            SqlValue::Blob(vec![0, 1, 255]),
+            SqlValue::Blob(vec![]),
+            SqlValue::Null,
+        ];
+        let keyed: Vec<SqlRow> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| SqlRow { k: i.to_string(), v: Some(vec![SqlValue::Integer(i as i64), v.clone()]) })
+            .collect();
+        let columns = ["id".to_string(), "v".to_string()];
+        db.execute(&insert_rows("keyed", &columns, false), [rows_json(&keyed, &[0, 1], false).unwrap()]).unwrap();
+        let keyless: Vec<SqlRow> =
+            values.iter().enumerate().map(|(i, v)| SqlRow { k: (100 + i).to_string(), v: Some(vec![v.clone(), SqlValue::Null]) }).collect();
+        db.execute(&insert_rows("keyless", &columns[1..], true), [rows_json(&keyless, &[0], true).unwrap()]).unwrap();
+
+        let read = |query: &str| -> Vec<(i64, Value)> {
+            let mut stmt = db.prepare(query).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let expected: Vec<Value> = values
+            .iter()
+            .map(|v| match v {
+                SqlValue::Null => Value::Null,
+                SqlValue::Integer(i) => Value::Integer(*i),
+                SqlValue::Real(r) => Value::Real(*r),
+                SqlValue::Text(t) => Value::Text(t.clone()),
+                SqlValue::Blob(b) => Value::Blob(b.clone()),
+            })
+            .collect();
+        let got = read("SELECT id, v FROM keyed ORDER BY id");
+        assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), expected);
+        let got = read("SELECT rowid, v FROM keyless ORDER BY rowid");
+        assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), (100..100 + values.len() as i64).collect::<Vec<_>>());
+        assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), expected);
+
+        let again = [
+            SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Text("new".into())]) },
+            SqlRow { k: "2".into(), v: None },
+        ];
+        db.execute(&insert_rows("keyed", &columns, false), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
+        assert_eq!(read("SELECT id, v FROM keyed WHERE id = 1"), [(1, Value::Text("new".into()))]);
+        assert_eq!(read("SELECT count(*), 0 FROM keyed")[0].0, values.len() as i64, "a deleted row is not written");
+        assert!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).is_err());
+    }
+
+    #[test]
+    fn the_schema_lists_each_table_then_its_indexes() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch("CREATE TABLE b (x UNIQUE); CREATE INDEX b_x ON b (x); CREATE TABLE a (y PRIMARY KEY)").unwrap();
+        let mut stmt = db.prepare(SCHEMA_STATEMENTS).unwrap();
+        let rows: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            rows,
+            [
+                ("a".into(), "CREATE TABLE a (y PRIMARY KEY)".into()),
+                ("b".into(), "CREATE TABLE b (x UNIQUE)".into()),
+                ("b".into(), "CREATE INDEX b_x ON b (x)".into())
+            ]
+        );
+        assert!(rows.iter().all(|(_, sql)| is_schema_statement(sql)));
+    }
+}
