@@ -124,7 +124,7 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
         bar.inc(1);
         if settings.ndjson {
             println!("{}", serde_json::json!({ "event": "object", "object": report }));
-        } else if !quiet || report.outcome == Outcome::Failed {
+        } else if !quiet || matches!(report.outcome, Outcome::Failed | Outcome::Unauthorized) {
             bar.suspend(|| println!("{}", report.line()));
         }
     };
@@ -140,7 +140,9 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
     if !quiet {
         println!("{}", if settings.ndjson { summary.json() } else { summary.line() });
     }
-    if summary.failed > 0 {
+    if summary.unauthorized > 0 {
+        ExitCode::from(EXIT_CONFIG)
+    } else if summary.failed > 0 {
         ExitCode::from(EXIT_FAILED)
     } else if summary.refused > 0 {
         ExitCode::from(EXIT_NOT_EMPTY)

@@ -50,6 +50,8 @@ pub enum Outcome {
     /// Not restored, by rule: an unnamed object bound for another worker, or an object the file
     /// has no record of at the moment asked for.
     Skipped,
+    /// The target refused the token, or allows no restore: nothing was written.
+    Unauthorized,
     Failed,
 }
 
@@ -122,6 +124,7 @@ pub struct Summary {
     pub restored: u64,
     pub refused: u64,
     pub skipped: u64,
+    pub unauthorized: u64,
     pub failed: u64,
     pub keys_written: u64,
     pub keys_deleted: u64,
@@ -137,6 +140,7 @@ impl Summary {
                 Outcome::Restored | Outcome::WouldRestore => summary.restored += 1,
                 Outcome::Refused => summary.refused += 1,
                 Outcome::Skipped => summary.skipped += 1,
+                Outcome::Unauthorized => summary.unauthorized += 1,
                 Outcome::Failed => summary.failed += 1,
             }
             summary.keys_written += report.keys_written;
@@ -149,12 +153,13 @@ impl Summary {
 
     pub fn line(&self) -> String {
         format!(
-            "durafetch-pull restore{}: {} objects {}, {} refused (not empty), {} skipped, {} failed; keys {} written, {} deleted; rows {} written, {} deleted",
+            "durafetch-pull restore{}: {} objects {}, {} refused (not empty), {} skipped, {} unauthorized, {} failed; keys {} written, {} deleted; rows {} written, {} deleted",
             if self.dry_run { " (dry run: nothing written)" } else { "" },
             self.restored,
             if self.dry_run { "would be restored" } else { "restored" },
             self.refused,
             self.skipped,
+            self.unauthorized,
             self.failed,
             self.keys_written,
             self.keys_deleted,
@@ -277,10 +282,13 @@ impl ObjectRestore<'_> {
             Err(ConnectError::Status { status: 409, body }) => return Err(AttemptError::Refused(Outcome::Skipped, body)),
             Err(ConnectError::Unauthorized) => {
                 return Err(AttemptError::Refused(
-                    Outcome::Failed,
+                    Outcome::Unauthorized,
                     "the target refused the restore token (401); check DURAFETCH_RESTORE_AUTH against the worker's secret of that name"
                         .into(),
                 ))
+            }
+            Err(ConnectError::Status { status: 403, body }) => {
+                return Err(AttemptError::Refused(Outcome::Unauthorized, format!("the target answered 403: {body}")))
             }
             Err(e) => return Err(SessionError::Connect(e).into()),
         };

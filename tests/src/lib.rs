@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub const WORKER: &str = "durafetch-example";
 pub const TOKEN: &str = "e2e-token-0123456789abcdefghijklmnopqrstuvwxyz";
+/// The restore secret of workers started to be restored into: another than [`TOKEN`].
+pub const RESTORE_TOKEN: &str = "e2e-restore-0123456789abcdefghijklmnopqrstuvwxyz";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -28,6 +30,8 @@ pub struct LocalWorker {
     child: Child,
     dir: tempfile::TempDir,
     secret: Option<String>,
+    /// DURAFETCH_RESTORE_AUTH, for a worker a test restores into.
+    restore_secret: Option<String>,
     config: Option<PathBuf>,
     /// The worker's name: its API answers on `durafetch_<name>`.
     name: String,
@@ -65,8 +69,18 @@ fn free_port() -> u16 {
 }
 
 impl LocalWorker {
-    /// Starts the worker with `secret` as DURAFETCH_AUTH (or none).
+    /// Starts the worker with `secret` as DURAFETCH_AUTH (or none), and no restore secret.
     pub fn start(secret: Option<&str>) -> Self {
+        Self::start_with(secret, None)
+    }
+
+    /// Starts the worker with [`TOKEN`] as DURAFETCH_AUTH and [`RESTORE_TOKEN`] as
+    /// DURAFETCH_RESTORE_AUTH: one a restore may write into.
+    pub fn start_restorable() -> Self {
+        Self::start_with(Some(TOKEN), Some(RESTORE_TOKEN))
+    }
+
+    fn start_with(secret: Option<&str>, restore_secret: Option<&str>) -> Self {
         let root = repo_root();
         assert!(
             root.join("examples/counter/build/worker/shim.mjs").exists(),
@@ -75,12 +89,14 @@ impl LocalWorker {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = spawn_wrangler(&root, dir.path(), port, secret, None);
+        let secrets = Secrets { read: secret, restore: restore_secret };
+        let child = spawn_wrangler(&root, dir.path(), port, &secrets, None);
         let mut worker = LocalWorker {
             port,
             child,
             dir,
             secret: secret.map(str::to_owned),
+            restore_secret: restore_secret.map(str::to_owned),
             config: None,
             name: WORKER.to_owned(),
             pull_port: None,
@@ -127,7 +143,7 @@ impl LocalWorker {
 
     fn launch(&mut self) {
         self.pull_port = None;
-        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, self.secret.as_deref(), self.config.as_deref());
+        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, &self.secrets(), self.config.as_deref());
         self.wait_ready();
     }
 
@@ -138,19 +154,35 @@ impl LocalWorker {
         self.restart_on_same_port();
     }
 
+    fn secrets(&self) -> Secrets<'_> {
+        Secrets { read: self.secret.as_deref(), restore: self.restore_secret.as_deref() }
+    }
+
     /// A second worker, running beside this one for the same test: the example under another
-    /// name, so its objects have other ids and its API answers on `durafetch_<name>`.
+    /// name, so its objects have other ids and its API answers on `durafetch_<name>`. It has
+    /// this one's secrets.
     pub fn start_beside(&self, name: &str) -> LocalWorker {
+        self.start_beside_with(name, self.restore_secret.as_deref())
+    }
+
+    /// [`Self::start_beside`], with [`RESTORE_TOKEN`] as its restore secret.
+    pub fn start_beside_restorable(&self, name: &str) -> LocalWorker {
+        self.start_beside_with(name, Some(RESTORE_TOKEN))
+    }
+
+    fn start_beside_with(&self, name: &str, restore_secret: Option<&str>) -> LocalWorker {
         let dir = tempfile::tempdir().expect("temp dir");
         let rename = |toml: String| toml.replace(&format!("\"{WORKER}\""), &format!("\"{name}\""));
         let config = write_config(dir.path(), &rename);
         let port = free_port();
-        let child = spawn_wrangler(&repo_root(), dir.path(), port, self.secret.as_deref(), Some(&config));
+        let secrets = Secrets { read: self.secret.as_deref(), restore: restore_secret };
+        let child = spawn_wrangler(&repo_root(), dir.path(), port, &secrets, Some(&config));
         let mut worker = LocalWorker {
             port,
             child,
             dir,
             secret: self.secret.clone(),
+            restore_secret: restore_secret.map(str::to_owned),
             config: Some(config),
             name: name.to_owned(),
             pull_port: None,
@@ -375,7 +407,13 @@ fn write_config(dir: &Path, edit: &dyn Fn(String) -> String) -> PathBuf {
     path
 }
 
-fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, config: Option<&Path>) -> Child {
+/// The secrets a worker starts with.
+struct Secrets<'a> {
+    read: Option<&'a str>,
+    restore: Option<&'a str>,
+}
+
+fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secrets: &Secrets<'_>, config: Option<&Path>) -> Child {
     let mut cmd = Command::new("wrangler");
     cmd.current_dir(root).args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"]);
     if let Some(config) = config {
@@ -388,8 +426,11 @@ fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secret: Option<&str>, conf
         .stdout(std::fs::File::create(dir.join("wrangler.log")).unwrap())
         .stderr(std::fs::File::create(dir.join("wrangler.err")).unwrap())
         .process_group(0);
-    if let Some(secret) = secret {
+    if let Some(secret) = secrets.read {
         cmd.args(["--var", &format!("DURAFETCH_AUTH:{secret}")]);
+    }
+    if let Some(secret) = secrets.restore {
+        cmd.args(["--var", &format!("DURAFETCH_RESTORE_AUTH:{secret}")]);
     }
     cmd.spawn().expect("wrangler on PATH (run through scripts/test.sh)")
 }
@@ -586,4 +627,97 @@ pub fn raw_get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// `durafetch-pull restore` from `db` into the API at `url`, with `token` as its restore token,
+/// NDJSON output; `flags` after.
+pub fn restorer(url: &str, db: &Path, token: &str, flags: &[&str]) -> Command {
+    let mut cmd = Command::new(puller_binary());
+    cmd.args(["restore", "--json", "--db"]).arg(db).args(["--to", url]).args(flags).env("DURAFETCH_RESTORE_AUTH", token);
+    cmd
+}
+
+/// One run of `durafetch-pull restore`: its exit code, its per-object lines and its summary.
+pub struct RestoreRun {
+    pub code: Option<i32>,
+    pub objects: Vec<serde_json::Value>,
+    pub summary: serde_json::Value,
+    pub stderr: String,
+}
+
+impl RestoreRun {
+    pub fn run(cmd: Command) -> Self {
+        let output = finish_within(spawn_piped(cmd), PULL_LIMIT, "durafetch-pull restore");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let lines: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let objects = lines.iter().filter(|l| l["event"] == "object").map(|l| l["object"].clone()).collect();
+        let summary = lines.iter().find(|l| l["event"] == "summary").cloned().unwrap_or_default();
+        RestoreRun { code: output.status.code(), objects, summary, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+    }
+
+    /// A count from the summary.
+    pub fn count(&self, field: &str) -> u64 {
+        self.summary[field].as_u64().unwrap_or_else(|| panic!("no {field} in the summary: {:?} {}", self.summary, self.stderr))
+    }
+
+    /// The objects whose outcome is `outcome`.
+    pub fn with_outcome(&self, outcome: &str) -> Vec<&serde_json::Value> {
+        self.objects.iter().filter(|o| o["outcome"] == outcome).collect()
+    }
+}
+
+/// Everything a file holds of its named objects, one line per key, SQL row and table schema,
+/// each value with its exact type: two files of the same objects, pulled from two workers (other
+/// ids, other row stamps), give the same lines.
+pub fn named_contents(db: &Path) -> std::collections::BTreeSet<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut lines = std::collections::BTreeSet::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT class_name, name, key, val_type, quote(val), hex(val_blob), quote(val_error) FROM kv
+             WHERE name IS NOT NULL",
+        )
+        .unwrap();
+    let rows = stmt.query_map([], |r| (0..7).map(|i| r.get::<_, String>(i)).collect::<Result<Vec<_>, _>>()).unwrap();
+    lines.extend(rows.map(|r| format!("kv {}", r.unwrap().join(" | "))));
+    let tables: Vec<(String, String, String)> = conn
+        .prepare("SELECT class_name, table_name, local_table FROM sql_tables")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (class, table, local) in tables {
+        let mut columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1) WHERE name NOT IN ('do_id', '_pull_gen')")
+            .unwrap()
+            .query_map([&local], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        columns.sort();
+        let exact: Vec<String> = columns
+            .iter()
+            .map(|name| {
+                let label = format!("'{}'", name.replace('\'', "''"));
+                let c = format!("t.\"{}\"", name.replace('"', "\"\""));
+                format!(
+                    "{label} || '=' || typeof({c}) || ':' || CASE typeof({c}) WHEN 'real' THEN printf('%!.17g', {c}) ELSE quote({c}) END"
+                )
+            })
+            .collect();
+        let query = format!(
+            "SELECT o.name || ' ' || {} FROM \"{}\" t JOIN durable_objects o USING (do_id) WHERE o.name IS NOT NULL",
+            exact.join(" || ' ' || "),
+            local.replace('"', "\"\"")
+        );
+        let rows = conn.prepare(&query).unwrap().query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect::<Vec<_>>();
+        lines.extend(rows.into_iter().map(|r| format!("sql {class}.{table} {r}")));
+    }
+    let mut stmt = conn
+        .prepare("SELECT o.class_name, o.name, s.table_name, s.statements FROM sql_schemas s JOIN durable_objects o USING (do_id) WHERE o.name IS NOT NULL")
+        .unwrap();
+    let rows = stmt.query_map([], |r| (0..4).map(|i| r.get::<_, String>(i)).collect::<Result<Vec<_>, _>>()).unwrap();
+    lines.extend(rows.map(|r| format!("schema {}", r.unwrap().join(" | "))));
+    lines
 }

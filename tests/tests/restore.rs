@@ -1,0 +1,297 @@
+//! Restores end to end: a file pulled from one worker written back into objects (of another
+//! worker, or of the same one) by `durafetch-pull restore`, then pulled again and compared with
+//! the first file, value type for value type and row for row.
+
+use std::path::Path;
+use std::time::Duration;
+
+use durafetch_e2e::{named_contents, puller_at, restorer, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN};
+use serde_json::json;
+
+fn sql(worker: &LocalWorker, object: &str, statements: &str) {
+    worker.post(&format!("sql/{object}/ops"), &json!([{"op": "sql", "sql": statements}]).to_string());
+}
+
+/// Pulls `worker` into `db` until a pull finds nothing more to do.
+fn pull(worker: &LocalWorker, db: &Path) {
+    for _ in 0..20 {
+        let run = worker.pull(db, TOKEN);
+        assert_eq!(run.code, Some(0), "pull failed: {}", run.stderr);
+        if run.objects_pulled() == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the pulls never settled");
+}
+
+fn restore(target: &LocalWorker, db: &Path, flags: &[&str]) -> RestoreRun {
+    RestoreRun::run(restorer(&target.api_url(), db, RESTORE_TOKEN, flags))
+}
+
+/// Values of every kind, in objects of both storage backends.
+fn fill(worker: &LocalWorker) {
+    for i in 0..10 {
+        worker.post(
+            &format!("kv/kv-{i}/put_multiple_raw"),
+            &json!({"a": i, "b": format!("text {i}"), "c": [1.5, null, {"x": true}]}).to_string(),
+        );
+        worker.post(&format!("kv/kv-{i}/put_raw?key=bytes"), "\u{0}\u{1}binary");
+    }
+    for kind in ["struct", "map", "mix", "sparse", "undefined_item", "null_proto", "error"] {
+        worker.post(&format!("kv/kv-0/put_typed?key=typed-{kind}"), kind);
+    }
+    worker.post("kv/kv-0/put?key=__proto__", r#"{"not":"the prototype"}"#);
+    for i in 0..14 {
+        worker.post(&format!("sql/sql-{i}/put_multiple_raw"), &json!({"n": i, "big": 9007199254740993u64, "neg0": -0.0}).to_string());
+    }
+    for i in 0..5 {
+        sql(
+            worker,
+            &format!("sql-{i}"),
+            &format!(
+                "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty REAL, data BLOB, big INTEGER);
+                 CREATE INDEX items_by_name ON items (name);
+                 CREATE TABLE notes (body);
+                 CREATE TABLE pairs (a TEXT, b INTEGER, v, PRIMARY KEY (a, b)) WITHOUT ROWID;
+                 INSERT INTO items VALUES (1, 'apple', 3.0, x'00ff', 9223372036854775807), (2, 'pear', 1e308 * 10, NULL, -9223372036854775808),
+                     ({i} + 10, 'quote''s', -0.5, x'', 9007199254740993);
+                 INSERT INTO notes VALUES ('first'), (NULL), (x'0102');
+                 DELETE FROM notes WHERE body IS NULL;
+                 INSERT INTO pairs VALUES ('x', 1, 'one'), ('x', 2, 2.5), ('😀', -1, NULL);"
+            ),
+        );
+    }
+    for route in ["kv", "sql"] {
+        for i in 0..3 {
+            worker.post(&format!("{route}/@unique/put?key=unnamed"), &i.to_string());
+        }
+    }
+}
+
+/// A file of 30 objects (both backends, named and unnamed, every value kind, SQL tables of
+/// three key kinds) restored into another worker, which is then pulled: its file holds what the
+/// first one did. Unnamed objects cannot move to another worker: they are reported skipped. A
+/// dry run first says what the restore writes, and writes nothing; `empty` then refuses to
+/// write over what the restore wrote.
+#[test]
+fn a_backup_restored_into_another_worker_pulls_back_identical() {
+    let source = LocalWorker::start(Some(TOKEN));
+    let target = source.start_beside_restorable("durafetch-restored");
+    let dir = tempfile::tempdir().unwrap();
+    let (backup, copy) = (dir.path().join("backup.sqlite"), dir.path().join("copy.sqlite"));
+    fill(&source);
+    pull(&source, &backup);
+    let objects: i64 =
+        rusqlite::Connection::open(&backup).unwrap().query_row("SELECT count(*) FROM durable_objects", [], |r| r.get(0)).unwrap();
+    assert_eq!(objects, 30);
+
+    let dry = restore(&target, &backup, &["--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    pull(&target, &copy);
+    assert!(named_contents(&copy).is_empty(), "a dry run wrote: {:?}", named_contents(&copy));
+
+    let run = restore(&target, &backup, &[]);
+    assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
+    assert_eq!((run.count("restored"), run.count("skipped"), run.count("failed")), (24, 6, 0), "{:?}", run.objects);
+    for skipped in run.with_outcome("skipped") {
+        assert!(
+            skipped["name"].is_null() && skipped["message"].as_str().unwrap().contains("only be restored into the worker it came from"),
+            "{skipped}"
+        );
+    }
+    for field in ["keys_written", "keys_deleted", "rows_written", "rows_deleted"] {
+        assert_eq!(dry.count(field), run.count(field), "{field}: the dry run's count");
+    }
+    assert_eq!(run.count("rows_written"), 5 * (3 + 2 + 3));
+    let kv0 = run.objects.iter().find(|o| o["name"] == "kv-0").unwrap();
+    assert!(kv0["not_restored"][0].as_str().unwrap().starts_with("typed-error"), "{kv0}");
+
+    pull(&target, &copy);
+    let (want, got) = (named_contents(&backup), named_contents(&copy));
+    let error_row = |line: &String| line.contains("| typed-error |");
+    let want: std::collections::BTreeSet<String> = want.into_iter().filter(|l| !error_row(l)).collect();
+    assert_eq!(
+        got,
+        want,
+        "\nmissing: {:?}\nextra: {:?}",
+        want.difference(&got).collect::<Vec<_>>(),
+        got.difference(&want).collect::<Vec<_>>()
+    );
+    assert!(
+        want.iter().any(|l| l.starts_with("schema CounterSql | sql-0 | items |") && l.contains("items_by_name")),
+        "the schema holds the index"
+    );
+
+    // Everything is there now: `empty` refuses every named object and writes nothing.
+    let again = restore(&target, &backup, &["--mode", "empty"]);
+    assert_eq!(again.code, Some(3), "{:?}", again.objects);
+    assert_eq!(again.count("refused"), 24);
+    assert!(again.with_outcome("refused")[0]["message"].as_str().unwrap().contains("--mode replace"));
+}
+
+/// The three modes on one object that changed since its backup, restored into itself: `empty`
+/// refuses it, `merge` writes the backup over it and keeps what the backup lacks, `replace`
+/// makes it equal to the backup, keys and tables; a dry run counts what replace then does.
+#[test]
+fn modes_replace_merge_and_empty() {
+    let worker = LocalWorker::start_restorable();
+    let dir = tempfile::tempdir().unwrap();
+    let (backup, after) = (dir.path().join("backup.sqlite"), dir.path().join("after.sqlite"));
+    worker.post("sql/shop/put_multiple_raw", r#"{"a": 1, "b": 2}"#);
+    sql(&worker, "shop", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'one'), (2, 'two');");
+    pull(&worker, &backup);
+    let at_backup = named_contents(&backup);
+
+    // Since the backup: a changed, c new, a row changed and one added, a table added.
+    worker.post("sql/shop/put_multiple_raw", r#"{"a": 10, "c": 3}"#);
+    sql(&worker, "shop", "UPDATE items SET name = 'uno' WHERE id = 1; INSERT INTO items VALUES (3, 'three'); CREATE TABLE extra (x); INSERT INTO extra VALUES (1);");
+    pull(&worker, &after);
+    let changed = named_contents(&after);
+
+    let refused = restore(&worker, &backup, &["--mode", "empty"]);
+    assert_eq!((refused.code, refused.count("refused")), (Some(3), 1), "{:?}", refused.objects);
+    pull(&worker, &after);
+    assert_eq!(named_contents(&after), changed, "a refused restore wrote");
+
+    let merged = restore(&worker, &backup, &["--mode", "merge"]);
+    assert_eq!(merged.code, Some(0), "{:?}", merged.objects);
+    assert_eq!((merged.count("keys_written"), merged.count("keys_deleted"), merged.count("rows_written")), (2, 0, 2));
+    pull(&worker, &after);
+    let merged_contents = named_contents(&after);
+    assert!(merged_contents.iter().any(|l| l.contains("| c |")), "merge keeps what the backup lacks");
+    assert!(merged_contents.iter().any(|l| l.starts_with("sql CounterSql.items shop") && l.contains("'three'")));
+    assert!(merged_contents.iter().any(|l| l.starts_with("schema CounterSql | shop | extra")));
+    assert!(merged_contents.iter().any(|l| l.contains("| a | json | '1'")), "merge writes the backup's value");
+    assert!(merged_contents.iter().any(|l| l.starts_with("sql CounterSql.items shop") && l.contains("'one'")));
+
+    let dry = restore(&worker, &backup, &["--mode", "replace", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{:?}", dry.objects);
+    pull(&worker, &after);
+    assert_eq!(named_contents(&after), merged_contents, "a dry run wrote");
+    let replaced = restore(&worker, &backup, &["--mode", "replace"]);
+    assert_eq!(replaced.code, Some(0), "{:?}", replaced.objects);
+    for field in ["keys_written", "keys_deleted", "rows_written", "rows_deleted"] {
+        assert_eq!(dry.count(field), replaced.count(field), "{field}: the dry run's count");
+    }
+    // c deleted; items (3 rows) and extra (1 row) dropped, items made again with 2.
+    assert_eq!((replaced.count("keys_written"), replaced.count("keys_deleted")), (2, 1));
+    assert_eq!((replaced.count("rows_written"), replaced.count("rows_deleted")), (2, 4));
+    pull(&worker, &after);
+    assert_eq!(named_contents(&after), at_backup, "replace leaves exactly the backup");
+}
+
+/// Writes at t1 and t2, a delete at t3, each followed by a pull with --history: --at a moment
+/// between the second and third pulls restores the t2 values, the deleted key and row included.
+/// A file without history is refused with the flag named.
+#[test]
+fn a_moment_of_the_history_is_restored() {
+    let worker = LocalWorker::start_restorable();
+    let dir = tempfile::tempdir().unwrap();
+    let (db, check) = (dir.path().join("history.sqlite"), dir.path().join("check.sqlite"));
+    let pull_history = || {
+        let run = worker.pull_with(&db, TOKEN, &["--history"]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    };
+    worker.post("sql/log/put_multiple_raw", r#"{"a": "t1", "b": "t1"}"#);
+    sql(&worker, "log", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 't1'), (2, 't1');");
+    pull_history();
+    worker.post("sql/log/put?key=a", r#""t2""#);
+    sql(&worker, "log", "UPDATE t SET v = 't2' WHERE id = 1;");
+    pull_history();
+    std::thread::sleep(Duration::from_millis(20));
+    let moment = time::OffsetDateTime::now_utc();
+    std::thread::sleep(Duration::from_millis(20));
+    worker.post("sql/log/delete?key=b", "");
+    worker.post("sql/log/put?key=a", r#""t3""#);
+    sql(&worker, "log", "DELETE FROM t WHERE id = 2;");
+    pull_history();
+
+    let at = moment.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let run = restore(&worker, &db, &["--mode", "replace", "--at", &at]);
+    assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
+    pull(&worker, &check);
+    let contents = named_contents(&check);
+    assert!(contents.contains("kv CounterSql | log | a | json | '\"t2\"' |  | NULL"), "{contents:?}");
+    assert!(contents.contains("kv CounterSql | log | b | json | '\"t1\"' |  | NULL"), "{contents:?}");
+    let rows: Vec<&String> = contents.iter().filter(|l| l.starts_with("sql CounterSql.t")).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("_row_key=text:'1'") && r.contains("v=text:'t2'")), "{rows:?}");
+    assert!(rows.iter().any(|r| r.contains("_row_key=text:'2'") && r.contains("v=text:'t1'")), "{rows:?}");
+
+    let plain = RestoreRun::run(restorer(&worker.api_url(), &check, RESTORE_TOKEN, &["--at", &at]));
+    assert_eq!(plain.code, Some(2));
+    assert!(plain.stderr.contains("--history"), "{}", plain.stderr);
+}
+
+/// A restore killed midway leaves the objects partly written; a rerun with replace finishes
+/// them, and `empty` refuses the rerun (the objects hold what the first run wrote).
+#[test]
+fn an_interrupted_restore_finishes_on_a_rerun() {
+    let source = LocalWorker::start(Some(TOKEN));
+    let target = source.start_beside_restorable("durafetch-restored");
+    let dir = tempfile::tempdir().unwrap();
+    let (backup, copy) = (dir.path().join("backup.sqlite"), dir.path().join("copy.sqlite"));
+    for object in 0..40 {
+        let entries: serde_json::Map<String, serde_json::Value> = (0..500).map(|i| (format!("k{i:04}"), json!("v".repeat(100)))).collect();
+        source.post(&format!("sql/big-{object:02}/put_multiple_raw"), &serde_json::Value::Object(entries).to_string());
+    }
+    pull(&source, &backup);
+
+    let mut cmd = restorer(&target.api_url(), &backup, RESTORE_TOKEN, &["--mode", "replace", "--concurrency", "1"]);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut restored = 0;
+    for line in lines {
+        if line.unwrap().contains(r#""event":"object""#) {
+            restored += 1;
+        }
+        if restored == 5 {
+            let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success() && restored == 5, "the restore ended before it was killed");
+    pull(&target, &copy);
+    let (want, partial) = (named_contents(&backup), named_contents(&copy));
+    assert!(partial.len() >= 5 * 500 && partial.len() < want.len(), "killed midway: {} of {} keys", partial.len(), want.len());
+
+    let refused = restore(&target, &backup, &["--mode", "empty"]);
+    assert_eq!(refused.code, Some(3), "{:?}", refused.objects);
+    let rerun = restore(&target, &backup, &["--mode", "replace"]);
+    assert_eq!(rerun.code, Some(0), "{:?}", rerun.objects);
+    pull(&target, &copy);
+    assert_eq!(named_contents(&copy), want);
+}
+
+/// A worker without a restore secret refuses every restore, and names the secret; a reading
+/// token cannot restore, nor a restore token read. Nothing is written.
+#[test]
+fn restores_need_the_restore_secret_and_its_token() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("backup.sqlite");
+    worker.post("kv/guarded/put?key=a", "1");
+    pull(&worker, &db);
+    worker.post("kv/guarded/put?key=a", "2");
+
+    let off = RestoreRun::run(restorer(&worker.api_url(), &db, RESTORE_TOKEN, &["--mode", "replace"]));
+    assert_eq!(off.code, Some(2), "{:?}", off.objects);
+    let message = off.objects[0]["message"].as_str().unwrap();
+    assert!(message.contains("403") && message.contains("DURAFETCH_RESTORE_AUTH"), "{message}");
+
+    let restorable = worker.start_beside_restorable("durafetch-guarded");
+    restorable.post("kv/guarded/put?key=a", "2");
+    for token in [TOKEN, "wrong-token-0123456789abcdefghijklmnopqrstuvwxyz"] {
+        let run = RestoreRun::run(restorer(&restorable.api_url(), &db, token, &["--mode", "replace"]));
+        assert_eq!(run.code, Some(2), "{:?}", run.objects);
+        assert!(run.objects[0]["message"].as_str().unwrap().contains("refused the restore token"), "{:?}", run.objects);
+        assert!(!run.objects[0]["message"].as_str().unwrap().contains(token), "the token is not echoed");
+    }
+    assert_eq!(worker.object_state("kv", "guarded").get("a").map(String::as_str), Some("2"));
+    assert_eq!(restorable.object_state("kv", "guarded").get("a").map(String::as_str), Some("2"));
+    // The restore token reads nothing.
+    let read = puller_at(&restorable.api_url(), &dir.path().join("read.sqlite"), RESTORE_TOKEN, &[]).output().unwrap();
+    assert_eq!(read.status.code(), Some(2), "{}", String::from_utf8_lossy(&read.stderr));
+}
