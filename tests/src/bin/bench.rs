@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use durafetch_e2e::{kv_rows, row_value, LocalWorker, TOKEN, WORKER};
+use durafetch_e2e::{kv_rows, restorer, row_value, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN, WORKER};
 use serde_json::Value;
 
 struct Row {
@@ -226,7 +226,7 @@ fn export_alone(port: u16, db: &Path, name: &str) -> f64 {
 }
 
 fn main() {
-    let mut worker = LocalWorker::start(Some(TOKEN));
+    let mut worker = LocalWorker::start_restorable();
     // Pulls go to the runtime's own socket, past wrangler's dev proxy, which a deployed worker
     // does not have; one row below repeats a pull through it.
     let runtime = worker.runtime_port();
@@ -342,6 +342,29 @@ fn main() {
         goal: "(how near the pull is to that ceiling)",
         how: "the two rates above".into(),
     });
+
+    // P10: the 100,000-key object restored from that file into an empty object of a second
+    // worker, vs the instrumented object's own batched puts (P1b above).
+    let mut target = worker.start_beside_restorable("durafetch-bench-restore");
+    let target_runtime = target.runtime_port();
+    target.pulls_via(target_runtime);
+    let started = Instant::now();
+    let run = RestoreRun::run(restorer(&target.api_url(), &db, RESTORE_TOKEN, &["--name", &full]));
+    let restore_secs = started.elapsed().as_secs_f64();
+    assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
+    let restored = run.count("keys_written");
+    let restore_rate = restored as f64 / restore_secs;
+    let put_rate = 100_000.0 / (i / 1000.0);
+    rows.push(Row {
+        metric: "P10 restore rate / the object's own batched put rate",
+        figure: format!("{:.2} ({restore_rate:.0} keys/s / {put_rate:.0} keys/s)", restore_rate / put_rate),
+        goal: "≥ 0.8",
+        how: format!(
+            "durafetch-pull restore (release) of the {restored}-key object from the P2 file into an empty object of a second worker, whole run \
+             from start to exit, vs the instrumented P1b batched puts"
+        ),
+    });
+    drop(target);
 
     // P3: incremental pulls, each after its own writes to the object, against the full pull.
     let incremental: [(&str, &str, &str, &str); 3] = [
