@@ -9,7 +9,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::filter::{Filter, FilterError, FilterSpec};
-use crate::restore::{Moment, RestoreSettings};
+use crate::restore_source::Moment;
 
 /// The config file, in durafetch's format: every field durafetch's own config has is accepted.
 /// Unknown keys are an error, with the nearest known key as a hint: a misspelt key would
@@ -166,6 +166,19 @@ pub enum ConfigError {
     NoBackup(PathBuf),
     #[error(transparent)]
     Filter(#[from] FilterError),
+}
+
+/// What the flags asked of a restore ([`RestoreFlags`]).
+#[derive(Debug)]
+pub struct RestoreSettings {
+    pub db: PathBuf,
+    pub target: Server,
+    pub mode: ImportMode,
+    pub dry_run: bool,
+    pub moment: Moment,
+    pub filter: Filter,
+    pub concurrency: usize,
+    pub ndjson: bool,
 }
 
 /// `durafetch-pull restore`'s flags.

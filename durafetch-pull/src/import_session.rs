@@ -15,7 +15,7 @@ use crate::transport::Link;
 
 /// Requests sent ahead of their replies.
 const WINDOW: usize = 4;
-/// How long a reply may take: a page of 1,024 keys or rows is written in well under a second; an
+/// How long a reply may take: a page of 4,096 keys or rows is written in well under a second; an
 /// object silent this long is taken as gone.
 const REPLY_LIMIT: Duration = Duration::from_secs(120);
 

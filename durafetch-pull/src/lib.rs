@@ -17,7 +17,7 @@ pub mod object_write;
 pub mod progress;
 pub mod pull;
 pub mod restore;
-mod restore_source;
+pub mod restore_source;
 mod retry;
 mod session;
 pub mod sink;

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
 }
 
 fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
-    let settings = match restore::RestoreSettings::resolve(flags, |var| std::env::var(var).ok()) {
+    let settings = match config::RestoreSettings::resolve(flags, |var| std::env::var(var).ok()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("durafetch-pull: {e}");

@@ -8,35 +8,18 @@
 //! tables made from its schema and filled. A dry run asks the same questions of the object and
 //! writes nothing.
 
-use std::path::PathBuf;
-
 use durafetch_sdk::core::protocol::{Change, ChangeValue, PageWriter, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
 use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
 use futures_util::StreamExt;
 
-use crate::config::Server;
+use crate::config::RestoreSettings;
 use crate::connect::ConnectError;
-use crate::filter::Filter;
 use crate::import_session::{ImportSession, Opened};
-pub use crate::restore_source::Moment;
 use crate::restore_source::{Backup, BackupObject, SourceError};
 use crate::retry::{Backoff, Retryable};
 use crate::session::SessionError;
 use crate::transport::Transport;
-
-/// What the flags asked of a restore (`config::RestoreFlags`).
-#[derive(Debug)]
-pub struct RestoreSettings {
-    pub db: PathBuf,
-    pub target: Server,
-    pub mode: ImportMode,
-    pub dry_run: bool,
-    pub moment: Moment,
-    pub filter: Filter,
-    pub concurrency: usize,
-    pub ndjson: bool,
-}
 
 /// How one object's restore ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

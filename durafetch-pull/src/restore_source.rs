@@ -345,3 +345,137 @@ fn sql_value(value: Value) -> SqlValue {
         Value::Blob(b) => SqlValue::Blob(b),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use durafetch_sdk::core::cursor::Cursor;
+    use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
+
+    use super::*;
+    use crate::fake_server::temp_db;
+    use crate::filter::FilterSpec;
+    use crate::sink::Sink;
+
+    fn json(key: &str, value: serde_json::Value) -> Change {
+        Change { key: key.into(), value: ChangeValue::Json(value) }
+    }
+
+    /// A file pulled with --history: the object `room` pulled three times, its history rows
+    /// stamped at 1,000, 2,000 and 3,000 ms.
+    fn pulled_three_times(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (db, dir) = temp_db(name);
+        let mut sink = Sink::open(&db, true).unwrap();
+        let entry =
+            IndexEntry { class: "Room".into(), id: "aa".into(), name: Some("room".into()), head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+        let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+        /// One pull: its key changes and its rows of table `t`.
+        type Pull<'a> = (Vec<Change>, Vec<(&'a str, Option<Vec<SqlValue>>)>);
+        let pulls: [Pull<'_>; 3] = [
+            (
+                vec![json("", serde_json::json!("empty key")), json("a", serde_json::json!(1)), json("b", serde_json::json!(1))],
+                vec![
+                    ("1", Some(vec![SqlValue::Integer(1), SqlValue::Text("t1".into())])),
+                    ("2", Some(vec![SqlValue::Integer(2), SqlValue::Real(1.5)])),
+                ],
+            ),
+            (vec![json("a", serde_json::json!(2))], vec![("1", Some(vec![SqlValue::Integer(1), SqlValue::Text("t2".into())]))]),
+            (vec![Change { key: "b".into(), value: ChangeValue::Deleted }, json("c", serde_json::json!(3))], vec![("2", None)]),
+        ];
+        for (at, (changes, rows)) in pulls.into_iter().enumerate() {
+            let mode = if at == 0 { ExportMode::Snapshot } else { ExportMode::Changes };
+            let write = sink.begin(do_id, mode, Cursor::new(1, at as u64), "", false).unwrap();
+            sink.apply(write, &changes).unwrap();
+            let page = SqlPage {
+                table: "t".into(),
+                columns: vec!["id".into(), "v".into()],
+                rows: rows.into_iter().map(|(k, v)| SqlRow { k: k.into(), v }).collect(),
+            };
+            sink.save_sql_schema(write, "t", &["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".into()]).unwrap();
+            sink.apply_sql(write, &page).unwrap();
+            sink.finish(write, Cursor::new(1, at as u64 + 1), at as u64 + 1).unwrap();
+            for table in ["kv_history", "sql_history"] {
+                sink.conn
+                    .execute(&format!("UPDATE {table} SET pulled_at = ?1 WHERE pulled_at > 100000"), [(at as i64 + 1) * 1000])
+                    .unwrap();
+            }
+        }
+        (db, dir)
+    }
+
+    fn all_keys(backup: &Backup, object: &BackupObject) -> Vec<(String, serde_json::Value)> {
+        let filter = Filter::new(FilterSpec::default()).unwrap();
+        let (mut keys, mut after, mut errors) = (Vec::new(), None, Vec::new());
+        loop {
+            let (page, last) = backup.keys(object, after.as_deref(), &filter, &mut errors).unwrap();
+            keys.extend(page.into_iter().map(|c| match c.value {
+                ChangeValue::Json(v) => (c.key, v),
+                other => panic!("{other:?}"),
+            }));
+            match last {
+                Some(last) => after = Some(last),
+                None => return keys,
+            }
+        }
+    }
+
+    fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
+        let (page, _) = backup.rows(object, "t", None).unwrap();
+        page.rows.into_iter().map(|r| (r.k, r.v.unwrap())).collect()
+    }
+
+    /// The latest state, and the state at a moment: each key and row as the last pull before it
+    /// saw it, a key or row deleted later included, one added later left out.
+    #[test]
+    fn keys_and_rows_are_read_as_they_were_at_each_moment() {
+        let (db, dir) = pulled_three_times("moments");
+        let filter = Filter::new(FilterSpec::default()).unwrap();
+        let latest = Backup::open(&db, Moment::Latest).unwrap();
+        let object = latest.objects(&filter).unwrap().remove(0);
+        let j = |v: i64| serde_json::json!(v);
+        assert_eq!(all_keys(&latest, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("c".into(), j(3))]);
+        assert_eq!(all_rows(&latest, &object), [("1".into(), vec![SqlValue::Integer(1), SqlValue::Text("t2".into())])]);
+
+        let between = Backup::open(&db, Moment::At(2500)).unwrap();
+        assert!(between.knows(&object).unwrap());
+        assert_eq!(all_keys(&between, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("b".into(), j(1))]);
+        assert!(between.has_key(&object, "b").unwrap() && !between.has_key(&object, "c").unwrap());
+        assert_eq!(
+            all_rows(&between, &object),
+            [
+                ("1".into(), vec![SqlValue::Integer(1), SqlValue::Text("t2".into())]),
+                ("2".into(), vec![SqlValue::Integer(2), SqlValue::Real(1.5)])
+            ]
+        );
+        let first = Backup::open(&db, Moment::At(1000)).unwrap();
+        assert_eq!(all_keys(&first, &object)[1], ("a".into(), j(1)));
+        assert!(!Backup::open(&db, Moment::At(999)).unwrap().knows(&object).unwrap(), "not pulled yet by then");
+        let mut errors = Vec::new();
+        assert_eq!(
+            latest.tables(&object, &filter, &mut errors).unwrap(),
+            [("t".into(), vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".to_string()])]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Pages of keys follow one another without a gap or a repeat, past the page size.
+    #[test]
+    fn keys_are_read_in_pages_without_gaps() {
+        let (db, dir) = temp_db("pages");
+        let mut sink = Sink::open(&db, false).unwrap();
+        let entry = IndexEntry { class: "Room".into(), id: "aa".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+        sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+        let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+        let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        let changes: Vec<Change> = (0..2500).map(|i| json(&format!("k{i:05}"), serde_json::json!(i))).collect();
+        sink.apply(write, &changes).unwrap();
+        sink.finish(write, Cursor::new(1, 1), 0).unwrap();
+        drop(sink);
+        let backup = Backup::open(&db, Moment::Latest).unwrap();
+        let object = backup.objects(&Filter::new(FilterSpec::default()).unwrap()).unwrap().remove(0);
+        let keys: Vec<String> = all_keys(&backup, &object).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, changes.iter().map(|c| c.key.clone()).collect::<Vec<_>>());
+        assert!(matches!(Backup::open(&db, Moment::At(0)), Err(SourceError::NoHistory)), "a file without history");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

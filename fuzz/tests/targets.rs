@@ -1,6 +1,6 @@
 //! One fuzz target per input durafetch parses from the outside: the export server's client
-//! messages, routes, hosts, tokens and registry reports; the puller's server messages, config
-//! file and filters; and the object's own log keys.
+//! messages, a restore's requests, routes, hosts, tokens and registry reports; the puller's
+//! server messages, a restore's replies, config file and filters; and the object's own log keys.
 
 use durafetch_fuzz::Fuzzer;
 use durafetch_pull::config::{ConfigFile, Overrides, Settings};
@@ -8,6 +8,7 @@ use durafetch_pull::filter::{Filter, FilterSpec};
 use durafetch_sdk::core::auth::{bearer_token, Secret};
 use durafetch_sdk::core::keys::{check_user_key, log_key, parse_log_key};
 use durafetch_sdk::core::protocol::{ClientMessage, ObjectReport, ServerMessage};
+use durafetch_sdk::core::restore_protocol::{ImportReply, ImportRequest};
 use durafetch_sdk::core::route::{is_local_host, ApiAddress, ApiRoute};
 
 #[test]
@@ -21,6 +22,42 @@ fn client_messages() {
         if let Ok(msg) = ClientMessage::parse(text) {
             let again = ClientMessage::parse(&serde_json::to_string(&msg).unwrap());
             assert_eq!(again.as_ref(), Ok(&msg), "accepted message does not round-trip");
+        }
+    });
+}
+
+#[test]
+fn import_requests() {
+    let corpus = [
+        r#"{"type":"hello","version":3,"mode":"replace","window":4}"#,
+        r#"{"type":"list_keys","after":"k"}"#,
+        r#"{"type":"put","changes":[{"k":"a","v":[1,{"x":null}]},{"k":"b","b":"AAE="},{"k":"c","d":true},{"k":"m","t":{"$type":"map","value":[["a",1]]}}]}"#,
+        r#"{"type":"create_table","table":"t","statements":["CREATE TABLE t (a)","CREATE INDEX i ON t (a)"]}"#,
+        r#"{"type":"rows","table":"t","columns":["a","b"],"rows":[{"k":"1","v":[1,{"blob":"AA=="}]},{"k":"'x'","v":[{"real":"inf"},2.5]}]}"#,
+        r#"{"type":"drop_table","table":"t"}"#,
+        r#"{"type":"end"}"#,
+    ];
+    Fuzzer::new().run("import_requests", &corpus, |text| {
+        if let Ok(request) = ImportRequest::parse(text) {
+            let again = ImportRequest::parse(&serde_json::to_string(&request).unwrap());
+            assert_eq!(again.as_ref(), Ok(&request), "accepted request does not round-trip");
+        }
+    });
+}
+
+#[test]
+fn import_replies() {
+    let corpus = [
+        r#"{"type":"ready","worker":"w","holds_keys":false,"tables":[{"table":"t","rows":3}]}"#,
+        r#"{"type":"keys","keys":["a","b"],"done":true}"#,
+        r#"{"type":"ack","written":2,"deleted":0}"#,
+        r#"{"type":"refused","message":"holds data"}"#,
+        r#"{"type":"error","message":"x"}"#,
+    ];
+    Fuzzer::new().run("import_replies", &corpus, |text| {
+        if let Ok(reply) = serde_json::from_str::<ImportReply>(text) {
+            let again: ImportReply = serde_json::from_str(&serde_json::to_string(&reply).unwrap()).unwrap();
+            assert_eq!(again, reply, "accepted reply does not round-trip");
         }
     });
 }
@@ -63,7 +100,8 @@ fn registry_reports() {
 fn api_routes() {
     let id = "0123456789abcdef".repeat(4);
     let export = format!("/export/CounterKv/{id}");
-    let corpus = ["/index", "/index/3", export.as_str(), "/export/1x/ab", "/"];
+    let by_id = format!("/import/CounterKv/id/{id}/bXktYXBw");
+    let corpus = ["/index", "/index/3", export.as_str(), "/export/1x/ab", "/", "/import/Room/name/cm9vbS00Mg", by_id.as_str()];
     Fuzzer::new().run("api_routes", &corpus, |path| {
         if let Ok(route) = ApiRoute::parse(path) {
             assert_eq!(ApiRoute::parse(&route.to_string()), Ok(route.clone()));

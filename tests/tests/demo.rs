@@ -15,5 +15,8 @@ fn the_demo_prints_what_it_pulled_and_exits_0() {
     assert!(stdout.contains("demo: SQL tables CounterSql.events, CounterSql.order_lines, CounterSql.orders;"), "{stdout}");
     assert!(stdout.contains("  alice  2 orders, 7.50\n  bob    1 orders, 2.50\n"), "{stdout}");
     assert!(stdout.contains("CounterSql \"alice\": restored (keys 6 written, 0 deleted; rows 5 written, 0 deleted)"), "{stdout}");
-    assert!(stdout.contains("demo: alice in the backup: 17 keys and rows; in durafetch-staging after the restore: 17; identical: True"), "{stdout}");
+    assert!(
+        stdout.contains("demo: alice in the backup: 17 keys and rows; in durafetch-staging after the restore: 17; identical: True"),
+        "{stdout}"
+    );
 }

@@ -295,3 +295,82 @@ fn restores_need_the_restore_secret_and_its_token() {
     let read = puller_at(&restorable.api_url(), &dir.path().join("read.sqlite"), RESTORE_TOKEN, &[]).output().unwrap();
     assert_eq!(read.status.code(), Some(2), "{}", String::from_utf8_lossy(&read.stderr));
 }
+
+/// Import requests that cannot be carried out each get an `error` naming the problem and close
+/// code 1008, and change nothing: the object holds what it held.
+#[test]
+fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::Message;
+
+    let worker = LocalWorker::start_restorable();
+    worker.post("sql/target/put?key=a", "1");
+    let target = durafetch_sdk::core::route::ImportTarget::Name("target".into());
+    let path = durafetch_sdk::core::route::ApiRoute::Import { class: "CounterSql".into(), target }.to_string();
+    let hello = r#"{"type":"hello","version":3,"mode":"merge","window":4}"#;
+    let cases: Vec<(&str, Vec<Message>, &str)> = vec![
+        ("no hello", vec![Message::text(r#"{"type":"end"}"#)], "expected a hello message first"),
+        ("old client", vec![Message::text(r#"{"type":"hello","version":2,"mode":"merge","window":4}"#)], "unsupported protocol version 2"),
+        (
+            "wide window",
+            vec![Message::text(r#"{"type":"hello","version":3,"mode":"merge","window":17}"#)],
+            "window must be between 1 and 16",
+        ),
+        ("binary", vec![Message::binary(vec![1u8, 2])], "expected a text frame"),
+        ("oversized", vec![Message::text(hello), Message::text(" ".repeat(9 << 20))], "message too large"),
+        (
+            "not a schema",
+            vec![Message::text(hello), Message::text(r#"{"type":"create_table","table":"t","statements":["DROP TABLE t"]}"#)],
+            "must be its CREATE TABLE statement",
+        ),
+        (
+            "no value",
+            vec![Message::text(hello), Message::text(r#"{"type":"put","changes":[{"k":"a","v":2},{"k":"x","e":"a Error"}]}"#)],
+            "the backup holds no value for this key",
+        ),
+        (
+            "reserved key",
+            vec![Message::text(hello), Message::text(r#"{"type":"put","changes":[{"k":"\u0001durafetch\u0001x","v":2}]}"#)],
+            "reserved",
+        ),
+        (
+            "no table",
+            vec![Message::text(hello), Message::text(r#"{"type":"rows","table":"nope","columns":["x"],"rows":[{"k":"1","v":[1]}]}"#)],
+            "send its schema first",
+        ),
+    ];
+    for (case, messages, expected) in cases {
+        let mut request = format!("ws://127.0.0.1:{}{path}", worker.port).into_client_request().unwrap();
+        request.headers_mut().insert("host", worker.api_host().parse().unwrap());
+        request.headers_mut().insert("authorization", format!("Bearer {RESTORE_TOKEN}").parse().unwrap());
+        let mut socket = tungstenite::connect(request).expect("upgrade").0;
+        for message in messages {
+            socket.send(message).unwrap();
+        }
+        let (mut error, mut code) = (String::new(), None);
+        loop {
+            match socket.read() {
+                Ok(Message::Text(text)) => {
+                    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if reply["type"] == "error" {
+                        error = reply["message"].as_str().unwrap().to_owned();
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    code = frame.map(|f| f.code);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(code, Some(CloseCode::Policy), "{case}: {error:?}");
+        assert!(error.contains(expected), "{case}: {error:?}");
+    }
+    let state = worker.object_state("sql", "target");
+    assert_eq!(state.into_iter().collect::<Vec<_>>(), [("a".to_string(), "1".to_string())]);
+    let tables = worker
+        .post_text("sql/target/sql_query", "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\'");
+    assert_eq!(tables, "[]", "a refused schema made a table");
+}

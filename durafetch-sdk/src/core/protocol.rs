@@ -360,11 +360,12 @@ pub struct PageWriter {
     /// The message's text up to its first change.
     head: &'static str,
     max_changes: usize,
+    max_bytes: usize,
 }
 
 impl Default for PageWriter {
     fn default() -> Self {
-        PageWriter { text: Vec::new(), count: 0, pushed: 0, head: PAGE_HEAD, max_changes: MAX_PAGE_CHANGES }
+        PageWriter { text: Vec::new(), count: 0, pushed: 0, head: PAGE_HEAD, max_changes: MAX_PAGE_CHANGES, max_bytes: PAGE_TARGET_BYTES }
     }
 }
 
@@ -375,7 +376,8 @@ const PAGE_TAIL: &str = "]}";
 impl PageWriter {
     /// A writer of a restore's `put` requests ([`crate::core::restore_protocol::ImportRequest::Put`]).
     pub fn import() -> Self {
-        PageWriter { head: PUT_HEAD, max_changes: crate::core::restore_protocol::MAX_IMPORT_PAGE_ITEMS, ..Self::default() }
+        use crate::core::restore_protocol::{IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
+        PageWriter { head: PUT_HEAD, max_changes: MAX_IMPORT_PAGE_ITEMS, max_bytes: IMPORT_PAGE_TARGET_BYTES, ..Self::default() }
     }
 
     pub fn push(&mut self, change: Change) {
@@ -394,7 +396,7 @@ impl PageWriter {
     }
 
     pub fn is_full(&self) -> bool {
-        self.count >= self.max_changes || self.text.len() >= PAGE_TARGET_BYTES
+        self.count >= self.max_changes || self.text.len() >= self.max_bytes
     }
 
     pub fn is_empty(&self) -> bool {

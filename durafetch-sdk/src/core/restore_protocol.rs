@@ -18,9 +18,9 @@ pub const MAX_IMPORT_WINDOW: u32 = 16;
 /// values up to 2 MB, which their JSON or base64 form makes at most about 2.7 MB).
 pub const MAX_IMPORT_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// The client closes a page of keys or rows once its JSON text reaches this size.
-pub const IMPORT_PAGE_TARGET_BYTES: usize = 256 * 1024;
+pub const IMPORT_PAGE_TARGET_BYTES: usize = 1024 * 1024;
 /// Keys or rows a client puts in one page: the object writes them in calls of at most 128 keys.
-pub const MAX_IMPORT_PAGE_ITEMS: usize = 1024;
+pub const MAX_IMPORT_PAGE_ITEMS: usize = 4096;
 /// Keys a [`ImportReply::Keys`] answer holds at most.
 pub const LIST_KEYS_LIMIT: usize = 1000;
 

@@ -143,6 +143,8 @@ impl Import<'_> {
             let keys: Array = chunk.iter().map(|c| JsValue::from_str(&c.key)).collect();
             deleted += self.call_hooked("delete", &keys).await?.as_f64().unwrap_or(0.0) as u64;
         }
+        // Every value is made first, so a page with a value that has no form writes nothing.
+        let mut calls = Vec::new();
         for chunk in writes.chunks(MAX_KEYS_PER_CALL) {
             let entries = Array::new();
             for change in chunk {
@@ -150,18 +152,27 @@ impl Import<'_> {
                 entries.push(&Array::of2(&JsValue::from_str(&change.key), &value));
             }
             // Defined property by property, so a key such as `__proto__` is a key.
-            let entries = Object::from_entries(&entries)?;
-            self.call_hooked("put", &entries).await?;
+            calls.push(Object::from_entries(&entries)?);
         }
+        // The calls go out together and are awaited together: storage takes them in order.
+        let puts: Array = calls.iter().map(|entries| self.start_hooked("put", entries)).collect::<Result<_, _>>()?;
+        JsFuture::from(js_sys::Promise::all(&puts)).await.map_err(|e| SessionError::BadRequest(worker::Error::from(e).to_string()))?;
         Ok(ImportReply::Ack { written: writes.len() as u64, deleted })
     }
 
     /// Calls the storage's method `name` as the user's code would: through durafetch's hook,
     /// which records the keys in the same commit.
     async fn call_hooked(&self, name: &str, argument: &JsValue) -> Result<JsValue, SessionError> {
-        let method: js_sys::Function = Reflect::get(&self.storage, &name.into())?.dyn_into()?;
-        let promise: js_sys::Promise = method.call1(&self.storage, argument)?.dyn_into()?;
+        let promise = self.start_hooked(name, argument)?;
         JsFuture::from(promise).await.map_err(|e| SessionError::BadRequest(worker::Error::from(e).to_string()))
+    }
+
+    /// [`Self::call_hooked`], not awaited: the call's promise. A call the hook refuses at once
+    /// (a reserved key) fails here.
+    fn start_hooked(&self, name: &str, argument: &JsValue) -> Result<js_sys::Promise, SessionError> {
+        let method: js_sys::Function = Reflect::get(&self.storage, &name.into())?.dyn_into()?;
+        let promise = method.call1(&self.storage, argument).map_err(|e| SessionError::BadRequest(worker::Error::from(e).to_string()))?;
+        Ok(promise.dyn_into()?)
     }
 
     fn sql(&self) -> Result<&SqlStorage, SessionError> {
