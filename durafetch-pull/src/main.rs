@@ -119,23 +119,20 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let bar = progress::object_bar(0, quiet || settings.ndjson);
     let each = |report: &restore::ObjectReport| {
-        bar.inc(1);
         if settings.ndjson {
             println!("{}", serde_json::json!({ "event": "object", "object": report }));
         } else if !quiet || matches!(report.outcome, Outcome::Failed | Outcome::Unauthorized) {
-            bar.suspend(|| println!("{}", report.line()));
+            println!("{}", report.line());
         }
     };
-    let reports = match runtime.block_on(restore::restore(&settings, each)) {
+    let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
         Err(e) => {
             eprintln!("durafetch-pull: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    bar.finish_and_clear();
     let summary = restore::Summary::of(&reports, settings.dry_run);
     if !quiet {
         println!("{}", if settings.ndjson { summary.json() } else { summary.line() });

@@ -166,24 +166,30 @@ pub enum RestoreError {
 }
 
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
-/// object as it ends.
-pub async fn restore(settings: &RestoreSettings, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
-    restore_with(settings, &crate::connect::WebSocketTransport, each).await
+/// object as it ends, beside a progress bar over the objects (on a terminal, unless `quiet`).
+pub async fn restore(settings: &RestoreSettings, quiet: bool, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
+    restore_with(settings, &crate::connect::WebSocketTransport, quiet, each).await
 }
 
 /// [`restore`] over `transport`.
 pub async fn restore_with(
     settings: &RestoreSettings,
     transport: &dyn Transport,
+    quiet: bool,
     each: impl Fn(&ObjectReport),
 ) -> Result<Vec<ObjectReport>, RestoreError> {
     let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
+    let bar = crate::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
         .map(|object| async move { restore_object(settings, transport, &object).await })
         .buffer_unordered(settings.concurrency.max(1))
-        .inspect(|report| each(report))
+        .inspect(|report| {
+            bar.inc(1);
+            bar.suspend(|| each(report));
+        })
         .collect()
         .await;
+    bar.finish_and_clear();
     Ok(reports)
 }
 

@@ -140,8 +140,16 @@ fn modes_replace_merge_and_empty() {
     let (backup, after) = (dir.path().join("backup.sqlite"), dir.path().join("after.sqlite"));
     worker.post("sql/shop/put_multiple_raw", r#"{"a": 1, "b": 2}"#);
     sql(&worker, "shop", "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'one'), (2, 'two');");
+    // An object without a name goes back into its own worker, by its id.
+    worker.post("kv/@unique/put?key=u", "1");
     pull(&worker, &backup);
     let at_backup = named_contents(&backup);
+    let unnamed: String = rusqlite::Connection::open(&backup)
+        .unwrap()
+        .query_row("SELECT id FROM durable_objects WHERE name IS NULL", [], |r| r.get(0))
+        .unwrap();
+    worker.post(&format!("kv/@{unnamed}/put?key=u"), "2");
+    worker.post(&format!("kv/@{unnamed}/put?key=v"), "3");
 
     // Since the backup: a changed, c new, a row changed and one added, a table added.
     worker.post("sql/shop/put_multiple_raw", r#"{"a": 10, "c": 3}"#);
@@ -150,13 +158,13 @@ fn modes_replace_merge_and_empty() {
     let changed = named_contents(&after);
 
     let refused = restore(&worker, &backup, &["--mode", "empty"]);
-    assert_eq!((refused.code, refused.count("refused")), (Some(3), 1), "{:?}", refused.objects);
+    assert_eq!((refused.code, refused.count("refused")), (Some(3), 2), "{:?}", refused.objects);
     pull(&worker, &after);
     assert_eq!(named_contents(&after), changed, "a refused restore wrote");
 
     let merged = restore(&worker, &backup, &["--mode", "merge"]);
     assert_eq!(merged.code, Some(0), "{:?}", merged.objects);
-    assert_eq!((merged.count("keys_written"), merged.count("keys_deleted"), merged.count("rows_written")), (2, 0, 2));
+    assert_eq!((merged.count("keys_written"), merged.count("keys_deleted"), merged.count("rows_written")), (3, 0, 2));
     pull(&worker, &after);
     let merged_contents = named_contents(&after);
     assert!(merged_contents.iter().any(|l| l.contains("| c |")), "merge keeps what the backup lacks");
@@ -174,11 +182,13 @@ fn modes_replace_merge_and_empty() {
     for field in ["keys_written", "keys_deleted", "rows_written", "rows_deleted"] {
         assert_eq!(dry.count(field), replaced.count(field), "{field}: the dry run's count");
     }
-    // c deleted; items (3 rows) and extra (1 row) dropped, items made again with 2.
-    assert_eq!((replaced.count("keys_written"), replaced.count("keys_deleted")), (2, 1));
+    // c and v deleted; items (3 rows) and extra (1 row) dropped, items made again with 2.
+    assert_eq!((replaced.count("keys_written"), replaced.count("keys_deleted")), (3, 2));
     assert_eq!((replaced.count("rows_written"), replaced.count("rows_deleted")), (2, 4));
     pull(&worker, &after);
     assert_eq!(named_contents(&after), at_backup, "replace leaves exactly the backup");
+    let state = worker.object_state("kv", &format!("@{unnamed}"));
+    assert_eq!(state.into_iter().collect::<Vec<_>>(), [("u".to_string(), "1".to_string())], "the unnamed object, by its id");
 }
 
 /// Writes at t1 and t2, a delete at t3, each followed by a pull with --history: --at a moment
