@@ -10,7 +10,7 @@ use durafetch_sdk::core::restore_protocol::{ImportMode, ImportReply, ImportReque
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::session::{protocol_error, SessionError};
+use crate::session::{frame_text, protocol_error, SessionError};
 use crate::transport::Link;
 
 /// Requests sent ahead of their replies.
@@ -139,18 +139,12 @@ impl ImportSession {
     async fn reply(&mut self) -> Result<ImportReply, SessionError> {
         loop {
             let frame = tokio::time::timeout(REPLY_LIMIT, self.socket.next()).await.map_err(|_| SessionError::Silent)?;
-            match frame.ok_or(SessionError::Closed)?.map_err(protocol_error)? {
-                Message::Text(text) => {
-                    return match serde_json::from_str::<ImportReply>(&text) {
-                        Ok(ImportReply::Error { message }) => Err(SessionError::Server(message)),
-                        Ok(reply) => Ok(reply),
-                        Err(e) => Err(SessionError::Protocol(e.to_string())),
-                    }
-                }
-                Message::Close(_) => return Err(SessionError::Closed),
-                Message::Binary(_) => return Err(SessionError::Protocol("binary frame".into())),
-                _ => continue,
-            }
+            let Some(text) = frame_text(frame.ok_or(SessionError::Closed)?)? else { continue };
+            return match serde_json::from_str::<ImportReply>(&text) {
+                Ok(ImportReply::Error { message }) => Err(SessionError::Server(message)),
+                Ok(reply) => Ok(reply),
+                Err(e) => Err(SessionError::Protocol(e.to_string())),
+            };
         }
     }
 }

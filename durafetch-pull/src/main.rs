@@ -70,12 +70,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(flags.quiet, settings.ndjson);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("durafetch-pull: cannot start: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let report = |summary: &progress::Summary| {
         let summary = progress::Summary { peak_rss_kib: progress::peak_rss_kib(), ..summary.clone() };
@@ -112,12 +109,9 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
         }
     };
     init_logging(quiet, settings.ndjson);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("durafetch-pull: cannot start: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let each = |report: &restore::ObjectReport| {
         if settings.ndjson {
@@ -146,6 +140,14 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The async runtime, or the exit code of a process that cannot start one.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("durafetch-pull: cannot start: {e}");
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 fn failure(e: &pull::PullError) -> ExitCode {

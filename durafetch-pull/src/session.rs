@@ -93,19 +93,13 @@ impl ClientSession {
                 }
             };
             heard = Instant::now();
-            match frame.map_err(protocol_error)? {
-                Message::Text(text) => {
-                    self.received += text.len() as u64;
-                    return match ServerMessage::parse(&text) {
-                        Ok(ServerMessage::Error { message }) => Err(SessionError::Server(message)),
-                        Ok(msg) => Ok(msg),
-                        Err(e) => Err(SessionError::Protocol(e.to_string())),
-                    };
-                }
-                Message::Close(_) => return Err(SessionError::Closed),
-                Message::Binary(_) => return Err(SessionError::Protocol("binary frame".into())),
-                _ => continue,
-            }
+            let Some(text) = frame_text(frame)? else { continue };
+            self.received += text.len() as u64;
+            return match ServerMessage::parse(&text) {
+                Ok(ServerMessage::Error { message }) => Err(SessionError::Server(message)),
+                Ok(msg) => Ok(msg),
+                Err(e) => Err(SessionError::Protocol(e.to_string())),
+            };
         }
     }
 
@@ -126,6 +120,19 @@ impl ClientSession {
 async fn send(socket: &mut Link, msg: &ClientMessage) -> Result<(), SessionError> {
     let text = serde_json::to_string(msg).map_err(|e| SessionError::Protocol(e.to_string()))?;
     socket.send(Message::text(text)).await.map_err(protocol_error)
+}
+
+/// The text of a frame from the server; `None` for a control frame (ping, pong), which sessions
+/// pass over. A close ends the session, and a binary frame is no message of ours.
+pub(crate) fn frame_text(
+    frame: Result<Message, tokio_tungstenite::tungstenite::Error>,
+) -> Result<Option<tokio_tungstenite::tungstenite::Utf8Bytes>, SessionError> {
+    match frame.map_err(protocol_error)? {
+        Message::Text(text) => Ok(Some(text)),
+        Message::Close(_) => Err(SessionError::Closed),
+        Message::Binary(_) => Err(SessionError::Protocol("binary frame".into())),
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn protocol_error(e: tokio_tungstenite::tungstenite::Error) -> SessionError {

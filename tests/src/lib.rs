@@ -721,3 +721,33 @@ pub fn named_contents(db: &Path) -> std::collections::BTreeSet<String> {
     lines.extend(rows.map(|r| format!("schema {}", r.unwrap().join(" | "))));
     lines
 }
+
+/// A WebSocket to the API of `worker` at `path`, with `token`.
+pub type ApiSocket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>;
+
+/// Opens a session of the API of `worker` at `path`, straight to its port with the API's host.
+pub fn api_socket(worker: &LocalWorker, path: &str, token: &str) -> ApiSocket {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{}{path}", worker.port).into_client_request().unwrap();
+    request.headers_mut().insert("host", worker.api_host().parse().unwrap());
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tungstenite::connect(request).expect("upgrade").0
+}
+
+/// Reads until the server closes; answers the `error` message it sent and the close code.
+pub fn session_outcome(socket: &mut ApiSocket) -> (String, Option<tungstenite::protocol::frame::coding::CloseCode>) {
+    let mut error = String::new();
+    loop {
+        match socket.read() {
+            Ok(tungstenite::Message::Text(text)) => {
+                let msg: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if msg["type"] == "error" {
+                    error = msg["message"].as_str().unwrap().to_owned();
+                }
+            }
+            Ok(tungstenite::Message::Close(frame)) => return (error, frame.map(|f| f.code)),
+            Ok(_) => {}
+            Err(_) => return (error, None),
+        }
+    }
+}

@@ -2,37 +2,17 @@
 //! or binary message gets an `error` message naming the problem and close code 1008, crashes
 //! nothing, and leaves stored data and later pulls unaffected.
 
-use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
 
-use durafetch_e2e::{pulled, LocalWorker, TOKEN};
+use durafetch_e2e::{api_socket, pulled, session_outcome, ApiSocket, LocalWorker, TOKEN};
 
-type Socket = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
-
-fn open(worker: &LocalWorker, path: &str) -> Socket {
-    let mut request = format!("ws://127.0.0.1:{}{path}", worker.port).into_client_request().unwrap();
-    request.headers_mut().insert("host", worker.api_host().parse().unwrap());
-    request.headers_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-    tungstenite::connect(request).expect("upgrade").0
+fn open(worker: &LocalWorker, path: &str) -> ApiSocket {
+    api_socket(worker, path, TOKEN)
 }
 
-/// Reads until the server closes; answers the `error` message it sent and the close code.
-fn outcome(socket: &mut Socket) -> (String, Option<CloseCode>) {
-    let mut error = String::new();
-    loop {
-        match socket.read() {
-            Ok(Message::Text(text)) => {
-                let msg: serde_json::Value = serde_json::from_str(&text).unwrap();
-                if msg["type"] == "error" {
-                    error = msg["message"].as_str().unwrap().to_owned();
-                }
-            }
-            Ok(Message::Close(frame)) => return (error, frame.map(|f| f.code)),
-            Ok(_) => {}
-            Err(_) => return (error, None),
-        }
-    }
+fn outcome(socket: &mut ApiSocket) -> (String, Option<CloseCode>) {
+    session_outcome(socket)
 }
 
 #[test]
@@ -131,7 +111,7 @@ fn a_silent_client_is_let_go_after_the_silence_limit() {
 
     let started = std::time::Instant::now();
     // Bounded reads, so that a server that never lets go fails the test instead of hanging it.
-    let bounded = |socket: Socket| {
+    let bounded = |socket: ApiSocket| {
         if let tungstenite::stream::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
             tcp.set_read_timeout(Some(std::time::Duration::from_secs(150))).unwrap();
         }

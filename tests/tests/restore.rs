@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use durafetch_e2e::{named_contents, puller_at, restorer, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN};
+use durafetch_e2e::{api_socket, named_contents, puller_at, restorer, session_outcome, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN};
 use serde_json::json;
 
 fn sql(worker: &LocalWorker, object: &str, statements: &str) {
@@ -310,7 +310,6 @@ fn restores_need_the_restore_secret_and_its_token() {
 /// code 1008, and change nothing: the object holds what it held.
 #[test]
 fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
-    use tungstenite::client::IntoClientRequest;
     use tungstenite::protocol::frame::coding::CloseCode;
     use tungstenite::Message;
 
@@ -351,30 +350,11 @@ fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
         ),
     ];
     for (case, messages, expected) in cases {
-        let mut request = format!("ws://127.0.0.1:{}{path}", worker.port).into_client_request().unwrap();
-        request.headers_mut().insert("host", worker.api_host().parse().unwrap());
-        request.headers_mut().insert("authorization", format!("Bearer {RESTORE_TOKEN}").parse().unwrap());
-        let mut socket = tungstenite::connect(request).expect("upgrade").0;
+        let mut socket = api_socket(&worker, &path, RESTORE_TOKEN);
         for message in messages {
             socket.send(message).unwrap();
         }
-        let (mut error, mut code) = (String::new(), None);
-        loop {
-            match socket.read() {
-                Ok(Message::Text(text)) => {
-                    let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    if reply["type"] == "error" {
-                        error = reply["message"].as_str().unwrap().to_owned();
-                    }
-                }
-                Ok(Message::Close(frame)) => {
-                    code = frame.map(|f| f.code);
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        let (error, code) = session_outcome(&mut socket);
         assert_eq!(code, Some(CloseCode::Policy), "{case}: {error:?}");
         assert!(error.contains(expected), "{case}: {error:?}");
     }
