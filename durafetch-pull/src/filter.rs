@@ -1,7 +1,7 @@
-//! Which objects, keys and SQL tables a pull keeps: include/exclude by class, by object name
-//! (glob), by key prefix and by SQL table name (glob). Excluded objects are still listed in
-//! `durable_objects` (the index is cheap) but never downloaded; excluded keys and tables are
-//! never written.
+//! Which objects, keys and SQL tables a pull (or a restore) keeps: include/exclude by class, by
+//! object name (glob), by key prefix and by SQL table name (glob). Excluded objects are still
+//! listed in `durable_objects` (the index is cheap) but never downloaded; excluded keys and tables
+//! are never written.
 
 use glob::Pattern;
 
@@ -29,25 +29,25 @@ pub struct Filter {
 /// The filter flags as given.
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct FilterSpec {
-    /// Download only objects of this class (repeatable). Example: --class ChatRoom
+    /// Only objects of this class (repeatable). Example: --class ChatRoom
     #[arg(long = "class", value_name = "CLASS")]
     pub classes: Vec<String>,
     /// Skip objects of this class (repeatable). Example: --exclude-class RateLimiter
     #[arg(long = "exclude-class", value_name = "CLASS")]
     pub exclude_classes: Vec<String>,
-    /// Download only objects whose name matches this glob (repeatable; unnamed objects never match). Example: --name 'room-*'
+    /// Only objects whose name matches this glob (repeatable; unnamed objects never match). Example: --name 'room-*'
     #[arg(long = "name", value_name = "GLOB")]
     pub names: Vec<String>,
     /// Skip objects whose name matches this glob (repeatable). Example: --exclude-name 'test-*'
     #[arg(long = "exclude-name", value_name = "GLOB")]
     pub exclude_names: Vec<String>,
-    /// Keep only keys starting with this prefix (repeatable). Changing key filters re-pulls objects from scratch. Example: --key-prefix user:
+    /// Only keys starting with this prefix (repeatable). A pull under other key filters than the last downloads the objects again. Example: --key-prefix user:
     #[arg(long = "key-prefix", value_name = "PREFIX")]
     pub key_prefixes: Vec<String>,
     /// Drop keys starting with this prefix (repeatable). Example: --exclude-key-prefix cache:
     #[arg(long = "exclude-key-prefix", value_name = "PREFIX")]
     pub exclude_key_prefixes: Vec<String>,
-    /// Keep only SQL tables whose name matches this glob (repeatable). Changing table filters re-pulls objects from scratch. Example: --table 'orders*'
+    /// Only SQL tables whose name matches this glob (repeatable). A pull under other table filters than the last downloads the objects again. Example: --table 'orders*'
     #[arg(long = "table", value_name = "GLOB")]
     pub tables: Vec<String>,
     /// Drop SQL tables whose name matches this glob (repeatable). Example: --exclude-table 'cache_*'
