@@ -386,9 +386,10 @@ impl ObjectRestore<'_> {
         if !self.settings.dry_run {
             session.create_table(table, statements).await?;
         }
+        let source = self.backup.table_source(self.object, table)?;
         let mut after: Option<String> = None;
         loop {
-            let (page, last) = self.backup.rows(self.object, table, after.as_deref())?;
+            let (page, last) = self.backup.rows(self.object, &source, after.as_deref())?;
             for part in split(page) {
                 self.report.rows_written += part.rows.len() as u64;
                 if !self.settings.dry_run {

@@ -40,6 +40,14 @@ pub enum SourceError {
     BadValue(String),
 }
 
+/// One SQL table of a class in the file: its local table (none if the file never held its rows)
+/// and that table's columns, each as (local name, source name).
+pub struct TableSource {
+    table: String,
+    local: Option<String>,
+    columns: Vec<(String, String)>,
+}
+
 /// Which state of the file a restore reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -209,14 +217,7 @@ impl Backup {
                     .conn
                     .prepare_cached("SELECT table_name FROM sql_tables WHERE worker_name = ?1 AND class_name = ?2 ORDER BY table_name")?;
                 let listed = stmt.query_map(params![object.worker, object.class], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-                // Only the tables this object has rows or a schema of.
-                let mut held = Vec::new();
-                for table in listed {
-                    if self.schema(object, &table)?.is_some() || self.local_rows_exist(object, &table)? {
-                        held.push(table);
-                    }
-                }
-                held
+                listed
             }
             Moment::At(at) => {
                 let mut stmt = self.conn.prepare_cached(
@@ -228,10 +229,12 @@ impl Backup {
         };
         let mut tables = Vec::new();
         for table in names.into_iter().filter(|t| filter.keeps_table(t)) {
-            match self.schema(object, &table)? {
-                Some(statements) => tables.push((table, statements)),
-                None if self.moment == Moment::Latest => return Err(SourceError::NoSchema(table)),
-                None => errors.push(format!("table {table}: dropped since, and its schema with it; not restored")),
+            match (self.schema(object, &table)?, self.moment) {
+                (Some(statements), _) => tables.push((table, statements)),
+                // Another object of the class has the table, this one neither its rows nor its schema.
+                (None, Moment::Latest) if !self.local_rows_exist(object, &table)? => {}
+                (None, Moment::Latest) => return Err(SourceError::NoSchema(table)),
+                (None, Moment::At(_)) => errors.push(format!("table {table}: dropped since, and its schema with it; not restored")),
             }
         }
         Ok(tables)
@@ -261,11 +264,10 @@ impl Backup {
             .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {} WHERE do_id = ?1)", ident(&local)), [object.do_id], |r| r.get(0))?)
     }
 
-    /// The next page of the table's rows after the row key `after`, as the object held them,
-    /// in a page whose columns are those of the file's table (every object's of the class).
-    pub fn rows(&self, object: &BackupObject, table: &str, after: Option<&str>) -> Result<(SqlPage, Option<String>), SourceError> {
+    /// Where the file holds `table`'s rows for the class of `object`, read once for all its pages.
+    pub fn table_source(&self, object: &BackupObject, table: &str) -> Result<TableSource, SourceError> {
         let local = self.local_table(object, table)?;
-        let columns: Vec<(String, String)> = match &local {
+        let columns = match &local {
             Some(local) => {
                 let mut stmt = self.conn.prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
                 let names = stmt.query_map([local], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
@@ -273,6 +275,13 @@ impl Backup {
             }
             None => Vec::new(),
         };
+        Ok(TableSource { table: table.to_owned(), local, columns })
+    }
+
+    /// The next page of the table's rows after the row key `after`, as the object held them,
+    /// in a page whose columns are those of the file's table (every object's of the class).
+    pub fn rows(&self, object: &BackupObject, source: &TableSource, after: Option<&str>) -> Result<(SqlPage, Option<String>), SourceError> {
+        let TableSource { table, local, columns } = source;
         let mut page = SqlPage { table: table.to_owned(), columns: columns.iter().map(|(_, s)| s.clone()).collect(), rows: Vec::new() };
         let (op, after) = page_start(after);
         let mut last = None;
@@ -284,9 +293,9 @@ impl Backup {
                     "SELECT _row_key{}{} FROM {} WHERE do_id = ?1 AND _row_key {op} ?2 ORDER BY _row_key LIMIT ?3",
                     if selected.is_empty() { "" } else { ", " },
                     selected.join(", "),
-                    ident(&local)
+                    ident(local)
                 );
-                let mut stmt = self.conn.prepare(&query)?;
+                let mut stmt = self.conn.prepare_cached(&query)?;
                 let mut rows = stmt.query(params![object.do_id, after, PAGE_ROWS_I64])?;
                 while let Some(row) = rows.next()? {
                     let k: String = row.get(0)?;
@@ -420,7 +429,7 @@ mod tests {
     }
 
     fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
-        let (page, _) = backup.rows(object, "t", None).unwrap();
+        let (page, _) = backup.rows(object, &backup.table_source(object, "t").unwrap(), None).unwrap();
         page.rows.into_iter().map(|r| (r.k, r.v.unwrap())).collect()
     }
 
