@@ -13,6 +13,12 @@ cargo clippy --quiet --workspace --exclude durafetch-example --all-targets -- -D
 # The crates as users get them: their docs build without a warning, they package (each built
 # from its own packaged sources), and the example's wrangler.toml deploys (as far as a dry run).
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps -p durafetch-sdk -p durafetch-macros -p durafetch-pull
+# Cargo verifies the puller against the sdk just packaged through a local registry, and takes
+# what it has for that registry and version as final: the sources it unpacked and the build it
+# made, both keyed by the target directory's path. A target directory used by an earlier
+# commit would verify against that commit's sdk, so both go first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/durafetch-{macros,sdk,pull}-*
+cargo clean --quiet -p durafetch-macros -p durafetch-sdk -p durafetch-pull
 cargo package --quiet --allow-dirty -p durafetch-macros -p durafetch-sdk -p durafetch-pull
 dry_run="$(mktemp -d)"
 wrangler deploy --dry-run --outdir "$dry_run" >"$dry_run/log" 2>&1 || { cat "$dry_run/log"; exit 1; }
