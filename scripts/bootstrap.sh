@@ -35,6 +35,14 @@ if [ "$(cat "$NPM_DIR/.lock-sum" 2>/dev/null || true)" != "$lock_sum" ]; then
   echo "$lock_sum" > "$NPM_DIR/.lock-sum"
 fi
 
+# The PostgreSQL sink's tests start a server of their own from the machine's packages.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  say "installing the PostgreSQL server from the machine's packages"
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq postgresql >/dev/null
+fi
+
 node_major="$(node --version | sed 's/^v\([0-9]*\).*/\1/')"
 [ "$node_major" -ge 22 ] || { say "expected Node >= 22 first on PATH, got $(node --version)"; exit 1; }
 say "tools ready in the cache ($(wrangler --version 2>/dev/null | tail -1), node $(node --version))"

@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::filter::{Filter, FilterError, FilterSpec};
 use crate::restore_source::Moment;
+use crate::sink::{Database, Part};
 
 /// The config file, in durafetch's format: every field durafetch's own config has is accepted.
 /// Unknown keys are an error, with the nearest known key as a hint: a misspelt key would
@@ -56,9 +57,14 @@ pub struct Poll {
 /// flattens them in.
 #[derive(Debug, Default, clap::Args)]
 pub struct Overrides {
-    /// The SQLite file to write (overrides db_file). Example: --db backup.sqlite
-    #[arg(long, value_name = "FILE")]
+    /// The SQLite file to write, or a PostgreSQL database's URL (overrides db_file).
+    /// Example: --db backup.sqlite, or --db postgres://puller@db.example.com/durafetch
+    #[arg(long, value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
+    /// Take part I of N of the objects (by a hash of each object's id), beside N - 1 other
+    /// pullers writing the same PostgreSQL database. Example: --shard 2/4
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Part>,
     /// A server to pull from (repeatable; replaces the config's servers). Example: --server wss://durafetch_my-app.example.com
     #[arg(long = "server", value_name = "URL")]
     pub servers: Vec<String>,
@@ -129,7 +135,9 @@ pub struct Server {
 
 #[derive(Debug)]
 pub struct Settings {
-    pub db: PathBuf,
+    pub db: Database,
+    /// The part of the objects this puller takes.
+    pub part: Part,
     pub servers: Vec<Server>,
     pub concurrency: usize,
     pub poll_every: Duration,
@@ -164,6 +172,10 @@ pub enum ConfigError {
     BadTime(String),
     #[error("the backup file {0} does not exist; pass the file a pull wrote with --db")]
     NoBackup(PathBuf),
+    #[error("--shard splits the objects between pullers that write one PostgreSQL database; give --db a postgres:// URL")]
+    ShardOfFile,
+    #[error("a restore reads a SQLite file a pull wrote; restoring from PostgreSQL is not supported")]
+    RestoreFromPostgres,
     #[error(transparent)]
     Filter(#[from] FilterError),
 }
@@ -225,6 +237,9 @@ pub enum RestoreMode {
 impl RestoreSettings {
     /// Settings from the flags and the environment.
     pub fn resolve(flags: RestoreFlags, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        if matches!(Database::parse(flags.db.clone()), Database::Postgres(_)) {
+            return Err(ConfigError::RestoreFromPostgres);
+        }
         if !flags.db.exists() {
             return Err(ConfigError::NoBackup(flags.db));
         }
@@ -269,8 +284,20 @@ impl Settings {
 
     /// Settings from a parsed config file (`base`: its directory), the flags and the environment.
     pub fn resolve(file: ConfigFile, base: &Path, overrides: Overrides, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        // A relative db_file is relative to the config file; an absolute one is used as it is.
-        let db = overrides.db.or_else(|| file.db_file.map(|p| if p.is_absolute() { p } else { base.join(p) })).ok_or(ConfigError::NoDb)?;
+        // A relative db_file is relative to the config file; an absolute one, a --db and a URL
+        // are used as they are.
+        let db = match (overrides.db, file.db_file) {
+            (Some(flag), _) => Database::parse(flag),
+            (None, Some(path)) => match Database::parse(path) {
+                Database::File(path) if path.is_relative() => Database::File(base.join(path)),
+                db => db,
+            },
+            (None, None) => return Err(ConfigError::NoDb),
+        };
+        let part = overrides.shard.unwrap_or(Part::WHOLE);
+        if part != Part::WHOLE && matches!(db, Database::File(_)) {
+            return Err(ConfigError::ShardOfFile);
+        }
         let entries: Vec<ServerEntry> = if overrides.servers.is_empty() {
             file.servers
         } else {
@@ -289,6 +316,7 @@ impl Settings {
         let ndjson = overrides.ndjson || file.logging.is_some_and(|l| l.ndjson);
         Ok(Settings {
             db,
+            part,
             servers,
             concurrency,
             poll_every,
@@ -422,14 +450,14 @@ mod tests {
         let path = dir.join("config.json");
         std::fs::write(&path, r#"{"db_file": "x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}], "poll": {"every_ms": 50}}"#).unwrap();
         let s = Settings::load(Some(&path), Overrides::default()).unwrap();
-        assert_eq!(s.db, dir.join("x.sqlite"));
+        assert_eq!(s.db, Database::File(dir.join("x.sqlite")));
         assert_eq!(s.poll_every, Duration::from_millis(50));
         std::fs::write(
             &path,
             r#"{"db_file": "/abs/x.sqlite", "servers": [{"ws_url": "ws://durafetch_a.localhost:1", "auth_token": "t"}]}"#,
         )
         .unwrap();
-        assert_eq!(Settings::load(Some(&path), Overrides::default()).unwrap().db, PathBuf::from("/abs/x.sqlite"));
+        assert_eq!(Settings::load(Some(&path), Overrides::default()).unwrap().db, Database::File("/abs/x.sqlite".into()));
         std::fs::write(&path, r#"{"db_file": "x", "servers": [], "typo": 1}"#).unwrap();
         assert!(matches!(Settings::load(Some(&path), Overrides::default()), Err(ConfigError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -450,7 +478,7 @@ mod tests {
         let settings = Settings::resolve(file, Path::new("/cfg"), Overrides::default(), env).unwrap();
         assert_eq!(settings.concurrency, 50);
         assert!(settings.ndjson);
-        assert_eq!(settings.db, Path::new("/cfg/./db.sqlite"));
+        assert_eq!(settings.db, Database::File("/cfg/./db.sqlite".into()));
         let quiet = ConfigFile::parse(r#"{"logging": {"ndjson": false}}"#).unwrap();
         assert!(
             !Settings::resolve(

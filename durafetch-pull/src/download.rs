@@ -7,10 +7,9 @@ use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
 use crate::config::Server;
 use crate::error::TransferError;
 use crate::filter::Filter;
-use crate::object_write::ApplyStats;
 use crate::retry::Backoff;
 use crate::session::{ClientSession, SessionError};
-use crate::sink::PullTarget;
+use crate::sink::{ApplyStats, PullTarget};
 use crate::sink_thread::{Queued, SinkThread};
 use crate::transport::Transport;
 

@@ -107,7 +107,7 @@ async fn read(
     let url = server.url.to_string();
     let since = {
         let url = url.clone();
-        sink.run(move |s| Ok(s.index_rev(&url, shard)?)).await?
+        sink.run(move |s| s.index_rev(&url, shard)).await?
     };
     let mut session = ClientSession::index(socket, since, watch.is_some()).await?;
     let mut stats = IndexStats::default();
@@ -116,12 +116,12 @@ async fn read(
             ServerMessage::Objects { worker, objects } => {
                 stats.changed += objects.len() as u64;
                 let url = url.clone();
-                sink.run(move |s| Ok(s.record_index_page(&url, &worker, &objects)?)).await?;
+                sink.run(move |s| s.record_index_page(&url, &worker, &objects)).await?;
                 session.consumed_page().await?;
             }
             ServerMessage::IndexEnd { rev, shards } => {
                 let url = url.clone();
-                sink.run(move |s| Ok(s.save_index_rev(&url, shard, rev)?)).await?;
+                sink.run(move |s| s.save_index_rev(&url, shard, rev)).await?;
                 stats.shards = shards;
                 match watch {
                     Some(changed) => {

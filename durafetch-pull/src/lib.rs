@@ -14,6 +14,7 @@ pub mod filter;
 mod import_session;
 mod index;
 pub mod object_write;
+pub mod postgres_sink;
 pub mod progress;
 pub mod pull;
 pub mod restore;
@@ -23,6 +24,7 @@ mod session;
 pub mod sink;
 pub mod sink_thread;
 mod sql_write;
+pub mod sqlite_sink;
 pub mod transport;
 
 #[cfg(test)]

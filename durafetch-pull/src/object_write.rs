@@ -8,46 +8,35 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, SqlPage};
 use rusqlite::{params, Connection};
 
-use crate::sink::Sink;
+use crate::sink::{ApplyStats, WriteId};
 use crate::sink_thread::SinkError;
 use crate::sql_write::{apply_sql_page, drop_sql_table, holds_sql_rows, save_schema, sweep_sql_rows};
-
-/// Names a download's write state on the database thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct WriteId(u64);
+use crate::sqlite_sink::SqliteSink;
 
 /// A download in progress, between `begin` and `finish`.
 pub(crate) struct ObjectWrite {
     pub(crate) do_id: i64,
     pub(crate) worker: String,
     pub(crate) class: String,
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// For a snapshot into a file that held rows of the object: the write stamp taken when it
     /// began. Finishing drops the object's rows stamped below it, which no write since the
     /// snapshot began has touched: keys the object no longer holds. A row written after the
     /// snapshot began, by it or by anything else, is never dropped. Into a file that held no row
     /// of the object there is nothing older to drop, and the sweep (a scan of its rows) is skipped.
-    sweep_below: Option<i64>,
-    read_at: Cursor,
-    key_filter: String,
+    pub(crate) sweep_below: Option<i64>,
+    pub(crate) read_at: Cursor,
+    pub(crate) key_filter: String,
     pub(crate) history: bool,
     /// Count the rows that differ from the file's before writing them.
     pub(crate) compare: bool,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ApplyStats {
-    pub written: u64,
-    pub deleted: u64,
-    /// With `compare`: rows written that the file lacked or held with another value.
-    pub differed: u64,
 }
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-impl Sink {
+impl SqliteSink {
     /// Starts writing a download of the object `do_id`; its state stays here, named by the id.
     pub fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str, compare: bool) -> Result<WriteId, SinkError> {
         let (worker, class, name): (String, String, Option<String>) =
@@ -221,19 +210,13 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, stamp: i64
     }
     let mut stats = ApplyStats::default();
     for change in changes {
-        let (val, kind, blob, error): (Option<String>, &str, Option<&[u8]>, Option<&str>) = match &change.value {
-            ChangeValue::Deleted => {
-                let deleted = delete.execute(params![write.do_id, change.key])? as u64;
-                if write.history && deleted > 0 {
-                    note_history(&mut history, &change.key, true, (None, None, None, None))?;
-                }
-                stats.deleted += deleted;
-                continue;
+        let Some(ValueColumns { val, kind, blob, error }) = ValueColumns::of(&change.value) else {
+            let deleted = delete.execute(params![write.do_id, change.key])? as u64;
+            if write.history && deleted > 0 {
+                note_history(&mut history, &change.key, true, (None, None, None, None))?;
             }
-            ChangeValue::Json(v) => (Some(json_text(v)), "json", None, None),
-            ChangeValue::Bytes(b) => (None, "bytes", Some(b), None),
-            ChangeValue::Tagged(t) => (Some(t.to_string()), "tagged", None, None),
-            ChangeValue::Unsupported(e) => (None, "error", None, Some(e)),
+            stats.deleted += deleted;
+            continue;
         };
         if write.compare && !same.query_row(params![write.do_id, change.key, val, kind, blob, error], |r| r.get::<_, bool>(0))? {
             stats.differed += 1;
@@ -250,6 +233,28 @@ fn apply_changes(tx: &rusqlite::Transaction<'_>, write: &ObjectWrite, stamp: i64
         stats.written += 1;
     }
     Ok(stats)
+}
+
+/// A value as the `kv` table's `val`, `val_type`, `val_blob` and `val_error` columns hold it.
+pub(crate) struct ValueColumns<'a> {
+    pub(crate) val: Option<String>,
+    pub(crate) kind: &'static str,
+    pub(crate) blob: Option<&'a [u8]>,
+    pub(crate) error: Option<&'a str>,
+}
+
+impl<'a> ValueColumns<'a> {
+    /// `None` for a deletion.
+    pub(crate) fn of(value: &'a ChangeValue) -> Option<Self> {
+        let (val, kind, blob, error) = match value {
+            ChangeValue::Deleted => return None,
+            ChangeValue::Json(v) => (Some(json_text(v)), "json", None, None),
+            ChangeValue::Bytes(b) => (None, "bytes", Some(b.as_slice()), None),
+            ChangeValue::Tagged(t) => (Some(t.to_string()), "tagged", None, None),
+            ChangeValue::Unsupported(e) => (None, "error", None, Some(e.as_str())),
+        };
+        Some(ValueColumns { val, kind, blob, error })
+    }
 }
 
 /// The JSON text of a value, as serde_json writes it: the file's one spelling of every value.
@@ -281,15 +286,15 @@ mod tests {
     }
 
     /// A file in memory that knows one object, and that object's `do_id`.
-    fn one_object() -> (Sink, i64) {
-        let mut sink = Sink::open(Path::new(":memory:"), false).unwrap();
+    fn one_object() -> (SqliteSink, i64) {
+        let mut sink = SqliteSink::open(Path::new(":memory:"), false).unwrap();
         let entry = IndexEntry { class: "C".into(), id: "00ff".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
         sink.record_index_page("ws://s", "w", &[entry]).unwrap();
         let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
         (sink, do_id)
     }
 
-    fn keys(sink: &Sink, do_id: i64) -> Vec<String> {
+    fn keys(sink: &SqliteSink, do_id: i64) -> Vec<String> {
         let mut stmt = sink.conn.prepare("SELECT key FROM kv WHERE do_id = ?1 ORDER BY key").unwrap();
         stmt.query_map([do_id], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
     }
@@ -299,7 +304,7 @@ mod tests {
     #[test]
     fn a_snapshot_leaves_exactly_the_keys_it_sent() {
         let (mut sink, do_id) = one_object();
-        let snapshot = |sink: &mut Sink, sent: &[&str], finished: bool| {
+        let snapshot = |sink: &mut SqliteSink, sent: &[&str], finished: bool| {
             let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             sink.apply(write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
             finished.then(|| sink.finish(write, Cursor::new(1, 9), 0).unwrap())

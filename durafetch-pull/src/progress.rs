@@ -5,6 +5,8 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::sink::Database;
+
 /// The outcome of one pull over every server.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -25,7 +27,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn line(&self, db: &std::path::Path) -> String {
+    pub fn line(&self, db: &Database) -> String {
         format!(
             "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}",
             self.index_changed,
@@ -37,11 +39,11 @@ impl Summary {
             self.rows_repaired,
             self.filtered_out,
             self.failed.len(),
-            db.display()
+            db
         )
     }
 
-    pub fn json(&self, db: &std::path::Path) -> String {
+    pub fn json(&self, db: &Database) -> String {
         serde_json::json!({
             "event": "summary",
             "index_changed": self.index_changed,
@@ -54,7 +56,7 @@ impl Summary {
             "rows_repaired": self.rows_repaired,
             "peak_rss_kib": self.peak_rss_kib,
             "failed": self.failed,
-            "db": db.display().to_string(),
+            "db": db.to_string(),
         })
         .to_string()
     }

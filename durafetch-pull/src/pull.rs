@@ -10,7 +10,7 @@ use crate::connect::{ConnectError, WebSocketTransport};
 use crate::error::TransferError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
-use crate::sink::{OpenError, Sink};
+use crate::sink::{self, OpenError};
 use crate::sink_thread::{SinkError, SinkThread};
 use crate::transport::Transport;
 use crate::{download, index};
@@ -51,7 +51,7 @@ pub async fn once_with(settings: &Settings, transport: &dyn Transport, quiet: bo
     for server in &settings.servers {
         index::probe(transport, server).await.map_err(|e| index_error(server, e))?;
     }
-    let sink = open_sink(settings)?;
+    let sink = open_sink(settings).await?;
     let pulled = async {
         let mut changed = 0;
         for server in &settings.servers {
@@ -70,10 +70,11 @@ fn index_error(server: &Server, source: TransferError) -> PullError {
     PullError::Index { server: server.url.to_string(), source }
 }
 
-fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
-    let sink = Sink::open(&settings.db, settings.history)
-        .map_err(|source| PullError::Database { path: settings.db.display().to_string(), source })?;
-    Ok(SinkThread::start(sink))
+async fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
+    let (db, history, part) = (settings.db.clone(), settings.history, settings.part);
+    SinkThread::start(move || sink::open(&db, history, part))
+        .await
+        .map_err(|source| PullError::Database { path: settings.db.to_string(), source })
 }
 
 /// Downloads every object the index shows behind (when verifying, every object it lists) that
@@ -90,7 +91,7 @@ async fn download_behind(
     for server in &settings.servers {
         let (url, key_filter) = (server.url.to_string(), settings.filter.key_filter_id().to_owned());
         let every = verify != Verify::Off;
-        let mut targets = sink.run(move |s| Ok(s.targets(&url, &key_filter, every)?)).await?;
+        let mut targets = sink.run(move |s| s.targets(&url, &key_filter, every)).await?;
         if verify == Verify::Full {
             for target in &mut targets {
                 target.local = None;
@@ -157,7 +158,7 @@ async fn download_behind(
 pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
     // Listening from the start: a signal that arrives while the first index read runs is kept.
     let stop = stop_signal();
-    let sink = open_sink(settings)?;
+    let sink = open_sink(settings).await?;
     let ended = tokio::select! {
         () = stop => Ok(()),
         ended = keep_up_to_date(settings, Arc::new(WebSocketTransport), &sink, quiet, report) => ended,

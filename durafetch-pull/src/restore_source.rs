@@ -363,7 +363,7 @@ mod tests {
     use super::*;
     use crate::fake_server::temp_db;
     use crate::filter::FilterSpec;
-    use crate::sink::Sink;
+    use crate::sqlite_sink::SqliteSink;
 
     fn json(key: &str, value: serde_json::Value) -> Change {
         Change { key: key.into(), value: ChangeValue::Json(value) }
@@ -373,7 +373,7 @@ mod tests {
     /// stamped at 1,000, 2,000 and 3,000 ms.
     fn pulled_three_times(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
         let (db, dir) = temp_db(name);
-        let mut sink = Sink::open(&db, true).unwrap();
+        let mut sink = SqliteSink::open(&db, true).unwrap();
         let entry =
             IndexEntry { class: "Room".into(), id: "aa".into(), name: Some("room".into()), head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
         sink.record_index_page("ws://s", "w", &[entry]).unwrap();
@@ -471,7 +471,7 @@ mod tests {
     #[test]
     fn keys_are_read_in_pages_without_gaps() {
         let (db, dir) = temp_db("pages");
-        let mut sink = Sink::open(&db, false).unwrap();
+        let mut sink = SqliteSink::open(&db, false).unwrap();
         let entry = IndexEntry { class: "Room".into(), id: "aa".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
         sink.record_index_page("ws://s", "w", &[entry]).unwrap();
         let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;

@@ -1,82 +1,112 @@
-//! The local SQLite file: durafetch's tables (`durable_objects`, `kv`) plus what resuming needs.
-//! Each object's cursor is written in the same transaction as the last of the data it covers.
+//! Where a pull writes: the SQLite file (`sqlite_sink`, the default) or a PostgreSQL database
+//! (`postgres_sink`), behind one interface that the database thread (`sink_thread`) drives. Both
+//! write the same tables, and both save each object's cursor in the transaction that writes the
+//! last of the data it covers.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::fmt;
+use std::path::PathBuf;
 
 use durafetch_sdk::core::cursor::Cursor;
-use durafetch_sdk::core::protocol::IndexEntry;
-use rusqlite::{params, Connection, OptionalExtension};
+use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 
-use crate::object_write::{now_ms, ObjectWrite, WriteId};
+use crate::postgres_sink::PostgresSink;
+use crate::sink_thread::SinkError;
+use crate::sqlite_sink::SqliteSink;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS durable_objects (
-    do_id INTEGER PRIMARY KEY,
-    worker_name TEXT NOT NULL,
-    class_name TEXT NOT NULL,
-    name TEXT,
-    id TEXT NOT NULL UNIQUE,
-    last_started_at INTEGER,
-    log_id INTEGER,
-    write_id INTEGER,
-    local_max_log_id INTEGER,
-    local_max_write_id INTEGER,
-    insert_ts INTEGER NOT NULL,
-    update_ts INTEGER NOT NULL,
-    server_url TEXT NOT NULL,
-    registry_rev INTEGER,
-    key_filter TEXT
-);
-CREATE TABLE IF NOT EXISTS kv (
-    val_id INTEGER PRIMARY KEY,
-    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
-    worker_name TEXT NOT NULL,
-    class_name TEXT NOT NULL,
-    name TEXT,
-    key TEXT NOT NULL,
-    val TEXT,
-    read_at_log_id INTEGER,
-    read_at_write_id INTEGER,
-    insert_ts INTEGER NOT NULL,
-    update_ts INTEGER NOT NULL,
-    val_type TEXT NOT NULL DEFAULT 'json',
-    val_blob BLOB,
-    val_error TEXT,
-    pull_gen INTEGER,
-    UNIQUE (do_id, key)
-);
-CREATE TABLE IF NOT EXISTS kv_history (
-    history_id INTEGER PRIMARY KEY,
-    do_id INTEGER NOT NULL REFERENCES durable_objects (do_id),
-    worker_name TEXT NOT NULL,
-    class_name TEXT NOT NULL,
-    name TEXT,
-    key TEXT NOT NULL,
-    deleted INTEGER NOT NULL,
-    val TEXT,
-    val_type TEXT,
-    val_blob BLOB,
-    val_error TEXT,
-    read_at_log_id INTEGER,
-    read_at_write_id INTEGER,
-    pulled_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS kv_history_by_key ON kv_history (do_id, key, history_id);
-CREATE TABLE IF NOT EXISTS durafetch_servers (
-    server_url TEXT NOT NULL,
-    shard INTEGER NOT NULL,
-    index_rev INTEGER NOT NULL,
-    PRIMARY KEY (server_url, shard)
-);
-CREATE TABLE IF NOT EXISTS durafetch_meta (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-";
+/// The database a pull writes: a `--db` or `db_file` that starts with `postgres://` or
+/// `postgresql://` names a PostgreSQL database, anything else a SQLite file.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    File(PathBuf),
+    Postgres(String),
+}
 
-/// Columns added after the first release, for files an older puller created.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("durable_objects", "key_filter", "TEXT"), ("durable_objects", "local_sql_seq", "INTEGER")];
+impl Database {
+    pub fn parse(value: PathBuf) -> Self {
+        match value.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Database::Postgres(url.to_owned()),
+            _ => Database::File(value),
+        }
+    }
+}
+
+/// A file by its path; a PostgreSQL URL without its password, which must not reach a log.
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Database::File(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("***"));
+                    }
+                    write!(f, "{parsed}")
+                }
+                Err(_) => f.write_str("postgres://(a URL that does not parse)"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Database({self})")
+    }
+}
+
+/// The part of the objects one of several pullers takes (`--shard I/N`, I from 1 to N): the
+/// objects whose id hashes to I - 1 modulo N. Ids are hashed, not registry shards assigned, so
+/// that the parts stay even whatever the registry's shard count, and any N works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Part {
+    pub const WHOLE: Part = Part { index: 1, count: 1 };
+
+    /// Whether the object `id` is this part's. FNV-1a over the id's bytes: stable across
+    /// versions and machines, which every puller of a database must agree on.
+    pub fn owns(&self, id: &str) -> bool {
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        hash % u64::from(self.count) == u64::from(self.index - 1)
+    }
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a part: give I/N with 1 <= I <= N, as in --shard 2/4");
+        let (index, count) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (index.trim().parse().map_err(|_| bad())?, count.trim().parse().map_err(|_| bad())?);
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Part { index, count })
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Why the database could not be opened for writing.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)"
+    )]
+    Locked,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Postgres(#[from] postgres::Error),
+}
 
 /// An object that needs a download: its local cursor is behind what the registry reported, or
 /// its rows were pulled under another key filter.
@@ -88,185 +118,89 @@ pub struct PullTarget {
     pub name: Option<String>,
     /// `None`: download a snapshot.
     pub local: Option<Cursor>,
-    /// The SQL change sequence the file holds the object at (with `local`).
+    /// The SQL change sequence the database holds the object at (with `local`).
     pub local_sql: u64,
-    /// Compare each row the download sends with the file's (`--verify=full`), counting those
-    /// that differ.
+    /// Compare each row the download sends with the database's (`--verify=full`), counting
+    /// those that differ.
     pub compare: bool,
 }
 
-pub struct Sink {
-    pub(crate) conn: Connection,
-    /// Whether changes are also appended to `kv_history`.
-    pub(crate) history: bool,
-    /// The downloads being written, by the id their handles name.
-    pub(crate) writes: HashMap<WriteId, ObjectWrite>,
-    pub(crate) next_write: u64,
-    /// The file's writer lock, held for as long as the sink lives. Declared after `conn` so that
-    /// it is closed after the connection: closing any descriptor of a file drops the process's
-    /// POSIX locks on it, SQLite's own included.
-    _writer: Option<std::fs::File>,
+/// Names a download's write state on the database thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WriteId(pub(crate) u64);
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApplyStats {
+    pub written: u64,
+    pub deleted: u64,
+    /// With `compare`: rows written that the database lacked or held with another value.
+    pub differed: u64,
 }
 
-/// Why the file could not be opened for writing.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error(
-        "another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)"
-    )]
-    Locked,
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// Takes the file's writer lock (an advisory `flock`, which SQLite's own `fcntl` locks do not
-/// touch): a second puller on the same file is refused at once, before it writes anything, so
-/// two pulls can never interleave their writes to one object. Readers are not affected.
-fn lock_writer(path: &Path) -> Result<Option<std::fs::File>, OpenError> {
-    if path == Path::new(":memory:") {
-        return Ok(None);
-    }
-    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked),
-        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
-    }
-}
-
-impl Sink {
-    pub fn open(path: &Path, history: bool) -> Result<Self, OpenError> {
-        let writer = lock_writer(path)?;
-        let conn = Connection::open(path)?;
-        // Pages of 16 KiB for a new file (an existing file keeps its own; WAL mode fixes it):
-        // SQLite writes the WAL and checkpoints a page per system call, and with 4 KiB pages
-        // those calls were the larger part of a pull's time (a 100 MB pull: 0.52 s against 0.57 s).
-        conn.pragma_update(None, "page_size", 16384)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // The schema declares its foreign keys for readers. The puller writes every parent row
-        // before its children, and checking costs a lookup per row written.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(crate::sql_write::SQL_SCHEMA)?;
-        for (table, column, kind) in ADDED_COLUMNS {
-            let present: bool =
-                conn.query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [column], |r| r.get(0))?;
-            if !present {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
-            }
-        }
-        // Files written before rows carried write stamps counted snapshot generations instead;
-        // the stamps go on above the highest one in use.
-        conn.execute(
-            "INSERT INTO durafetch_meta (name, value)
-             SELECT 'write_stamp', coalesce((SELECT max(pull_gen) FROM kv), 0)
-             WHERE NOT EXISTS (SELECT 1 FROM durafetch_meta WHERE name = 'write_stamp')",
-            [],
-        )?;
-        Ok(Self { conn, history, writes: HashMap::new(), next_write: 0, _writer: writer })
-    }
-
-    pub fn index_rev(&self, server_url: &str, shard: u32) -> rusqlite::Result<u64> {
-        let rev: Option<i64> = self
-            .conn
-            .query_row("SELECT index_rev FROM durafetch_servers WHERE server_url = ?1 AND shard = ?2", params![server_url, shard], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        Ok(rev.unwrap_or(0) as u64)
-    }
-
+/// What a pull needs of its database. Every call that writes is one transaction.
+pub trait Sink: Send {
+    /// How far the index of `server_url`'s registry shard `shard` has been read.
+    fn index_rev(&mut self, server_url: &str, shard: u32) -> Result<u64, SinkError>;
     /// Records a page of the registry index: the registry's head for each object. A head older
     /// than the one held (a row left in another shard after a reshard) changes nothing.
-    pub fn record_index_page(&mut self, server_url: &str, worker: &str, entries: &[IndexEntry]) -> rusqlite::Result<()> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO durable_objects (worker_name, class_name, name, id, log_id, write_id, insert_ts, update_ts, server_url, registry_rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET
-                    class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
-                    log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
-                    server_url = excluded.server_url, registry_rev = excluded.registry_rev
-                 WHERE excluded.log_id > durable_objects.log_id
-                    OR (excluded.log_id = durable_objects.log_id AND excluded.write_id > durable_objects.write_id)
-                    OR durable_objects.log_id IS NULL",
-            )?;
-            let now = now_ms();
-            for e in entries {
-                upsert.execute(params![worker, e.class, e.name, e.id, e.head.epoch, e.head.seq as i64, now, server_url, e.rev as i64])?;
-            }
-        }
-        tx.commit()
-    }
+    fn record_index_page(&mut self, server_url: &str, worker: &str, entries: &[IndexEntry]) -> Result<(), SinkError>;
+    /// Saves how far a shard of the index has been read, once every page is recorded.
+    fn save_index_rev(&mut self, server_url: &str, shard: u32, rev: u64) -> Result<(), SinkError>;
+    /// Objects of `server_url` whose local copy is behind the registry (or was never pulled,
+    /// or was pulled under another key filter than `key_filter`); with `every`, all of them.
+    fn targets(&mut self, server_url: &str, key_filter: &str, every: bool) -> Result<Vec<PullTarget>, SinkError>;
+    /// Starts writing a download of the object `do_id`; its state stays here, named by the id.
+    fn begin(&mut self, do_id: i64, mode: ExportMode, read_at: Cursor, key_filter: &str, compare: bool) -> Result<WriteId, SinkError>;
+    /// Applies a page of changes.
+    fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError>;
+    /// Applies a page of one SQL table's rows.
+    fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError>;
+    /// Keeps the schema of one of the object's SQL tables.
+    fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError>;
+    /// Drops the object's rows of an SQL table it no longer has.
+    fn drop_sql_table(&mut self, id: WriteId, table: &str) -> Result<ApplyStats, SinkError>;
+    /// Ends a download: sweeps what a snapshot did not send and saves the cursor (the key
+    /// log's and the SQL one), together; answers the rows swept.
+    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError>;
+    /// Drops the state of a download that ended without finishing: its cursor stays as it was.
+    fn abandon(&mut self, id: WriteId);
+}
 
-    /// Saves how far a shard of the index of `server_url` has been read, once every page is recorded.
-    pub fn save_index_rev(&mut self, server_url: &str, shard: u32, rev: u64) -> rusqlite::Result<()> {
-        self.conn.execute(
-            "INSERT INTO durafetch_servers (server_url, shard, index_rev) VALUES (?1, ?2, ?3)
-             ON CONFLICT (server_url, shard) DO UPDATE SET index_rev = excluded.index_rev",
-            params![server_url, shard, rev as i64],
-        )?;
-        Ok(())
-    }
-
-    /// Objects of `server_url` whose local copy is behind the registry (or was never pulled, or
-    /// was pulled under another key filter than `key_filter`, which makes it start over); with
-    /// `every`, all of the server's objects.
-    pub fn targets(&self, server_url: &str, key_filter: &str, every: bool) -> rusqlite::Result<Vec<PullTarget>> {
-        let mut stmt = self.conn.prepare(
-            // The registry's head counts key log and SQL changes together (its sequence is their sum).
-            "SELECT do_id, class_name, id, name, local_max_log_id, local_max_write_id, key_filter IS ?2, coalesce(local_sql_seq, 0)
-             FROM durable_objects
-             WHERE server_url = ?1 AND (
-                local_max_log_id IS NULL
-                OR local_max_log_id < log_id
-                OR (local_max_log_id = log_id AND local_max_write_id + coalesce(local_sql_seq, 0) < write_id)
-                OR key_filter IS NOT ?2
-                OR ?3)
-             ORDER BY do_id",
-        )?;
-        let rows = stmt.query_map(params![server_url, key_filter, every], |r| {
-            let epoch: Option<i64> = r.get(4)?;
-            let seq: Option<i64> = r.get(5)?;
-            let same_filter: bool = r.get(6)?;
-            Ok(PullTarget {
-                do_id: r.get(0)?,
-                class: r.get(1)?,
-                id: r.get(2)?,
-                name: r.get(3)?,
-                local: epoch.zip(seq).filter(|_| same_filter).map(|(e, s)| Cursor::new(e as u32, s as u64)),
-                local_sql: r.get::<_, i64>(7)? as u64,
-                compare: false,
-            })
-        })?;
-        rows.collect()
-    }
+/// Opens `db` for a pull that takes `part` of the objects.
+pub fn open(db: &Database, history: bool, part: Part) -> Result<Box<dyn Sink>, OpenError> {
+    Ok(match db {
+        Database::File(path) => Box::new(SqliteSink::open(path, history)?),
+        Database::Postgres(url) => Box::new(PostgresSink::open(url, history, part)?),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// One puller writes a file at a time: a second is refused before it writes, and the file is
-    /// free again once the first has closed it.
     #[test]
-    fn a_second_writer_of_one_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("durafetch-lock-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("shared.sqlite");
-        let first = Sink::open(&path, false).unwrap();
-        assert!(matches!(Sink::open(&path, false), Err(OpenError::Locked)));
-        // Readers are not writers: a query beside the puller still works.
-        let reader = Connection::open(&path).unwrap();
-        let objects: i64 = reader.query_row("SELECT count(*) FROM durable_objects", [], |r| r.get(0)).unwrap();
-        assert_eq!(objects, 0);
-        drop(first);
-        Sink::open(&path, false).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn parts_cover_every_object_once_and_evenly() {
+        let parts: Vec<Part> = (1..=4).map(|i| format!("{i}/4").parse().unwrap()).collect();
+        let mut counts = [0u32; 4];
+        for n in 0..4000u32 {
+            let id = format!("{:064x}", u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let owners: Vec<usize> = (0..4).filter(|&i| parts[i].owns(&id)).collect();
+            assert_eq!(owners.len(), 1, "{id}");
+            counts[owners[0]] += 1;
+        }
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(Part::WHOLE.owns("anything"));
+        for bad in ["0/4", "5/4", "4", "a/b", "1/0", ""] {
+            assert!(bad.parse::<Part>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_is_shown_without_its_password() {
+        let db = Database::parse("postgres://puller:s3cret@db.internal:5433/backup".into());
+        assert!(matches!(db, Database::Postgres(_)));
+        assert_eq!(db.to_string(), "postgres://puller:***@db.internal:5433/backup");
+        assert!(!format!("{db:?}").contains("s3cret"));
+        assert_eq!(Database::parse("backup.sqlite".into()), Database::File("backup.sqlite".into()));
     }
 }

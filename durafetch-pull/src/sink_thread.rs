@@ -4,15 +4,16 @@
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, SqlPage};
 
-use crate::object_write::{ApplyStats, WriteId};
 use crate::retry::Retryable;
-use crate::sink::Sink;
+use crate::sink::{ApplyStats, OpenError, Sink, WriteId};
 
 /// What can go wrong with the file once it is open.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] postgres::Error),
     #[error("database: the database thread stopped")]
     Stopped,
     #[error("database: a page for a download that had already ended")]
@@ -27,7 +28,7 @@ impl Retryable for SinkError {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Sink) + Send>;
+type Job = Box<dyn FnOnce(&mut dyn Sink) + Send>;
 
 enum Request {
     Run(Job),
@@ -53,12 +54,25 @@ impl<T> Queued<T> {
 }
 
 impl SinkThread {
-    pub fn start(mut sink: Sink) -> Self {
+    /// Opens the database with `open` on a thread of its own, and keeps it there: PostgreSQL's
+    /// blocking client runs a runtime of its own, which cannot be started inside the pull's.
+    pub async fn start(open: impl FnOnce() -> Result<Box<dyn Sink>, OpenError> + Send + 'static) -> Result<Self, OpenError> {
         let (requests, incoming) = std::sync::mpsc::channel();
+        let (opened, is_open) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
+            let mut sink = match open() {
+                Ok(sink) => {
+                    let _ = opened.send(Ok(()));
+                    sink
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                    return;
+                }
+            };
             while let Ok(request) = incoming.recv() {
                 match request {
-                    Request::Run(job) => job(&mut sink),
+                    Request::Run(job) => job(sink.as_mut()),
                     Request::Close(closed) => {
                         // Closing the connection checkpoints the WAL into the file.
                         drop(sink);
@@ -68,11 +82,12 @@ impl SinkThread {
                 }
             }
         });
-        SinkThread { requests }
+        is_open.await.unwrap_or_else(|_| Err(OpenError::Io(std::io::Error::other("the database thread stopped"))))?;
+        Ok(SinkThread { requests })
     }
 
     /// Queues `f` behind the calls made before it, without waiting for it.
-    pub fn queue<T: Send + 'static>(&self, f: impl FnOnce(&mut Sink) -> Result<T, SinkError> + Send + 'static) -> Queued<T> {
+    pub fn queue<T: Send + 'static>(&self, f: impl FnOnce(&mut dyn Sink) -> Result<T, SinkError> + Send + 'static) -> Queued<T> {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |sink| {
             let _ = done.send(f(sink));
@@ -83,7 +98,10 @@ impl SinkThread {
     }
 
     /// Runs `f` after the calls made before it and waits for its result.
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Sink) -> Result<T, SinkError> + Send + 'static) -> Result<T, SinkError> {
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Sink) -> Result<T, SinkError> + Send + 'static,
+    ) -> Result<T, SinkError> {
         self.queue(f).wait().await
     }
 

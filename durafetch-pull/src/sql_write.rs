@@ -15,7 +15,8 @@ use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use crate::object_write::{ApplyStats, ObjectWrite};
+use crate::object_write::ObjectWrite;
+use crate::sink::ApplyStats;
 
 pub(crate) const SQL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sql_tables (
@@ -310,11 +311,11 @@ mod tests {
     use durafetch_sdk::core::protocol::{ExportMode, IndexEntry, SqlRow};
 
     use super::*;
-    use crate::sink::Sink;
+    use crate::sqlite_sink::SqliteSink;
 
     /// A file in memory (with `--history`) that knows two objects of one class, and their `do_id`s.
-    fn two_objects() -> (Sink, i64, i64) {
-        let mut sink = Sink::open(Path::new(":memory:"), true).unwrap();
+    fn two_objects() -> (SqliteSink, i64, i64) {
+        let mut sink = SqliteSink::open(Path::new(":memory:"), true).unwrap();
         let entry =
             |id: &str| IndexEntry { class: "Shop".into(), id: id.into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
         sink.record_index_page("ws://s", "w", &[entry("aa"), entry("bb")]).unwrap();
@@ -330,7 +331,7 @@ mod tests {
         }
     }
 
-    fn rows(sink: &Sink, query: &str) -> Vec<Vec<Value>> {
+    fn rows(sink: &SqliteSink, query: &str) -> Vec<Vec<Value>> {
         let mut stmt = sink.conn.prepare(query).unwrap();
         let width = stmt.column_count();
         stmt.query_map([], |r| (0..width).map(|i| r.get::<_, Value>(i)).collect()).unwrap().map(Result::unwrap).collect()

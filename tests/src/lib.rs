@@ -3,6 +3,7 @@
 //! file it writes. Run through `scripts/test.sh`, which builds the example and puts the cached
 //! tools on `PATH`.
 
+pub mod postgres;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -64,7 +65,7 @@ impl WorkerdMemory {
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -4,9 +4,12 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use durafetch_e2e::postgres::PostgresServer;
 use durafetch_e2e::{kv_rows, restorer, row_value, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN, WORKER};
+use durafetch_pull::sink::{Sink, WriteId};
 use serde_json::Value;
 
 struct Row {
@@ -152,7 +155,7 @@ fn settle(worker: &LocalWorker, db: &std::path::Path) {
 /// `per_page` (what a page of 256 KiB holds of them), closed at the end as a pull closes it. The
 /// median of 3, in seconds: the most any pull into this file can reach, whatever the network and
 /// the object do.
-fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f64 {
+fn sink_alone(into: &SinkPlace<'_>, keys: usize, value_bytes: usize, per_page: usize) -> f64 {
     use durafetch_sdk::core::protocol::{Change, ChangeValue};
     let value = ChangeValue::Json(Value::String("v".repeat(value_bytes)));
     let pages: Vec<Vec<Change>> = (0..keys)
@@ -161,7 +164,7 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
         .chunks(per_page)
         .map(<[Change]>::to_vec)
         .collect();
-    sink_rounds(dir, |sink, write| {
+    sink_rounds(into, |sink, write| {
         for page in &pages {
             sink.apply(write, page).unwrap();
         }
@@ -170,7 +173,7 @@ fn sink_alone(dir: &Path, keys: usize, value_bytes: usize, per_page: usize) -> f
 
 /// [`sink_alone`] for SQL rows: `rows` rows `(id, v)` with `v` of `value_bytes`, as pages of
 /// `per_page` rows of one table.
-fn sql_sink_alone(dir: &Path, rows: usize, value_bytes: usize, per_page: usize) -> f64 {
+fn sql_sink_alone(into: &SinkPlace<'_>, rows: usize, value_bytes: usize, per_page: usize) -> f64 {
     use durafetch_sdk::core::protocol::{SqlPage, SqlRow, SqlValue};
     let value = SqlValue::Text("v".repeat(value_bytes));
     let pages: Vec<SqlPage> = (0..rows)
@@ -182,32 +185,43 @@ fn sql_sink_alone(dir: &Path, rows: usize, value_bytes: usize, per_page: usize) 
             rows: ids.iter().map(|&i| SqlRow { k: i.to_string(), v: Some(vec![SqlValue::Integer(i as i64), value.clone()]) }).collect(),
         })
         .collect();
-    sink_rounds(dir, |sink, write| {
+    sink_rounds(into, |sink, write| {
         for page in &pages {
             sink.apply_sql(write, page).unwrap();
         }
     })
 }
 
-/// Three times: one object's snapshot written by `write` into a new file, from opening the file
-/// to closing it; the median, in seconds.
-fn sink_rounds(dir: &Path, write: impl Fn(&mut durafetch_pull::sink::Sink, durafetch_pull::object_write::WriteId)) -> f64 {
-    use durafetch_pull::sink::Sink;
+/// Where [`sink_rounds`] writes: new files in a folder, or new databases on a PostgreSQL server.
+enum SinkPlace<'a> {
+    Files(&'a Path),
+    Postgres(&'a PostgresServer),
+}
+
+/// Three times: one object's snapshot written by `write` into a new file or database, from
+/// opening it to closing it; the median, in seconds.
+fn sink_rounds(into: &SinkPlace<'_>, write: impl Fn(&mut dyn Sink, WriteId)) -> f64 {
+    use durafetch_pull::sink::{open, Database, Part};
     use durafetch_sdk::core::cursor::Cursor;
     use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
-    let dir = tempfile::tempdir_in(dir).unwrap();
+    static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let times = (0..3)
         .map(|round| {
-            let path = dir.path().join(format!("{round}.sqlite"));
+            let db = match into {
+                SinkPlace::Files(dir) => Database::File(dir.join(format!("sink-{}-{round}.sqlite", DATABASES.fetch_add(1, Relaxed)))),
+                SinkPlace::Postgres(server) => {
+                    Database::Postgres(server.create_database(&format!("sink_{}", DATABASES.fetch_add(1, Relaxed))))
+                }
+            };
             let started = Instant::now();
-            let mut sink = Sink::open(&path, false).unwrap();
+            let mut sink = open(&db, false, Part::WHOLE).unwrap();
             let head = Cursor::new(1, 1);
             let entry =
                 IndexEntry { class: "CounterSql".into(), id: "00".repeat(32), name: Some("sink".into()), head, rev: 1, changed_at: 0 };
             sink.record_index_page("ws://bench", "durafetch-example", &[entry]).unwrap();
             let do_id = sink.targets("ws://bench", "", false).unwrap()[0].do_id;
             let id = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
-            write(&mut sink, id);
+            write(sink.as_mut(), id);
             sink.finish(id, head, 0).unwrap();
             drop(sink);
             started.elapsed().as_secs_f64()
@@ -347,7 +361,7 @@ fn main() {
     let full = format!("p1b-batched-{WARM_UP_ROUNDS}");
     let (scan_ms, scanned) = scan(&worker, &full);
     // The file's own rate, just before the pull, on the machine as the pull finds it.
-    let sink_rate = 100_000.0 / sink_alone(dir.path(), 100_000, 100, 2_000);
+    let sink_rate = 100_000.0 / sink_alone(&SinkPlace::Files(dir.path()), 100_000, 100, 2_000);
     let db = dir.path().join("p2.sqlite");
     let (full_secs, summary) = timed_pull(&worker, &db);
     let keys = summary["keys_written"].as_u64().unwrap();
@@ -380,6 +394,28 @@ fn main() {
         goal: "(how near the pull is to that ceiling)",
         how: "the two rates above".into(),
     });
+
+    // P2 into PostgreSQL: the same first pull into a database of a local server, and the
+    // PostgreSQL sink's writes alone, each against the SQLite sink's in this run.
+    let postgres = PostgresServer::start();
+    let pg_sink_rate = 100_000.0 / sink_alone(&SinkPlace::Postgres(&postgres), 100_000, 100, 2_000);
+    let pg_url = postgres.create_database("p2");
+    let (pg_secs, pg_summary) = timed_pull(&worker, Path::new(&pg_url));
+    let pg_rate = pg_summary["keys_written"].as_u64().unwrap() as f64 / pg_secs;
+    rows.push(Row {
+        metric: "P2 full pull rate into PostgreSQL / into the SQLite file",
+        figure: format!("{:.2} ({pg_rate:.0} keys/s / {pull_rate:.0} keys/s)", pg_rate / pull_rate),
+        goal: "(reported)",
+        how: "the P2 first pull again, into a new database of a local PostgreSQL server (the tests' server: fsync and synchronous_commit off, as the file's WAL does not sync each commit)".into(),
+    });
+    rows.push(Row {
+        metric: "P2 the PostgreSQL sink's writes alone / the SQLite sink's",
+        figure: format!("{:.2} ({pg_sink_rate:.0} rows/s / {sink_rate:.0} rows/s)", pg_sink_rate / sink_rate),
+        goal: "(reported)",
+        how: "100,000 rows of 100 B in pages of 2,000 (one transaction of three statements over arrays each), no network, median of 3"
+            .into(),
+    });
+    drop(postgres);
 
     // P10: the 100,000-key object restored from that file into an empty object of a second
     // worker, vs that worker's own batched puts of as many keys, each timed from outside (a
@@ -521,7 +557,7 @@ fn main() {
     let (_, selected) = bench(&worker, "sql", "p2-table", "sql_scan", 0, 0);
     let select_ms = median((0..3).map(|_| bench(&worker, "sql", "p2-table", "sql_scan", 0, 0).0).collect());
     settle(&worker, &dir.path().join("p2-table-settle.sqlite"));
-    let table_sink_rate = 100_000.0 / sql_sink_alone(dir.path(), 100_000, 100, 2_000);
+    let table_sink_rate = 100_000.0 / sql_sink_alone(&SinkPlace::Files(dir.path()), 100_000, 100, 2_000);
     let (_, table_secs, summary, _) = watched_pull(&worker, &dir.path().join("p2-table.sqlite"), "p2-table");
     let table_rows = summary["keys_written"].as_u64().unwrap();
     let table_rate = table_rows as f64 / table_secs;
@@ -544,7 +580,7 @@ fn main() {
     bench(&worker, "sql", "p2-big", "batched", 1000, 100 * 1024);
     let (scan_ms, scanned) = scan(&worker, "p2-big");
     settle(&worker, &dir.path().join("p2-settle.sqlite"));
-    let big_sink_secs = sink_alone(dir.path(), 1_000, 100 * 1024, 3);
+    let big_sink_secs = sink_alone(&SinkPlace::Files(dir.path()), 1_000, 100 * 1024, 3);
     let big_db = dir.path().join("p2-big.sqlite");
     let (_, big_secs, _, _) = watched_pull(&worker, &big_db, "p2-big");
     let big_export_secs = export_alone(runtime, &big_db, "p2-big");

@@ -1,0 +1,317 @@
+//! The PostgreSQL sink against a real PostgreSQL server: the same pulls written into the SQLite
+//! file and into PostgreSQL hold the same rows at every step; a puller killed mid-pull leaves a
+//! database the next run completes; four pullers with `--shard i/4` cover every object once.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use durafetch_e2e::postgres::{read_pg, same_values, PostgresServer};
+use durafetch_e2e::{finish_within, read_db, spawn_piped, LocalWorker, PullRun, PULL_LIMIT, TOKEN};
+use serde_json::json;
+
+/// Pulls into the file and into PostgreSQL (with `flags`) until the two hold the same rows, and
+/// the file's copy of each of `objects` is what the object holds (read through the example's
+/// routes, which render plain JSON and bytes only).
+/// `keys_of_others`: how many keys the file must hold in all of the objects not listed.
+fn pull_both_until_equal(
+    worker: &LocalWorker,
+    file: &Path,
+    url: &str,
+    flags: &[&str],
+    objects: &[(&str, &str)],
+    keys_of_others: usize,
+    step: &str,
+) {
+    for _ in 0..50 {
+        for db in [file, Path::new(url)] {
+            let run = worker.pull_with(db, TOKEN, flags);
+            assert_eq!(run.code, Some(0), "{step}: {}", run.stderr);
+        }
+        let (in_file, in_pg) = (read_db(file), read_pg(url));
+        let live: durafetch_e2e::Pulled = objects
+            .iter()
+            .map(|(route, name)| {
+                let class = if *route == "kv" { "CounterKv" } else { "CounterSql" };
+                ((class.to_string(), name.to_string()), worker.object_state(route, name))
+            })
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        let (listed, others): (durafetch_e2e::Pulled, durafetch_e2e::Pulled) =
+            in_file.clone().into_iter().partition(|((_, name), _)| objects.iter().any(|(_, n)| n == name));
+        let others_keys: usize = others.values().map(|keys| keys.len()).sum();
+        if same_values(&listed, &live) && others_keys == keys_of_others && same_values(&in_pg, &in_file) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (in_file, in_pg) = (read_db(file), read_pg(url));
+    let differing: Vec<_> = in_file.keys().chain(in_pg.keys()).filter(|o| in_file.get(*o) != in_pg.get(*o)).collect();
+    panic!("{step}: PostgreSQL never matched the file; objects whose rows differ (JSON compared as text): {differing:?}");
+}
+
+/// A count from PostgreSQL and the same count from the file.
+fn counts(url: &str, file: &Path, query: &str) -> (i64, i64) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let pg: i64 = client.query_one(query, &[]).unwrap().get(0);
+    let conn = rusqlite::Connection::open(file).unwrap();
+    (pg, conn.query_row(query, [], |r| r.get(0)).unwrap())
+}
+
+#[test]
+fn postgres_holds_what_the_file_holds_at_every_step_with_history() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let server = PostgresServer::start();
+    let url = server.create_database("scenario");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.sqlite");
+    let history = ["--history"];
+    let objects: Vec<(&str, String)> =
+        ["kv", "sql"].iter().flat_map(|route| (0..15).map(move |i| (*route, format!("obj-{i:02}")))).collect();
+    let named: Vec<(&str, &str)> = objects.iter().map(|(r, n)| (*r, n.as_str())).collect();
+
+    // The skeleton's 30 objects through put, overwrite, delete and delete_all.
+    for (route, name) in &objects {
+        worker.post(&format!("{route}/{name}/put?key=key-a"), "1");
+        worker.post(&format!("{route}/{name}/put_multiple"), r#"{"key-b":1,"key-c":1,"key-d":1}"#);
+    }
+    pull_both_until_equal(&worker, &file, &url, &history, &named, 0, "puts");
+    for (route, name) in &objects {
+        worker.post(&format!("{route}/{name}/put_multiple_raw"), r#"{"key-a":2,"key-b":2}"#);
+        worker.post(&format!("{route}/{name}/delete_multiple"), r#"["key-c"]"#);
+    }
+    pull_both_until_equal(&worker, &file, &url, &history, &named, 0, "overwrites and deletes");
+    for (route, name) in objects.iter().step_by(3) {
+        worker.post(&format!("{route}/{name}/delete_all"), "");
+    }
+    pull_both_until_equal(&worker, &file, &url, &history, &named, 0, "delete_all");
+
+    // Every value kind: bytes, nested JSON, unicode, long strings, tagged values, an error.
+    worker.post("sql/values/put_raw?key=bin", "\u{0}\u{1}binary\u{7f}");
+    worker.post("sql/values/put_multiple_raw", r#"{"nested":{"z":[1,2.5,null,true,"s"],"a":{}},"unicode":"h\u00e9llo \ud83d\ude00"}"#);
+    worker.post("sql/values/put_multiple_raw", &json!({ "long": "é😀\\\"\n".repeat(500) }).to_string());
+    for kind in ["struct", "map", "mix", "error"] {
+        worker.post(&format!("kv/values/put_typed?key={kind}"), kind);
+    }
+    worker.post("kv/values/put?key=neg", "-17.25");
+    pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "value kinds");
+    let (pg, sqlite) = counts(&url, &file, "SELECT count(*) FROM kv WHERE val_type = 'error' AND val_error LIKE '%Error%'");
+    assert_eq!((pg, sqlite), (1, 1), "the unsupported value's error text");
+
+    // SQL tables: rows of every type, an update and a deletion, as the file's mirror holds them.
+    let sql = |statements: &str| worker.post("sql/shop/ops", &json!([{"op": "sql", "sql": statements}]).to_string());
+    sql("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, photo BLOB);
+         INSERT INTO items VALUES (1, 'pen', 1.5, x'00ff'), (2, 'ink', 3.0, NULL), (3, 'pad', NULL, x'');
+         UPDATE items SET price = 2.0 WHERE id = 1; DELETE FROM items WHERE id = 3");
+    pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "SQL tables");
+    let mut client = server.client("scenario");
+    let sql_rows = |client: &mut postgres::Client| -> Vec<(String, serde_json::Value)> {
+        let rows = client.query("SELECT row_key, row::text FROM sql_rows WHERE table_name = 'items' ORDER BY row_key", &[]).unwrap();
+        rows.iter().map(|r| (r.get(0), serde_json::from_str(r.get(1)).unwrap())).collect()
+    };
+    // The shop holds no keys: pull until its rows are in (its registry report trails the write).
+    for _ in 0..50 {
+        if sql_rows(&mut client).len() == 2 {
+            break;
+        }
+        pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "SQL tables");
+    }
+    let rows = sql_rows(&mut client);
+    assert_eq!(
+        rows,
+        [
+            ("1".to_string(), json!({"id": 1, "name": "pen", "price": 2.0, "photo": {"blob": "AP8="}})),
+            ("2".to_string(), json!({"id": 2, "name": "ink", "price": 3.0, "photo": null})),
+        ]
+    );
+    let price: String = client.query_one("SELECT (row->'price')::text FROM sql_rows WHERE row_key = '1'", &[]).unwrap().get(0);
+    assert_eq!(price, "2.0", "a REAL keeps its fraction: it stays told apart from an INTEGER");
+    let schema: i64 =
+        client.query_one("SELECT jsonb_array_length(statements)::bigint FROM sql_schemas WHERE table_name = 'items'", &[]).unwrap().get(0);
+    assert!(schema >= 1);
+
+    // A deleted row leaves both.
+    sql("DELETE FROM items WHERE id = 2");
+    for _ in 0..50 {
+        pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "an SQL deletion");
+        if sql_rows(&mut client).len() == 1 {
+            break;
+        }
+    }
+    assert_eq!(sql_rows(&mut client).len(), 1);
+
+    // --history kept the same events in both.
+    for query in [
+        "SELECT count(*) FROM kv_history",
+        "SELECT count(*) FROM kv_history WHERE deleted",
+        "SELECT count(*) FROM sql_history",
+        "SELECT count(*) FROM sql_history WHERE deleted",
+    ] {
+        let (pg, sqlite) = counts(&url, &file, query);
+        assert_eq!(pg, sqlite, "{query}");
+        assert!(pg > 0, "{query}");
+    }
+    // An idle pull downloads nothing.
+    let idle = worker.pull_with(Path::new(&url), TOKEN, &history);
+    assert_eq!((idle.code, idle.objects_pulled()), (Some(0), 0), "{}", idle.stderr);
+    // The summary and the logs name the database without its password.
+    let secret_url = url.replace("durafetch@", "durafetch:not-the-password@");
+    let run = worker.pull_with(Path::new(&secret_url), TOKEN, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let printed = format!("{}{:?}", run.stderr, run.summary);
+    assert!(!printed.contains("not-the-password") && printed.contains("***"), "{printed}");
+}
+
+/// Waits until the puller has written some of `name`'s rows but not its cursor. Answers false if
+/// the pull finished first.
+fn wait_mid_pull(url: &str, name: &str, child: &mut Child) -> bool {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let rows = client.query_opt(
+            "SELECT count(*), bool_or(o.local_max_log_id IS NOT NULL) FROM kv JOIN durable_objects o USING (do_id) WHERE o.name = $1",
+            &[&name],
+        );
+        if let Ok(Some(row)) = rows {
+            if row.get::<_, i64>(0) > 0 {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("the pull never started");
+}
+
+#[test]
+fn a_puller_killed_mid_pull_leaves_a_database_the_next_run_completes() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("sql/big/bench", r#"{"kind": "batched", "keys": 60000, "value_bytes": 100}"#);
+    let expected: durafetch_e2e::Pulled = [(("CounterSql".to_string(), "big".to_string()), worker.object_state("sql", "big"))].into();
+    let server = PostgresServer::start();
+    let mut killed_mid_pull = false;
+    let mut url = String::new();
+    for attempt in 0..5 {
+        url = server.create_database(&format!("killed_{attempt}"));
+        let mut child = worker.puller(Path::new(&url), TOKEN, &["--quiet"]).spawn().unwrap();
+        if wait_mid_pull(&url, "big", &mut child) {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let mut client = server.client(&format!("killed_{attempt}"));
+            let saved: bool =
+                client.query_one("SELECT local_max_log_id IS NOT NULL FROM durable_objects WHERE name = 'big'", &[]).unwrap().get(0);
+            if !saved {
+                killed_mid_pull = true;
+                break;
+            }
+        }
+        let _ = child.wait();
+    }
+    assert!(killed_mid_pull, "every pull finished before it could be killed");
+    let partial = read_pg(&url).values().next().map_or(0, |keys| keys.len());
+    println!("killed with {partial} of 60,000 keys in the database");
+    assert!(partial < 60_000);
+
+    let run = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(same_values(&read_pg(&url), &expected), "the rerun completes the database");
+    let idle = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(idle.objects_pulled(), 0, "the cursor was saved with the last rows");
+}
+
+/// Runs four pullers at once, `--shard i/4`, into `url`; answers their runs.
+fn four_pullers(worker: &LocalWorker, url: &str) -> Vec<PullRun> {
+    let children: Vec<Child> =
+        (1..=4).map(|i| spawn_piped(worker.puller(Path::new(url), TOKEN, &["--shard", &format!("{i}/4"), "--concurrency", "4"]))).collect();
+    children
+        .into_iter()
+        .map(|child| {
+            let out = finish_within(child, PULL_LIMIT, "a sharded durafetch-pull");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            PullRun {
+                code: out.status.code(),
+                summary: stdout.lines().rev().find_map(|l| serde_json::from_str(l).ok()),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn four_sharded_pullers_cover_every_object_exactly_once() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let names: Vec<String> = (0..200).map(|i| format!("part-{i:03}")).collect();
+    let write_all = |round: u32| {
+        std::thread::scope(|scope| {
+            for client in 0..8 {
+                let (names, worker) = (&names, &worker);
+                scope.spawn(move || {
+                    for name in names.iter().skip(client).step_by(8) {
+                        worker.post(&format!("kv/{name}/put_multiple_raw"), &format!(r#"{{"round":{round},"name":"{name}"}}"#));
+                    }
+                });
+            }
+        });
+    };
+    write_all(1);
+    std::thread::sleep(Duration::from_secs(2));
+    let server = PostgresServer::start();
+    let url = server.create_database("sharded");
+    let expected = |round: u32| -> durafetch_e2e::Pulled {
+        names
+            .iter()
+            .map(|name| {
+                let keys = [("name".to_string(), format!("\"{name}\"")), ("round".to_string(), round.to_string())].into();
+                (("CounterKv".to_string(), name.clone()), keys)
+            })
+            .collect()
+    };
+
+    // The first round of four pullers: each took a quarter or so, and together every object once.
+    let mut pulled = 0;
+    for _ in 0..10 {
+        let runs = four_pullers(&worker, &url);
+        for run in &runs {
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+        }
+        let counts: Vec<u64> = runs.iter().map(PullRun::objects_pulled).collect();
+        pulled += counts.iter().sum::<u64>();
+        if pulled == 200 {
+            assert!(counts.iter().all(|&c| (20..=80).contains(&c)), "uneven parts: {counts:?}");
+        }
+        if same_values(&read_pg(&url), &expected(1)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(same_values(&read_pg(&url), &expected(1)), "the parts' union is every object: {:?}", read_pg(&url).len());
+    assert_eq!(pulled, 200, "each object was downloaded by exactly one puller");
+    let mut client = server.client("sharded");
+    let objects: i64 = client.query_one("SELECT count(*) FROM durable_objects", &[]).unwrap().get(0);
+    assert_eq!(objects, 200);
+    let parts: Vec<String> =
+        client.query("SELECT DISTINCT part FROM durafetch_servers ORDER BY part", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(parts, ["1/4", "2/4", "3/4", "4/4"], "each part keeps its own place in the index");
+
+    // A second round of writes to every object, pulled by four pullers again: changes only.
+    write_all(2);
+    let mut snapshots = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        let runs = four_pullers(&worker, &url);
+        snapshots += runs.iter().map(PullRun::snapshots).sum::<u64>();
+        if same_values(&read_pg(&url), &expected(2)) {
+            break;
+        }
+    }
+    assert!(same_values(&read_pg(&url), &expected(2)), "the second round");
+    assert_eq!(snapshots, 0, "changes after a pull are read incrementally");
+
+    // A shard of a file is refused: one file has one writer.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = worker.pull_with(&dir.path().join("x.sqlite"), TOKEN, &["--shard", "1/2"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("PostgreSQL"), "{}", refused.stderr);
+}
