@@ -127,6 +127,18 @@ fn page_rows(first: usize) -> String {
     format!("unnest(${k}::text[], ${v}::text[], ${t}::text[], ${b}::bytea[], ${e}::text[]) AS u(key, val, kind, blob, error)")
 }
 
+/// What PostgreSQL said: its own message and detail, which the client's error shows only as
+/// "db error".
+pub(crate) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => error.to_string(),
+    }
+}
+
 pub struct PostgresSink {
     client: Client,
     history: bool,

@@ -104,7 +104,7 @@ pub enum OpenError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{0}")]
+    #[error("{}", crate::postgres_sink::describe(.0))]
     Postgres(#[from] postgres::Error),
 }
 

@@ -12,7 +12,7 @@ use crate::sink::{ApplyStats, OpenError, Sink, WriteId};
 pub enum SinkError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", crate::postgres_sink::describe(.0))]
     Postgres(#[from] postgres::Error),
     #[error("database: the database thread stopped")]
     Stopped,
