@@ -149,7 +149,15 @@ pub struct PostgresSink {
 
 impl PostgresSink {
     pub fn open(url: &str, history: bool, part: Part) -> Result<Self, OpenError> {
-        let mut client = Client::connect(url, NoTls)?;
+        // A password kept out of the URL (and so out of `ps`) may come from PGPASSWORD, as
+        // PostgreSQL's own tools take it.
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_password().is_none() {
+            if let Ok(password) = std::env::var("PGPASSWORD") {
+                config.password(password);
+            }
+        }
+        let mut client = config.connect(NoTls)?;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         tx.batch_execute(SCHEMA)?;
