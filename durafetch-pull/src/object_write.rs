@@ -2,6 +2,7 @@
 //! page in one transaction stamped with a new write stamp, and the cursor saved in the same
 //! transaction as the sweep that ends a snapshot.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durafetch_sdk::core::cursor::Cursor;
@@ -30,6 +31,32 @@ pub(crate) struct ObjectWrite {
     pub(crate) history: bool,
     /// Count the rows that differ from the file's before writing them.
     pub(crate) compare: bool,
+}
+
+/// The downloads a sink is writing, by the id their handles name.
+#[derive(Default)]
+pub(crate) struct Writes {
+    by_id: HashMap<WriteId, ObjectWrite>,
+    next: u64,
+}
+
+impl Writes {
+    /// Keeps `write` under a new id.
+    pub(crate) fn start(&mut self, write: ObjectWrite) -> WriteId {
+        self.next += 1;
+        let id = WriteId(self.next);
+        self.by_id.insert(id, write);
+        id
+    }
+
+    pub(crate) fn get(&self, id: WriteId) -> Result<&ObjectWrite, SinkError> {
+        self.by_id.get(&id).ok_or(SinkError::Abandoned)
+    }
+
+    /// Forgets the download `id`, answering its state.
+    pub(crate) fn end(&mut self, id: WriteId) -> Result<ObjectWrite, SinkError> {
+        self.by_id.remove(&id).ok_or(SinkError::Abandoned)
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -63,10 +90,7 @@ impl SqliteSink {
             history: self.history,
             compare,
         };
-        self.next_write += 1;
-        let id = WriteId(self.next_write);
-        self.writes.insert(id, write);
-        Ok(id)
+        Ok(self.writes.start(write))
     }
 
     /// Applies a page of changes in one transaction, its rows stamped with a new write stamp.
@@ -95,7 +119,7 @@ impl SqliteSink {
         id: WriteId,
         write_rows: impl FnOnce(&rusqlite::Transaction<'_>, &ObjectWrite, i64) -> rusqlite::Result<ApplyStats>,
     ) -> Result<ApplyStats, SinkError> {
-        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
+        let write = self.writes.get(id)?;
         let tx = self.conn.transaction()?;
         let stamp = next_write_stamp(&tx)?;
         let stats = write_rows(&tx, write, stamp)?;
@@ -106,7 +130,7 @@ impl SqliteSink {
     /// Ends a download: sweeps what a snapshot did not send and saves the cursor (the key log's
     /// and the SQL one), together.
     pub fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
-        let write = self.writes.remove(&id).ok_or(SinkError::Abandoned)?;
+        let write = self.writes.end(id)?;
         let tx = self.conn.transaction()?;
         let now = now_ms();
         let swept = if let Some(sweep_below) = write.sweep_below {
@@ -135,7 +159,7 @@ impl SqliteSink {
 
     /// Drops the state of a download that ended without finishing: its cursor stays as it was.
     pub fn abandon(&mut self, id: WriteId) {
-        self.writes.remove(&id);
+        let _ = self.writes.end(id);
     }
 }
 

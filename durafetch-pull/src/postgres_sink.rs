@@ -16,7 +16,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage, SqlValue};
 use postgres::{Client, NoTls, Transaction};
 
-use crate::object_write::{now_ms, ObjectWrite, ValueColumns};
+use crate::object_write::{now_ms, ObjectWrite, ValueColumns, Writes};
 use crate::sink::{ApplyStats, OpenError, Part, PullTarget, Sink, WriteId};
 use crate::sink_thread::SinkError;
 
@@ -143,8 +143,7 @@ pub struct PostgresSink {
     client: Client,
     history: bool,
     part: Part,
-    writes: HashMap<WriteId, ObjectWrite>,
-    next_write: u64,
+    writes: Writes,
 }
 
 impl PostgresSink {
@@ -162,7 +161,7 @@ impl PostgresSink {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         tx.batch_execute(SCHEMA)?;
         tx.commit()?;
-        Ok(PostgresSink { client, history, part, writes: HashMap::new(), next_write: 0 })
+        Ok(PostgresSink { client, history, part, writes: Writes::default() })
     }
 
     /// Runs `write_rows` for the download `id` in one transaction, with a new write stamp.
@@ -171,7 +170,7 @@ impl PostgresSink {
         id: WriteId,
         write_rows: impl FnOnce(&mut Transaction<'_>, &ObjectWrite, i64) -> Result<ApplyStats, postgres::Error>,
     ) -> Result<ApplyStats, SinkError> {
-        let write = self.writes.get(&id).ok_or(SinkError::Abandoned)?;
+        let write = self.writes.get(id)?;
         let mut tx = self.client.transaction()?;
         let stamp: i64 = tx.query_one("SELECT nextval('durafetch_write_stamp')", &[])?.get(0);
         let stats = write_rows(&mut tx, write, stamp)?;
@@ -448,10 +447,7 @@ impl Sink for PostgresSink {
             history: self.history,
             compare,
         };
-        self.next_write += 1;
-        let id = WriteId(self.next_write);
-        self.writes.insert(id, write);
-        Ok(id)
+        Ok(self.writes.start(write))
     }
 
     fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError> {
@@ -491,7 +487,7 @@ impl Sink for PostgresSink {
     }
 
     fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
-        let write = self.writes.remove(&id).ok_or(SinkError::Abandoned)?;
+        let write = self.writes.end(id)?;
         let mut tx = self.client.transaction()?;
         let now = now_ms();
         let swept = if let Some(below) = write.sweep_below {
@@ -524,6 +520,6 @@ impl Sink for PostgresSink {
     }
 
     fn abandon(&mut self, id: WriteId) {
-        self.writes.remove(&id);
+        let _ = self.writes.end(id);
     }
 }

@@ -1,14 +1,13 @@
 //! The SQLite sink, a local file: durafetch's tables (`durable_objects`, `kv`) plus what resuming needs.
 //! Each object's cursor is written in the same transaction as the last of the data it covers.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::object_write::{now_ms, ObjectWrite};
+use crate::object_write::{now_ms, Writes};
 use crate::sink::{ApplyStats, OpenError, PullTarget, Sink, WriteId};
 use crate::sink_thread::SinkError;
 
@@ -84,9 +83,8 @@ pub struct SqliteSink {
     pub(crate) conn: Connection,
     /// Whether changes are also appended to `kv_history`.
     pub(crate) history: bool,
-    /// The downloads being written, by the id their handles name.
-    pub(crate) writes: HashMap<WriteId, ObjectWrite>,
-    pub(crate) next_write: u64,
+    /// The downloads being written.
+    pub(crate) writes: Writes,
     /// The file's writer lock, held for as long as the sink lives. Declared after `conn` so that
     /// it is closed after the connection: closing any descriptor of a file drops the process's
     /// POSIX locks on it, SQLite's own included.
@@ -139,7 +137,7 @@ impl SqliteSink {
              WHERE NOT EXISTS (SELECT 1 FROM durafetch_meta WHERE name = 'write_stamp')",
             [],
         )?;
-        Ok(Self { conn, history, writes: HashMap::new(), next_write: 0, _writer: writer })
+        Ok(Self { conn, history, writes: Writes::default(), _writer: writer })
     }
 
     pub fn index_rev(&self, server_url: &str, shard: u32) -> rusqlite::Result<u64> {
