@@ -1,13 +1,16 @@
-//! What the README tells a user to run, run: every SQL snippet of its "Query" section against a
-//! file pulled from the example worker, each finding rows.
+//! What the README tells a user to run, run: every SQL snippet against a file pulled from the
+//! example worker, and every PostgreSQL snippet against a PostgreSQL database pulled from it,
+//! each finding rows.
 
+use durafetch_e2e::postgres::PostgresServer;
 use durafetch_e2e::{LocalWorker, TOKEN};
 
-/// The README's ```sql blocks, split into statements (its snippets hold no `;` inside a string).
-fn readme_sql_statements() -> Vec<String> {
+/// The README's blocks fenced as `fence` (```sql, ```postgresql), split into statements (its
+/// snippets hold no `;` inside a string).
+fn readme_statements(fence: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let mut statements = Vec::new();
-    for block in readme.split("```sql").skip(1) {
+    for block in readme.split(&format!("```{fence}\n")).skip(1) {
         let code = block.split("```").next().unwrap();
         let code: String = code.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
         statements.extend(code.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
@@ -17,7 +20,7 @@ fn readme_sql_statements() -> Vec<String> {
 
 #[test]
 fn every_sql_snippet_in_the_readme_runs_against_a_pulled_file() {
-    let statements = readme_sql_statements();
+    let statements = readme_statements("sql");
     assert!(statements.len() >= 5, "the README's SQL was not found: {statements:?}");
     let worker = LocalWorker::start(Some(TOKEN));
     let dir = tempfile::tempdir().unwrap();
@@ -64,5 +67,35 @@ fn every_sql_snippet_in_the_readme_runs_against_a_pulled_file() {
         let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("the README's query fails: {e}\n{sql}"));
         let rows = stmt.query_map([], |_| Ok(())).unwrap().count();
         assert!(rows > 0, "the README's query finds nothing in a file that holds what it asks for:\n{sql}");
+    }
+}
+
+#[test]
+fn every_postgresql_snippet_in_the_readme_runs_against_a_pulled_database() {
+    let statements = readme_statements("postgresql");
+    assert!(statements.len() >= 2, "the README's PostgreSQL was not found: {statements:?}");
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/a/put_multiple_raw", r#"{"settings": {"plan": "free"}}"#);
+    let sql = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty REAL); INSERT INTO items VALUES (1, 'tea', 2.0)";
+    worker.post("sql/a/ops", &serde_json::json!([{"op": "sql", "sql": sql}]).to_string());
+    let server = PostgresServer::start();
+    let url = server.create_database("readme");
+    let mut client = server.client("readme");
+    let held = |client: &mut postgres::Client| -> i64 {
+        client.query_one("SELECT (SELECT count(*) FROM kv) + (SELECT count(*) FROM sql_rows)", &[]).map_or(0, |r| r.get(0))
+    };
+    for _ in 0..50 {
+        let run = worker.pull_with(std::path::Path::new(&url), TOKEN, &[]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        if held(&mut client) == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(held(&mut client), 2, "the database never held the key and the row");
+    for statement in &statements {
+        let sql = statement.replace("'Counter'", "'CounterKv'");
+        let rows = client.query(&sql, &[]).unwrap_or_else(|e| panic!("the README's query fails: {e}\n{sql}"));
+        assert!(!rows.is_empty(), "the README's query finds nothing in a database that holds what it asks for:\n{sql}");
     }
 }
