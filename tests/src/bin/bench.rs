@@ -685,25 +685,38 @@ fn main() {
 
     // P8: many small objects. The first pull of N objects of 10 keys into a new file, against a
     // naive client reading each object's contents with one keep-alive HTTP GET, at the same
-    // concurrency, in the same run, both to the runtime's own socket.
-    for objects in [1_000usize, 10_000] {
+    // concurrency, in the same run, both to the runtime's own socket. Both are bound by workerd's
+    // one busy thread, whose pace drifts as it collects garbage and evicts objects: each pull is
+    // measured between two naive reads and divided by their mean, and the 1,000-object case,
+    // which is quick, three times (the median ratio).
+    for (objects, rounds) in [(1_000usize, 3usize), (10_000, 1)] {
         let prefix = format!("p8-{objects}-");
         fill_small_objects(&worker, &prefix, objects);
         for concurrency in [8usize, 32] {
-            let naive = naive_reads(runtime, &prefix, objects, concurrency);
-            let db = dir.path().join(format!("p8-{objects}-{concurrency}.sqlite"));
-            let started = Instant::now();
-            let run = worker.pull_with(&db, TOKEN, &["--name", &format!("{prefix}*"), "--concurrency", &concurrency.to_string()]);
-            let secs = started.elapsed().as_secs_f64();
-            assert_eq!(run.code, Some(0), "{}", run.stderr);
-            assert_eq!(run.objects_pulled(), objects as u64, "the registry had not heard of every object");
+            let mut naive = naive_reads(runtime, &prefix, objects, concurrency);
+            let mut measured = Vec::new();
+            for round in 0..rounds {
+                let db = dir.path().join(format!("p8-{objects}-{concurrency}-{round}.sqlite"));
+                let started = Instant::now();
+                let run = worker.pull_with(&db, TOKEN, &["--name", &format!("{prefix}*"), "--concurrency", &concurrency.to_string()]);
+                let secs = started.elapsed().as_secs_f64();
+                assert_eq!(run.code, Some(0), "{}", run.stderr);
+                assert_eq!(run.objects_pulled(), objects as u64, "the registry had not heard of every object");
+                let after = naive_reads(runtime, &prefix, objects, concurrency);
+                measured.push((secs / ((naive + after) / 2.0), secs, (naive + after) / 2.0));
+                naive = after;
+            }
+            measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (ratio, secs, naive) = measured[measured.len() / 2];
             rows.push(Row {
                 metric: "P8 first pull of many small objects / a naive read of each",
-                figure: format!("{:.2} ({secs:.2} s / {naive:.2} s; {:.0} objects/s)", secs / naive, objects as f64 / secs),
+                figure: format!("{ratio:.2} ({secs:.2} s / {naive:.2} s; {:.0} objects/s)", objects as f64 / secs),
                 goal: "≤ 1.1",
                 how: format!(
                     "{objects} key-value objects of 10 keys, concurrency {concurrency}: the release puller's first pull (--name) into a new \
-                     file vs one keep-alive GET of each object's contents, both to the runtime's socket, the objects awake for both"
+                     file vs one keep-alive GET of each object's contents (the mean of the reads just before and just after the pull), \
+                     both to the runtime's socket, the objects awake for both{}",
+                    if rounds > 1 { format!("; the median of {rounds} rounds") } else { String::new() }
                 ),
             });
         }
