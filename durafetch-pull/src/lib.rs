@@ -15,6 +15,7 @@ mod import_session;
 mod index;
 pub mod object_write;
 pub mod postgres_sink;
+mod postgres_sql;
 pub mod progress;
 pub mod pull;
 pub mod restore;

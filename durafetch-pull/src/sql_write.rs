@@ -49,11 +49,11 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
 /// lands as `<name>_sql`.
 const OWN_COLUMNS: [&str; 3] = ["do_id", "_row_key", "_pull_gen"];
 
-fn local_table_name(class: &str, table: &str) -> String {
+pub(crate) fn local_table_name(class: &str, table: &str) -> String {
     format!("{class}.{table}")
 }
 
-fn local_column_name(column: &str) -> String {
+pub(crate) fn local_column_name(column: &str) -> String {
     if OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(column)) {
         format!("{column}_sql")
     } else {

@@ -50,6 +50,9 @@ fn pull_both_until_equal(
     panic!("{step}: PostgreSQL never matched the file; objects whose rows differ (JSON compared as text): {differing:?}");
 }
 
+/// A row of the example's `items` table as PostgreSQL holds it: id, name, price, photo.
+type Item = (i64, Option<String>, Option<f64>, Option<Vec<u8>>);
+
 /// A count from PostgreSQL and the same count from the file.
 fn counts(url: &str, file: &Path, query: &str) -> (i64, i64) {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
@@ -105,40 +108,62 @@ fn postgres_holds_what_the_file_holds_at_every_step_with_history() {
          UPDATE items SET price = 2.0 WHERE id = 1; DELETE FROM items WHERE id = 3");
     pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "SQL tables");
     let mut client = server.client("scenario");
-    let sql_rows = |client: &mut postgres::Client| -> Vec<(String, serde_json::Value)> {
-        let rows = client.query("SELECT row_key, row::text FROM sql_rows WHERE table_name = 'items' ORDER BY row_key", &[]).unwrap();
-        rows.iter().map(|r| (r.get(0), serde_json::from_str(r.get(1)).unwrap())).collect()
+    let items = |client: &mut postgres::Client| -> Vec<Item> {
+        let rows = client.query(r#"SELECT id, name, price, photo FROM "CounterSql.items" ORDER BY id"#, &[]).unwrap_or_default();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
     };
     // The shop holds no keys: pull until its rows are in (its registry report trails the write).
     for _ in 0..50 {
-        if sql_rows(&mut client).len() == 2 {
+        if items(&mut client).len() == 2 {
             break;
         }
         pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "SQL tables");
     }
-    let rows = sql_rows(&mut client);
+    // The file's table, with PostgreSQL's types: a column per source column, typed by its values.
     assert_eq!(
-        rows,
+        items(&mut client),
+        [(1, Some("pen".to_string()), Some(2.0), Some(vec![0, 255])), (2, Some("ink".to_string()), Some(3.0), None)]
+    );
+    let types: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = 'CounterSql.items' ORDER BY ordinal_position",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let types: Vec<(&str, &str)> = types.iter().map(|(c, t)| (c.as_str(), t.as_str())).collect();
+    assert_eq!(
+        types,
         [
-            ("1".to_string(), json!({"id": 1, "name": "pen", "price": 2.0, "photo": {"blob": "AP8="}})),
-            ("2".to_string(), json!({"id": 2, "name": "ink", "price": 3.0, "photo": null})),
+            ("do_id", "bigint"),
+            ("_row_key", "text"),
+            ("_pull_gen", "bigint"),
+            ("id", "bigint"),
+            ("name", "text"),
+            ("price", "double precision"),
+            ("photo", "bytea")
         ]
     );
-    let price: String = client.query_one("SELECT (row->'price')::text FROM sql_rows WHERE row_key = '1'", &[]).unwrap().get(0);
-    assert_eq!(price, "2.0", "a REAL keeps its fraction: it stays told apart from an INTEGER");
     let schema: i64 =
         client.query_one("SELECT jsonb_array_length(statements)::bigint FROM sql_schemas WHERE table_name = 'items'", &[]).unwrap().get(0);
     assert!(schema >= 1);
 
-    // A deleted row leaves both.
-    sql("DELETE FROM items WHERE id = 2");
+    // A value of another type than its column's (SQLite allows it) turns the column into jsonb,
+    // each value in the wire's form; a deleted row leaves.
+    sql("INSERT INTO items VALUES (4, 'gift', 'free', x'01'); DELETE FROM items WHERE id = 2");
+    let prices = |client: &mut postgres::Client| -> Vec<(i64, Option<String>)> {
+        let rows = client.query(r#"SELECT id, price::text FROM "CounterSql.items" ORDER BY id"#, &[]).unwrap_or_default();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
     for _ in 0..50 {
-        pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "an SQL deletion");
-        if sql_rows(&mut client).len() == 1 {
+        pull_both_until_equal(&worker, &file, &url, &history, &named, 9, "a value of another type");
+        if prices(&mut client).len() == 2 && prices(&mut client)[1].0 == 4 {
             break;
         }
     }
-    assert_eq!(sql_rows(&mut client).len(), 1);
+    assert_eq!(prices(&mut client), [(1, Some("2".to_string())), (4, Some(r#""free""#.to_string()))]);
 
     // --history kept the same events in both.
     for query in [

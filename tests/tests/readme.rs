@@ -82,7 +82,7 @@ fn every_postgresql_snippet_in_the_readme_runs_against_a_pulled_database() {
     let url = server.create_database("readme");
     let mut client = server.client("readme");
     let held = |client: &mut postgres::Client| -> i64 {
-        client.query_one("SELECT (SELECT count(*) FROM kv) + (SELECT count(*) FROM sql_rows)", &[]).map_or(0, |r| r.get(0))
+        client.query_one(r#"SELECT (SELECT count(*) FROM kv) + (SELECT count(*) FROM "CounterSql.items")"#, &[]).map_or(0, |r| r.get(0))
     };
     for _ in 0..50 {
         let run = worker.pull_with(std::path::Path::new(&url), TOKEN, &[]);

@@ -1,0 +1,447 @@
+//! The SQL tables of SQLite-backed objects in PostgreSQL: as in the file, one table per
+//! (class, table), `<class>.<table>`, holding every object's rows with `do_id`, `_row_key` and
+//! `_pull_gen`, then the source's columns (named as in the file), mapped in `sql_tables`.
+//!
+//! SQLite lets each value of a column have its own type; PostgreSQL gives a column one. A
+//! column takes the type of the first value it holds (INTEGER `bigint`, REAL `double
+//! precision`, TEXT `text`, BLOB `bytea`), and is added only then: until a value arrives, its
+//! rows hold NULL there by its absence. A value of another type turns the column into `jsonb`
+//! holding each value in the wire's exact form (`docs/protocol.md`), so nothing is lost or
+//! silently converted; the values already there become JSON as PostgreSQL converts them, which
+//! writes a REAL with no fraction (`2.0`) as `2`.
+//!
+//! Schema changes take an advisory lock on the table first, and every page reads the columns
+//! afresh, so pullers of other parts that write the same table never trip over each other.
+
+use std::collections::HashMap;
+
+use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
+use postgres::types::ToSql;
+use postgres::{GenericClient, Transaction};
+
+use crate::object_write::ObjectWrite;
+use crate::sink::ApplyStats;
+use crate::sql_write::{ident, local_column_name, local_table_name};
+
+pub(crate) const SQL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sql_tables (
+    worker_name text NOT NULL,
+    class_name text NOT NULL,
+    table_name text NOT NULL,
+    local_table text NOT NULL,
+    PRIMARY KEY (worker_name, class_name, table_name)
+);
+";
+
+/// PostgreSQL cuts names at 63 bytes: a longer local name keeps its start and a hash of the rest.
+fn postgres_name(name: &str) -> String {
+    if name.len() <= 63 {
+        return name.to_owned();
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut cut = 46;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hash:016x}", &name[..cut])
+}
+
+/// A local column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnType {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    /// Values of several types, each in the wire's form.
+    Mixed,
+}
+
+impl ColumnType {
+    fn of(value: &SqlValue) -> Option<Self> {
+        match value {
+            SqlValue::Null => None,
+            SqlValue::Integer(_) => Some(ColumnType::Integer),
+            SqlValue::Real(_) => Some(ColumnType::Real),
+            SqlValue::Text(_) => Some(ColumnType::Text),
+            SqlValue::Blob(_) => Some(ColumnType::Blob),
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Integer => "bigint",
+            ColumnType::Real => "double precision",
+            ColumnType::Text => "text",
+            ColumnType::Blob => "bytea",
+            ColumnType::Mixed => "jsonb",
+        }
+    }
+
+    fn from_catalog(name: &str) -> Option<Self> {
+        Some(match name {
+            "bigint" => ColumnType::Integer,
+            "double precision" => ColumnType::Real,
+            "text" => ColumnType::Text,
+            "bytea" => ColumnType::Blob,
+            "jsonb" => ColumnType::Mixed,
+            _ => return None,
+        })
+    }
+
+    /// How a column of this type becomes `jsonb`.
+    fn to_json(self, column: &str) -> String {
+        match self {
+            ColumnType::Blob => {
+                format!("CASE WHEN {column} IS NULL THEN NULL ELSE jsonb_build_object('blob', translate(encode({column}, 'base64'), E'\\n', '')) END")
+            }
+            _ => format!("to_jsonb({column})"),
+        }
+    }
+}
+
+/// The local table of `table` for the download's class, made if `create`; `None` if it does
+/// not exist and was not to be made.
+fn local_table(client: &mut impl GenericClient, write: &ObjectWrite, table: &str, create: bool) -> Result<Option<String>, postgres::Error> {
+    let known = client.query_opt(
+        "SELECT local_table FROM sql_tables WHERE worker_name = $1 AND class_name = $2 AND table_name = $3",
+        &[&write.worker, &write.class, &table],
+    )?;
+    if let Some(row) = known {
+        return Ok(Some(row.get(0)));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let local = postgres_name(&local_table_name(&write.class, table));
+    lock_table(client, &local)?;
+    client.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (do_id bigint NOT NULL REFERENCES durable_objects (do_id), _row_key text NOT NULL,
+            _pull_gen bigint, PRIMARY KEY (do_id, _row_key))",
+        ident(&local)
+    ))?;
+    client.execute(
+        "INSERT INTO sql_tables (worker_name, class_name, table_name, local_table) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[&write.worker, &write.class, &table, &local],
+    )?;
+    Ok(Some(local))
+}
+
+/// Holds a lock on the local table `local`'s shape until the transaction ends.
+fn lock_table(client: &mut impl GenericClient, local: &str) -> Result<(), postgres::Error> {
+    client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&local])?;
+    Ok(())
+}
+
+/// The source columns of the local table, by local name, with their types.
+fn columns(client: &mut impl GenericClient, local: &str) -> Result<HashMap<String, ColumnType>, postgres::Error> {
+    let rows = client.query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')",
+        &[&local],
+    )?;
+    Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
+}
+
+/// Adds the columns the page's values need and turns to `jsonb` those a value does not fit;
+/// answers the types of the page's columns (`None`: not in the table, and every value NULL).
+fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<Vec<Option<ColumnType>>, postgres::Error> {
+    let mut wanted: Vec<Option<ColumnType>> = vec![None; page.columns.len()];
+    for row in &page.rows {
+        for (i, value) in row.v.iter().flatten().enumerate().take(wanted.len()) {
+            wanted[i] = match (wanted[i], ColumnType::of(value)) {
+                (w, None) => w,
+                (None, t) => t,
+                (Some(w), Some(t)) if w == t => Some(w),
+                _ => Some(ColumnType::Mixed),
+            };
+        }
+    }
+    let names: Vec<String> = page.columns.iter().map(|c| local_column_name(c)).collect();
+    let fits = |have: &HashMap<String, ColumnType>| {
+        names.iter().zip(&wanted).all(|(name, want)| match (have.get(name), want) {
+            (_, None) => true,
+            (Some(have), Some(want)) => have == want || *have == ColumnType::Mixed,
+            (None, Some(_)) => false,
+        })
+    };
+    let mut have = columns(tx, local)?;
+    if !fits(&have) {
+        lock_table(tx, local)?;
+        have = columns(tx, local)?;
+        for (name, want) in names.iter().zip(&wanted) {
+            let column = ident(name);
+            match (have.get(name), want) {
+                (None, Some(want)) => tx.batch_execute(&format!("ALTER TABLE {} ADD COLUMN {column} {}", ident(local), want.sql()))?,
+                (Some(have), Some(want)) if have != want && *have != ColumnType::Mixed => tx.batch_execute(&format!(
+                    "ALTER TABLE {} ALTER COLUMN {column} TYPE jsonb USING {}",
+                    ident(local),
+                    have.to_json(&column)
+                ))?,
+                _ => {}
+            }
+        }
+        have = columns(tx, local)?;
+    }
+    Ok(names.iter().map(|name| have.get(name).copied()).collect())
+}
+
+/// One column of a page's rows, as an array of the column's type.
+fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: ColumnType) -> Box<dyn ToSql + Sync> {
+    let values = rows.iter().map(|(_, values)| values.get(index).unwrap_or(&SqlValue::Null));
+    match kind {
+        ColumnType::Integer => {
+            Box::new(values.map(|v| if let SqlValue::Integer(i) = v { Some(*i) } else { None }).collect::<Vec<Option<i64>>>())
+        }
+        ColumnType::Real => Box::new(values.map(|v| if let SqlValue::Real(r) = v { Some(*r) } else { None }).collect::<Vec<Option<f64>>>()),
+        ColumnType::Text => {
+            Box::new(values.map(|v| if let SqlValue::Text(t) = v { Some(t.clone()) } else { None }).collect::<Vec<Option<String>>>())
+        }
+        ColumnType::Blob => {
+            Box::new(values.map(|v| if let SqlValue::Blob(b) = v { Some(b.clone()) } else { None }).collect::<Vec<Option<Vec<u8>>>>())
+        }
+        ColumnType::Mixed => Box::new(
+            values
+                .map(|v| (!matches!(v, SqlValue::Null)).then(|| serde_json::to_string(v).unwrap_or_default()))
+                .collect::<Vec<Option<String>>>(),
+        ),
+    }
+}
+
+/// A row as `sql_history.row` holds it: its columns, each value in the wire's form.
+fn row_json(columns: &[String], values: &[SqlValue]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> =
+        columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// The rows `keys` as the table holds them now, as wire values in the page's column order.
+fn held_rows(
+    tx: &mut Transaction<'_>,
+    write: &ObjectWrite,
+    local: &str,
+    page: &SqlPage,
+    types: &[Option<ColumnType>],
+    keys: &[&str],
+) -> Result<HashMap<String, Vec<SqlValue>>, postgres::Error> {
+    let selected: Vec<String> = page
+        .columns
+        .iter()
+        .zip(types)
+        .map(|(c, t)| match t {
+            Some(ColumnType::Mixed) => format!("{}::text", ident(&local_column_name(c))),
+            Some(_) => ident(&local_column_name(c)),
+            None => "NULL::text".to_owned(),
+        })
+        .collect();
+    let query = format!(
+        "SELECT _row_key{}{} FROM {} WHERE do_id = $1 AND _row_key = ANY($2)",
+        if selected.is_empty() { "" } else { ", " },
+        selected.join(", "),
+        ident(local)
+    );
+    let mut held = HashMap::new();
+    for row in tx.query(&query, &[&write.do_id, &keys])? {
+        let values = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let at = i + 1;
+                match t {
+                    None => SqlValue::Null,
+                    Some(ColumnType::Integer) => row.get::<_, Option<i64>>(at).map_or(SqlValue::Null, SqlValue::Integer),
+                    Some(ColumnType::Real) => row.get::<_, Option<f64>>(at).map_or(SqlValue::Null, SqlValue::Real),
+                    Some(ColumnType::Text) => row.get::<_, Option<String>>(at).map_or(SqlValue::Null, SqlValue::Text),
+                    Some(ColumnType::Blob) => row.get::<_, Option<Vec<u8>>>(at).map_or(SqlValue::Null, SqlValue::Blob),
+                    Some(ColumnType::Mixed) => {
+                        row.get::<_, Option<String>>(at).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(SqlValue::Null)
+                    }
+                }
+            })
+            .collect();
+        held.insert(row.get(0), values);
+    }
+    Ok(held)
+}
+
+/// Writes a page of one table's rows: each present row replaces the table's (columns the page
+/// does not name become NULL), each absent one is deleted.
+pub(crate) fn apply_sql_page(
+    tx: &mut Transaction<'_>,
+    write: &ObjectWrite,
+    stamp: i64,
+    page: &SqlPage,
+) -> Result<ApplyStats, postgres::Error> {
+    let local = local_table(tx, write, &page.table, true)?.unwrap_or_default();
+    let types = fit_columns(tx, &local, page)?;
+    let mut stats = ApplyStats::default();
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(page.rows.len());
+    for (i, row) in page.rows.iter().enumerate() {
+        last.insert(&row.k, i);
+    }
+    let rows = page.rows.iter().enumerate().filter(|(i, r)| last[r.k.as_str()] == *i).map(|(_, r)| r);
+    let (present, absent): (Vec<_>, Vec<_>) = rows.partition(|r| r.v.is_some());
+    let now = crate::object_write::now_ms();
+    if !absent.is_empty() {
+        let keys: Vec<&str> = absent.iter().map(|r| r.k.as_str()).collect();
+        stats.deleted = if write.history {
+            tx.execute(
+                &format!(
+                    "WITH gone AS (DELETE FROM {} WHERE do_id = $1 AND _row_key = ANY($2) RETURNING _row_key)
+                     INSERT INTO sql_history (do_id, table_name, row_key, deleted, pulled_at) SELECT $1, $3, _row_key, true, $4 FROM gone",
+                    ident(&local)
+                ),
+                &[&write.do_id, &keys, &page.table, &now],
+            )?
+        } else {
+            tx.execute(&format!("DELETE FROM {} WHERE do_id = $1 AND _row_key = ANY($2)", ident(&local)), &[&write.do_id, &keys])?
+        };
+    }
+    if present.is_empty() {
+        return Ok(stats);
+    }
+    let rows: Vec<(&str, &[SqlValue])> = present.iter().map(|r| (r.k.as_str(), r.v.as_deref().unwrap_or_default())).collect();
+    if write.history || write.compare {
+        let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+        let held = held_rows(tx, write, &local, page, &types, &keys)?;
+        let changed: Vec<&(&str, &[SqlValue])> = rows
+            .iter()
+            .filter(|(key, values)| {
+                let mut wanted: Vec<SqlValue> = values.to_vec();
+                wanted.resize(types.len(), SqlValue::Null);
+                held.get(*key) != Some(&wanted)
+            })
+            .collect();
+        if write.compare {
+            stats.differed = changed.len() as u64;
+        }
+        if write.history && !changed.is_empty() {
+            let keys: Vec<&str> = changed.iter().map(|(k, _)| *k).collect();
+            let json: Vec<String> = changed.iter().map(|(_, values)| row_json(&page.columns, values)).collect();
+            tx.execute(
+                "INSERT INTO sql_history (do_id, table_name, row_key, deleted, row, pulled_at)
+                 SELECT $1, $2, u.key, false, u.row::jsonb, $5 FROM unnest($3::text[], $4::text[]) AS u(key, row)",
+                &[&write.do_id, &page.table, &keys, &json, &now],
+            )?;
+        }
+    }
+    // Every column of the table: the page's get its values, the rest NULL (the object's table
+    // lacks them).
+    let all = columns(tx, &local)?;
+    let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+    let mut params: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(write.do_id), Box::new(stamp), Box::new(keys)];
+    let (mut names, mut selected, mut arrays) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (column, kind)) in page.columns.iter().zip(&types).enumerate() {
+        let Some(kind) = kind else { continue };
+        let slot = params.len() + 1;
+        names.push(ident(&local_column_name(column)));
+        let cast = if *kind == ColumnType::Mixed { "text" } else { kind.sql() };
+        arrays.push(format!("${slot}::{cast}[]"));
+        selected.push(if *kind == ColumnType::Mixed { format!("u.c{i}::jsonb") } else { format!("u.c{i}") });
+        params.push(column_array(&rows, i, *kind));
+    }
+    let aliases: Vec<String> = std::iter::once("k".to_owned())
+        .chain(page.columns.iter().zip(&types).enumerate().filter(|(_, (_, t))| t.is_some()).map(|(i, _)| format!("c{i}")))
+        .collect();
+    let mut updates: Vec<String> = names.iter().map(|n| format!("{n} = excluded.{n}")).collect();
+    updates.extend(all.keys().map(|n| ident(n)).filter(|n| !names.contains(n)).map(|n| format!("{n} = NULL")));
+    updates.push("_pull_gen = excluded._pull_gen".to_owned());
+    let sql = format!(
+        "INSERT INTO {table} (do_id, _row_key, _pull_gen{sep}{names}) SELECT $1, u.k, $2{sep}{selected}
+         FROM unnest($3::text[]{sep}{arrays}) AS u({aliases})
+         ON CONFLICT (do_id, _row_key) DO UPDATE SET {updates}",
+        table = ident(&local),
+        sep = if names.is_empty() { "" } else { ", " },
+        names = names.join(", "),
+        selected = selected.join(", "),
+        arrays = arrays.join(", "),
+        aliases = aliases.join(", "),
+        updates = updates.join(", "),
+    );
+    let bound: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+    stats.written = tx.execute(&sql, &bound)?;
+    Ok(stats)
+}
+
+/// The local tables of the download's class, with their source table names.
+fn class_tables(client: &mut impl GenericClient, worker: &str, class: &str) -> Result<Vec<(String, String)>, postgres::Error> {
+    let rows =
+        client.query("SELECT table_name, local_table FROM sql_tables WHERE worker_name = $1 AND class_name = $2", &[&worker, &class])?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Whether the database holds SQL rows of the object.
+pub(crate) fn holds_sql_rows(client: &mut impl GenericClient, worker: &str, class: &str, do_id: i64) -> Result<bool, postgres::Error> {
+    for (_, local) in class_tables(client, worker, class)? {
+        let held: bool = client.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {} WHERE do_id = $1)", ident(&local)), &[&do_id])?.get(0);
+        if held {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Deletes the object's rows of `local` that `condition` selects (`$1` the object, then
+/// `extra`), noting each in `sql_history` with `--history`; answers how many.
+fn delete_rows(
+    tx: &mut Transaction<'_>,
+    write: &ObjectWrite,
+    table: &str,
+    local: &str,
+    condition: &str,
+    extra: Option<i64>,
+) -> Result<u64, postgres::Error> {
+    let now = crate::object_write::now_ms();
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&write.do_id];
+    if let Some(extra) = &extra {
+        params.push(extra);
+    }
+    if write.history {
+        let (table_slot, now_slot) = (params.len() + 1, params.len() + 2);
+        params.push(&table);
+        params.push(&now);
+        tx.execute(
+            &format!(
+                "WITH gone AS (DELETE FROM {} WHERE {condition} RETURNING _row_key)
+                 INSERT INTO sql_history (do_id, table_name, row_key, deleted, pulled_at) SELECT $1, ${table_slot}, _row_key, true, ${now_slot} FROM gone",
+                ident(local)
+            ),
+            &params,
+        )
+    } else {
+        tx.execute(&format!("DELETE FROM {} WHERE {condition}", ident(local)), &params)
+    }
+}
+
+/// Drops the object's rows of a table it no longer has.
+pub(crate) fn drop_sql_table(tx: &mut Transaction<'_>, write: &ObjectWrite, table: &str) -> Result<u64, postgres::Error> {
+    match local_table(tx, write, table, false)? {
+        Some(local) => delete_rows(tx, write, table, &local, "do_id = $1", None),
+        None => Ok(0),
+    }
+}
+
+/// Drops the object's SQL rows stamped below `below`: what a snapshot did not send.
+pub(crate) fn sweep_sql_rows(tx: &mut Transaction<'_>, write: &ObjectWrite, below: i64) -> Result<u64, postgres::Error> {
+    let mut swept = 0;
+    for (table, local) in class_tables(tx, &write.worker, &write.class)? {
+        swept += delete_rows(tx, write, &table, &local, "do_id = $1 AND (_pull_gen IS NULL OR _pull_gen < $2)", Some(below))?;
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_local_names_are_cut_to_what_postgresql_keeps_and_stay_apart() {
+        let long_a = format!("{}.a", "C".repeat(70));
+        let long_b = format!("{}.b", "C".repeat(70));
+        assert_eq!(postgres_name("Shop.items"), "Shop.items");
+        let (a, b) = (postgres_name(&long_a), postgres_name(&long_b));
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(postgres_name(&"é".repeat(40)).len() <= 63);
+    }
+}
