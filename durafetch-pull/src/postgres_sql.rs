@@ -116,7 +116,7 @@ fn local_table(client: &mut impl GenericClient, write: &ObjectWrite, table: &str
     let local = postgres_name(&local_table_name(&write.class, table));
     lock_table(client, &local)?;
     client.batch_execute(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (do_id bigint NOT NULL REFERENCES durable_objects (do_id), _row_key text NOT NULL,
+        "CREATE TABLE IF NOT EXISTS {} (do_id bigint NOT NULL, _row_key text NOT NULL,
             _pull_gen bigint, PRIMARY KEY (do_id, _row_key))",
         ident(&local)
     ))?;

@@ -340,3 +340,58 @@ fn four_sharded_pullers_cover_every_object_exactly_once() {
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("PostgreSQL"), "{}", refused.stderr);
 }
+
+#[test]
+fn two_sharded_watchers_keep_the_database_current() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let server = PostgresServer::start();
+    let url = server.create_database("watched");
+    let names: Vec<String> = (0..20).map(|i| format!("watched-{i:02}")).collect();
+    let write_all = |value: &str| {
+        for name in &names {
+            worker.post(&format!("kv/{name}/put?key=k"), value);
+        }
+    };
+    let all_hold = |value: &str| {
+        // The watchers make the tables when they start.
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let made: bool = client.query_one("SELECT to_regclass('kv') IS NOT NULL", &[]).unwrap().get(0);
+        if !made {
+            return false;
+        }
+        let copy = read_pg(&url);
+        copy.len() == names.len() && copy.values().all(|keys| keys.get("k").map(String::as_str) == Some(value))
+    };
+    let wait_for = |value: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !all_hold(value) {
+            assert!(Instant::now() < deadline, "{what}: the watchers never caught up: {:?}", read_pg(&url));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    write_all("1");
+    let mut watchers: Vec<Child> = (1..=2)
+        .map(|i| {
+            worker
+                .puller(Path::new(&url), TOKEN, &["--shard", &format!("{i}/2"), "--watch", "--quiet"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_for("1", "the initial sync");
+    // Writes after the initial sync reach the database through whichever watcher owns the object.
+    write_all("2");
+    wait_for("2", "the writes after the initial sync");
+    for watcher in &mut watchers {
+        assert!(watcher.try_wait().unwrap().is_none(), "a watcher exited early");
+        let _ = std::process::Command::new("kill").args(["-INT", &watcher.id().to_string()]).status();
+        let status = watcher.wait().unwrap();
+        assert!(status.success(), "a watcher ended with {status}");
+    }
+    let mut client = server.client("watched");
+    let parts: Vec<String> =
+        client.query("SELECT DISTINCT part FROM durafetch_servers ORDER BY part", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(parts, ["1/2", "2/2"]);
+}
