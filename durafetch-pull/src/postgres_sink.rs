@@ -17,7 +17,7 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::object_write::{now_ms, ObjectWrite, ValueColumns, Writes};
 use crate::postgres_sql;
-use crate::sink::{ApplyStats, OpenError, Part, PullTarget, Sink, WriteId};
+use crate::sink::{ApplyStats, OpenError, Part, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
 
 /// A statement's parameter.
@@ -280,16 +280,12 @@ impl Sink for PostgresSink {
         let seqs: Vec<i64> = mine.iter().map(|e| e.head.seq as i64).collect();
         let revs: Vec<i64> = mine.iter().map(|e| e.rev as i64).collect();
         self.client.execute(
-            "INSERT INTO durable_objects (worker_name, class_name, name, id, log_id, write_id, insert_ts, update_ts, server_url, registry_rev)
-             SELECT $1, u.class, u.name, u.id, u.log_id, u.write_id, $2, $2, $3, u.rev
-             FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[]) AS u(class, name, id, log_id, write_id, rev)
-             ON CONFLICT (id) DO UPDATE SET
-                class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
-                log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
-                server_url = excluded.server_url, registry_rev = excluded.registry_rev
-             WHERE excluded.log_id > durable_objects.log_id
-                OR (excluded.log_id = durable_objects.log_id AND excluded.write_id > durable_objects.write_id)
-                OR durable_objects.log_id IS NULL",
+            &format!(
+                "INSERT INTO durable_objects (worker_name, class_name, name, id, log_id, write_id, insert_ts, update_ts, server_url, registry_rev)
+                 SELECT $1, u.class, u.name, u.id, u.log_id, u.write_id, $2, $2, $3, u.rev
+                 FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::bigint[]) AS u(class, name, id, log_id, write_id, rev)
+                 {INDEX_HEAD_NEWER}"
+            ),
             &[&worker, &now_ms(), &server_url, &classes, &names, &ids, &epochs, &seqs, &revs],
         )?;
         Ok(())

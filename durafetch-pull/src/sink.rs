@@ -137,6 +137,17 @@ pub struct ApplyStats {
     pub differed: u64,
 }
 
+/// How both databases record an index row for an object they may already hold: the registry's
+/// head replaces the one held only if it is newer (or none was held), so a row left in another
+/// registry shard after a reshard changes nothing. The same text in SQLite and PostgreSQL.
+pub(crate) const INDEX_HEAD_NEWER: &str = "ON CONFLICT (id) DO UPDATE SET
+    class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
+    log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
+    server_url = excluded.server_url, registry_rev = excluded.registry_rev
+ WHERE excluded.log_id > durable_objects.log_id
+    OR (excluded.log_id = durable_objects.log_id AND excluded.write_id > durable_objects.write_id)
+    OR durable_objects.log_id IS NULL";
+
 /// What a pull needs of its database. Every call that writes is one transaction.
 pub trait Sink: Send {
     /// How far the index of `server_url`'s registry shard `shard` has been read.

@@ -8,7 +8,7 @@ use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::object_write::{now_ms, Writes};
-use crate::sink::{ApplyStats, OpenError, PullTarget, Sink, WriteId};
+use crate::sink::{ApplyStats, OpenError, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
 
 const SCHEMA: &str = "
@@ -155,17 +155,10 @@ impl SqliteSink {
     pub fn record_index_page(&mut self, server_url: &str, worker: &str, entries: &[IndexEntry]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut upsert = tx.prepare_cached(
+            let mut upsert = tx.prepare_cached(&format!(
                 "INSERT INTO durable_objects (worker_name, class_name, name, id, log_id, write_id, insert_ts, update_ts, server_url, registry_rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET
-                    class_name = excluded.class_name, name = coalesce(excluded.name, durable_objects.name),
-                    log_id = excluded.log_id, write_id = excluded.write_id, update_ts = excluded.update_ts,
-                    server_url = excluded.server_url, registry_rev = excluded.registry_rev
-                 WHERE excluded.log_id > durable_objects.log_id
-                    OR (excluded.log_id = durable_objects.log_id AND excluded.write_id > durable_objects.write_id)
-                    OR durable_objects.log_id IS NULL",
-            )?;
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9) {INDEX_HEAD_NEWER}"
+            ))?;
             let now = now_ms();
             for e in entries {
                 upsert.execute(params![worker, e.class, e.name, e.id, e.head.epoch, e.head.seq as i64, now, server_url, e.rev as i64])?;
