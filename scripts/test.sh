@@ -28,7 +28,8 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # The suite takes about 6 minutes on 2 cores; a run past 45 is a hang, and failing then leaves
 # its output (cargo names tests running for over 60 s) instead of a run that never ends.
-timeout --kill-after=30s 45m cargo test --workspace --exclude durafetch-example "$@" 2>&1 | tee "$log"
+# --no-fail-fast: a failing test binary does not hide the results of the ones after it.
+timeout --kill-after=30s 45m cargo test --no-fail-fast --workspace --exclude durafetch-example "$@" 2>&1 | tee "$log"
 # One closing line over every test binary, rather than the last binary's own count.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
