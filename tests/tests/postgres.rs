@@ -341,6 +341,20 @@ fn four_sharded_pullers_cover_every_object_exactly_once() {
     assert!(refused.stderr.contains("PostgreSQL"), "{}", refused.stderr);
 }
 
+/// Watchers, which never end by themselves: killed when dropped, so a failing test leaves none.
+struct Watchers(Vec<Child>);
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for watcher in &mut self.0 {
+            if let Ok(None) = watcher.try_wait() {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
+            }
+        }
+    }
+}
+
 #[test]
 fn two_sharded_watchers_keep_the_database_current() {
     let worker = LocalWorker::start(Some(TOKEN));
@@ -370,21 +384,23 @@ fn two_sharded_watchers_keep_the_database_current() {
         }
     };
     write_all("1");
-    let mut watchers: Vec<Child> = (1..=2)
-        .map(|i| {
-            worker
-                .puller(Path::new(&url), TOKEN, &["--shard", &format!("{i}/2"), "--watch", "--quiet"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut watchers = Watchers(
+        (1..=2)
+            .map(|i| {
+                worker
+                    .puller(Path::new(&url), TOKEN, &["--shard", &format!("{i}/2"), "--watch", "--quiet"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
     wait_for("1", "the initial sync");
     // Writes after the initial sync reach the database through whichever watcher owns the object.
     write_all("2");
     wait_for("2", "the writes after the initial sync");
-    for watcher in &mut watchers {
+    for watcher in &mut watchers.0 {
         assert!(watcher.try_wait().unwrap().is_none(), "a watcher exited early");
         let _ = std::process::Command::new("kill").args(["-INT", &watcher.id().to_string()]).status();
         let status = watcher.wait().unwrap();
