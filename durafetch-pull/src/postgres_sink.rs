@@ -17,7 +17,7 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::object_write::{now_ms, ObjectWrite, ValueColumns, Writes};
 use crate::postgres_sql;
-use crate::sink::{ApplyStats, OpenError, Part, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
+use crate::sink::{last_per_key, ApplyStats, OpenError, Part, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
 
 /// A statement's parameter.
@@ -176,18 +176,9 @@ impl PostgresSink {
     }
 }
 
-/// The last change of each key in a page, in the order of those last changes: a page is
-/// written with one statement per kind of change, and a statement touches a row once.
-fn last_change_per_key(changes: &[Change]) -> Vec<&Change> {
-    let mut last: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
-    for (i, change) in changes.iter().enumerate() {
-        last.insert(&change.key, i);
-    }
-    changes.iter().enumerate().filter(|(i, c)| last[c.key.as_str()] == *i).map(|(_, c)| c).collect()
-}
-
 fn apply_changes(tx: &mut Transaction<'_>, write: &ObjectWrite, stamp: i64, changes: &[Change]) -> Result<ApplyStats, postgres::Error> {
-    let changes = last_change_per_key(changes);
+    // A statement touches a row once: each key's last change stands for its others.
+    let changes = last_per_key(changes, |c| c.key.as_str());
     let now = now_ms();
     let read_at = (i64::from(write.read_at.epoch), write.read_at.seq as i64);
     let mut stats = ApplyStats::default();

@@ -20,8 +20,8 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, Transaction};
 
 use crate::object_write::ObjectWrite;
-use crate::sink::ApplyStats;
-use crate::sql_write::{ident, local_column_name, local_table_name};
+use crate::sink::{fnv1a, last_per_key, ApplyStats};
+use crate::sql_write::{ident, local_column_name, local_table_name, row_json};
 
 pub(crate) const SQL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sql_tables (
@@ -38,7 +38,7 @@ fn postgres_name(name: &str) -> String {
     if name.len() <= 63 {
         return name.to_owned();
     }
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = fnv1a(name);
     let mut cut = 46;
     while !name.is_char_boundary(cut) {
         cut -= 1;
@@ -143,9 +143,16 @@ fn columns(client: &mut impl GenericClient, local: &str) -> Result<HashMap<Strin
     Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
 }
 
+/// The page's columns' types (`None`: not in the table, and every value NULL), and every
+/// column of the table.
+struct FittedColumns {
+    page: Vec<Option<ColumnType>>,
+    table: HashMap<String, ColumnType>,
+}
+
 /// Adds the columns the page's values need and turns to `jsonb` those a value does not fit;
-/// answers the types of the page's columns (`None`: not in the table, and every value NULL).
-fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<Vec<Option<ColumnType>>, postgres::Error> {
+/// answers the columns as they then are.
+fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<FittedColumns, postgres::Error> {
     let mut wanted: Vec<Option<ColumnType>> = vec![None; page.columns.len()];
     for row in &page.rows {
         for (i, value) in row.v.iter().flatten().enumerate().take(wanted.len()) {
@@ -183,7 +190,7 @@ fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<
         }
         have = columns(tx, local)?;
     }
-    Ok(names.iter().map(|name| have.get(name).copied()).collect())
+    Ok(FittedColumns { page: names.iter().map(|name| have.get(name).copied()).collect(), table: have })
 }
 
 /// One column of a page's rows, as an array of the column's type.
@@ -206,13 +213,6 @@ fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: ColumnType) ->
                 .collect::<Vec<Option<String>>>(),
         ),
     }
-}
-
-/// A row as `sql_history.row` holds it: its columns, each value in the wire's form.
-fn row_json(columns: &[String], values: &[SqlValue]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> =
-        columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-    serde_json::Value::Object(object).to_string()
 }
 
 /// The rows `keys` as the table holds them now, as wire values in the page's column order.
@@ -273,14 +273,9 @@ pub(crate) fn apply_sql_page(
     page: &SqlPage,
 ) -> Result<ApplyStats, postgres::Error> {
     let local = local_table(tx, write, &page.table, true)?.unwrap_or_default();
-    let types = fit_columns(tx, &local, page)?;
+    let FittedColumns { page: types, table: all } = fit_columns(tx, &local, page)?;
     let mut stats = ApplyStats::default();
-    let mut last: HashMap<&str, usize> = HashMap::with_capacity(page.rows.len());
-    for (i, row) in page.rows.iter().enumerate() {
-        last.insert(&row.k, i);
-    }
-    let rows = page.rows.iter().enumerate().filter(|(i, r)| last[r.k.as_str()] == *i).map(|(_, r)| r);
-    let (present, absent): (Vec<_>, Vec<_>) = rows.partition(|r| r.v.is_some());
+    let (present, absent): (Vec<_>, Vec<_>) = last_per_key(&page.rows, |r| r.k.as_str()).into_iter().partition(|r| r.v.is_some());
     let now = crate::object_write::now_ms();
     if !absent.is_empty() {
         let keys: Vec<&str> = absent.iter().map(|r| r.k.as_str()).collect();
@@ -327,7 +322,6 @@ pub(crate) fn apply_sql_page(
     }
     // Every column of the table: the page's get its values, the rest NULL (the object's table
     // lacks them).
-    let all = columns(tx, &local)?;
     let keys: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
     let mut params: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(write.do_id), Box::new(stamp), Box::new(keys)];
     let (mut names, mut selected, mut arrays) = (Vec::new(), Vec::new(), Vec::new());

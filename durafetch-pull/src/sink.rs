@@ -66,12 +66,25 @@ pub struct Part {
 impl Part {
     pub const WHOLE: Part = Part { index: 1, count: 1 };
 
-    /// Whether the object `id` is this part's. FNV-1a over the id's bytes: stable across
-    /// versions and machines, which every puller of a database must agree on.
+    /// Whether the object `id` is this part's, by [`fnv1a`]: every puller of a database must agree.
     pub fn owns(&self, id: &str) -> bool {
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        hash % u64::from(self.count) == u64::from(self.index - 1)
+        fnv1a(id) % u64::from(self.count) == u64::from(self.index - 1)
     }
+}
+
+/// FNV-1a, 64 bits: a stable hash of names, the same on every machine and version.
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Of items that may name one key several times, the last for each key, in the order of those
+/// last ones: what a page means once each key's changes are applied in turn.
+pub(crate) fn last_per_key<'a, T>(items: &'a [T], key: impl Fn(&'a T) -> &'a str) -> Vec<&'a T> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        last.insert(key(item), i);
+    }
+    items.iter().enumerate().filter(|(i, item)| last[key(item)] == *i).map(|(_, item)| item).collect()
 }
 
 impl std::str::FromStr for Part {

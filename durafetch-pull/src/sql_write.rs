@@ -70,6 +70,14 @@ pub(crate) fn source_column_name(local: &str) -> Option<String> {
     Some(renamed.unwrap_or(local).to_owned())
 }
 
+/// A row as `sql_history.row` holds it: a JSON object of its columns, each value in the wire's
+/// exact form (see `docs/protocol.md`).
+pub(crate) fn row_json(columns: &[String], values: &[SqlValue]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> =
+        columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
+    serde_json::Value::Object(object).to_string()
+}
+
 pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -167,11 +175,7 @@ impl<'a> RowNotes<'a> {
             }
         }
         if let Some(history) = &mut self.history {
-            let row = values.map(|values| {
-                let object: serde_json::Map<String, serde_json::Value> =
-                    page.columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-                serde_json::Value::Object(object).to_string()
-            });
+            let row = values.map(|values| row_json(&page.columns, values));
             history.execute(params![do_id, page.table, key, values.is_none(), row, self.now])?;
         }
         Ok(true)
