@@ -66,7 +66,8 @@ pub struct Part {
 impl Part {
     pub const WHOLE: Part = Part { index: 1, count: 1 };
 
-    /// Whether the object `id` is this part's, by [`fnv1a`]: every puller of a database must agree.
+    /// Whether the object `id` is this part's, by the FNV-1a hash of the id: every puller of a
+    /// database must agree.
     pub fn owns(&self, id: &str) -> bool {
         fnv1a(id) % u64::from(self.count) == u64::from(self.index - 1)
     }
