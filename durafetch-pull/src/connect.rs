@@ -1,4 +1,5 @@
-//! The production transport: an authenticated WebSocket to a server. `*.localhost` does not
+//! The production transport: an authenticated WebSocket to a server, or a small export asked for
+//! in one request (`one_response`) on a connection dialled the same way. `*.localhost` does not
 //! resolve through the system resolver, so such hosts are reached on 127.0.0.1 with the name in
 //! the `Host` header.
 
@@ -21,20 +22,25 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Server;
-use crate::transport::{Link, Transport};
+use crate::one_response::KeptConnections;
+use crate::transport::{Answer, Link, Transport};
 
 type Socket = WebSocketStream<Connection>;
 
-/// Opens each connection as an authenticated WebSocket, TLS for `wss://`.
-pub struct WebSocketTransport;
+/// Opens each session as an authenticated WebSocket, TLS for `wss://`; asks for whole exports
+/// on connections it keeps open between requests.
+#[derive(Default)]
+pub struct NetworkTransport {
+    kept: KeptConnections,
+}
 
-impl Transport for WebSocketTransport {
-    fn open<'a>(
-        &'a self,
-        server: &'a Server,
-        path: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Link, ConnectError>> + Send + 'a>> {
+impl Transport for NetworkTransport {
+    fn open<'a>(&'a self, server: &'a Server, path: &'a str) -> Answer<'a, Link> {
         Box::pin(async move { open(server, path).await.map(|socket| Box::pin(socket) as Link) })
+    }
+
+    fn export_whole<'a>(&'a self, server: &'a Server, path: &'a str, hello: &'a str) -> Answer<'a, Option<String>> {
+        Box::pin(self.kept.export_whole(server, path, hello))
     }
 }
 
@@ -103,32 +109,11 @@ async fn handshake(
     path: &str,
     tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
 ) -> Result<Socket, ConnectError> {
-    let mut url = server.url.clone();
-    // Under the server's path prefix, if it has one.
-    url.set_path(&format!("{}{path}", server.url.path().trim_end_matches('/')));
+    let url = endpoint(server, path);
     let host = url.host_str().unwrap_or_default().to_owned();
     let mut request = url.as_str().into_client_request().map_err(|e| ConnectError::Protocol(e.to_string()))?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", server.token.expose()))
-        .map_err(|_| ConnectError::Protocol("the token holds characters a header cannot carry".into()))?;
-    request.headers_mut().insert("authorization", bearer);
-
-    // The TLS settings first: an unreadable SSL_CERT_FILE is named before any connection.
-    let tls = if url.scheme() == "wss" { Some(tls()?) } else { None };
-    let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
-    let port = url.port_or_known_default().unwrap_or(80);
-    let tcp =
-        if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
-            .map_err(unreachable)?;
-    // Pages and credits are small messages: send each at once.
-    tcp.set_nodelay(true).map_err(unreachable)?;
-    let stream = if let Some(tls) = tls {
-        let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ConnectError::Protocol(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| tls_error(&host, e))?;
-        Stream::Tls(Box::new(tls))
-    } else {
-        Stream::Plain(tcp)
-    };
-    let connection = Connection(Arc::new(Mutex::new(stream)));
+    request.headers_mut().insert("authorization", bearer(server)?);
+    let connection = Connection(Arc::new(Mutex::new(dial(&url, tls).await?)));
     match tokio_tungstenite::client_async(request, connection.clone()).await {
         Ok((socket, _)) => Ok(socket),
         Err(WsError::Http(response)) if response.status() == 401 => Err(ConnectError::Unauthorized),
@@ -137,13 +122,52 @@ async fn handshake(
             let body = refusal_body(&response, connection).await;
             Err(ConnectError::Status { status, body: error_message(&body) })
         }
-        Err(WsError::Io(e)) => Err(unreachable(e)),
+        Err(WsError::Io(e)) => Err(ConnectError::Unreachable { host, message: e.to_string() }),
         Err(e) => Err(ConnectError::Protocol(e.to_string())),
     }
 }
 
+/// The URL of one of the server's endpoints: under its path prefix, if it has one.
+pub(crate) fn endpoint(server: &Server, path: &str) -> url::Url {
+    let mut url = server.url.clone();
+    url.set_path(&format!("{}{path}", server.url.path().trim_end_matches('/')));
+    url
+}
+
+/// The `authorization` header of the server's token.
+pub(crate) fn bearer(server: &Server) -> Result<HeaderValue, ConnectError> {
+    HeaderValue::from_str(&format!("Bearer {}", server.token.expose()))
+        .map_err(|_| ConnectError::Protocol("the token holds characters a header cannot carry".into()))
+}
+
+/// A connection to `url`'s host: TCP, and TLS over it for `wss://` with the settings `tls`
+/// makes. The TLS settings come first, so that an unreadable SSL_CERT_FILE is named before any
+/// connection is made.
+pub(crate) async fn dial(
+    url: &url::Url,
+    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
+) -> Result<Stream, ConnectError> {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let tls = if url.scheme() == "wss" { Some(tls()?) } else { None };
+    let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tcp =
+        if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
+            .map_err(unreachable)?;
+    // Pages and credits are small messages: send each at once.
+    tcp.set_nodelay(true).map_err(unreachable)?;
+    match tls {
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| tls_error(&host, e))?;
+            Ok(Stream::Tls(Box::new(tls)))
+        }
+        None => Ok(Stream::Plain(tcp)),
+    }
+}
+
 /// The TLS settings of every connection, made once: see [`roots`].
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, CertificateFileError>> = OnceLock::new();
     let made = CONFIG.get_or_init(|| roots(std::env::var_os("SSL_CERT_FILE").as_deref().map(Path::new)).map(client_config));
     Ok(made.clone()?)
@@ -243,7 +267,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 /// What a refusal says: the `error` of durafetch's JSON error body, or the body as text.
-fn error_message(body: &[u8]) -> String {
+pub(crate) fn error_message(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
@@ -252,10 +276,42 @@ fn error_message(body: &[u8]) -> String {
     message.chars().take(1000).collect()
 }
 
-/// The byte stream under a WebSocket: TCP, or TLS over TCP.
-enum Stream {
+/// The byte stream under a connection: TCP, or TLS over TCP.
+pub(crate) enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A [`Stream`] that the handshake's caller keeps a handle to, so that when the server refuses
@@ -272,33 +328,21 @@ impl Connection {
 
 impl AsyncRead for Connection {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut *self.stream() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut *self.stream()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Connection {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut *self.stream() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut *self.stream()).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut *self.stream() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut *self.stream()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut *self.stream() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut *self.stream()).poll_shutdown(cx)
     }
 }
 

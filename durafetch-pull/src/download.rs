@@ -6,9 +6,10 @@ use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
 
 use crate::config::Server;
 use crate::error::TransferError;
+use crate::export_reader::ExportReader;
 use crate::filter::Filter;
 use crate::retry::Backoff;
-use crate::session::{ClientSession, SessionError};
+use crate::session::SessionError;
 use crate::sink::{ApplyStats, PullTarget};
 use crate::sink_thread::{Queued, SinkThread};
 use crate::transport::Transport;
@@ -61,8 +62,8 @@ impl ObjectDownload<'_> {
 
     async fn run(&self) -> Result<ObjectStats, TransferError> {
         let ObjectDownload { transport, server, target, sink, filter } = *self;
-        let socket = transport.open(server, &format!("/export/{}/{}", target.class, target.id)).await?;
-        let mut session = ClientSession::export(socket, target.local, target.local_sql).await?;
+        let path = format!("/export/{}/{}", target.class, target.id);
+        let mut session = ExportReader::open(transport, server, &path, target.local, target.local_sql).await?;
         let (mode, epoch) = match session.next().await? {
             ServerMessage::Begin { mode, epoch } => (mode, epoch),
             other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}")).into()),
@@ -126,6 +127,30 @@ mod tests {
         assert_eq!(server.connections("/export/Cart/cc"), 2, "one retry");
         assert_eq!(since(&server.hellos("/export/Cart/cc")[1]).0, None, "the retry starts over: no cursor was saved");
         assert_eq!(file(&db, "app"), server.live("app"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A small object comes in one answer, a larger one over a session after the server says
+    /// it needs one; both land exactly, and a later change of the small one comes whole too.
+    #[tokio::test]
+    async fn small_exports_come_in_one_answer_and_larger_ones_over_a_session() {
+        let server = FakeServer::filled("app");
+        for key in ["k4", "k5", "k6"] {
+            server.write("app", "Room", "bb", key, Some(serde_json::json!(key)));
+        }
+        let (db, dir) = temp_db("one-answer");
+        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!((server.whole_answers("/export/Room/aa"), server.connections("/export/Room/aa")), (1, 1), "3 keys: one answer");
+        assert_eq!((server.whole_answers("/export/Room/bb"), server.connections("/export/Room/bb")), (0, 1), "6 keys: a session");
+
+        server.write("app", "Room", "aa", "k1", None);
+        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!(server.whole_answers("/export/Room/aa"), 2, "the change came in one answer");
+        assert_eq!(since(&server.hellos("/export/Room/aa")[1]).0.map(|c| c.seq), Some(3), "from the cursor the first answer left");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::config::{ConfigFile, Overrides, Server, Settings};
 use crate::connect::ConnectError;
 use crate::filter::FilterSpec;
-use crate::transport::{Link, Transport};
+use crate::transport::{Answer, Link, Transport};
 
 /// One object as the fake holds it: each key's value (`None` once deleted) and the position of
 /// its last write.
@@ -53,6 +53,8 @@ struct State {
     faults: VecDeque<(String, Fault)>,
     /// Every connection opened: (worker, path, the client's hello).
     sessions: Vec<(String, String, Option<ClientMessage>)>,
+    /// The paths of exports answered in one response.
+    whole_answers: Vec<String>,
 }
 
 /// The fake server: a [`Transport`] for every worker it holds.
@@ -61,6 +63,8 @@ pub struct FakeServer(Arc<Mutex<State>>);
 
 /// Changes per page the fake sends.
 const PAGE: usize = 2;
+/// The most pages of an export the fake answers in one response.
+const WHOLE_PAGES: usize = 2;
 
 impl FakeServer {
     /// A fake holding three objects of two classes for `worker` ([`fill`]).
@@ -117,6 +121,54 @@ impl FakeServer {
         state.faults.remove(at).map(|(_, fault)| fault)
     }
 
+    /// Records a connection to `path` with its hello, and answers the hello: an index's pages,
+    /// or an object's export.
+    fn answer(&self, worker: &str, path: &str, hello: &ClientMessage) -> Vec<ServerMessage> {
+        let ClientMessage::Hello { since, since_rev, .. } = hello.clone() else { return Vec::new() };
+        let mut state = self.0.lock().unwrap();
+        state.sessions.push((worker.to_owned(), path.to_owned(), Some(hello.clone())));
+        let mut messages = Vec::new();
+        let objects = state.workers.get(worker).cloned().unwrap_or_default();
+        if path.starts_with("/index") {
+            let mut changed: Vec<IndexEntry> = objects
+                .iter()
+                .filter(|(_, o)| o.rev > since_rev)
+                .map(|(id, o)| IndexEntry {
+                    class: o.class.clone(),
+                    id: id.clone(),
+                    name: o.name.clone(),
+                    head: Cursor::new(1, o.seq),
+                    rev: o.rev,
+                    changed_at: 0,
+                })
+                .collect();
+            changed.sort_by_key(|e| e.rev);
+            for page in changed.chunks(PAGE) {
+                messages.push(ServerMessage::Objects { worker: worker.to_owned(), objects: page.to_vec() });
+            }
+            messages.push(ServerMessage::IndexEnd { rev: state.rev, shards: 1 });
+        } else {
+            let id = path.rsplit('/').next().unwrap_or_default();
+            let object = objects.get(id).cloned().unwrap_or_default();
+            let (mode, from) = match since {
+                Some(cursor) if cursor.epoch == 1 && cursor.seq <= object.seq => (ExportMode::Changes, cursor.seq),
+                _ => (ExportMode::Snapshot, 0),
+            };
+            messages.push(ServerMessage::Begin { mode, epoch: 1 });
+            let changes: Vec<Change> = object
+                .keys
+                .iter()
+                .filter(|(_, (value, seq))| *seq > from && (mode == ExportMode::Changes || value.is_some()))
+                .map(|(key, (value, _))| Change { key: key.clone(), value: value.clone().map_or(ChangeValue::Deleted, ChangeValue::Json) })
+                .collect();
+            for page in changes.chunks(PAGE) {
+                messages.push(ServerMessage::Page { changes: page.to_vec() });
+            }
+            messages.push(ServerMessage::End { cursor: Cursor::new(1, object.seq), sql: 0 });
+        }
+        messages
+    }
+
     /// Serves one session: reads the hello, answers it, and ends.
     async fn serve(
         self,
@@ -128,61 +180,7 @@ impl FakeServer {
     ) {
         let Some(Message::Text(text)) = from_client.recv().await else { return };
         let Ok(hello) = ClientMessage::parse(&text) else { return };
-        let ClientMessage::Hello { since, since_rev, .. } = hello.clone() else { return };
-        self.0.lock().unwrap().sessions.push((worker.clone(), path.clone(), Some(hello)));
-        let mut messages = Vec::new();
-        {
-            let state = self.0.lock().unwrap();
-            let objects = state.workers.get(&worker).cloned().unwrap_or_default();
-            if path.starts_with("/index") {
-                let mut changed: Vec<IndexEntry> = objects
-                    .iter()
-                    .filter(|(_, o)| o.rev > since_rev)
-                    .map(|(id, o)| IndexEntry {
-                        class: o.class.clone(),
-                        id: id.clone(),
-                        name: o.name.clone(),
-                        head: Cursor::new(1, o.seq),
-                        rev: o.rev,
-                        changed_at: 0,
-                    })
-                    .collect();
-                changed.sort_by_key(|e| e.rev);
-                for page in changed.chunks(PAGE) {
-                    messages.push(ServerMessage::Objects { worker: worker.clone(), objects: page.to_vec() });
-                }
-                messages.push(ServerMessage::IndexEnd { rev: state.rev, shards: 1 });
-            } else {
-                let id = path.rsplit('/').next().unwrap_or_default();
-                let object = objects.get(id).cloned().unwrap_or_default();
-                let (mode, from) = match since {
-                    Some(cursor) if cursor.epoch == 1 && cursor.seq <= object.seq => (ExportMode::Changes, cursor.seq),
-                    _ => (ExportMode::Snapshot, 0),
-                };
-                messages.push(ServerMessage::Begin { mode, epoch: 1 });
-                let changes: Vec<Change> = object
-                    .keys
-                    .iter()
-                    .filter(|(_, (value, seq))| *seq > from && (mode == ExportMode::Changes || value.is_some()))
-                    .map(|(key, (value, _))| Change {
-                        key: key.clone(),
-                        value: value.clone().map_or(ChangeValue::Deleted, ChangeValue::Json),
-                    })
-                    .collect();
-                for page in changes.chunks(PAGE) {
-                    messages.push(ServerMessage::Page { changes: page.to_vec() });
-                }
-                messages.push(ServerMessage::End { cursor: Cursor::new(1, object.seq), sql: 0 });
-            }
-        }
-        let mut pages = 0;
-        for message in messages {
-            let is_page = matches!(message, ServerMessage::Page { .. } | ServerMessage::Objects { .. });
-            if is_page && cut.is_some_and(|limit| pages >= limit) {
-                // Cut off: the link closes without an end.
-                return;
-            }
-            pages += usize::from(is_page);
+        for message in cut_after_pages(self.answer(&worker, &path, &hello), cut) {
             if to_client.send(Message::text(serde_json::to_string(&message).unwrap())).is_err() {
                 return;
             }
@@ -190,6 +188,32 @@ impl FakeServer {
         // Keep the link open until the client closes it, as a server would.
         while from_client.recv().await.is_some() {}
     }
+
+    /// How many exports of paths starting with `path` were answered in one response.
+    pub fn whole_answers(&self, path: &str) -> usize {
+        self.0.lock().unwrap().whole_answers.iter().filter(|p| p.starts_with(path)).count()
+    }
+}
+
+/// `messages` as a server cut off after `cut` pages sends them: without the end.
+fn cut_after_pages(messages: Vec<ServerMessage>, cut: Option<usize>) -> Vec<ServerMessage> {
+    let mut pages = 0;
+    let mut sent = Vec::new();
+    for message in messages {
+        let is_page = matches!(message, ServerMessage::Page { .. } | ServerMessage::Objects { .. });
+        if is_page && cut.is_some_and(|limit| pages >= limit) {
+            break;
+        }
+        pages += usize::from(is_page);
+        sent.push(message);
+    }
+    sent
+}
+
+/// The fake's servers are `ws://durafetch_<worker>.localhost`: the worker is the label's.
+fn worker_of(server: &Server) -> String {
+    let host = server.url.host_str().unwrap_or_default();
+    host.split('.').next().unwrap_or_default().trim_start_matches("durafetch_").to_owned()
 }
 
 impl Transport for FakeServer {
@@ -205,11 +229,34 @@ impl Transport for FakeServer {
             };
             let (to_server, from_client) = unbounded_channel();
             let (to_client, from_server) = unbounded_channel();
-            // The fake's servers are `ws://durafetch_<worker>.localhost`: the worker is the label's.
-            let host = server.url.host_str().unwrap_or_default();
-            let worker = host.split('.').next().unwrap_or_default().trim_start_matches("durafetch_").to_owned();
-            tokio::spawn(self.clone().serve(worker, path.to_owned(), from_client, to_client, cut));
+            tokio::spawn(self.clone().serve(worker_of(server), path.to_owned(), from_client, to_client, cut));
             Ok(Box::pin(MemoryLink { incoming: from_server, outgoing: Some(to_server) }) as Link)
+        })
+    }
+
+    /// Answers an export of at most [`WHOLE_PAGES`] pages whole, as a worker answers a small
+    /// object's; a larger one needs a session. Faults apply as to a session.
+    fn export_whole<'a>(&'a self, server: &'a Server, path: &'a str, hello: &'a str) -> Answer<'a, Option<String>> {
+        Box::pin(async move {
+            let hello = ClientMessage::parse(hello).map_err(|e| ConnectError::Status { status: 400, body: e.to_string() })?;
+            let messages = self.answer(&worker_of(server), path, &hello);
+            let pages = messages.iter().filter(|m| matches!(m, ServerMessage::Page { .. })).count();
+            if pages > WHOLE_PAGES {
+                // The server read the hello and said no: the client's session is another connection.
+                self.0.lock().unwrap().sessions.pop();
+                return Ok(None);
+            }
+            let cut = match self.take_fault(path) {
+                Some(Fault::Unavailable) => {
+                    return Err(ConnectError::Status { status: 503, body: "durafetch: the worker is restarting".into() })
+                }
+                Some(Fault::Unauthorized) => return Err(ConnectError::Unauthorized),
+                Some(Fault::CutAfterPages(pages)) => Some(pages),
+                None => None,
+            };
+            self.0.lock().unwrap().whole_answers.push(path.to_owned());
+            let lines: Vec<String> = cut_after_pages(messages, cut).iter().map(|m| serde_json::to_string(m).unwrap()).collect();
+            Ok(Some(lines.join("\n")))
         })
     }
 }

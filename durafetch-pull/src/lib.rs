@@ -1,7 +1,7 @@
 //! durafetch-pull's library: everything but flag parsing. Modules follow the data's path:
-//! `config` (settings) → `index` (which objects changed) → `download` (their keys, over a
-//! flow-controlled `session` on a link the `transport` opens, a WebSocket from `connect` in
-//! production, with `retry`) → `sink_thread` → `object_write`, `sql_write` (SQL tables) and `sink` (the SQLite file), with
+//! `config` (settings) → `index` (which objects changed) → `download` (their keys, read by an
+//! `export_reader` from one answer or a flow-controlled `session` that the `transport` opens: in
+//! production `connect`'s WebSocket or `one_response`'s kept-alive request, with `retry`) → `sink_thread` → `object_write`, `sql_write` (SQL tables) and `sink` (the SQLite file), with
 //! `filter` choosing objects and keys, `error` joining the session's and the file's errors,
 //! `progress` reporting, and `pull` running it all. `restore` runs the other way: the file read
 //! by `restore_source`, written into objects over an `import_session`.
@@ -10,10 +10,12 @@ pub mod config;
 mod connect;
 mod download;
 mod error;
+mod export_reader;
 pub mod filter;
 mod import_session;
 mod index;
 pub mod object_write;
+mod one_response;
 pub mod postgres_sink;
 mod postgres_sql;
 pub mod progress;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use crate::config::{Server, Settings, Verify};
-use crate::connect::{ConnectError, WebSocketTransport};
+use crate::connect::{ConnectError, NetworkTransport};
 use crate::error::TransferError;
 use crate::progress::{object_bar, Summary};
 use crate::session::SessionError;
@@ -41,7 +41,7 @@ impl PullError {
 
 /// Pulls once over the network.
 pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError> {
-    once_with(settings, &WebSocketTransport, quiet).await
+    once_with(settings, &NetworkTransport::default(), quiet).await
 }
 
 /// Pulls once through `transport`.
@@ -161,7 +161,7 @@ pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) 
     let sink = open_sink(settings).await?;
     let ended = tokio::select! {
         () = stop => Ok(()),
-        ended = keep_up_to_date(settings, Arc::new(WebSocketTransport), &sink, quiet, report) => ended,
+        ended = keep_up_to_date(settings, Arc::new(NetworkTransport::default()), &sink, quiet, report) => ended,
     };
     sink.close().await;
     ended

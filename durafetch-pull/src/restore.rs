@@ -168,7 +168,7 @@ pub enum RestoreError {
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
 /// object as it ends, beside a progress bar over the objects (on a terminal, unless `quiet`).
 pub async fn restore(settings: &RestoreSettings, quiet: bool, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
-    restore_with(settings, &crate::connect::WebSocketTransport, quiet, each).await
+    restore_with(settings, &crate::connect::NetworkTransport::default(), quiet, each).await
 }
 
 /// [`restore`] over `transport`.

@@ -60,13 +60,9 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// Opens an export session from the cursor `since` and the SQL cursor `since_sql`.
-    pub async fn export(socket: Link, since: Option<durafetch_sdk::core::cursor::Cursor>, since_sql: u64) -> Result<Self, SessionError> {
-        Self::start(
-            socket,
-            ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_sql, since_rev: 0, window: WINDOW, watch: false },
-        )
-        .await
+    /// The hello of an export from the cursor `since` and the SQL cursor `since_sql`.
+    pub fn export_hello(since: Option<durafetch_sdk::core::cursor::Cursor>, since_sql: u64) -> ClientMessage {
+        ClientMessage::Hello { version: PROTOCOL_VERSION, since, since_sql, since_rev: 0, window: WINDOW, watch: false }
     }
 
     /// Opens an index session from the registry revision `since_rev`, kept open if `watch`.
@@ -75,7 +71,8 @@ impl ClientSession {
             .await
     }
 
-    async fn start(mut socket: Link, hello: ClientMessage) -> Result<Self, SessionError> {
+    /// Opens a session on `socket` with `hello`.
+    pub async fn start(mut socket: Link, hello: ClientMessage) -> Result<Self, SessionError> {
         send(&mut socket, &hello).await?;
         Ok(Self { socket, received: 0, heartbeat: HEARTBEAT })
     }
@@ -95,11 +92,7 @@ impl ClientSession {
             heard = Instant::now();
             let Some(text) = frame_text(frame)? else { continue };
             self.received += text.len() as u64;
-            return match ServerMessage::parse(&text) {
-                Ok(ServerMessage::Error { message }) => Err(SessionError::Server(message)),
-                Ok(msg) => Ok(msg),
-                Err(e) => Err(SessionError::Protocol(e.to_string())),
-            };
+            return server_message(&text);
         }
     }
 
@@ -114,6 +107,15 @@ impl ClientSession {
 
     pub async fn close(mut self) {
         let _ = self.socket.close().await;
+    }
+}
+
+/// One message of the server: an error it reports fails the session.
+pub(crate) fn server_message(text: &str) -> Result<ServerMessage, SessionError> {
+    match ServerMessage::parse(text) {
+        Ok(ServerMessage::Error { message }) => Err(SessionError::Server(message)),
+        Ok(msg) => Ok(msg),
+        Err(e) => Err(SessionError::Protocol(e.to_string())),
     }
 }
 
@@ -160,7 +162,7 @@ mod tests {
             }
         });
         let server = crate::config::test_server(&format!("ws://durafetch_app.localhost:{}", addr.port()));
-        let socket = crate::connect::WebSocketTransport.open(&server, "/index").await.unwrap();
+        let socket = crate::connect::NetworkTransport::default().open(&server, "/index").await.unwrap();
         let heartbeat = Heartbeat { ping_every: Duration::from_millis(50), silence_limit: Duration::from_millis(300) };
         ClientSession { socket, received: 0, heartbeat }
     }

@@ -1,7 +1,8 @@
 //! The seam under the sessions: how a session reaches a server. In production the
-//! `connect` module's `WebSocketTransport` opens an authenticated WebSocket;
-//! in tests a scripted fake server answers over in-memory channels, so the download, index and
-//! pull logic is tested without a network or a worker.
+//! `connect` module's `NetworkTransport` opens an authenticated WebSocket, or asks for a small
+//! export in one HTTP request (`one_response`); in tests a scripted fake server answers over
+//! in-memory channels, so the download, index and pull logic is tested without a network or a
+//! worker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,8 +21,17 @@ impl<T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError>
 /// An open connection to one of a server's endpoints.
 pub type Link = Pin<Box<dyn LinkIo>>;
 
+/// A future a transport answers with.
+pub type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConnectError>> + Send + 'a>>;
+
 /// Opens connections to a server's endpoints (`/index`, `/index/<shard>`,
 /// `/export/<class>/<id>`).
 pub trait Transport: Send + Sync {
-    fn open<'a>(&'a self, server: &'a Server, path: &'a str) -> Pin<Box<dyn Future<Output = Result<Link, ConnectError>> + Send + 'a>>;
+    fn open<'a>(&'a self, server: &'a Server, path: &'a str) -> Answer<'a, Link>;
+
+    /// Asks for an export in one request: `hello` (the session's first message) sent to `path`,
+    /// answered with the export's messages, one per line. `None` when the server answers that
+    /// the export needs a session: it is larger than one response, or the server predates
+    /// answers in one response.
+    fn export_whole<'a>(&'a self, server: &'a Server, path: &'a str, hello: &'a str) -> Answer<'a, Option<String>>;
 }

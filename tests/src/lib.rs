@@ -615,19 +615,49 @@ pub fn dump(db: &Path) -> String {
 
 /// A raw HTTP/1.1 GET with a chosen `Host` header: status and body.
 pub fn raw_get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = raw_request(port, "GET", host, path, headers, "");
+    (status, body)
+}
+
+/// [`raw_get`] for a POST of `body`: status, the answer's headers (lowercase) and its body.
+pub fn raw_post(port: u16, host: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    raw_request(port, "POST", host, path, headers, body)
+}
+
+fn raw_request(port: u16, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
+    if method != "GET" {
+        request.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     request.push_str("\r\n");
+    request.push_str(body);
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response.as_str(), ""));
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (status, head, body)
+}
+
+/// The data of a chunked body.
+fn dechunk(mut raw: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        data.push_str(&rest[..size]);
+        raw = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    data
 }
 
 /// `durafetch-pull restore` from `db` into the API at `url`, with `token` as its restore token,

@@ -1,7 +1,7 @@
 //! The export API's answers to everything but a well-formed, authenticated request: each gets
 //! its precise status, reveals nothing, and changes nothing.
 
-use durafetch_e2e::{pulled, raw_get, LocalWorker, TOKEN};
+use durafetch_e2e::{pulled, raw_get, raw_post, LocalWorker, TOKEN};
 
 const OTHER_TOKEN: &str = "rotated-token-zyxwvutsrqponmlkjihgfedcba0987654321";
 
@@ -56,7 +56,7 @@ fn every_bad_request_gets_its_precise_answer() {
         assert!(!body.contains(TOKEN), "{path} leaked the token");
     }
     let (status, body) = get(&host, &format!("/export/CounterSql/{id}"), &[("authorization", &good)]);
-    assert_eq!((status, body.trim()), (426, r#"{"error":"expected a WebSocket upgrade"}"#));
+    assert_eq!((status, body.trim()), (426, r#"{"error":"expected a WebSocket upgrade, or for an export a POST of its hello"}"#));
 
     // Hosts: plain http on a public name is refused; other labels are the application's.
     let (status, _) = get("durafetch_durafetch-example.example.com", "/index", &upgrade(&good));
@@ -78,6 +78,68 @@ fn every_bad_request_gets_its_precise_answer() {
         assert_eq!((status, body.trim()), (403, r#"{"error":"forbidden"}"#));
     }
     assert_eq!(worker.object_state("sql", "a").get("k").map(String::as_str), Some("1"));
+}
+
+/// An export asked for in one request: a small object is answered whole, in the session's
+/// messages one per line; a large one with 426 (Upgrade Required); a bad hello, token or
+/// size with its precise status. The index and restores still need a WebSocket.
+#[test]
+fn an_export_in_one_request_is_answered_whole_or_sent_to_a_session() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/small/put?key=k", "\"v\"");
+    let _ = worker.post_text("kv/large/bench", r#"{"kind":"batched","keys":300,"value_bytes":1024}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("one.sqlite");
+    let run = worker.pull(&db, TOKEN);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let ids: std::collections::BTreeMap<String, String> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT name, id FROM durable_objects")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let host = worker.api_host();
+    let good = format!("Bearer {TOKEN}");
+    let post = |path: &str, bearer: &str, body: &str| raw_post(worker.port, &host, path, &[("authorization", bearer)], body);
+    let hello = r#"{"type":"hello","version":3,"window":8}"#;
+    let small = format!("/export/CounterKv/{}", ids["small"]);
+    let large = format!("/export/CounterKv/{}", ids["large"]);
+
+    let (status, head, body) = post(&small, &good, hello);
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("content-type: application/x-ndjson"), "{head}");
+    let lines: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "begin, one page, end: {body}");
+    assert_eq!((lines[0]["type"].as_str(), lines[0]["mode"].as_str()), (Some("begin"), Some("snapshot")));
+    assert_eq!(lines[1]["changes"], serde_json::json!([{"k": "k", "v": "v"}]));
+    assert_eq!(lines[2]["type"], "end");
+    // From the cursor it handed out, nothing has changed.
+    let since = format!(r#"{{"type":"hello","version":3,"window":8,"since":{}}}"#, lines[2]["cursor"]);
+    let (status, _, body) = post(&small, &good, &since);
+    let types: Vec<String> = body.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string()).collect();
+    assert_eq!((status, types.join(" ")), (200, r#""begin" "end""#.to_owned()), "{body}");
+
+    let (status, _, body) = post(&large, &good, hello);
+    assert_eq!(status, 426, "{body}");
+    assert!(body.contains("larger than one response"), "{body}");
+
+    let bad = [
+        (small.as_str(), "Bearer wrong", hello.to_owned(), 401, "unauthorized"),
+        (small.as_str(), good.as_str(), r#"{"type":"hello","version":1,"window":8}"#.to_owned(), 400, "unsupported protocol version 1"),
+        (small.as_str(), good.as_str(), r#"{"type":"credit","pages":1}"#.to_owned(), 400, "expected a hello message first"),
+        (small.as_str(), good.as_str(), "not json".to_owned(), 400, "malformed message"),
+        (small.as_str(), good.as_str(), format!("{:5000}", hello), 413, "message too large"),
+        ("/index", good.as_str(), hello.to_owned(), 426, "expected a WebSocket upgrade"),
+        ("/import/CounterKv/name/c21hbGw", good.as_str(), hello.to_owned(), 403, "restore is not enabled"),
+    ];
+    for (path, bearer, body, status, says) in bad {
+        let (got, _, answer) = post(path, bearer, &body);
+        assert_eq!(got, status, "{path} {body:.40}: {answer}");
+        assert!(answer.contains(says), "{path} {body:.40}: {answer}");
+        assert!(!answer.contains(TOKEN), "{path} leaked the token");
+    }
 }
 
 #[test]

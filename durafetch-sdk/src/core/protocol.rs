@@ -5,6 +5,11 @@
 //! protocol version and how many pages it will buffer (`window`); the server sends at most that
 //! many pages ahead of the client's [`ClientMessage::Credit`] messages, so neither end ever holds
 //! more than a window of pages.
+//!
+//! An export may also be asked for in one HTTP request: a POST of the hello, answered with the
+//! same server messages, one per line, when they fit in [`ONE_RESPONSE_MAX_BYTES`], or with 426
+//! (Upgrade Required) when the export needs a session. Most objects are small, and a request
+//! on a kept-alive connection costs both ends less than opening a WebSocket.
 
 use crate::core::cursor::Cursor;
 use base64::Engine as _;
@@ -21,6 +26,8 @@ pub const PROTOCOL_VERSION: u32 = 3;
 pub const MAX_PAGE_CHANGES: usize = 4000;
 /// A page is sent once its JSON text reaches this size, well under WebSocket message limits.
 pub const PAGE_TARGET_BYTES: usize = 256 * 1024;
+/// The most an export answered in one response holds, its messages and their line ends together.
+pub const ONE_RESPONSE_MAX_BYTES: usize = PAGE_TARGET_BYTES;
 /// Upper bound on the window a client may ask for.
 pub const MAX_WINDOW: u32 = 64;
 /// How long the server waits for a message the client owes it: its hello, or a credit once the

@@ -8,6 +8,10 @@ pub const MAX_KEYS_PER_CALL: usize = 128;
 pub const READ_TARGET_BYTES: usize = 1024 * 1024;
 /// Entries in an export's first storage read, before it knows the object's value sizes.
 pub const FIRST_READ_ENTRIES: usize = 16;
+/// Entries of a snapshot's first read, which takes the whole storage when it holds no more: a
+/// small object's user keys and durafetch's few rows for it. Twice the first ranged read, as
+/// durafetch's rows (a marker or two and a short log) take some of it.
+pub const WHOLE_READ_ENTRIES: usize = 2 * FIRST_READ_ENTRIES;
 
 /// Sizes an export's storage reads (`list` pages, multi-key `get`s) so that each holds about
 /// [`READ_TARGET_BYTES`], learning value sizes from the previous read: 100-byte values are read

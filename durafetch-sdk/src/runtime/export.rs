@@ -8,17 +8,17 @@ use js_sys::{Array, Map, Object};
 use wasm_bindgen::JsCast;
 use worker::WebSocket;
 
-use super::flow::{FlowSession, SessionError};
+use super::flow::{FlowSession, Hello, Outbox, SessionError};
 use super::json_page;
 use super::object_log::ObjectLog;
 use super::sql_export::SqlExport;
 use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
-use crate::core::keys::{log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
+use crate::core::keys::{is_reserved, log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
 use crate::core::pending_row::MAX_ROW_KEYS;
 use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::storage_api::{ReadSizer, MAX_KEYS_PER_CALL};
+use crate::core::storage_api::{ReadSizer, MAX_KEYS_PER_CALL, WHOLE_READ_ENTRIES};
 
 /// Log rows read at a time by an incremental export. The keys of one read are held at once, so
 /// this bounds them at 128,000 names.
@@ -33,11 +33,19 @@ pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
             return;
         }
     };
-    let outcome = match log.storage() {
-        Ok(storage) => ExportSession { log: &log, storage, pages: PageWriter::default() }.serve(&mut session).await,
-        Err(_) => Err(SessionError::Server("the object's storage is gone".into())),
+    let outcome = match session.hello().await {
+        Ok(hello) => export(&log, &hello, &mut session).await,
+        Err(e) => Err(e),
     };
     session.finish(outcome);
+}
+
+/// Writes the export `hello` asks for to `out`: begin, pages, end.
+pub(crate) async fn export(log: &ObjectLog, hello: &Hello, out: &mut impl Outbox) -> Result<(), SessionError> {
+    match log.storage() {
+        Ok(storage) => ExportSession { log, storage, pages: PageWriter::default() }.serve(hello, out).await,
+        Err(_) => Err(SessionError::Server("the object's storage is gone".into())),
+    }
 }
 
 struct ExportSession<'a> {
@@ -47,8 +55,7 @@ struct ExportSession<'a> {
 }
 
 impl ExportSession<'_> {
-    async fn serve(mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
-        let hello = session.hello().await?;
+    async fn serve(mut self, hello: &Hello, session: &mut impl Outbox) -> Result<(), SessionError> {
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
         let sql = self.log.sql.get().map(SqlExport::open).transpose()?;
         let sql_head = sql.as_ref().map_or(0, |sql| sql.head);
@@ -60,12 +67,23 @@ impl ExportSession<'_> {
                 // an open transaction started from: its rows appear only once it commits.
                 let start = settled(head, self.log.oldest_open_transaction());
                 session.send(&ServerMessage::Begin { mode: ExportMode::Snapshot, epoch: head.epoch })?;
-                // User keys are the two ranges either side of the reserved one.
-                self.send_range(session, None, Some(RESERVED_PREFIX)).await?;
-                self.send_range(session, Some(RESERVED_END), None).await?;
+                // Read in the same turn as the head: nothing written after it is in the read.
+                let read_whole = self.send_whole_if_small(session).await?;
+                if !read_whole {
+                    // User keys are the two ranges either side of the reserved one.
+                    self.send_range(session, None, Some(RESERVED_PREFIX)).await?;
+                    self.send_range(session, Some(RESERVED_END), None).await?;
+                }
                 self.flush(session).await?;
                 if let Some(sql) = &sql {
                     sql.send_tables(session).await?;
+                }
+                if read_whole {
+                    // One read saw the object as of `head`: no write can have come between, so
+                    // there is no log to read after it.
+                    let sql_cursor = sql_head.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX));
+                    session.send(&ServerMessage::End { cursor: start, sql: sql_cursor })?;
+                    return Ok(());
                 }
                 (start, sql_head)
             }
@@ -86,7 +104,24 @@ impl ExportSession<'_> {
         Ok(())
     }
 
-    async fn send_range(&mut self, session: &mut FlowSession<'_>, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
+    /// Sends every user key if the whole storage, durafetch's rows included, comes in one read of
+    /// [`WHOLE_READ_ENTRIES`]: most objects are small, and one read costs the object a third of
+    /// the two ranges and the log scan after them. Answers whether it did; a larger object is
+    /// read range by range, and this read is dropped.
+    async fn send_whole_if_small(&mut self, session: &mut impl Outbox) -> Result<bool, SessionError> {
+        let mut scan = RangeScan::new(None, None);
+        let page = scan.next_page(&self.storage, WHOLE_READ_ENTRIES).await?;
+        if !scan.is_done() {
+            return Ok(false);
+        }
+        let Some(page) = page else { return Ok(true) };
+        let entries: Array =
+            Array::from(&page).iter().filter(|entry| !Array::from(entry).get(0).as_string().is_some_and(|key| is_reserved(&key))).collect();
+        self.send_entries(session, &entries).await?;
+        Ok(true)
+    }
+
+    async fn send_range(&mut self, session: &mut impl Outbox, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
         let mut scan = RangeScan::new(start, end);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         while let Some(page) = scan.next_page(&self.storage, sizer.limit()).await? {
@@ -100,7 +135,7 @@ impl ExportSession<'_> {
     /// Sends `[key, value]` entries: runs of plain-JSON values as pages the runtime writes
     /// itself ([`json_page`]), any other value through the exact encoder. Answers the size of
     /// what was sent, in characters.
-    async fn send_entries(&mut self, session: &mut FlowSession<'_>, entries: &Array) -> Result<usize, SessionError> {
+    async fn send_entries(&mut self, session: &mut impl Outbox, entries: &Array) -> Result<usize, SessionError> {
         let mut size = 0;
         let mut at = 0;
         while at < entries.length() {
@@ -129,7 +164,7 @@ impl ExportSession<'_> {
     /// Sends the current state of every key a log row after `from` names; returns the cursor the
     /// client holds once it has applied them: the last row read, held back behind every
     /// transaction that was open during any of the reads (its rows may commit out of order).
-    async fn send_changes_since(&mut self, session: &mut FlowSession<'_>, from: Cursor) -> Result<Cursor, SessionError> {
+    async fn send_changes_since(&mut self, session: &mut impl Outbox, from: Cursor) -> Result<Cursor, SessionError> {
         let mut last = from;
         let mut open: Option<Cursor> = None;
         let mut scan = RangeScan::new(Some(&log_key(from.next_seq())), Some(LOG_END));
@@ -167,7 +202,7 @@ impl ExportSession<'_> {
         Ok(settled(last, open))
     }
 
-    async fn push(&mut self, session: &mut FlowSession<'_>, change: Change) -> Result<(), SessionError> {
+    async fn push(&mut self, session: &mut impl Outbox, change: Change) -> Result<(), SessionError> {
         self.pages.push(change);
         if self.pages.is_full() {
             self.flush(session).await?;
@@ -175,7 +210,7 @@ impl ExportSession<'_> {
         Ok(())
     }
 
-    async fn flush(&mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+    async fn flush(&mut self, session: &mut impl Outbox) -> Result<(), SessionError> {
         match self.pages.take() {
             Some(page) => session.send_page(&page).await,
             None => Ok(()),

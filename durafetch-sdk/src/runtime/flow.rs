@@ -1,5 +1,6 @@
 //! The server end of a flow-controlled session: pages go out only against credits the client
-//! granted, so an object never queues more than the client's window in memory.
+//! granted, so an object never queues more than the client's window in memory. An export writes
+//! to an [`Outbox`]: such a session, or a whole export answered at once (`one_shot`).
 
 use crate::core::cursor::Cursor;
 use crate::core::protocol::{ClientMessage, ProtocolError, ServerMessage, CLIENT_SILENCE_LIMIT_SECS};
@@ -44,6 +45,8 @@ pub(crate) fn close(ws: &WebSocket, outcome: Result<(), SessionError>, error_mes
             worker::console_error!("durafetch: session failed: {e}");
             (CLOSE_SERVER_ERROR, Some(e))
         }
+        // A session has no limit of one response; this is only the one-shot's.
+        Err(SessionError::BeyondOneResponse) => (CLOSE_SERVER_ERROR, Some("an export beyond one response".into())),
     };
     if let Some(message) = message {
         let _ = ws.send_with_str(error_message(message));
@@ -57,6 +60,30 @@ pub(crate) struct Hello {
     pub since_sql: u64,
     pub since_rev: u64,
     pub watch: bool,
+    /// Pages the client accepts before its first credit.
+    pub window: u32,
+}
+
+impl Hello {
+    /// The hello of a client's first message; any other first message breaks the protocol.
+    pub fn from_first(message: ClientMessage) -> Result<Hello, ProtocolError> {
+        match message {
+            ClientMessage::Hello { since, since_sql, since_rev, window, watch, .. } => {
+                Ok(Hello { since, since_sql, since_rev, watch, window })
+            }
+            ClientMessage::Credit { .. } => Err(ProtocolError::NoHello),
+        }
+    }
+}
+
+/// Where an export's messages go.
+pub(crate) trait Outbox {
+    /// A control message (begin, end, a table's schema or its end): no credit needed.
+    fn send(&mut self, msg: &ServerMessage) -> Result<(), SessionError>;
+    /// A page, within the client's window.
+    async fn send_page(&mut self, page: &str) -> Result<(), SessionError>;
+    /// [`Outbox::send_page`] for a page already written as a JS string.
+    async fn send_page_text(&mut self, page: &js_sys::JsString) -> Result<(), SessionError>;
 }
 
 pub(crate) enum SessionError {
@@ -68,6 +95,9 @@ pub(crate) enum SessionError {
     Closed,
     /// Storage or runtime failure; the client is told, without internals it need not see.
     Server(String),
+    /// An export asked for in one response holds more than one response carries: the client
+    /// opens a session instead.
+    BeyondOneResponse,
 }
 
 impl From<worker::Error> for SessionError {
@@ -99,14 +129,10 @@ impl<'a> FlowSession<'a> {
 
     /// Waits for the client's hello, which must be its first message.
     pub async fn hello(&mut self) -> Result<Hello, SessionError> {
-        match self.owed_message().await? {
-            ClientMessage::Hello { since, since_sql, since_rev, window, watch, .. } => {
-                self.credits = window;
-                self.window = window;
-                Ok(Hello { since, since_sql, since_rev, watch })
-            }
-            ClientMessage::Credit { .. } => Err(SessionError::Protocol(ProtocolError::NoHello)),
-        }
+        let hello = Hello::from_first(self.owed_message().await?).map_err(SessionError::Protocol)?;
+        self.credits = hello.window;
+        self.window = hello.window;
+        Ok(hello)
     }
 
     /// The next message, when the client owes one.
@@ -116,20 +142,6 @@ impl<'a> FlowSession<'a> {
 
     async fn next_message(&mut self) -> Result<ClientMessage, SessionError> {
         ClientMessage::parse(&next_text(&mut self.events).await?).map_err(SessionError::Protocol)
-    }
-
-    /// Sends one page, first waiting for a credit if the client's window is used up.
-    pub async fn send_page(&mut self, page: &str) -> Result<(), SessionError> {
-        self.spend_credit().await?;
-        self.ws.send_with_str(page)?;
-        Ok(())
-    }
-
-    /// [`Self::send_page`] for a page already written as a JS string.
-    pub async fn send_page_text(&mut self, page: &js_sys::JsString) -> Result<(), SessionError> {
-        self.spend_credit().await?;
-        super::json_page::send(self.ws, page)?;
-        Ok(())
     }
 
     async fn spend_credit(&mut self) -> Result<(), SessionError> {
@@ -171,7 +183,7 @@ impl<'a> FlowSession<'a> {
         }
     }
 
-    /// Sends a control message (begin, end); these do not use credits.
+    /// Sends a control message (the index's end); these do not use credits.
     pub fn send(&self, msg: &ServerMessage) -> Result<(), SessionError> {
         let text = serde_json::to_string(msg).map_err(|e| SessionError::Server(e.to_string()))?;
         self.ws.send_with_str(text)?;
@@ -181,5 +193,24 @@ impl<'a> FlowSession<'a> {
     /// Ends the session: normally, or with an error message and a close code that says whose fault.
     pub fn finish(self, outcome: Result<(), SessionError>) {
         close(self.ws, outcome, |message| serde_json::to_string(&ServerMessage::Error { message }).unwrap_or_default());
+    }
+}
+
+impl Outbox for FlowSession<'_> {
+    fn send(&mut self, msg: &ServerMessage) -> Result<(), SessionError> {
+        FlowSession::send(self, msg)
+    }
+
+    /// Sends one page, first waiting for a credit if the client's window is used up.
+    async fn send_page(&mut self, page: &str) -> Result<(), SessionError> {
+        self.spend_credit().await?;
+        self.ws.send_with_str(page)?;
+        Ok(())
+    }
+
+    async fn send_page_text(&mut self, page: &js_sys::JsString) -> Result<(), SessionError> {
+        self.spend_credit().await?;
+        super::json_page::send(self.ws, page)?;
+        Ok(())
     }
 }

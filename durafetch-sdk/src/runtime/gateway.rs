@@ -1,6 +1,7 @@
 //! The worker's side of the API: recognises its requests (by host label or path prefix,
 //! `core::route::ApiAddress`), authenticates them (a restore with the restore secret only) and
-//! forwards WebSocket upgrades to the registry or to the object itself.
+//! forwards WebSocket upgrades to the registry or to the object itself, and an export's hello
+//! POSTed to be answered in one response.
 
 use url::Url;
 use worker::{Env, Headers, Method, ObjectNamespace, Request, Response, Stub};
@@ -9,11 +10,12 @@ use super::config::{self, Config};
 use super::internal::{self, EXPORT_PATH, IMPORT_PATH, INDEX_PATH, OBJECT_HEADER};
 use super::{is_websocket_upgrade, json_error, registry, Routed};
 use crate::core::auth::{Secret, SecretError};
+use crate::core::protocol::{ProtocolError, MAX_CLIENT_MESSAGE_BYTES};
 use crate::core::route::{is_local_host, ApiRoute, ImportTarget, RouteError, HOST_LABEL_PREFIX, HYPHEN_LABEL_PREFIX};
 
 /// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests that
 /// are not the API's come back untouched, with the environment.
-pub async fn route_worker_request(req: Request, env: Env) -> Routed<(Request, Env)> {
+pub async fn route_worker_request(mut req: Request, env: Env) -> Routed<(Request, Env)> {
     let Ok(url) = req.url() else { return Routed::Pass((req, env)) };
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let config = match Config::cached(&env) {
@@ -28,10 +30,10 @@ pub async fn route_worker_request(req: Request, env: Env) -> Routed<(Request, En
     let Some(path) = config.address.api_path(&host, url.path(), &config.worker) else {
         return Routed::Pass((req, env));
     };
-    Routed::Handled(serve(&req, &env, &config, &url, &host, path).await)
+    Routed::Handled(serve(&mut req, &env, &config, &url, &host, path).await)
 }
 
-async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str, path: &str) -> worker::Result<Response> {
+async fn serve(req: &mut Request, env: &Env, config: &Config, url: &Url, host: &str, path: &str) -> worker::Result<Response> {
     let secret = match config::secret(env) {
         Ok(secret) => secret,
         Err(e) => return json_error(500, &e.to_string()),
@@ -59,10 +61,21 @@ async fn serve(req: &Request, env: &Env, config: &Config, url: &Url, host: &str,
         Ok(route) => route,
         Err(e) => return json_error(400, &e.to_string()),
     };
-    if !is_websocket_upgrade(req) {
-        return json_error(426, "expected a WebSocket upgrade");
-    }
-    let forward = Forward { secret: &secret, authorization: authorization.as_deref().unwrap_or_default() };
+    // An export's hello may come as a POST, to be answered in one response.
+    let hello = match &route {
+        ApiRoute::Export { .. } if !is_websocket_upgrade(req) && req.method() == Method::Post => {
+            let body = req.text().await?;
+            if body.len() > MAX_CLIENT_MESSAGE_BYTES {
+                return json_error(413, &ProtocolError::TooLarge.to_string());
+            }
+            Some(body)
+        }
+        _ if !is_websocket_upgrade(req) => {
+            return json_error(426, "expected a WebSocket upgrade, or for an export a POST of its hello");
+        }
+        _ => None,
+    };
+    let forward = Forward { secret: &secret, authorization: authorization.as_deref().unwrap_or_default(), hello };
     match route {
         ApiRoute::Index { shard } if shard >= config.registry_shards => json_error(400, &RouteError::BadShard.to_string()),
         ApiRoute::Index { shard } => forward.to(registry::stub(env, shard)?, INDEX_PATH, None).await,
@@ -123,20 +136,28 @@ fn not_of_class(config: &Config, class: &str) -> worker::Result<Response> {
     )
 }
 
-/// An internal call carrying the authenticator and the client's token.
+/// An internal call carrying the authenticator and the client's token: a WebSocket upgrade, or
+/// the POST of an export's `hello`.
 struct Forward<'a> {
     secret: &'a Secret,
     authorization: &'a str,
+    hello: Option<String>,
 }
 
 impl Forward<'_> {
     async fn to(&self, stub: Stub, path: &str, object: Option<&str>) -> worker::Result<Response> {
         let headers = Headers::new();
-        headers.set("upgrade", "websocket")?;
         headers.set("authorization", self.authorization)?;
         if let Some(id) = object {
             headers.set(OBJECT_HEADER, id)?;
         }
-        stub.fetch_with_request(internal::request(self.secret, path, Method::Get, headers, None)?).await
+        let request = match &self.hello {
+            Some(hello) => internal::request(self.secret, path, Method::Post, headers, Some(hello.clone()))?,
+            None => {
+                headers.set("upgrade", "websocket")?;
+                internal::request(self.secret, path, Method::Get, headers, None)?
+            }
+        };
+        stub.fetch_with_request(request).await
     }
 }

@@ -9,7 +9,7 @@
 //! keeps the triggers that record SQL row changes. An export arrives at `gateway` (the worker),
 //! crosses to the object or registry as an `internal` call, reaches the object's `object_api`
 //! and is served by `export` (with `sql_export` for SQL tables) over a `flow`-controlled
-//! session, values written by `value` and `json_page`. A restore takes the same way to
+//! session or, for a small object, in one response (`one_shot`), values written by `value` and `json_page`. A restore takes the same way to
 //! `import`, which writes through the hooks, values made by `value_decode`.
 
 mod compactor_memory;
@@ -25,6 +25,7 @@ mod list_filter;
 mod maintenance;
 mod object_api;
 mod object_log;
+mod one_shot;
 mod pending;
 mod registry;
 mod report;

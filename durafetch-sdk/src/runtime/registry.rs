@@ -11,7 +11,7 @@ use serde::Deserialize;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, State, Stub, WebSocketPair};
 
 use super::config::{self, REGISTRY_BINDING};
-use super::flow::{FlowSession, SessionError};
+use super::flow::{FlowSession, Outbox, SessionError};
 use super::internal::{self, Caller, INDEX_PATH, REPORT_PATH};
 use super::json_error;
 use crate::core::cursor::Cursor;

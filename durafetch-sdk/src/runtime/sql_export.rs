@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use js_sys::Array;
 
-use super::flow::{FlowSession, SessionError};
+use super::flow::{Outbox, SessionError};
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
 use crate::core::sql_capture::{self, decode_value, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
@@ -44,20 +44,20 @@ impl<'a> SqlExport<'a> {
     }
 
     /// The table's schema, which the client keeps for a restore; sent before its rows.
-    fn send_schema(&self, session: &FlowSession<'_>, table: &TableShape) -> Result<(), SessionError> {
+    fn send_schema(&self, session: &mut impl Outbox, table: &TableShape) -> Result<(), SessionError> {
         let statements = self.schemas.get(&table.name).cloned().unwrap_or_default();
         session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements })
     }
 
     /// Every row of every recorded table.
-    pub async fn send_tables(&self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+    pub async fn send_tables(&self, session: &mut impl Outbox) -> Result<(), SessionError> {
         for table in self.tables.values() {
             self.send_table(session, table).await?;
         }
         Ok(())
     }
 
-    async fn send_table(&self, session: &mut FlowSession<'_>, table: &TableShape) -> Result<(), SessionError> {
+    async fn send_table(&self, session: &mut impl Outbox, table: &TableShape) -> Result<(), SessionError> {
         self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
@@ -84,7 +84,7 @@ impl<'a> SqlExport<'a> {
     }
 
     /// The rows named by change records after `from`; answers the last record read.
-    pub async fn send_changes_since(&self, session: &mut FlowSession<'_>, from: u64) -> Result<u64, SessionError> {
+    pub async fn send_changes_since(&self, session: &mut impl Outbox, from: u64) -> Result<u64, SessionError> {
         let mut last = from;
         loop {
             let records = self.sql.rows(sql_capture::CHANGES_SINCE, &[(last as f64).into(), (RECORDS_PER_READ as f64).into()])?;
@@ -116,7 +116,7 @@ impl<'a> SqlExport<'a> {
         }
     }
 
-    async fn send_changed_rows(&self, session: &mut FlowSession<'_>, table: &TableShape, from: u64, upto: u64) -> Result<(), SessionError> {
+    async fn send_changed_rows(&self, session: &mut impl Outbox, table: &TableShape, from: u64, upto: u64) -> Result<(), SessionError> {
         self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
@@ -155,7 +155,7 @@ impl Pages {
         Pages { page: SqlPage { table: table.name.clone(), columns: table.columns.clone(), rows: Vec::new() }, bytes: 0, page_bytes: 0 }
     }
 
-    async fn push(&mut self, session: &mut FlowSession<'_>, row: SqlRow) -> Result<(), SessionError> {
+    async fn push(&mut self, session: &mut impl Outbox, row: SqlRow) -> Result<(), SessionError> {
         let size = row.k.len() + 16 + row.v.as_ref().map_or(0, |v| v.iter().map(SqlValue::wire_size).sum());
         self.bytes += size;
         self.page_bytes += size;
@@ -166,7 +166,7 @@ impl Pages {
         Ok(())
     }
 
-    async fn flush(&mut self, session: &mut FlowSession<'_>) -> Result<(), SessionError> {
+    async fn flush(&mut self, session: &mut impl Outbox) -> Result<(), SessionError> {
         if self.page.rows.is_empty() {
             return Ok(());
         }

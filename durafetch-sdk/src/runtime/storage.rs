@@ -27,6 +27,11 @@ impl RangeScan {
         self.after = Some(key.to_owned());
     }
 
+    /// Whether the last page read was the range's last.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The next page of at most `limit` entries, or `None` when the range is exhausted.
     pub async fn next_page(&mut self, storage: &Object, limit: usize) -> Result<Option<Map>> {
         if self.done {
