@@ -7,7 +7,7 @@ use url::Url;
 use worker::{Env, Headers, Method, ObjectNamespace, Request, Response, Stub};
 
 use super::config::{self, Config};
-use super::internal::{self, EXPORT_PATH, IMPORT_PATH, INDEX_PATH, OBJECT_HEADER};
+use super::internal::{self, EXPORT_PATH, HELLO_HEADER, IMPORT_PATH, INDEX_PATH, OBJECT_HEADER};
 use super::{is_websocket_upgrade, json_error, registry, Routed};
 use crate::core::auth::{Secret, SecretError};
 use crate::core::protocol::{ProtocolError, MAX_CLIENT_MESSAGE_BYTES};
@@ -152,7 +152,11 @@ impl Forward<'_> {
             headers.set(OBJECT_HEADER, id)?;
         }
         let request = match &self.hello {
-            Some(hello) => internal::request(self.secret, path, Method::Post, headers, Some(hello.clone()))?,
+            // In a header: a request without a body costs the runtime no stream between the two.
+            Some(hello) => {
+                headers.set(HELLO_HEADER, hello)?;
+                internal::request(self.secret, path, Method::Get, headers, None)?
+            }
             None => {
                 headers.set("upgrade", "websocket")?;
                 internal::request(self.secret, path, Method::Get, headers, None)?

@@ -19,6 +19,8 @@ pub(crate) const INDEX_PATH: &str = "/index";
 pub(crate) const REPORT_PATH: &str = "/report";
 /// Names the object an internal export call is for.
 pub(crate) const OBJECT_HEADER: &str = "x-durafetch-object";
+/// Carries the hello of an export asked for in one request.
+pub(crate) const HELLO_HEADER: &str = "x-durafetch-hello";
 
 /// Who may make a call, beyond proving it comes from this worker.
 #[derive(Clone, Copy, PartialEq, Eq)]

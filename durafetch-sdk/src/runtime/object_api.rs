@@ -2,9 +2,9 @@
 //! it opens on a WebSocket: an export (`export`), or a restore (`import`), which only a token of
 //! the restore secret may open. An export may instead be asked for in one request (`one_shot`).
 
-use worker::{Method, Request, Response, WebSocketPair};
+use worker::{Request, Response, WebSocketPair};
 
-use super::internal::{self, Caller, EXPORT_PATH, IMPORT_PATH, OBJECT_HEADER};
+use super::internal::{self, Caller, EXPORT_PATH, HELLO_HEADER, IMPORT_PATH, OBJECT_HEADER};
 use super::{export, import, json_error, object_log, one_shot, Routed};
 
 /// Called by `#[durafetch]` at the top of the object's `fetch`: answers internal calls from the
@@ -33,10 +33,10 @@ async fn serve(req: Request) -> worker::Result<Response> {
         return refused;
     }
     if !super::is_websocket_upgrade(&req) {
-        if caller == Caller::Client && req.method() == Method::Post {
-            return one_shot::answer(&log, req).await;
-        }
-        return json_error(426, "expected a WebSocket upgrade");
+        return match req.headers().get(HELLO_HEADER)? {
+            Some(hello) if caller == Caller::Client => one_shot::answer(&log, &hello).await,
+            _ => json_error(426, "expected a WebSocket upgrade"),
+        };
     }
     let pair = WebSocketPair::new()?;
     match caller {

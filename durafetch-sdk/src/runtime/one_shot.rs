@@ -5,7 +5,7 @@
 //! connection, not a WebSocket opened, proxied and closed.
 
 use js_sys::JsString;
-use worker::{Request, Response};
+use worker::Response;
 
 use super::export::export;
 use super::flow::{Hello, Outbox, SessionError};
@@ -16,11 +16,10 @@ use crate::core::protocol::{ClientMessage, ServerMessage, ONE_RESPONSE_MAX_BYTES
 /// The media type of the answer: JSON texts, one per line.
 const LINES_OF_JSON: &str = "application/x-ndjson";
 
-/// Answers a POSTed export hello: 200 with the whole export, 426 when it needs a session, 400
+/// Answers an export's hello, POSTed to the worker and forwarded in a header: 200 with the whole export, 426 when it needs a session, 400
 /// for a body that is not a hello, 500 when the object cannot read its storage.
-pub(crate) async fn answer(log: &ObjectLog, mut req: Request) -> worker::Result<Response> {
-    let body = req.text().await?;
-    let hello = match ClientMessage::parse(&body).and_then(Hello::from_first) {
+pub(crate) async fn answer(log: &ObjectLog, hello: &str) -> worker::Result<Response> {
+    let hello = match ClientMessage::parse(hello).and_then(Hello::from_first) {
         Ok(hello) => hello,
         Err(e) => return json_error(400, &e.to_string()),
     };
