@@ -40,6 +40,10 @@ impl ObjectStats {
 
 /// One object's download: where from, into which file, under which filter.
 pub struct ObjectDownload<'a> {
+    /// The pull's `--concurrency`: permits to talk to the server. A download holds one while
+    /// its export arrives, and lets it go once an export answered whole is in hand, so that
+    /// writing it into the database does not keep the next object waiting.
+    pub network: &'a tokio::sync::Semaphore,
     pub transport: &'a dyn Transport,
     pub server: &'a Server,
     pub target: &'a PullTarget,
@@ -61,9 +65,11 @@ impl ObjectDownload<'_> {
     }
 
     async fn run(&self) -> Result<ObjectStats, TransferError> {
-        let ObjectDownload { transport, server, target, sink, filter } = *self;
+        let ObjectDownload { network, transport, server, target, sink, filter } = *self;
         let path = format!("/export/{}/{}", target.class, target.id);
+        let permit = network.acquire().await.expect("the pull never closes its permits");
         let mut session = ExportReader::open(transport, server, &path, target.local, target.local_sql).await?;
+        let _talking = matches!(session, ExportReader::Session(_)).then_some(permit);
         let (mode, epoch) = match session.next().await? {
             ServerMessage::Begin { mode, epoch } => (mode, epoch),
             other => return Err(SessionError::Protocol(format!("expected begin, got {other:?}")).into()),

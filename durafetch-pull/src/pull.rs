@@ -105,13 +105,17 @@ async fn download_behind(
     }
 
     let bar = object_bar(work.len() as u64, quiet);
+    let network = tokio::sync::Semaphore::new(settings.concurrency);
+    let network = &network;
+    // `--concurrency` downloads talk to the server at once (the permits); as many again may be
+    // writing an export answered whole, at most 256 KiB each, into the database meanwhile.
     let mut downloads = futures_util::stream::iter(work)
         .map(|(server, target)| async move {
-            let download = download::ObjectDownload { transport, server, target: &target, sink, filter: &settings.filter };
+            let download = download::ObjectDownload { network, transport, server, target: &target, sink, filter: &settings.filter };
             let result = download.run_with_retries().await;
             (target, result)
         })
-        .buffer_unordered(settings.concurrency);
+        .buffer_unordered(2 * settings.concurrency);
     while let Some((target, result)) = downloads.next().await {
         bar.inc(1);
         match result {
