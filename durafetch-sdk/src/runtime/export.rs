@@ -61,7 +61,7 @@ impl ExportSession<'_> {
         let sql_head = sql.as_ref().map_or(0, |sql| sql.head);
         // A SQL cursor from the future (its records were lost with a delete_all) starts over.
         let since = hello.since.filter(|_| hello.since_sql <= sql_head);
-        let (from, sql_from) = match ReadPlan::choose(since, self.log.floor(), head) {
+        let (from, sql_from, read_log) = match ReadPlan::choose(since, self.log.floor(), head) {
             ReadPlan::Snapshot => {
                 // Writes made while the scan runs are in the log after `head`, or after the head
                 // an open transaction started from: its rows appear only once it commits.
@@ -78,28 +78,29 @@ impl ExportSession<'_> {
                 if let Some(sql) = &sql {
                     sql.send_tables(session).await?;
                 }
-                if read_whole {
-                    // One read saw the object as of `head`: no write can have come between, so
-                    // there is no log to read after it.
-                    let sql_cursor = sql_head.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX));
-                    session.send(&ServerMessage::End { cursor: start, sql: sql_cursor })?;
-                    return Ok(());
-                }
-                (start, sql_head)
+                // One read saw the object as of `head`: no write can have come between, so
+                // there is no log to read after it.
+                (start, sql_head, !read_whole)
             }
             ReadPlan::ChangesSince(since) => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Changes, epoch: since.epoch })?;
-                (since, hello.since_sql)
+                (since, hello.since_sql, true)
             }
         };
-        let cursor = self.send_changes_since(session, from).await?;
-        self.flush(session).await?;
-        let sql_cursor = match &sql {
-            // Held back as the key cursor is: an open transaction's records may still roll back,
-            // and their numbers be handed out again.
-            Some(sql) => sql.send_changes_since(session, sql_from).await?.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX)),
-            None => 0,
+        let (cursor, sql_cursor) = if read_log {
+            let cursor = self.send_changes_since(session, from).await?;
+            self.flush(session).await?;
+            let sql_cursor = match &sql {
+                Some(sql) => sql.send_changes_since(session, sql_from).await?,
+                None => 0,
+            };
+            (cursor, sql_cursor)
+        } else {
+            (from, sql_from)
         };
+        // Held back as the key cursor is: an open transaction's records may still roll back,
+        // and their numbers be handed out again.
+        let sql_cursor = sql_cursor.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX));
         session.send(&ServerMessage::End { cursor, sql: sql_cursor })?;
         Ok(())
     }
