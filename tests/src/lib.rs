@@ -4,6 +4,7 @@
 //! tools on `PATH`.
 
 pub mod postgres;
+pub mod sql_tables;
 pub mod tls;
 
 use std::collections::BTreeMap;

@@ -62,18 +62,31 @@ pub struct TableShape {
     /// Primary key columns in key order; empty: the rowid is the key.
     pub key: Vec<String>,
     pub columns: Vec<String>,
+    /// The name that reaches the rowid of a rowid table: the first of `rowid`, `_rowid_` and
+    /// `oid` that no column takes (a column of that name hides the rowid behind it). `None`
+    /// for a table without rowid, or one whose columns take all three.
+    pub rowid: Option<&'static str>,
 }
+
+/// The names SQLite gives the rowid, in the order durafetch prefers them.
+const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
 
 impl TableShape {
     /// Builds the shape from `pragma_table_info` rows `(name, pk)`.
     pub fn from_columns(name: String, without_rowid: bool, columns: &[(String, u32)]) -> Self {
         let mut key: Vec<&(String, u32)> = columns.iter().filter(|(_, pk)| *pk > 0).collect();
         key.sort_by_key(|(_, pk)| *pk);
+        let rowid = if without_rowid {
+            None
+        } else {
+            ROWID_NAMES.into_iter().find(|name| !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name)))
+        };
         TableShape {
             name,
             without_rowid,
             key: key.into_iter().map(|(c, _)| c.clone()).collect(),
             columns: columns.iter().map(|(c, _)| c.clone()).collect(),
+            rowid,
         }
     }
 
@@ -85,7 +98,7 @@ impl TableShape {
     /// The key expressions of a row of this table, as seen through `alias` (`NEW`, `OLD`, `t`).
     fn key_exprs(&self, alias: &str) -> Vec<String> {
         if self.key.is_empty() {
-            vec![format!("{alias}.rowid")]
+            vec![format!("{alias}.{}", self.rowid.unwrap_or("rowid"))]
         } else {
             self.key.iter().map(|c| format!("{alias}.{}", ident(c))).collect()
         }
@@ -96,6 +109,13 @@ impl TableShape {
     }
 
     pub fn recordable(&self) -> Result<(), String> {
+        if self.key.is_empty() && self.rowid.is_none() {
+            return Err(format!(
+                "durafetch: table {} declares no primary key and has columns named rowid, _rowid_ and oid, which hide its rowid; \
+                 its rows cannot be told apart, so its changes are not recorded: rename a column or declare a key",
+                self.name
+            ));
+        }
         if self.key.len() > MAX_KEY_COLUMNS {
             return Err(format!(
                 "durafetch: table {} has a primary key of {} columns; at most {MAX_KEY_COLUMNS} are recorded, so its changes are not",
@@ -173,37 +193,51 @@ impl TableShape {
             .collect()
     }
 
+    /// Whether a snapshot pages through the table by its rowid (bound as text, `?2`), or by its
+    /// key's values (bound as one JSON array, `?2`, see [`key_json`]).
+    fn pages_by_rowid(&self) -> bool {
+        self.rowid.is_some()
+    }
+
     /// A page of the table's rows in key order for a snapshot, after the row whose position
-    /// `after` gives (`None`: from the start). Selects the position to continue from (the rowid
-    /// as text, or nothing for a table without rowid, whose position is its key's literals),
-    /// the key's literals, then each column's type and value. `?1` is the page size.
-    pub fn scan_page(&self, after: Option<&[String]>) -> String {
+    /// `?2` gives (`after`: whether there is one). Selects the position to continue from (the
+    /// rowid as text, for a table paged by rowid), the key's literals, then each column's type
+    /// and value. `?1` is the page size. The position is always bound, never spliced: it is
+    /// stored data.
+    pub fn scan_page(&self, after: bool) -> String {
         let keys: Vec<String> = self.key_exprs("t").iter().map(|e| format!("quote({e})")).collect();
         let values = self.value_exprs("t");
         let table = ident(&self.name);
-        if self.without_rowid {
-            let order: Vec<String> = self.key.iter().map(|c| format!("t.{}", ident(c))).collect();
-            let seek = match after {
-                Some(literals) => format!("WHERE ({}) > ({})", order.join(", "), literals.join(", ")),
-                None => String::new(),
-            };
-            format!("SELECT {}, {} FROM {table} AS t {seek} ORDER BY {} LIMIT ?1", keys.join(", "), values.join(", "), order.join(", "))
-        } else {
-            let seek = match after {
-                Some(position) => format!("WHERE t.rowid > {}", position.first().map_or("0", String::as_str)),
-                None => String::new(),
-            };
-            format!(
-                "SELECT CAST(t.rowid AS TEXT), {}, {} FROM {table} AS t {seek} ORDER BY t.rowid LIMIT ?1",
-                keys.join(", "),
-                values.join(", ")
-            )
+        match self.rowid {
+            Some(rowid) => {
+                let seek = if after { format!("WHERE t.{rowid} > CAST(?2 AS INTEGER)") } else { String::new() };
+                format!(
+                    "SELECT CAST(t.{rowid} AS TEXT), {}, {} FROM {table} AS t {seek} ORDER BY t.{rowid} LIMIT ?1",
+                    keys.join(", "),
+                    values.join(", ")
+                )
+            }
+            None => {
+                let order: Vec<String> = self.key.iter().map(|c| format!("t.{}", ident(c))).collect();
+                let seek = if after {
+                    let bound: Vec<String> = (0..self.key.len()).map(|i| json_cell("?2", i)).collect();
+                    format!("WHERE ({}) > ({})", order.join(", "), bound.join(", "))
+                } else {
+                    String::new()
+                };
+                format!("SELECT {}, {} FROM {table} AS t {seek} ORDER BY {} LIMIT ?1", keys.join(", "), values.join(", "), order.join(", "))
+            }
         }
+    }
+
+    /// Where each key column stands among the columns, for [`key_json`].
+    pub fn key_positions(&self) -> Vec<usize> {
+        self.key.iter().filter_map(|k| self.columns.iter().position(|c| c == k)).collect()
     }
 
     /// How many leading values of a [`Self::scan_page`] row are not key literals or columns.
     pub fn scan_position_values(&self) -> usize {
-        usize::from(!self.without_rowid)
+        usize::from(self.pages_by_rowid())
     }
 
     pub fn key_len(&self) -> usize {
@@ -217,9 +251,10 @@ impl TableShape {
         let slots = self.key_slots();
         let keys: Vec<String> = slots.iter().map(|s| format!("quote(c.{s})")).collect();
         let join: Vec<String> = self.key_exprs("t").iter().zip(&slots).map(|(expr, slot)| format!("{expr} IS c.{slot}")).collect();
-        let present = match (self.without_rowid, self.key.first()) {
-            (true, Some(first)) => format!("t.{} IS NOT NULL", ident(first)),
-            _ => "t.rowid IS NOT NULL".to_owned(),
+        let present = match (self.rowid, self.key.first()) {
+            (Some(rowid), _) => format!("t.{rowid} IS NOT NULL"),
+            (None, Some(first)) => format!("t.{} IS NOT NULL", ident(first)),
+            (None, None) => "0".to_owned(),
         };
         format!(
             "SELECT c.seq, {}, {present}, {} FROM {CHANGES_TABLE} AS c LEFT JOIN {} AS t ON {} \
@@ -295,6 +330,19 @@ fn mark(table: &str, mark: i64) -> [String; 2] {
         format!("INSERT INTO {CHANGES_TABLE} (tbl, mark) VALUES ({}, {mark})", literal(table)),
         format!("DELETE FROM {CHANGES_TABLE} WHERE tbl = {} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE})", literal(table)),
     ]
+}
+
+/// The SQL expression of element `i` of the JSON array bound at `param`, as the exact SQLite
+/// value [`crate::core::sql_restore::rows_json`] wrote it: an integer, a real, a text, or a
+/// blob as `{"b": hex}`.
+pub fn json_cell(param: &str, i: usize) -> String {
+    format!("CASE json_type({param}, '$[{i}]') WHEN 'object' THEN unhex(json_extract({param}, '$[{i}].b')) ELSE json_extract({param}, '$[{i}]') END")
+}
+
+/// A row's key values as the JSON array a [`TableShape::scan_page`] by key binds.
+pub fn key_json(values: &[SqlValue], positions: &[usize]) -> String {
+    let cells: Vec<String> = positions.iter().map(|&i| crate::core::sql_restore::cell(values.get(i).unwrap_or(&SqlValue::Null))).collect();
+    format!("[{}]", cells.join(","))
 }
 
 /// An identifier, quoted.
@@ -457,5 +505,74 @@ mod tests {
         let wide: Vec<(String, u32)> = (1..=9).map(|i| (format!("c{i}"), i)).collect();
         let plan = plan_sync(&[TableShape::from_columns("w".into(), true, &wide)], &BTreeMap::new(), &BTreeMap::new());
         assert!(plan.statements.is_empty() && plan.refused.len() == 1);
+    }
+
+    /// A snapshot's position is bound, never spliced: a column named `rowid` whose text is a
+    /// statement pages like any other, and a table without rowid pages by its key's exact values.
+    #[test]
+    fn snapshots_page_by_bound_positions() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(
+            "CREATE TABLE victims (v); INSERT INTO victims VALUES (1);
+             CREATE TABLE rt (rowid TEXT, v);
+             INSERT INTO rt VALUES ('0 LIMIT 0; DELETE FROM victims; SELECT 1 FROM rt AS t WHERE 0', 1), ('1; DROP TABLE victims', 2), ('x', 3);
+             CREATE TABLE hidden (rowid, _rowid_, oid);
+             CREATE TABLE k (a TEXT, b BLOB, c INTEGER, PRIMARY KEY (a, b, c)) WITHOUT ROWID;
+             INSERT INTO k VALUES ('it''s', X'00', 9007199254740993), ('it''s', X'00', 9007199254740994), ('it''s', X'01', 1), ('z', X'', -1);",
+        )
+        .unwrap();
+        let columns = |table: &str| -> Vec<(String, u32)> {
+            let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
+            stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let rt = TableShape::from_columns("rt".into(), false, &columns("rt"));
+        assert_eq!(rt.rowid, Some("_rowid_"));
+        assert!(rt.recordable().is_ok());
+        let hidden = TableShape::from_columns("hidden".into(), false, &columns("hidden"));
+        assert!(hidden.recordable().unwrap_err().contains("rowid, _rowid_ and oid"));
+
+        // Pages of one row: the position of each is the rowid as text, bound as `?2`.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let query = rt.scan_page(after.is_some());
+            let mut stmt = db.prepare(&query).unwrap();
+            let params: Vec<rusqlite::types::Value> =
+                std::iter::once(rusqlite::types::Value::Integer(1)).chain(after.clone().map(rusqlite::types::Value::Text)).collect();
+            let rows: Vec<(String, String)> =
+                stmt.query_map(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(5)?))).unwrap().map(Result::unwrap).collect();
+            let Some((position, v)) = rows.into_iter().next() else { break };
+            seen.push(v);
+            after = Some(position);
+        }
+        assert_eq!(seen, ["1", "2", "3"]);
+        let victims: i64 = db.query_row("SELECT count(*) FROM victims", [], |r| r.get(0)).unwrap();
+        assert_eq!(victims, 1);
+
+        // Without rowid: the last row's key values, as JSON, exactly (a 54-bit integer, a blob).
+        let k = TableShape::from_columns("k".into(), true, &columns("k"));
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut stmt = db.prepare(&k.scan_page(after.is_some())).unwrap();
+            let params: Vec<rusqlite::types::Value> =
+                std::iter::once(rusqlite::types::Value::Integer(1)).chain(after.clone().map(rusqlite::types::Value::Text)).collect();
+            let rows: Vec<Vec<rusqlite::types::Value>> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| (0..9).map(|i| r.get(i)).collect())
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let Some(row) = rows.into_iter().next() else { break };
+            let as_text = |v: &rusqlite::types::Value| match v {
+                rusqlite::types::Value::Text(t) => t.clone(),
+                other => panic!("{other:?}"),
+            };
+            keys.push(row_key(&row[..3].iter().map(as_text).collect::<Vec<_>>()));
+            let values: Vec<SqlValue> = (0..3)
+                .map(|c| decode_value(&as_text(&row[3 + 2 * c]), &serde_json::Value::String(as_text(&row[4 + 2 * c]))).unwrap())
+                .collect();
+            after = Some(key_json(&values, &k.key_positions()));
+        }
+        assert_eq!(keys, ["'it''s',X'00',9007199254740993", "'it''s',X'00',9007199254740994", "'it''s',X'01',1", "'z',X'',-1"]);
     }
 }

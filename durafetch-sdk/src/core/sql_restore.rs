@@ -5,7 +5,7 @@
 //! cannot hold every 64-bit integer, and one statement per page costs one call, not one per row.
 
 use crate::core::protocol::{SqlRow, SqlValue};
-use crate::core::sql_capture::ident;
+use crate::core::sql_capture::{ident, json_cell};
 
 /// The statements that make the user's tables and their indexes, by table (`tbl_name`), each
 /// table's `CREATE TABLE` first. Automatic indexes (of UNIQUE and PRIMARY KEY) have no text and
@@ -31,22 +31,20 @@ pub fn is_schema_statement(statement: &str) -> bool {
 }
 
 /// The statement that writes a page of rows into `table`, for the page's `columns` (those the
-/// table has); `with_rowid` when the table declares no key, so each row's key is its rowid.
+/// table has); `with_rowid`, the name that reaches the rowid, when the table declares no key, so
+/// each row's key is its rowid.
 /// Its one binding is [`rows_json`]'s text.
-pub fn insert_rows(table: &str, columns: &[String], with_rowid: bool) -> String {
+pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) -> String {
     let mut names: Vec<String> = Vec::new();
     let mut exprs: Vec<String> = Vec::new();
-    if with_rowid {
-        names.push("rowid".into());
+    if let Some(rowid) = with_rowid {
+        names.push(rowid.into());
         exprs.push("json_extract(value, '$[0]')".into());
     }
-    let first = usize::from(with_rowid);
+    let first = usize::from(with_rowid.is_some());
     for (i, column) in columns.iter().enumerate() {
         names.push(ident(column));
-        let at = first + i;
-        exprs.push(format!(
-            "CASE json_type(value, '$[{at}]') WHEN 'object' THEN unhex(json_extract(value, '$[{at}].b')) ELSE json_extract(value, '$[{at}]') END"
-        ));
+        exprs.push(json_cell("value", first + i));
     }
     if names.is_empty() {
         // A table of no columns the page names cannot be: every table has one. Write nothing.
@@ -83,7 +81,7 @@ pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<
     Ok(text)
 }
 
-fn cell(value: &SqlValue) -> String {
+pub(crate) fn cell(value: &SqlValue) -> String {
     match value {
         SqlValue::Null => "null".into(),
         SqlValue::Integer(i) => i.to_string(),
@@ -144,10 +142,10 @@ mod tests {
             .map(|(i, v)| SqlRow { k: i.to_string(), v: Some(vec![SqlValue::Integer(i as i64), v.clone()]) })
             .collect();
         let columns = ["id".to_string(), "v".to_string()];
-        db.execute(&insert_rows("keyed", &columns, false), [rows_json(&keyed, &[0, 1], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyed", &columns, None), [rows_json(&keyed, &[0, 1], false).unwrap()]).unwrap();
         let keyless: Vec<SqlRow> =
             values.iter().enumerate().map(|(i, v)| SqlRow { k: (100 + i).to_string(), v: Some(vec![v.clone(), SqlValue::Null]) }).collect();
-        db.execute(&insert_rows("keyless", &columns[1..], true), [rows_json(&keyless, &[0], true).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyless", &columns[1..], Some("rowid")), [rows_json(&keyless, &[0], true).unwrap()]).unwrap();
 
         let read = |query: &str| -> Vec<(i64, Value)> {
             let mut stmt = db.prepare(query).unwrap();
@@ -173,7 +171,7 @@ mod tests {
             SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Text("new".into())]) },
             SqlRow { k: "2".into(), v: None },
         ];
-        db.execute(&insert_rows("keyed", &columns, false), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyed", &columns, None), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
         assert_eq!(read("SELECT id, v FROM keyed WHERE id = 1"), [(1, Value::Text("new".into()))]);
         assert_eq!(read("SELECT count(*), 0 FROM keyed")[0].0, values.len() as i64, "a deleted row is not written");
         assert!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).is_err());

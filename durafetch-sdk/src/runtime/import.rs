@@ -260,10 +260,10 @@ impl Import<'_> {
                 }
             }
         }
-        let with_rowid = shape.key.is_empty() && !shape.without_rowid;
+        let with_rowid = shape.rowid.filter(|_| shape.key.is_empty());
         let indexes: Vec<usize> = picked.iter().map(|(i, _)| *i).collect();
         let names: Vec<String> = picked.into_iter().map(|(_, name)| name).collect();
-        let json = rows_json(&page.rows, &indexes, with_rowid).map_err(SessionError::BadRequest)?;
+        let json = rows_json(&page.rows, &indexes, with_rowid.is_some()).map_err(SessionError::BadRequest)?;
         self.sql()?
             .run_recorded(&insert_rows(&page.table, &names, with_rowid), &[json.into()])
             .map_err(|e| statement_error(&page.table, e))?;

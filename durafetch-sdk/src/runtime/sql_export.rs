@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use js_sys::Array;
+use wasm_bindgen::JsValue;
 
 use super::flow::{Outbox, SessionError};
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::sql_capture::{self, decode_value, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::sql_capture::{self, decode_value, key_json, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
 use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
 
@@ -61,9 +62,14 @@ impl<'a> SqlExport<'a> {
         self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
-        let mut after: Option<Vec<String>> = None;
+        // The position to continue from, bound as the query's `?2`: the rowid as text, or the
+        // key's values as JSON.
+        let mut after: Option<String> = None;
+        let keyed_at = table.key_positions();
         loop {
-            let rows = self.sql.json_rows(&table.scan_page(after.as_deref()), &[(sizer.limit() as f64).into()])?;
+            let mut bindings: Vec<JsValue> = vec![(sizer.limit() as f64).into()];
+            bindings.extend(after.as_deref().map(JsValue::from_str));
+            let rows = self.sql.json_rows(&table.scan_page(after.is_some()), &bindings)?;
             if rows.is_empty() {
                 break;
             }
@@ -74,7 +80,7 @@ impl<'a> SqlExport<'a> {
             for row in rows {
                 let literals = texts(&row, skip, table.key_len());
                 let values = values(&row, skip + table.key_len(), table.columns.len())?;
-                last = Some(if table.without_rowid { literals.clone() } else { texts(&row, 0, 1) });
+                last = Some(if skip == 1 { texts(&row, 0, 1).remove(0) } else { key_json(&values, &keyed_at) });
                 pages.push(session, SqlRow { k: row_key(&literals), v: Some(values) }).await?;
             }
             sizer.observe(read, pages.bytes - before);
