@@ -309,8 +309,13 @@ impl LocalWorker {
 
     /// POSTs to an example route; an error status comes back as `Err((status, body))`.
     pub fn try_post(&self, path: &str, body: &str) -> Result<(), (u16, String)> {
+        self.try_post_text(path, body).map(drop)
+    }
+
+    /// POSTs `body`; answers the response's text, or its status and text when it is not 2xx.
+    pub fn try_post_text(&self, path: &str, body: &str) -> Result<String, (u16, String)> {
         match ureq::post(&format!("{}/{path}", self.base())).send_string(body) {
-            Ok(_) => Ok(()),
+            Ok(response) => Ok(response.into_string().unwrap_or_default()),
             Err(ureq::Error::Status(status, response)) => Err((status, response.into_string().unwrap_or_default())),
             Err(e) => Err((0, e.to_string())),
         }

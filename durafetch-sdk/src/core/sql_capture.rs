@@ -48,59 +48,113 @@ pub const LIST_TABLES: &str = r"SELECT name, wr FROM pragma_table_list
       AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\'
       AND name NOT LIKE '\_\_miniflare\_%' ESCAPE '\'
     ORDER BY name";
-/// A table's columns in order, with their place in the primary key (0: not in it).
-pub const TABLE_COLUMNS: &str = "SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid";
 pub const KNOWN_TABLES: &str = "SELECT name, shape FROM _durafetch_tables";
 pub const OUR_TRIGGERS: &str = r"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\_durafetch\_%' ESCAPE '\'";
 pub const HEAD: &str = "SELECT coalesce(max(seq), 0) FROM _durafetch_changes";
+
+/// A table's columns in order: name, place in the primary key (0: not in it), declared type.
+pub const TABLE_COLUMNS: &str = "SELECT name, pk, type FROM pragma_table_info(?1) ORDER BY cid";
+/// A table's UNIQUE indexes, the primary key's included, one row per key column: the index,
+/// where it comes from (`pk`, `u`, `c`), the column (`cid` -2: an expression) and its collation.
+pub const UNIQUE_INDEX_COLUMNS: &str = r#"SELECT il.name, il.origin, ix.cid, ix.name, ix.coll
+    FROM pragma_index_list(?1) AS il JOIN pragma_index_xinfo(il.name) AS ix
+    WHERE il."unique" AND ix.key ORDER BY il.seq, ix.seqno"#;
+
+/// A column as `pragma_table_info` gives it: name, place in the primary key, declared type.
+pub type ColumnInfo = (String, u32, String);
+
+/// A UNIQUE index through which `REPLACE` (or `ON CONFLICT REPLACE`) may remove a row other than
+/// the one it writes: its columns, each with the collation the index compares it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueIndex {
+    pub columns: Vec<(String, String)>,
+}
 
 /// A user table as the capture sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableShape {
     pub name: String,
     pub without_rowid: bool,
-    /// Primary key columns in key order; empty: the rowid is the key.
+    /// The declared primary key's columns in key order: a table without rowid's row key. A
+    /// rowid table's row key is its rowid, which no NULL, duplicate or REPLACE can blur.
     pub key: Vec<String>,
     pub columns: Vec<String>,
     /// The name that reaches the rowid of a rowid table: the first of `rowid`, `_rowid_` and
-    /// `oid` that no column takes (a column of that name hides the rowid behind it). `None`
-    /// for a table without rowid, or one whose columns take all three.
-    pub rowid: Option<&'static str>,
+    /// `oid` that no column takes (a column of that name hides the rowid behind it), or else its
+    /// INTEGER PRIMARY KEY column. `None` for a table without rowid, or one with no such name.
+    pub rowid: Option<String>,
+    /// The UNIQUE indexes a `REPLACE` may remove other rows through.
+    pub unique: Vec<UniqueIndex>,
+    /// UNIQUE indexes on expressions, by name: rows a `REPLACE` removes through one of them are
+    /// not recorded (see [`TableShape::warnings`]).
+    pub unique_on_expressions: Vec<String>,
 }
 
 /// The names SQLite gives the rowid, in the order durafetch prefers them.
 const ROWID_NAMES: [&str; 3] = ["rowid", "_rowid_", "oid"];
 
+/// Version of the capture's row keys and triggers: a table recorded by an older version is
+/// resent whole once, its rows keyed anew.
+const CAPTURE_VERSION: u32 = 2;
+
 impl TableShape {
-    /// Builds the shape from `pragma_table_info` rows `(name, pk)`.
-    pub fn from_columns(name: String, without_rowid: bool, columns: &[(String, u32)]) -> Self {
-        let mut key: Vec<&(String, u32)> = columns.iter().filter(|(_, pk)| *pk > 0).collect();
-        key.sort_by_key(|(_, pk)| *pk);
+    /// Builds the shape from `pragma_table_info` rows.
+    pub fn from_columns(name: String, without_rowid: bool, columns: &[ColumnInfo]) -> Self {
+        let mut key: Vec<&ColumnInfo> = columns.iter().filter(|(_, pk, _)| *pk > 0).collect();
+        key.sort_by_key(|(_, pk, _)| *pk);
         let rowid = if without_rowid {
             None
         } else {
-            ROWID_NAMES.into_iter().find(|name| !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name)))
+            let free = ROWID_NAMES.into_iter().find(|name| !columns.iter().any(|(c, _, _)| c.eq_ignore_ascii_case(name)));
+            let integer_key = match key.as_slice() {
+                [(column, _, declared)] if declared.eq_ignore_ascii_case("INTEGER") => Some(ident(column)),
+                _ => None,
+            };
+            free.map(str::to_owned).or(integer_key)
         };
         TableShape {
             name,
             without_rowid,
-            key: key.into_iter().map(|(c, _)| c.clone()).collect(),
-            columns: columns.iter().map(|(c, _)| c.clone()).collect(),
+            key: key.into_iter().map(|(c, _, _)| c.clone()).collect(),
+            columns: columns.iter().map(|(c, _, _)| c.clone()).collect(),
             rowid,
+            unique: Vec::new(),
+            unique_on_expressions: Vec::new(),
         }
+    }
+
+    /// Adds the table's UNIQUE indexes from [`UNIQUE_INDEX_COLUMNS`] rows
+    /// `(index, origin, cid, column, collation)`. A table without rowid's primary key is left out:
+    /// a row it replaces has the written row's key, which its insert records.
+    pub fn with_unique_indexes(mut self, rows: &[(String, String, i64, String, String)]) -> Self {
+        let mut at = 0;
+        while at < rows.len() {
+            let index = &rows[at].0;
+            let end = rows[at..].iter().position(|r| &r.0 != index).map_or(rows.len(), |n| at + n);
+            let part = &rows[at..end];
+            at = end;
+            if self.without_rowid && part[0].1 == "pk" {
+                continue;
+            }
+            if part.iter().any(|r| r.2 < 0) {
+                self.unique_on_expressions.push(index.clone());
+                continue;
+            }
+            self.unique.push(UniqueIndex { columns: part.iter().map(|r| (r.3.clone(), r.4.clone())).collect() });
+        }
+        self
     }
 
     /// What a change of which requires readers to replace the table's rows: its key and columns.
     pub fn fingerprint(&self) -> String {
-        serde_json::json!({"wr": self.without_rowid, "key": self.key, "columns": self.columns}).to_string()
+        serde_json::json!({"v": CAPTURE_VERSION, "wr": self.without_rowid, "key": self.key, "columns": self.columns}).to_string()
     }
 
     /// The key expressions of a row of this table, as seen through `alias` (`NEW`, `OLD`, `t`).
     fn key_exprs(&self, alias: &str) -> Vec<String> {
-        if self.key.is_empty() {
-            vec![format!("{alias}.{}", self.rowid.unwrap_or("rowid"))]
-        } else {
-            self.key.iter().map(|c| format!("{alias}.{}", ident(c))).collect()
+        match &self.rowid {
+            Some(rowid) => vec![format!("{alias}.{rowid}")],
+            None => self.key.iter().map(|c| format!("{alias}.{}", ident(c))).collect(),
         }
     }
 
@@ -109,21 +163,35 @@ impl TableShape {
     }
 
     pub fn recordable(&self) -> Result<(), String> {
-        if self.key.is_empty() && self.rowid.is_none() {
+        if !self.without_rowid && self.rowid.is_none() {
             return Err(format!(
-                "durafetch: table {} declares no primary key and has columns named rowid, _rowid_ and oid, which hide its rowid; \
-                 its rows cannot be told apart, so its changes are not recorded: rename a column or declare a key",
+                "durafetch: table {} has columns named rowid, _rowid_ and oid, which hide its rowid, and no INTEGER PRIMARY KEY; \
+                 its rows cannot be told apart safely, so its changes are not recorded: rename one of those columns",
                 self.name
             ));
         }
-        if self.key.len() > MAX_KEY_COLUMNS {
+        if self.key.len() > MAX_KEY_COLUMNS && self.without_rowid {
             return Err(format!(
-                "durafetch: table {} has a primary key of {} columns; at most {MAX_KEY_COLUMNS} are recorded, so its changes are not",
+                "durafetch: table {} has a primary key of {} columns without rowid; at most {MAX_KEY_COLUMNS} are recorded, so its changes are not",
                 self.name,
                 self.key.len()
             ));
         }
         Ok(())
+    }
+
+    /// What the capture of a recordable table cannot see, for the object's log.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unique_on_expressions
+            .iter()
+            .map(|index| {
+                format!(
+                    "durafetch: table {}: a row that INSERT OR REPLACE removes through the UNIQUE index {index}, which is on an expression, \
+                     is not recorded until its key is written again",
+                    self.name
+                )
+            })
+            .collect()
     }
 
     fn trigger_name(&self, kind: &str) -> String {
@@ -153,26 +221,67 @@ impl TableShape {
         format!("{insert} {prune}")
     }
 
-    /// The three triggers, by name. Their text is compared with `sqlite_master`'s to find
-    /// triggers that are missing or stale (a renamed table's).
+    /// The triggers, by name: after each insert, update and delete, and before each insert or
+    /// update that a UNIQUE index may make `REPLACE` remove other rows through, the record of those
+    /// rows (SQLite fires no delete trigger for them unless the user turns `recursive_triggers`
+    /// on, and durafetch changes no setting of the user's). Their text is compared with
+    /// `sqlite_master`'s to find triggers that are missing or stale (a renamed table's).
     pub fn triggers(&self) -> Vec<(String, String)> {
         let on = ident(&self.name);
         let key_moved: Vec<String> =
             self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| format!("{old} IS {new}")).collect();
         let key_moved = format!("NOT ({})", key_moved.join(" AND "));
-        [
-            ("i", "INSERT", self.record("NEW", None)),
+        let mut triggers = vec![
+            ("i".to_owned(), format!("AFTER INSERT ON {on}"), self.record("NEW", None)),
             // A key changed by UPDATE: the old key's row is gone, the new one's is written.
-            ("u", "UPDATE", format!("{} {}", self.record("OLD", Some(&key_moved)), self.record("NEW", None))),
-            ("d", "DELETE", self.record("OLD", None)),
-        ]
-        .into_iter()
-        .map(|(kind, event, body)| {
-            let name = self.trigger_name(kind);
-            let sql = format!("CREATE TRIGGER {} AFTER {event} ON {on} BEGIN {body} END", ident(&name));
-            (name, sql)
-        })
-        .collect()
+            (
+                "u".to_owned(),
+                format!("AFTER UPDATE ON {on}"),
+                format!("{} {}", self.record("OLD", Some(&key_moved)), self.record("NEW", None)),
+            ),
+            ("d".to_owned(), format!("AFTER DELETE ON {on}"), self.record("OLD", None)),
+        ];
+        let slots = self.key_slots().join(", ");
+        let keys_of_t = self.key_exprs("t").join(", ");
+        for (n, index) in self.unique.iter().enumerate() {
+            let same: Vec<String> =
+                index.columns.iter().map(|(c, coll)| format!("t.{col} = NEW.{col} COLLATE {}", ident(coll), col = ident(c))).collect();
+            let conflicting = format!(
+                "INSERT INTO {CHANGES_TABLE} (tbl, {slots}) SELECT {}, {keys_of_t} FROM {on} AS t WHERE {}",
+                literal(&self.name),
+                same.join(" AND ")
+            );
+            let not_self: Vec<String> =
+                self.key_exprs("t").iter().zip(self.key_exprs("OLD")).map(|(t, old)| format!("{t} IS {old}")).collect();
+            let not_self = format!("NOT ({})", not_self.join(" AND "));
+            // A UNIQUE index names at most one conflicting row: its record is the newest, and
+            // its older records go, as [`Self::record`]'s do. Keys here are never NULL.
+            let bare_keys: Vec<String> = self.key_exprs("t").iter().map(|k| format!("+{k}")).collect();
+            let prune = |extra: &str| {
+                format!(
+                    "DELETE FROM {CHANGES_TABLE} WHERE tbl = {} AND mark = {MARK_ROW} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE}) \
+                     AND ({slots}) IN (SELECT {} FROM {on} AS t WHERE {}{extra});",
+                    literal(&self.name),
+                    bare_keys.join(", "),
+                    same.join(" AND ")
+                )
+            };
+            let columns: Vec<String> = index.columns.iter().map(|(c, _)| ident(c)).collect();
+            triggers.push((format!("r{}", n + 1), format!("BEFORE INSERT ON {on}"), format!("{conflicting}; {}", prune(""))));
+            triggers.push((
+                format!("s{}", n + 1),
+                format!("BEFORE UPDATE OF {} ON {on}", columns.join(", ")),
+                format!("{conflicting} AND {not_self}; {}", prune(&format!(" AND {not_self}"))),
+            ));
+        }
+        triggers
+            .into_iter()
+            .map(|(kind, when, body)| {
+                let name = self.trigger_name(&kind);
+                let sql = format!("CREATE TRIGGER {} {when} BEGIN {body} END", ident(&name));
+                (name, sql)
+            })
+            .collect()
     }
 
     /// The selected values of each column: its type, then its value in a form JSON carries
@@ -193,24 +302,42 @@ impl TableShape {
             .collect()
     }
 
-    /// Whether a snapshot pages through the table by its rowid (bound as text, `?2`), or by its
-    /// key's values (bound as one JSON array, `?2`, see [`key_json`]).
+    /// Whether a snapshot pages through the table by its rowid, or by its key's values.
     fn pages_by_rowid(&self) -> bool {
         self.rowid.is_some()
     }
 
-    /// A page of the table's rows in key order for a snapshot, after the row whose position
-    /// `?2` gives (`after`: whether there is one). Selects the position to continue from (the
-    /// rowid as text, for a table paged by rowid), the key's literals, then each column's type
-    /// and value. `?1` is the page size. The position is always bound, never spliced: it is
-    /// stored data.
-    pub fn scan_page(&self, after: bool) -> String {
+    /// The key values a [`Self::scan_page`] row ends a page at: its rowid (the position it
+    /// selects first), or its key columns among `values`.
+    pub fn page_end(&self, position: Option<&str>, values: &[SqlValue]) -> Option<Vec<SqlValue>> {
+        match &self.rowid {
+            Some(_) => position?.parse().ok().map(|rowid| vec![SqlValue::Integer(rowid)]),
+            None => self.key_positions().into_iter().map(|i| values.get(i).cloned()).collect(),
+        }
+    }
+
+    /// A page of the table's rows in key order for a snapshot, after the row whose key values
+    /// `after` gives (`None`: from the start). Selects the position to continue from (the rowid
+    /// as text, for a table paged by rowid), the key's literals, then each column's type and
+    /// value. `?1` is the page size; the key values are bound from `?2` on (see
+    /// [`scan_binding`]), never spliced: they are stored data. Only their types shape the text.
+    pub fn scan_page(&self, after: Option<&[SqlValue]>) -> String {
         let keys: Vec<String> = self.key_exprs("t").iter().map(|e| format!("quote({e})")).collect();
         let values = self.value_exprs("t");
         let table = ident(&self.name);
-        match self.rowid {
+        let bound = |values: &[SqlValue]| -> Vec<String> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    SqlValue::Integer(_) => format!("CAST(?{} AS INTEGER)", i + 2),
+                    _ => format!("?{}", i + 2),
+                })
+                .collect()
+        };
+        match &self.rowid {
             Some(rowid) => {
-                let seek = if after { format!("WHERE t.{rowid} > CAST(?2 AS INTEGER)") } else { String::new() };
+                let seek = after.map_or(String::new(), |after| format!("WHERE t.{rowid} > {}", bound(after).join(", ")));
                 format!(
                     "SELECT CAST(t.{rowid} AS TEXT), {}, {} FROM {table} AS t {seek} ORDER BY t.{rowid} LIMIT ?1",
                     keys.join(", "),
@@ -219,19 +346,14 @@ impl TableShape {
             }
             None => {
                 let order: Vec<String> = self.key.iter().map(|c| format!("t.{}", ident(c))).collect();
-                let seek = if after {
-                    let bound: Vec<String> = (0..self.key.len()).map(|i| json_cell("?2", i)).collect();
-                    format!("WHERE ({}) > ({})", order.join(", "), bound.join(", "))
-                } else {
-                    String::new()
-                };
+                let seek = after.map_or(String::new(), |after| format!("WHERE ({}) > ({})", order.join(", "), bound(after).join(", ")));
                 format!("SELECT {}, {} FROM {table} AS t {seek} ORDER BY {} LIMIT ?1", keys.join(", "), values.join(", "), order.join(", "))
             }
         }
     }
 
-    /// Where each key column stands among the columns, for [`key_json`].
-    pub fn key_positions(&self) -> Vec<usize> {
+    /// Where each key column stands among the columns.
+    fn key_positions(&self) -> Vec<usize> {
         self.key.iter().filter_map(|k| self.columns.iter().position(|c| c == k)).collect()
     }
 
@@ -251,7 +373,7 @@ impl TableShape {
         let slots = self.key_slots();
         let keys: Vec<String> = slots.iter().map(|s| format!("quote(c.{s})")).collect();
         let join: Vec<String> = self.key_exprs("t").iter().zip(&slots).map(|(expr, slot)| format!("{expr} IS c.{slot}")).collect();
-        let present = match (self.rowid, self.key.first()) {
+        let present = match (&self.rowid, self.key.first()) {
             (Some(rowid), _) => format!("t.{rowid} IS NOT NULL"),
             (None, Some(first)) => format!("t.{} IS NOT NULL", ident(first)),
             (None, None) => "0".to_owned(),
@@ -276,14 +398,25 @@ pub const CHANGES_SINCE: &str = "SELECT seq, tbl, mark FROM _durafetch_changes W
 pub struct SyncPlan {
     /// Statements, run in order in one exec.
     pub statements: Vec<String>,
-    /// Tables that cannot be recorded, and why.
+    /// Tables that cannot be recorded, and why; then what the capture of recorded tables cannot
+    /// see. Logged by the object at each sync that changes something.
     pub refused: Vec<String>,
 }
 
 /// Compares the tables as they are (`tables`) with what the log knows (`known`: name to
-/// fingerprint) and with durafetch's triggers (`triggers`: name to SQL text).
+/// fingerprint) and with durafetch's triggers (`triggers`: name to SQL text). SQLite compares
+/// the names of tables and triggers without regard to ASCII case, and so does the plan: a table
+/// renamed `t` to `T` keeps no trigger of the old name.
 pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, triggers: &BTreeMap<String, String>) -> SyncPlan {
     let mut plan = SyncPlan::default();
+    let existing: BTreeMap<String, &String> = triggers.iter().map(|(name, sql)| (name.to_ascii_lowercase(), sql)).collect();
+    // Gone tables first: a reader drops their rows before it takes a table of the same name in
+    // another case (`c2` renamed `C2`), which a file that folds case keeps in the same place.
+    let present: BTreeMap<&str, ()> = tables.iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.as_str(), ())).collect();
+    for name in known.keys().filter(|name| !present.contains_key(name.as_str())) {
+        plan.statements.extend(mark(name, MARK_GONE));
+        plan.statements.push(format!("DELETE FROM {TABLES_TABLE} WHERE name = {}", literal(name)));
+    }
     let mut wanted = BTreeMap::new();
     for table in tables {
         if let Err(why) = table.recordable() {
@@ -294,14 +427,15 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
         for (name, sql) in table.triggers() {
             // A missing trigger means writes may have gone unrecorded (a table dropped and
             // recreated in one exec): readers replace the table's rows, as for a new table.
-            if triggers.get(&name) != Some(&sql) {
+            if existing.get(&name.to_ascii_lowercase()).copied() != Some(&sql) {
                 rewrite = true;
                 plan.statements.push(format!("DROP TRIGGER IF EXISTS {}", ident(&name)));
                 plan.statements.push(sql.clone());
             }
-            wanted.insert(name, ());
+            wanted.insert(name.to_ascii_lowercase(), ());
         }
         if rewrite {
+            plan.refused.extend(table.warnings());
             plan.statements.extend(mark(&table.name, MARK_REPLACE));
             plan.statements.push(format!(
                 "INSERT INTO {TABLES_TABLE} (name, shape) VALUES ({}, {}) ON CONFLICT (name) DO UPDATE SET shape = excluded.shape",
@@ -310,13 +444,8 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
             ));
         }
     }
-    for name in triggers.keys().filter(|name| !wanted.contains_key(*name)) {
+    for name in triggers.keys().filter(|name| !wanted.contains_key(&name.to_ascii_lowercase())) {
         plan.statements.push(format!("DROP TRIGGER IF EXISTS {}", ident(name)));
-    }
-    let present: BTreeMap<&str, ()> = tables.iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.as_str(), ())).collect();
-    for name in known.keys().filter(|name| !present.contains_key(name.as_str())) {
-        plan.statements.extend(mark(name, MARK_GONE));
-        plan.statements.push(format!("DELETE FROM {TABLES_TABLE} WHERE name = {}", literal(name)));
     }
     plan
 }
@@ -339,10 +468,23 @@ pub fn json_cell(param: &str, i: usize) -> String {
     format!("CASE json_type({param}, '$[{i}]') WHEN 'object' THEN unhex(json_extract({param}, '$[{i}].b')) ELSE json_extract({param}, '$[{i}]') END")
 }
 
-/// A row's key values as the JSON array a [`TableShape::scan_page`] by key binds.
-pub fn key_json(values: &[SqlValue], positions: &[usize]) -> String {
-    let cells: Vec<String> = positions.iter().map(|&i| crate::core::sql_restore::cell(values.get(i).unwrap_or(&SqlValue::Null))).collect();
-    format!("[{}]", cells.join(","))
+/// How a key value of [`TableShape::scan_page`] is bound: an INTEGER as its decimal text (the
+/// query casts it back, all 64 bits), every other value as itself.
+pub enum ScanBinding<'a> {
+    Text(String),
+    Real(f64),
+    Blob(&'a [u8]),
+    Null,
+}
+
+pub fn scan_binding(value: &SqlValue) -> ScanBinding<'_> {
+    match value {
+        SqlValue::Integer(i) => ScanBinding::Text(i.to_string()),
+        SqlValue::Real(r) => ScanBinding::Real(*r),
+        SqlValue::Text(t) => ScanBinding::Text(t.clone()),
+        SqlValue::Blob(b) => ScanBinding::Blob(b),
+        SqlValue::Null => ScanBinding::Null,
+    }
 }
 
 /// An identifier, quoted.
@@ -356,39 +498,54 @@ pub fn literal(text: &str) -> String {
 }
 
 /// Whether a user statement names durafetch's tables or triggers: refused, before it runs. Looks
-/// at the text only, so a string literal holding the prefix is refused too, with a message that
-/// names the prefix.
+/// at the statement's names and words, not inside its string literals or comments, so that text
+/// the app stores (`INSERT INTO notes VALUES ('_durafetch_ is a prefix')`) is never refused.
 pub fn names_reserved(query: &str) -> bool {
-    contains_ignoring_case(query, SQL_PREFIX)
+    code_spans(query).iter().any(|span| contains_ignoring_case(span, SQL_PREFIX))
 }
 
-/// Whether `query` may change the schema: one of its statements starts with CREATE, ALTER or
-/// DROP. Statements are found by splitting at every `;`, so a `;` inside a string literal can
-/// only add a false start (a sync that finds nothing to do), never hide a real one; a column
-/// named `created_at` is not a statement start.
+/// Whether `query` may change the schema: the word CREATE, ALTER or DROP stands in it outside
+/// string literals and comments. Every statement that changes the schema holds one of them (a
+/// trigger's body cannot), so none is missed; a false start (a column quoted as `"drop"`) costs
+/// one sync that finds nothing to do. workerd refuses `PRAGMA schema_version`, which would
+/// have answered without reading the text.
 pub fn may_change_schema(query: &str) -> bool {
-    query.split(';').any(|statement| {
-        let start = skip_space_and_comments(statement);
-        ["create", "alter", "drop"].iter().any(|word| {
-            start.len() >= word.len()
-                && start.as_bytes()[..word.len()].eq_ignore_ascii_case(word.as_bytes())
-                && !start[word.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        })
+    code_spans(query).iter().any(|span| {
+        span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .any(|word| ["create", "alter", "drop"].iter().any(|ddl| word.eq_ignore_ascii_case(ddl)))
     })
 }
 
-/// `text` from its first character that is neither white space nor inside a comment.
-fn skip_space_and_comments(mut text: &str) -> &str {
-    loop {
-        text = text.trim_start();
-        if let Some(rest) = text.strip_prefix("--") {
-            text = rest.split_once('\n').map_or("", |(_, after)| after);
-        } else if let Some(rest) = text.strip_prefix("/*") {
-            text = rest.split_once("*/").map_or("", |(_, after)| after);
-        } else {
-            return text;
-        }
+/// The parts of `query` outside its string literals (`'...'`, `''` inside one being a quote)
+/// and comments (`-- ...` to the end of the line, `/* ... */`), in order. Quoted names
+/// (`"..."`, `[...]`, `` `...` ``) are names, so they stay.
+fn code_spans(query: &str) -> Vec<&str> {
+    let bytes = query.as_bytes();
+    let mut spans = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        bytes[from.min(bytes.len())..].windows(end.len()).position(|w| w == end).map_or(bytes.len(), |n| from + n + end.len())
+    };
+    while at < bytes.len() {
+        let resume = match bytes[at] {
+            // `'a''b'` reads as two literals side by side, which is as good as one here.
+            b'\'' => skip_to(at + 1, b"'"),
+            b'-' if bytes.get(at + 1) == Some(&b'-') => skip_to(at + 2, b"\n"),
+            b'/' if bytes.get(at + 1) == Some(&b'*') => skip_to(at + 2, b"*/"),
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        // The cut points are ASCII bytes, so both ends fall on character boundaries.
+        spans.push(&query[start..at]);
+        // A separator where the literal or comment stood: `CREATE/**/TABLE` is two words.
+        spans.push(" ");
+        start = resume.min(bytes.len());
+        at = start;
     }
+    spans.push(&query[start..]);
+    spans
 }
 
 fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
@@ -429,7 +586,7 @@ mod tests {
     use super::*;
 
     fn shape(name: &str, without_rowid: bool, columns: &[(&str, u32)]) -> TableShape {
-        let columns: Vec<(String, u32)> = columns.iter().map(|(c, pk)| (c.to_string(), *pk)).collect();
+        let columns: Vec<ColumnInfo> = columns.iter().map(|(c, pk)| (c.to_string(), *pk, String::new())).collect();
         TableShape::from_columns(name.into(), without_rowid, &columns)
     }
 
@@ -474,13 +631,20 @@ mod tests {
         assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
         assert_eq!(literal("it's"), "'it''s'");
         assert!(names_reserved("select * from _DuraFetch_changes"));
+        assert!(names_reserved(r#"drop trigger "_durafetch_i_t""#));
+        assert!(names_reserved("select 'it''s'; drop table [_durafetch_tables]"));
+        assert!(names_reserved("select 'a' from x; -- c\n delete from _durafetch_changes"));
         assert!(!names_reserved("select * from durafetch"));
+        assert!(!names_reserved("insert into notes values ('_durafetch_ is a prefix', 'it''s _durafetch_x')"));
+        assert!(!names_reserved("select 1 -- _durafetch_changes\n; /* _durafetch_ */ select 2"));
         assert!(may_change_schema("ALTER TABLE t ADD c"));
         assert!(may_change_schema("insert into t values (1); -- then\n /* a table */ drop table t"));
-        assert!(may_change_schema("\n  Create Index i ON t (a)"));
+        assert!(may_change_schema("/* v2; add */ CREATE TABLE t (a)"));
+        assert!(may_change_schema("/**/Create/**/Index i ON t (a)"));
+        assert!(may_change_schema("INSERT INTO t VALUES ('a;b'); ALTER TABLE t RENAME TO T"));
         assert!(!may_change_schema("INSERT INTO t VALUES (1)"));
-        assert!(!may_change_schema("INSERT INTO t (created_at, dropped) VALUES ('alter', 'drop')"));
-        assert!(!may_change_schema("UPDATE t SET alternative = 1"));
+        assert!(!may_change_schema("INSERT INTO t (created_at, dropped) VALUES ('alter', 'drop') -- drop\n"));
+        assert!(!may_change_schema("UPDATE t SET alternative = 1 /* create */"));
     }
 
     #[test]
@@ -502,7 +666,7 @@ mod tests {
         let plan = plan_sync(&[], &known, &BTreeMap::new());
         assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_GONE})"))));
         // Too wide a key: refused, not recorded.
-        let wide: Vec<(String, u32)> = (1..=9).map(|i| (format!("c{i}"), i)).collect();
+        let wide: Vec<ColumnInfo> = (1..=9).map(|i| (format!("c{i}"), i, String::new())).collect();
         let plan = plan_sync(&[TableShape::from_columns("w".into(), true, &wide)], &BTreeMap::new(), &BTreeMap::new());
         assert!(plan.statements.is_empty() && plan.refused.len() == 1);
     }
@@ -521,44 +685,58 @@ mod tests {
              INSERT INTO k VALUES ('it''s', X'00', 9007199254740993), ('it''s', X'00', 9007199254740994), ('it''s', X'01', 1), ('z', X'', -1);",
         )
         .unwrap();
-        let columns = |table: &str| -> Vec<(String, u32)> {
+        let columns = |table: &str| -> Vec<ColumnInfo> {
             let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
-            stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+            stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
         };
         let rt = TableShape::from_columns("rt".into(), false, &columns("rt"));
-        assert_eq!(rt.rowid, Some("_rowid_"));
+        assert_eq!(rt.rowid.as_deref(), Some("_rowid_"));
         assert!(rt.recordable().is_ok());
         let hidden = TableShape::from_columns("hidden".into(), false, &columns("hidden"));
         assert!(hidden.recordable().unwrap_err().contains("rowid, _rowid_ and oid"));
+        db.execute_batch("CREATE TABLE hidden_but_keyed (rowid, _rowid_, oid, id INTEGER PRIMARY KEY)").unwrap();
+        let keyed = TableShape::from_columns("hidden_but_keyed".into(), false, &columns("hidden_but_keyed"));
+        assert_eq!(keyed.rowid.as_deref(), Some(r#""id""#), "an INTEGER PRIMARY KEY is the rowid");
 
-        // Pages of one row: the position of each is the rowid as text, bound as `?2`.
+        let bind = |after: &Option<Vec<SqlValue>>| -> Vec<rusqlite::types::Value> {
+            let mut params = vec![rusqlite::types::Value::Integer(1)];
+            for value in after.iter().flatten() {
+                params.push(match scan_binding(value) {
+                    ScanBinding::Text(t) => rusqlite::types::Value::Text(t),
+                    ScanBinding::Real(r) => rusqlite::types::Value::Real(r),
+                    ScanBinding::Blob(b) => rusqlite::types::Value::Blob(b.to_vec()),
+                    ScanBinding::Null => rusqlite::types::Value::Null,
+                });
+            }
+            params
+        };
+        // Pages of one row: the position of each is the rowid, bound.
         let mut seen = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<Vec<SqlValue>> = None;
         loop {
-            let query = rt.scan_page(after.is_some());
+            let query = rt.scan_page(after.as_deref());
             let mut stmt = db.prepare(&query).unwrap();
-            let params: Vec<rusqlite::types::Value> =
-                std::iter::once(rusqlite::types::Value::Integer(1)).chain(after.clone().map(rusqlite::types::Value::Text)).collect();
-            let rows: Vec<(String, String)> =
-                stmt.query_map(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(5)?))).unwrap().map(Result::unwrap).collect();
+            let rows: Vec<(String, String)> = stmt
+                .query_map(rusqlite::params_from_iter(bind(&after)), |r| Ok((r.get(0)?, r.get(5)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
             let Some((position, v)) = rows.into_iter().next() else { break };
             seen.push(v);
-            after = Some(position);
+            after = rt.page_end(Some(&position), &[]);
         }
         assert_eq!(seen, ["1", "2", "3"]);
         let victims: i64 = db.query_row("SELECT count(*) FROM victims", [], |r| r.get(0)).unwrap();
         assert_eq!(victims, 1);
 
-        // Without rowid: the last row's key values, as JSON, exactly (a 54-bit integer, a blob).
+        // Without rowid: the last row's key values, bound exactly (a 54-bit integer, a blob).
         let k = TableShape::from_columns("k".into(), true, &columns("k"));
         let mut keys = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<Vec<SqlValue>> = None;
         loop {
-            let mut stmt = db.prepare(&k.scan_page(after.is_some())).unwrap();
-            let params: Vec<rusqlite::types::Value> =
-                std::iter::once(rusqlite::types::Value::Integer(1)).chain(after.clone().map(rusqlite::types::Value::Text)).collect();
+            let mut stmt = db.prepare(&k.scan_page(after.as_deref())).unwrap();
             let rows: Vec<Vec<rusqlite::types::Value>> = stmt
-                .query_map(rusqlite::params_from_iter(params), |r| (0..9).map(|i| r.get(i)).collect())
+                .query_map(rusqlite::params_from_iter(bind(&after)), |r| (0..9).map(|i| r.get(i)).collect())
                 .unwrap()
                 .map(Result::unwrap)
                 .collect();
@@ -571,8 +749,122 @@ mod tests {
             let values: Vec<SqlValue> = (0..3)
                 .map(|c| decode_value(&as_text(&row[3 + 2 * c]), &serde_json::Value::String(as_text(&row[4 + 2 * c]))).unwrap())
                 .collect();
-            after = Some(key_json(&values, &k.key_positions()));
+            after = k.page_end(None, &values);
         }
         assert_eq!(keys, ["'it''s',X'00',9007199254740993", "'it''s',X'00',9007199254740994", "'it''s',X'01',1", "'z',X'',-1"]);
+    }
+
+    /// The tables of `db` as the runtime reads them, and a sync applied.
+    fn sync_native(db: &rusqlite::Connection) -> SyncPlan {
+        db.execute_batch(&schema()).unwrap();
+        let names: Vec<(String, bool)> = {
+            let mut stmt = db.prepare(LIST_TABLES).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0))).unwrap().map(Result::unwrap).collect()
+        };
+        let tables: Vec<TableShape> = names
+            .into_iter()
+            .map(|(name, wr)| {
+                let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
+                let columns: Vec<ColumnInfo> =
+                    stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+                let mut stmt = db.prepare(UNIQUE_INDEX_COLUMNS).unwrap();
+                let unique: Vec<(String, String, i64, String, String)> = stmt
+                    .query_map([&name], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<String>>(3)?.unwrap_or_default(), r.get(4)?))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                TableShape::from_columns(name, wr, &columns).with_unique_indexes(&unique)
+            })
+            .collect();
+        let pairs = |query: &str| -> BTreeMap<String, String> {
+            let mut stmt = db.prepare(query).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let plan = plan_sync(&tables, &pairs(KNOWN_TABLES), &pairs(OUR_TRIGGERS));
+        for statement in &plan.statements {
+            db.execute_batch(statement).unwrap();
+        }
+        plan
+    }
+
+    /// Row records of `table` after `after`, as their first key slot.
+    fn recorded(db: &rusqlite::Connection, table: &str, after: i64) -> Vec<i64> {
+        let mut stmt = db.prepare("SELECT k1 FROM _durafetch_changes WHERE tbl = ?1 AND mark = 0 AND seq > ?2 ORDER BY k1").unwrap();
+        stmt.query_map(rusqlite::params![table, after], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn head(db: &rusqlite::Connection) -> i64 {
+        db.query_row(HEAD, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The capture changes nothing the user's statements do (a self-updating trigger, REPLACE
+    /// without delete triggers), yet records every row a REPLACE removes through any UNIQUE
+    /// index (a collation's, two columns', a rowid table's declared key), and keeps rows whose
+    /// declared key is NULL apart.
+    #[test]
+    fn replaced_rows_are_recorded_and_user_statements_behave_as_without_durafetch() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT UNIQUE COLLATE NOCASE, a, b, touched INTEGER DEFAULT 0, UNIQUE (a, b));
+             CREATE TRIGGER touch AFTER UPDATE OF name ON items BEGIN UPDATE items SET touched = touched + 1 WHERE id = NEW.id; END;
+             CREATE TABLE np (k TEXT PRIMARY KEY, v);
+             CREATE TABLE removed (what);
+             CREATE TRIGGER np_gone AFTER DELETE ON np BEGIN INSERT INTO removed VALUES (OLD.v); END;
+             CREATE TABLE wr (k PRIMARY KEY, u UNIQUE, v) WITHOUT ROWID;
+             CREATE UNIQUE INDEX by_lower ON np (lower(v));",
+        )
+        .unwrap();
+        let plan = sync_native(&db);
+        assert!(plan.refused.iter().any(|w| w.contains("by_lower")), "{:?}", plan.refused);
+        let recursive: i64 = db.query_row("PRAGMA recursive_triggers", [], |r| r.get(0)).unwrap();
+        assert_eq!(recursive, 0, "no setting of the user's changes");
+
+        db.execute_batch("INSERT INTO items (id, name, a, b) VALUES (1, 'apple', 1, 1), (2, 'pear', 2, 2), (3, 'fig', 3, 3)").unwrap();
+        db.execute_batch("UPDATE items SET name = 'Apple' WHERE id = 1")
+            .expect("the user's self-updating trigger runs as without durafetch");
+        let touched: i64 = db.query_row("SELECT touched FROM items WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(touched, 1);
+
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO items (id, name, a, b) VALUES (10, 'APPLE', 9, 9)").unwrap();
+        assert_eq!(recorded(&db, "items", before), [1, 10], "the row the NOCASE name replaced, and the new one");
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO items (id, name, a, b) VALUES (11, 'kiwi', 2, 2)").unwrap();
+        assert_eq!(recorded(&db, "items", before), [2, 11], "a two-column UNIQUE");
+        let before = head(&db);
+        db.execute_batch("UPDATE OR REPLACE items SET name = 'fig' WHERE id = 11").unwrap();
+        assert_eq!(recorded(&db, "items", before), [3, 11], "UPDATE OR REPLACE");
+        let before = head(&db);
+        db.execute_batch("INSERT INTO items (id, name, a, b) VALUES (20, 'new', 20, NULL), (21, 'other', 20, NULL)").unwrap();
+        assert_eq!(recorded(&db, "items", before), [20, 21], "NULLs conflict with nothing");
+
+        // NULL in a rowid table's declared key: each row is its own, by rowid.
+        db.execute_batch("INSERT INTO np VALUES (NULL, 'one'), (NULL, 'two'), ('x', 'three')").unwrap();
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO np VALUES ('x', 'four')").unwrap();
+        assert_eq!(recorded(&db, "np", before), [3, 4], "the declared key's REPLACE removes rowid 3");
+        let removed: i64 = db.query_row("SELECT count(*) FROM removed", [], |r| r.get(0)).unwrap();
+        assert_eq!(removed, 0, "the user's delete trigger does not fire for REPLACE, as without durafetch");
+        assert_eq!(recorded(&db, "np", 0), [1, 2, 3, 4]);
+        let markers: i64 = db.query_row("SELECT count(*) FROM _durafetch_changes WHERE mark <> 0", [], |r| r.get(0)).unwrap();
+        assert_eq!(markers, 4, "no row record prunes a table's marker");
+
+        // Without rowid: a REPLACE through the primary key is the written row's own key.
+        db.execute_batch("INSERT INTO wr VALUES ('a', 1, 0), ('b', 2, 0)").unwrap();
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO wr VALUES ('c', 1, 0)").unwrap();
+        let mut stmt = db.prepare("SELECT k1 FROM _durafetch_changes WHERE tbl = 'wr' AND seq > ?1 ORDER BY k1").unwrap();
+        let keys: Vec<String> = stmt.query_map([before], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(keys, ["a", "c"]);
+
+        // A rename that changes only case keeps its triggers.
+        db.execute_batch("ALTER TABLE np RENAME TO tmp; ALTER TABLE tmp RENAME TO NP").unwrap();
+        sync_native(&db);
+        let before = head(&db);
+        db.execute_batch("INSERT INTO NP VALUES ('y', 'five')").unwrap();
+        assert_eq!(recorded(&db, "NP", before), [5]);
+        assert_eq!(sync_native(&db).statements, Vec::<String>::new(), "a second sync finds nothing to do");
     }
 }

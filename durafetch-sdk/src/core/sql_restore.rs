@@ -57,7 +57,7 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
 /// when `with_rowid`, then the values at `picked` (the page's columns the table has). An INTEGER
 /// is a JSON integer, a REAL a number with a fraction or exponent (∞ as `9e999`, which SQLite
 /// reads as infinity), TEXT a string and a BLOB `{"b": hex}`. Deleted rows (no values) are
-/// skipped. Fails on a row key that is not a rowid where one is needed.
+/// skipped.
 pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<String, String> {
     let mut text = String::from("[");
     for row in rows {
@@ -68,8 +68,9 @@ pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<
         text.push('[');
         let mut cells: Vec<String> = Vec::with_capacity(picked.len() + 1);
         if with_rowid {
-            let rowid: i64 = row.k.parse().map_err(|_| format!("row key {:?} is not a rowid", row.k))?;
-            cells.push(rowid.to_string());
+            // A backup made before rowid tables were keyed by their rowid holds the declared
+            // key's literals: the row gets a new rowid, as an INSERT without one would.
+            cells.push(row.k.parse::<i64>().map_or_else(|_| "null".to_owned(), |rowid| rowid.to_string()));
         }
         for &i in picked {
             cells.push(cell(values.get(i).unwrap_or(&SqlValue::Null)));
@@ -81,7 +82,7 @@ pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<
     Ok(text)
 }
 
-pub(crate) fn cell(value: &SqlValue) -> String {
+fn cell(value: &SqlValue) -> String {
     match value {
         SqlValue::Null => "null".into(),
         SqlValue::Integer(i) => i.to_string(),
@@ -174,7 +175,12 @@ mod tests {
         db.execute(&insert_rows("keyed", &columns, None), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
         assert_eq!(read("SELECT id, v FROM keyed WHERE id = 1"), [(1, Value::Text("new".into()))]);
         assert_eq!(read("SELECT count(*), 0 FROM keyed")[0].0, values.len() as i64, "a deleted row is not written");
-        assert!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).is_err());
+        // A backup keyed by the declared key's literals: the row gets a new rowid.
+        assert_eq!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).unwrap(), "[[null]]");
+        // An INTEGER PRIMARY KEY is the rowid: naming both writes the one value.
+        let both = [SqlRow { k: "7".into(), v: Some(vec![SqlValue::Integer(7), SqlValue::Text("seven".into())]) }];
+        db.execute(&insert_rows("keyed", &columns, Some("rowid")), [rows_json(&both, &[0, 1], true).unwrap()]).unwrap();
+        assert_eq!(read("SELECT rowid, v FROM keyed WHERE id = 7"), [(7, Value::Text("seven".into()))]);
     }
 
     #[test]

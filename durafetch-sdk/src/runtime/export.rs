@@ -11,7 +11,7 @@ use worker::WebSocket;
 use super::flow::{FlowSession, Hello, Outbox, SessionError};
 use super::json_page;
 use super::object_log::ObjectLog;
-use super::sql_export::SqlExport;
+use super::sql_export::{until_no_open_transaction, SqlExport};
 use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
@@ -56,8 +56,11 @@ struct ExportSession<'a> {
 
 impl ExportSession<'_> {
     async fn serve(mut self, hello: &Hello, session: &mut impl Outbox) -> Result<(), SessionError> {
+        // Every read of SQL rows waits for the app's open transactions to end, this first one
+        // included: a backup never holds a row that may still roll back.
+        until_no_open_transaction(self.log).await?;
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
-        let sql = self.log.sql.get().map(SqlExport::open).transpose()?;
+        let mut sql = self.log.sql.get().map(|sql| SqlExport::open(self.log, sql)).transpose()?;
         let sql_head = sql.as_ref().map_or(0, |sql| sql.head);
         // A SQL cursor from the future (its records were lost with a delete_all) starts over.
         let since = hello.since.filter(|_| hello.since_sql <= sql_head);
@@ -90,7 +93,7 @@ impl ExportSession<'_> {
         let (cursor, sql_cursor) = if read_log {
             let cursor = self.send_changes_since(session, from).await?;
             self.flush(session).await?;
-            let sql_cursor = match &sql {
+            let sql_cursor = match &mut sql {
                 Some(sql) => sql.send_changes_since(session, sql_from).await?,
                 None => 0,
             };

@@ -8,18 +8,42 @@ use js_sys::Array;
 use wasm_bindgen::JsValue;
 
 use super::flow::{Outbox, SessionError};
+use super::object_log::ObjectLog;
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::sql_capture::{self, decode_value, key_json, row_key, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::sql_capture::{self, decode_value, row_key, scan_binding, ScanBinding, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
 use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
 
 /// Change records read at a time: their sequence, table and mark only.
 const RECORDS_PER_READ: usize = 4000;
 
-/// One export session's view of the SQL storage: its tables, read once when the session starts
-/// (a snapshot's scan and the changes after it both need them), and its newest change record.
+/// How long an export waits for the app's open transactions to end before it gives up (the
+/// puller retries).
+const OPEN_TRANSACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until no transaction the app opened with `transaction()` is open. SQLite-backed
+/// storage runs such a transaction on the object's one connection, so a read made while it is
+/// open sees its uncommitted rows; a read made in the same turn as this returns sees only
+/// committed ones, as no transaction can open between.
+pub(crate) async fn until_no_open_transaction(log: &ObjectLog) -> Result<(), SessionError> {
+    let mut waited = std::time::Duration::ZERO;
+    while !log.open_transactions.borrow().is_empty() {
+        if waited >= OPEN_TRANSACTION_WAIT {
+            return Err(SessionError::Server(format!("a transaction of the object stayed open for {} s", waited.as_secs())));
+        }
+        let step = std::time::Duration::from_millis(2);
+        worker::Delay::from(step).await;
+        waited += step;
+    }
+    Ok(())
+}
+
+/// One export session's view of the SQL storage: its tables (a snapshot's scan and the changes
+/// after it both need them), read again whenever a change record says the schema changed, and
+/// its newest change record.
 pub(crate) struct SqlExport<'a> {
+    log: &'a ObjectLog,
     sql: &'a SqlStorage,
     tables: BTreeMap<String, TableShape>,
     /// Each recorded table's `CREATE TABLE` and `CREATE INDEX` statements.
@@ -29,19 +53,26 @@ pub(crate) struct SqlExport<'a> {
 }
 
 impl<'a> SqlExport<'a> {
-    pub fn open(sql: &'a SqlStorage) -> Result<Self, SessionError> {
+    /// Opens the view; call it in the same turn as [`until_no_open_transaction`] returned.
+    pub fn open(log: &'a ObjectLog, sql: &'a SqlStorage) -> Result<Self, SessionError> {
         sql.ensure_schema()?;
-        let tables: BTreeMap<String, TableShape> =
-            sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
-        let mut schemas: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for row in sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
+        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), schemas: BTreeMap::new(), head: sql.head()? };
+        export.read_tables()?;
+        Ok(export)
+    }
+
+    /// The tables and their schemas as they now are.
+    fn read_tables(&mut self) -> Result<(), SessionError> {
+        self.tables = self.sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
+        self.schemas.clear();
+        for row in self.sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
             let row = Array::from(&row);
             let table = row.get(0).as_string().unwrap_or_default();
-            if tables.contains_key(&table) {
-                schemas.entry(table).or_default().push(row.get(1).as_string().unwrap_or_default());
+            if self.tables.contains_key(&table) {
+                self.schemas.entry(table).or_default().push(row.get(1).as_string().unwrap_or_default());
             }
         }
-        Ok(SqlExport { sql, tables, schemas, head: sql.head()? })
+        Ok(())
     }
 
     /// The table's schema, which the client keeps for a restore; sent before its rows.
@@ -62,14 +93,20 @@ impl<'a> SqlExport<'a> {
         self.send_schema(session, table)?;
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
-        // The position to continue from, bound as the query's `?2`: the rowid as text, or the
-        // key's values as JSON.
-        let mut after: Option<String> = None;
-        let keyed_at = table.key_positions();
+        // The key values of the last row sent, bound from the query's `?2` on.
+        let mut after: Option<Vec<SqlValue>> = None;
         loop {
             let mut bindings: Vec<JsValue> = vec![(sizer.limit() as f64).into()];
-            bindings.extend(after.as_deref().map(JsValue::from_str));
-            let rows = self.sql.json_rows(&table.scan_page(after.is_some()), &bindings)?;
+            for value in after.iter().flatten() {
+                bindings.push(match scan_binding(value) {
+                    ScanBinding::Text(text) => text.into(),
+                    ScanBinding::Real(real) => real.into(),
+                    ScanBinding::Blob(bytes) => js_sys::Uint8Array::from(bytes).buffer().into(),
+                    ScanBinding::Null => JsValue::NULL,
+                });
+            }
+            until_no_open_transaction(self.log).await?;
+            let rows = self.sql.json_rows(&table.scan_page(after.as_deref()), &bindings)?;
             if rows.is_empty() {
                 break;
             }
@@ -80,35 +117,47 @@ impl<'a> SqlExport<'a> {
             for row in rows {
                 let literals = texts(&row, skip, table.key_len());
                 let values = values(&row, skip + table.key_len(), table.columns.len())?;
-                last = Some(if skip == 1 { texts(&row, 0, 1).remove(0) } else { key_json(&values, &keyed_at) });
+                let position = (skip == 1).then(|| texts(&row, 0, 1).remove(0));
+                last = table.page_end(position.as_deref(), &values);
                 pages.push(session, SqlRow { k: row_key(&literals), v: Some(values) }).await?;
             }
             sizer.observe(read, pages.bytes - before);
+            // A page that ends where the last one did would be read again for ever.
+            if last.is_none() || last == after {
+                return Err(SessionError::Server(format!("durafetch: the snapshot of table {} does not advance", table.name)));
+            }
             after = last;
         }
         pages.flush(session).await
     }
 
-    /// The rows named by change records after `from`; answers the last record read.
-    pub async fn send_changes_since(&self, session: &mut impl Outbox, from: u64) -> Result<u64, SessionError> {
+    /// The rows named by change records after `from`; answers the last record read. A table's
+    /// marker means its schema changed (or it appeared or went): the tables are read again
+    /// before it is acted on, so a table made or altered while the session is open is sent in
+    /// its new shape, never skipped.
+    pub async fn send_changes_since(&mut self, session: &mut impl Outbox, from: u64) -> Result<u64, SessionError> {
         let mut last = from;
         loop {
+            until_no_open_transaction(self.log).await?;
             let records = self.sql.rows(sql_capture::CHANGES_SINCE, &[(last as f64).into(), (RECORDS_PER_READ as f64).into()])?;
             if records.length() == 0 {
                 return Ok(last);
             }
             let upto = Array::from(&records.get(records.length() - 1)).get(0).as_f64().unwrap_or(0.0) as u64;
+            let marks = |record: &JsValue| Array::from(record).get(2).as_f64().unwrap_or(0.0) as i64;
+            if records.iter().any(|r| marks(&r) != MARK_ROW) {
+                self.read_tables()?;
+            }
             // A table's marker is older than its row records: a marker deletes every older record.
             let mut touched: Vec<String> = Vec::new();
             for record in records.iter() {
-                let record = Array::from(&record);
-                let table = record.get(1).as_string().unwrap_or_default();
-                match record.get(2).as_f64().unwrap_or(0.0) as i64 {
+                let table = Array::from(&record).get(1).as_string().unwrap_or_default();
+                match marks(&record) {
                     MARK_GONE => session.send(&ServerMessage::SqlTableGone { table: table.clone() })?,
                     MARK_REPLACE => {
                         session.send(&ServerMessage::SqlTableGone { table: table.clone() })?;
-                        if let Some(shape) = self.tables.get(&table) {
-                            self.send_table(session, shape).await?;
+                        if let Some(shape) = self.tables.get(&table).cloned() {
+                            self.send_table(session, &shape).await?;
                         }
                     }
                     MARK_ROW if !touched.contains(&table) => touched.push(table),
@@ -129,6 +178,7 @@ impl<'a> SqlExport<'a> {
         let mut after = from;
         let query = table.changed_rows();
         loop {
+            until_no_open_transaction(self.log).await?;
             let rows = self.sql.json_rows(&query, &[(after as f64).into(), (upto as f64).into(), (sizer.limit() as f64).into()])?;
             if rows.is_empty() {
                 break;

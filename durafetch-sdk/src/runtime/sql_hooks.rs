@@ -16,7 +16,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::js_methods::js_error;
 use super::object_log::ObjectLog;
-use crate::core::sql_capture::{self, TableShape};
+use crate::core::sql_capture::{self, ColumnInfo, TableShape};
 
 /// The runtime's own `exec` of the object's SQL storage, and that storage.
 pub(crate) struct SqlStorage {
@@ -72,20 +72,30 @@ impl SqlStorage {
 
     /// The user tables as they now are.
     pub fn tables(&self) -> Result<Vec<TableShape>, JsValue> {
+        let text = |v: JsValue| v.as_string().unwrap_or_default();
+        let number = |v: JsValue| v.as_f64().unwrap_or(0.0);
         let mut shapes = Vec::new();
         for row in self.rows(sql_capture::LIST_TABLES, &[])?.iter() {
             let row = Array::from(&row);
-            let name = row.get(0).as_string().unwrap_or_default();
-            let without_rowid = row.get(1).as_f64().unwrap_or(0.0) != 0.0;
-            let columns: Vec<(String, u32)> = self
+            let name = text(row.get(0));
+            let without_rowid = number(row.get(1)) != 0.0;
+            let columns: Vec<ColumnInfo> = self
                 .rows(sql_capture::TABLE_COLUMNS, &[name.clone().into()])?
                 .iter()
                 .map(|c| {
                     let c = Array::from(&c);
-                    (c.get(0).as_string().unwrap_or_default(), c.get(1).as_f64().unwrap_or(0.0) as u32)
+                    (text(c.get(0)), number(c.get(1)) as u32, text(c.get(2)))
                 })
                 .collect();
-            shapes.push(TableShape::from_columns(name, without_rowid, &columns));
+            let unique: Vec<(String, String, i64, String, String)> = self
+                .rows(sql_capture::UNIQUE_INDEX_COLUMNS, &[name.clone().into()])?
+                .iter()
+                .map(|c| {
+                    let c = Array::from(&c);
+                    (text(c.get(0)), text(c.get(1)), number(c.get(2)) as i64, text(c.get(3)), text(c.get(4)))
+                })
+                .collect();
+            shapes.push(TableShape::from_columns(name, without_rowid, &columns).with_unique_indexes(&unique));
         }
         Ok(shapes)
     }
@@ -122,14 +132,15 @@ impl SqlStorage {
 
 impl ObjectLog {
     /// On a SQLite-backed object: pins `storage.sql`, wraps its `exec` and has row changes
-    /// recorded from now on (without `recursive_triggers`, the rows `INSERT OR REPLACE` removes
-    /// fire no delete trigger). On a key-value object nothing is done.
+    /// recorded from now on. Nothing the object's own statements can observe changes: no
+    /// setting is touched, and the triggers only write durafetch's tables. On a key-value object
+    /// nothing is done.
     pub fn install_sql_hooks(self: &Rc<Self>, storage: &Object) -> Result<(), JsValue> {
         let Ok(sql) = Reflect::get(storage, &"sql".into()) else { return Ok(()) };
         let Ok(sql) = sql.dyn_into::<Object>() else { return Ok(()) };
         let exec: Function = Reflect::get(&Object::get_prototype_of(&sql), &"exec".into())?.dyn_into()?;
         let captured = SqlStorage { exec: exec.clone(), sql: js_sys::WeakRef::new(&sql) };
-        if let Err(e) = captured.run("PRAGMA recursive_triggers = ON", &[]) {
+        if let Err(e) = captured.run("SELECT 1", &[]) {
             // A key-value-backed object has `sql`, but every statement fails with this.
             if worker::Error::from(e.clone()).to_string().contains("SQL is not enabled") {
                 return Ok(());
@@ -181,16 +192,11 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
             // next schema statement, or the object's next start) catches up.
             worker::console_error!("durafetch: recording the SQL tables of {} {}: {e:?}", log.class, log.id);
         }
-        log.note_sql_write();
-    } else {
-        let wrote = match &outcome {
-            Ok(cursor) => Reflect::get(cursor, &"rowsWritten".into()).ok().and_then(|n| n.as_f64()).unwrap_or(1.0) > 0.0,
-            Err(_) => true,
-        };
-        if wrote {
-            log.note_sql_write();
-        }
     }
+    // Whether the call wrote is read from the change log's head at the end of the turn, not
+    // from the cursor: a write's rows can come from the user's triggers, a later statement of
+    // the same call or a `RETURNING` clause, and a read of the head costs one row read.
+    log.note_sql_write();
     outcome
 }
 

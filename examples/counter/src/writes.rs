@@ -174,7 +174,7 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
             }
             Op::DeleteAll => storage.delete_all().await?,
             Op::Sql { sql } => run_sql(&storage.sql(), &sql)?,
-            Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, sql, rollback }) => {
+            Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, sql, hold_ms, rollback }) => {
                 let sql_storage = storage.sql();
                 let result = storage
                     .transaction(move |txn| async move {
@@ -192,6 +192,9 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
                         }
                         if !delete_many.is_empty() {
                             txn.delete_multiple(delete_many).await?;
+                        }
+                        if hold_ms > 0 {
+                            worker::Delay::from(std::time::Duration::from_millis(hold_ms)).await;
                         }
                         if rollback {
                             txn.rollback()?;
@@ -376,6 +379,10 @@ pub struct TransactionPlan {
     /// SQL statements, run first.
     #[serde(default)]
     sql: Vec<String>,
+    /// Milliseconds the transaction stays open after its writes, before it commits or rolls
+    /// back: other requests (a pull's) run meanwhile.
+    #[serde(default)]
+    hold_ms: u64,
     #[serde(default)]
     rollback: bool,
 }
