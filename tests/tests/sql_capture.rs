@@ -191,7 +191,7 @@ fn a_table_made_or_altered_during_an_export_is_sent_in_its_new_shape() {
     let pages = |table: &'static str| messages.iter().filter(move |m| m["type"] == "sql_page" && m["table"] == table);
     let late_rows: usize = pages("late").map(|m| m["rows"].as_array().unwrap().len()).sum();
     assert_eq!(late_rows, 3, "the table made during the session");
-    let last_big = pages("big").last().unwrap();
+    let last_big = pages("big").next_back().unwrap();
     assert!(last_big["columns"].as_array().unwrap().contains(&json!("extra")), "big's last page: {:?}", last_big["columns"]);
     pull_until_tables_match(&worker, &db, &["grow"], "after the session");
 }
