@@ -14,7 +14,7 @@ use crate::sink::{ApplyStats, PullTarget};
 use crate::sink_thread::{Queued, SinkThread};
 use crate::transport::Transport;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ObjectStats {
     pub written: u64,
     pub deleted: u64,
@@ -23,6 +23,8 @@ pub struct ObjectStats {
     pub snapshot: bool,
     /// Bytes of export messages received.
     pub bytes: u64,
+    /// SQL tables the object holds and durafetch cannot record (the object logs why).
+    pub tables_not_recorded: Vec<String>,
 }
 
 impl ObjectStats {
@@ -99,7 +101,11 @@ impl ObjectDownload<'_> {
                     writing = Some(writer.drop_sql_table(table));
                 }
                 ServerMessage::SqlTableGone { .. } => {}
-                ServerMessage::SqlSchema { table, statements } if filter.keeps_table(&table) => {
+                ServerMessage::SqlSchema { table, refused: Some(why), .. } if filter.keeps_table(&table) => {
+                    tracing::warn!(class = %target.class, id = %target.id, table = %table, "{why}");
+                    stats.tables_not_recorded.push(table);
+                }
+                ServerMessage::SqlSchema { table, statements, refused: None } if filter.keeps_table(&table) => {
                     stats.count_written(writing.take()).await?;
                     writing = Some(writer.save_sql_schema(table, statements));
                 }

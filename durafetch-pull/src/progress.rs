@@ -22,6 +22,9 @@ pub struct Summary {
     /// With `--verify=full`: rows that disagreed with their object (missing, different or extra), now repaired.
     pub rows_repaired: u64,
     pub failed: Vec<String>,
+    /// SQL tables that durafetch cannot record, as `<class> <object>: <table>`: their rows are
+    /// not in the database (the object's log, `wrangler tail`, says why).
+    pub tables_not_recorded: Vec<String>,
     /// The process's peak resident memory so far (Linux only).
     pub peak_rss_kib: Option<u64>,
 }
@@ -29,7 +32,7 @@ pub struct Summary {
 impl Summary {
     pub fn line(&self, db: &Database) -> String {
         format!(
-            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}",
+            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}{}",
             self.index_changed,
             self.objects_pulled,
             self.snapshots,
@@ -39,7 +42,12 @@ impl Summary {
             self.rows_repaired,
             self.filtered_out,
             self.failed.len(),
-            db
+            db,
+            if self.tables_not_recorded.is_empty() {
+                String::new()
+            } else {
+                format!("; SQL tables not recorded (see the object's log): {}", self.tables_not_recorded.join(", "))
+            }
         )
     }
 
@@ -56,6 +64,7 @@ impl Summary {
             "rows_repaired": self.rows_repaired,
             "peak_rss_kib": self.peak_rss_kib,
             "failed": self.failed,
+            "tables_not_recorded": self.tables_not_recorded,
             "db": db.to_string(),
         })
         .to_string()

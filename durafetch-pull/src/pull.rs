@@ -125,6 +125,8 @@ async fn download_behind(
                 summary.keys_written += stats.written;
                 summary.keys_deleted += stats.deleted;
                 summary.bytes += stats.bytes;
+                let object = target.name.as_deref().unwrap_or(&target.id);
+                summary.tables_not_recorded.extend(stats.tables_not_recorded.iter().map(|t| format!("{} {object}: {t}", target.class)));
                 let rate = summary.bytes as f64 / 1e6 / bar.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!(
                     "{} keys, {:.1} MB, {rate:.1} MB/s",

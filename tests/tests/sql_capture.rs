@@ -3,7 +3,7 @@
 //! export is open, `deleteAll()`, NULL keys, rows a `REPLACE` removes, open transactions).
 
 use durafetch_e2e::sql_tables::{pull_until_tables_match, query, sql};
-use durafetch_e2e::{api_socket, LocalWorker, TOKEN};
+use durafetch_e2e::{api_socket, row_value, LocalWorker, TOKEN};
 use serde_json::json;
 use tungstenite::Message;
 
@@ -38,6 +38,22 @@ fn stored_text_is_never_run_as_sql() {
     assert_eq!(rt, 6000);
     let keyed: i64 = conn.query_row(r#"SELECT count(*) FROM "CounterSql.keyed""#, [], |r| r.get(0)).unwrap();
     assert_eq!(keyed, 3000);
+
+    // A table whose columns hide its rowid cannot be keyed safely: it is refused, and every pull
+    // of that object says so in its summary.
+    sql(&worker, "unkeyable", "CREATE TABLE hidden (rowid, _rowid_, oid); INSERT INTO hidden VALUES (1, 2, 3)");
+    let mut said = serde_json::Value::Null;
+    for _ in 0..50 {
+        let run = worker.pull(&db, TOKEN);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        said = run.summary.clone().unwrap_or_default()["tables_not_recorded"].clone();
+        if said != json!([]) && !said.is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(said, json!(["CounterSql unkeyable: hidden"]));
+    assert!(worker.logs().contains("hide its rowid"), "the object logs why");
 }
 
 /// One statement's outcome in an object: its rows, or its error.
@@ -80,10 +96,19 @@ fn the_apps_statements_behave_as_in_a_plain_object() {
         "SELECT * FROM items ORDER BY id",
         "SELECT * FROM removed",
         "INSERT INTO notes_durafetch VALUES (1)",
-        "SELECT '_durafetch_ in a literal is only text', 'it''s'",
+        "SELECT 'a literal' AS \"'\", 'it''s'",
+        // A column that a UNIQUE index named, dropped in the same call as the index.
+        "CREATE TABLE dc (id INTEGER PRIMARY KEY, w); CREATE UNIQUE INDEX dc_w ON dc (w); INSERT INTO dc VALUES (1, 1)",
+        "DROP INDEX dc_w; ALTER TABLE dc DROP COLUMN w",
+        "SELECT * FROM dc",
     ];
     same_in_both(&worker, "app", &script);
     pull_until_tables_match(&worker, &db, &["app"], "the app's statements");
+    // durafetch's own names, even where SQLite takes a string literal for a name, are refused.
+    for statement in ["DELETE FROM '_durafetch_changes'", "DROP TABLE [_DURAFETCH_tables]"] {
+        let refused = outcome(&worker, "sql", "app", statement).expect_err(statement);
+        assert!(refused.contains("belong to durafetch"), "{statement}: {refused}");
+    }
     for class in ["sql", "plain"] {
         worker.post(&format!("{class}/app/delete_all"), "");
     }
@@ -197,7 +222,7 @@ fn a_table_made_or_altered_during_an_export_is_sent_in_its_new_shape() {
 }
 
 /// A pull while the app's transaction is open, which then rolls back: the file never holds
-/// the transaction's rows.
+/// the transaction's rows, nor its keys.
 #[test]
 fn an_export_never_sends_rows_of_an_open_transaction() {
     let worker = LocalWorker::start(Some(TOKEN));
@@ -208,7 +233,7 @@ fn an_export_never_sends_rows_of_an_open_transaction() {
     let fresh = dir.path().join("fresh.sqlite");
     std::thread::scope(|scope| {
         let open = scope.spawn(|| {
-            let plan = json!([{"op": "transaction", "hold_ms": 2500, "rollback": true,
+            let plan = json!([{"op": "transaction", "hold_ms": 2500, "rollback": true, "put": [["dirty-key", 7]],
                 "sql": ["INSERT INTO t VALUES (2, 'never committed')", "UPDATE t SET v = 'never committed' WHERE id = 1"]}]);
             worker.post("sql/txn/ops", &plan.to_string());
         });
@@ -220,6 +245,7 @@ fn an_export_never_sends_rows_of_an_open_transaction() {
             let dirty: i64 =
                 conn.query_row(r#"SELECT count(*) FROM "CounterSql.t" WHERE v = 'never committed'"#, [], |r| r.get(0)).unwrap();
             assert_eq!(dirty, 0, "a pull shipped a row of an open transaction into {}", file.display());
+            assert_eq!(row_value(file, ("CounterSql", "txn"), "dirty-key"), None, "a key of an open transaction");
         }
         open.join().unwrap();
     });

@@ -1,9 +1,11 @@
 //! A seeded random workload over 20 objects of both classes: every write path, delete-all,
 //! transactions with rollbacks, alarms and hibernatable WebSocket writes, and in the SQLite-backed
-//! objects SQL statements on a table too (upserts, deletes, updates of every row, inside
-//! transactions as well), interleaved with pulls, a watcher, puller SIGKILLs and workerd crashes.
-//! At the end, with writes stopped, the SQLite file must equal the objects' state key by key and
-//! row by row, and both must equal the generator's model.
+//! objects SQL statements too (upserts, deletes, updates of every row, inside transactions as
+//! well; REPLACE through a UNIQUE column in another case, NULL in a declared key, a user trigger
+//! that updates its own table, a table dropped and made again in another shape while pullers
+//! run), interleaved with pulls, a watcher, puller SIGKILLs and workerd crashes. At the end, with
+//! writes stopped, the SQLite file must equal the objects' state key by key and every table row
+//! by row, type for type, and keys and table `t` must equal the generator's model.
 //!
 //! The seed is printed; `DURAFETCH_WORKLOAD_SEED=<seed>` replays a failure,
 //! `DURAFETCH_WORKLOAD_SEEDS=<n>` runs n seeds, `DURAFETCH_WORKLOAD_OPS=<n>` sets the length.
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use durafetch_e2e::sql_tables::pull_until_tables_match;
 use durafetch_e2e::{finish_within, read_db, spawn_piped, LocalWorker, Pulled, PULL_LIMIT, TOKEN};
 
 const NAMES: usize = 10;
@@ -25,8 +28,12 @@ type Model = BTreeMap<(String, String), BTreeMap<String, String>>;
 /// The SQL table `t (id INTEGER PRIMARY KEY, v INTEGER)` of each `CounterSql` object: id → v.
 type SqlModel = BTreeMap<String, BTreeMap<i64, i64>>;
 
-/// Every SQL op starts here: `delete_all` drops the table with everything else.
-const SQL_TABLE: &str = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER);";
+/// Every SQL op starts here: `delete_all` drops the tables with everything else. `u` has a
+/// declared key that may be NULL, a UNIQUE name compared without case, and the app's own
+/// trigger that updates the row it fires for.
+const SQL_TABLE: &str = "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER);
+    CREATE TABLE IF NOT EXISTS u (k TEXT PRIMARY KEY, name TEXT UNIQUE COLLATE NOCASE, v INTEGER, touched INTEGER DEFAULT 0);
+    CREATE TRIGGER IF NOT EXISTS u_touch AFTER UPDATE OF v ON u BEGIN UPDATE u SET touched = touched + 1 WHERE rowid = NEW.rowid; END;";
 
 struct Workload {
     rng: fastrand::Rng,
@@ -57,10 +64,39 @@ impl Workload {
         }
     }
 
-    /// One SQL statement on `t`, applied to `rows`.
+    /// One SQL statement on `t`, applied to `rows`, or on the tables no model follows (`u`, `d`),
+    /// which the end compares with the object's own.
     fn sql_statement(&mut self, rows: &mut BTreeMap<i64, i64>) -> String {
         let id = self.rng.i64(0..16);
-        match self.rng.u8(..4) {
+        let name = |rng: &mut fastrand::Rng| {
+            let n = rng.u8(..6);
+            if rng.bool() {
+                format!("n{n}")
+            } else {
+                format!("N{n}")
+            }
+        };
+        match self.rng.u8(..8) {
+            4 => {
+                let k = ["NULL", "'a'", "'b'", "'c'"][self.rng.usize(..4)];
+                format!("INSERT OR REPLACE INTO u (k, name, v) VALUES ({k}, '{}', {});", name(&mut self.rng), self.rng.i64(..1000))
+            }
+            5 => format!("UPDATE u SET v = v + 1 WHERE name = '{}';", name(&mut self.rng)),
+            6 if self.rng.bool() => "DELETE FROM u WHERE k IS NULL AND v % 3 = 0;".to_owned(),
+            6 => {
+                // Made again in another shape: readers resend it whole.
+                let columns: Vec<String> = (0..self.rng.usize(1..4)).map(|i| format!("c{i}")).collect();
+                format!(
+                    "DROP TABLE IF EXISTS d; CREATE TABLE d (a INTEGER PRIMARY KEY, {}); INSERT INTO d VALUES (1, {}), (2, {});",
+                    columns.join(", "),
+                    vec!["'x'"; columns.len()].join(", "),
+                    vec!["NULL"; columns.len()].join(", ")
+                )
+            }
+            7 => format!(
+                "CREATE TABLE IF NOT EXISTS d (a INTEGER PRIMARY KEY); INSERT INTO d (a) VALUES ({}) ON CONFLICT DO NOTHING;",
+                self.rng.i64(3..9)
+            ),
             0 | 1 => {
                 // Beyond 2^53 too: the value must arrive exactly.
                 let v = self.rng.i64(-(1 << 62)..(1 << 62));
@@ -309,6 +345,10 @@ fn run(seed: u64, ops: usize) {
     }
     assert_eq!(sql_rows(&db), sql_model, "seed {seed}: the SQL table in the file differs from the model");
     assert_eq!(read_db(&db), model);
+    // Every table of every SQLite-backed object, as the object's own SELECT gives it.
+    let names: Vec<String> = (0..NAMES).map(|n| format!("w{n}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    pull_until_tables_match(&worker, &db, &names, &format!("seed {seed}: every table"));
 }
 
 /// The file's copy of each object's table `t`.

@@ -123,7 +123,14 @@ pub enum ServerMessage {
     /// How an SQL table is made, as the object's `sqlite_master` holds it: its `CREATE TABLE`
     /// statement, then those of its indexes. Sent before a table's rows whenever the session
     /// sends the table whole or any of its rows; the client keeps the latest.
-    SqlSchema { table: String, statements: Vec<String> },
+    /// With `refused`, the table is one durafetch cannot record, and why: its rows are not sent,
+    /// and the client says so in its summary (sent once a session, without statements).
+    SqlSchema {
+        table: String,
+        statements: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
     /// Last message of an export session: the client now holds the object as of `cursor` (its
     /// key log) and `sql` (its SQL change sequence, 0 for an object without SQL tables).
     End {

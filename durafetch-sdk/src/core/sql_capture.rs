@@ -52,22 +52,29 @@ pub const KNOWN_TABLES: &str = "SELECT name, shape FROM _durafetch_tables";
 pub const OUR_TRIGGERS: &str = r"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\_durafetch\_%' ESCAPE '\'";
 pub const HEAD: &str = "SELECT coalesce(max(seq), 0) FROM _durafetch_changes";
 
-/// A table's columns in order: name, place in the primary key (0: not in it), declared type.
-pub const TABLE_COLUMNS: &str = "SELECT name, pk, type FROM pragma_table_info(?1) ORDER BY cid";
+/// A table's columns in order: name, place in the primary key (0: not in it), declared type,
+/// and whether it is generated (non-zero).
+/// `pragma_table_xinfo`, unlike `pragma_table_info`, lists generated columns (`hidden` 2 or 3),
+/// which a snapshot does not read but whose names hide the rowid as much as any column's.
+pub const TABLE_COLUMNS: &str = "SELECT name, pk, type, hidden FROM pragma_table_xinfo(?1) ORDER BY cid";
 /// A table's UNIQUE indexes, the primary key's included, one row per key column: the index,
 /// where it comes from (`pk`, `u`, `c`), the column (`cid` -2: an expression) and its collation.
 pub const UNIQUE_INDEX_COLUMNS: &str = r#"SELECT il.name, il.origin, ix.cid, ix.name, ix.coll
     FROM pragma_index_list(?1) AS il JOIN pragma_index_xinfo(il.name) AS ix
     WHERE il."unique" AND ix.key ORDER BY il.seq, ix.seqno"#;
 
-/// A column as `pragma_table_info` gives it: name, place in the primary key, declared type.
-pub type ColumnInfo = (String, u32, String);
+/// A column as [`TABLE_COLUMNS`] gives it: name, place in the primary key, declared type,
+/// generated (non-zero).
+pub type ColumnInfo = (String, u32, String, u32);
 
 /// A UNIQUE index through which `REPLACE` (or `ON CONFLICT REPLACE`) may remove a row other than
 /// the one it writes: its columns, each with the collation the index compares it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueIndex {
     pub columns: Vec<(String, String)>,
+    /// Whether a column of the index is generated: `UPDATE OF` never names one, so the update
+    /// trigger must fire on every update.
+    pub generated: bool,
 }
 
 /// A user table as the capture sees it.
@@ -100,14 +107,14 @@ const CAPTURE_VERSION: u32 = 2;
 impl TableShape {
     /// Builds the shape from `pragma_table_info` rows.
     pub fn from_columns(name: String, without_rowid: bool, columns: &[ColumnInfo]) -> Self {
-        let mut key: Vec<&ColumnInfo> = columns.iter().filter(|(_, pk, _)| *pk > 0).collect();
-        key.sort_by_key(|(_, pk, _)| *pk);
+        let mut key: Vec<&ColumnInfo> = columns.iter().filter(|(_, pk, _, _)| *pk > 0).collect();
+        key.sort_by_key(|(_, pk, _, _)| *pk);
         let rowid = if without_rowid {
             None
         } else {
-            let free = ROWID_NAMES.into_iter().find(|name| !columns.iter().any(|(c, _, _)| c.eq_ignore_ascii_case(name)));
+            let free = ROWID_NAMES.into_iter().find(|name| !columns.iter().any(|(c, _, _, _)| c.eq_ignore_ascii_case(name)));
             let integer_key = match key.as_slice() {
-                [(column, _, declared)] if declared.eq_ignore_ascii_case("INTEGER") => Some(ident(column)),
+                [(column, _, declared, _)] if declared.eq_ignore_ascii_case("INTEGER") => Some(ident(column)),
                 _ => None,
             };
             free.map(str::to_owned).or(integer_key)
@@ -115,8 +122,8 @@ impl TableShape {
         TableShape {
             name,
             without_rowid,
-            key: key.into_iter().map(|(c, _, _)| c.clone()).collect(),
-            columns: columns.iter().map(|(c, _, _)| c.clone()).collect(),
+            key: key.into_iter().map(|(c, _, _, _)| c.clone()).collect(),
+            columns: columns.iter().filter(|(_, _, _, generated)| *generated == 0).map(|(c, _, _, _)| c.clone()).collect(),
             rowid,
             unique: Vec::new(),
             unique_on_expressions: Vec::new(),
@@ -124,8 +131,9 @@ impl TableShape {
     }
 
     /// Adds the table's UNIQUE indexes from [`UNIQUE_INDEX_COLUMNS`] rows
-    /// `(index, origin, cid, column, collation)`. A table without rowid's primary key is left out:
-    /// a row it replaces has the written row's key, which its insert records.
+    /// `(index, origin, cid, column, collation)`. A table without rowid's primary key is left
+    /// out when it compares its columns exactly (BINARY): a row it replaces then has the written
+    /// row's key, which its insert records.
     pub fn with_unique_indexes(mut self, rows: &[(String, String, i64, String, String)]) -> Self {
         let mut at = 0;
         while at < rows.len() {
@@ -133,14 +141,19 @@ impl TableShape {
             let end = rows[at..].iter().position(|r| &r.0 != index).map_or(rows.len(), |n| at + n);
             let part = &rows[at..end];
             at = end;
-            if self.without_rowid && part[0].1 == "pk" {
+            if self.without_rowid && part[0].1 == "pk" && part.iter().all(|r| r.4.eq_ignore_ascii_case("BINARY")) {
+                continue;
+            }
+            // cid -1 is the rowid, which no REPLACE can share with another row.
+            if part.iter().any(|r| r.2 == -1) {
                 continue;
             }
             if part.iter().any(|r| r.2 < 0) {
                 self.unique_on_expressions.push(index.clone());
                 continue;
             }
-            self.unique.push(UniqueIndex { columns: part.iter().map(|r| (r.3.clone(), r.4.clone())).collect() });
+            let generated = part.iter().any(|r| !self.columns.contains(&r.3));
+            self.unique.push(UniqueIndex { columns: part.iter().map(|r| (r.3.clone(), r.4.clone())).collect(), generated });
         }
         self
     }
@@ -194,6 +207,13 @@ impl TableShape {
             .collect()
     }
 
+    /// Whether `trigger` (one of [`OUR_TRIGGERS`]) is a conflict trigger, which names the
+    /// columns of a UNIQUE index rather than only the table's key.
+    pub fn is_conflict_trigger(trigger: &str) -> bool {
+        let kind = trigger.get(SQL_PREFIX.len()..).unwrap_or_default().as_bytes();
+        matches!(kind, [b'r' | b's', digit, ..] if digit.is_ascii_digit())
+    }
+
     fn trigger_name(&self, kind: &str) -> String {
         format!("{SQL_PREFIX}{kind}_{}", self.name)
     }
@@ -228,8 +248,9 @@ impl TableShape {
     /// `sqlite_master`'s to find triggers that are missing or stale (a renamed table's).
     pub fn triggers(&self) -> Vec<(String, String)> {
         let on = ident(&self.name);
+        // Exactly, whatever the key's collation: `'a'` updated to `'A'` is another key.
         let key_moved: Vec<String> =
-            self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| format!("{old} IS {new}")).collect();
+            self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| format!("{old} IS {new} COLLATE BINARY")).collect();
         let key_moved = format!("NOT ({})", key_moved.join(" AND "));
         let mut triggers = vec![
             ("i".to_owned(), format!("AFTER INSERT ON {on}"), self.record("NEW", None)),
@@ -254,23 +275,23 @@ impl TableShape {
             let not_self: Vec<String> =
                 self.key_exprs("t").iter().zip(self.key_exprs("OLD")).map(|(t, old)| format!("{t} IS {old}")).collect();
             let not_self = format!("NOT ({})", not_self.join(" AND "));
-            // A UNIQUE index names at most one conflicting row: its record is the newest, and
-            // its older records go, as [`Self::record`]'s do. Keys here are never NULL.
+            // Each conflicting row keeps its newest record only, as [`Self::record`]'s do. A partial
+            // index's condition is not applied, so rows outside it may be recorded too (resent,
+            // never lost): hence each row's own newest, not the table's. Keys here are never NULL.
             let bare_keys: Vec<String> = self.key_exprs("t").iter().map(|k| format!("+{k}")).collect();
             let prune = |extra: &str| {
+                let named = format!("({slots}) IN (SELECT {} FROM {on} AS t WHERE {}{extra})", bare_keys.join(", "), same.join(" AND "));
                 format!(
-                    "DELETE FROM {CHANGES_TABLE} WHERE tbl = {} AND mark = {MARK_ROW} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE}) \
-                     AND ({slots}) IN (SELECT {} FROM {on} AS t WHERE {}{extra});",
-                    literal(&self.name),
-                    bare_keys.join(", "),
-                    same.join(" AND ")
+                    "DELETE FROM {CHANGES_TABLE} WHERE tbl = {table} AND mark = {MARK_ROW} AND {named} \
+                     AND seq NOT IN (SELECT max(seq) FROM {CHANGES_TABLE} WHERE tbl = {table} AND mark = {MARK_ROW} AND {named} GROUP BY {slots});",
+                    table = literal(&self.name),
                 )
             };
             let columns: Vec<String> = index.columns.iter().map(|(c, _)| ident(c)).collect();
             triggers.push((format!("r{}", n + 1), format!("BEFORE INSERT ON {on}"), format!("{conflicting}; {}", prune(""))));
             triggers.push((
                 format!("s{}", n + 1),
-                format!("BEFORE UPDATE OF {} ON {on}", columns.join(", ")),
+                if index.generated { format!("BEFORE UPDATE ON {on}") } else { format!("BEFORE UPDATE OF {} ON {on}", columns.join(", ")) },
                 format!("{conflicting} AND {not_self}; {}", prune(&format!(" AND {not_self}"))),
             ));
         }
@@ -330,7 +351,9 @@ impl TableShape {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| match v {
-                    SqlValue::Integer(_) => format!("CAST(?{} AS INTEGER)", i + 2),
+                    // In a CASE, the cast keeps its exact 64 bits and loses its INTEGER affinity,
+                    // which would make an untyped key compare its text as numbers.
+                    SqlValue::Integer(_) => format!("CASE WHEN 1 THEN CAST(?{} AS INTEGER) END", i + 2),
                     _ => format!("?{}", i + 2),
                 })
                 .collect()
@@ -372,7 +395,14 @@ impl TableShape {
     pub fn changed_rows(&self) -> String {
         let slots = self.key_slots();
         let keys: Vec<String> = slots.iter().map(|s| format!("quote(c.{s})")).collect();
-        let join: Vec<String> = self.key_exprs("t").iter().zip(&slots).map(|(expr, slot)| format!("{expr} IS c.{slot}")).collect();
+        // The key's own comparison finds the row through its index; BINARY makes it exact, so
+        // that a record of `'a'` does not find the row `'A'` of a NOCASE key.
+        let join: Vec<String> = self
+            .key_exprs("t")
+            .iter()
+            .zip(&slots)
+            .map(|(expr, slot)| format!("{expr} IS c.{slot} AND {expr} IS c.{slot} COLLATE BINARY"))
+            .collect();
         let present = match (&self.rowid, self.key.first()) {
             (Some(rowid), _) => format!("t.{rowid} IS NOT NULL"),
             (None, Some(first)) => format!("t.{} IS NOT NULL", ident(first)),
@@ -412,7 +442,7 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
     let existing: BTreeMap<String, &String> = triggers.iter().map(|(name, sql)| (name.to_ascii_lowercase(), sql)).collect();
     // Gone tables first: a reader drops their rows before it takes a table of the same name in
     // another case (`c2` renamed `C2`), which a file that folds case keeps in the same place.
-    let present: BTreeMap<&str, ()> = tables.iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.as_str(), ())).collect();
+    let present: BTreeMap<&str, ()> = tables.iter().map(|t| (t.name.as_str(), ())).collect();
     for name in known.keys().filter(|name| !present.contains_key(name.as_str())) {
         plan.statements.extend(mark(name, MARK_GONE));
         plan.statements.push(format!("DELETE FROM {TABLES_TABLE} WHERE name = {}", literal(name)));
@@ -420,6 +450,14 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
     let mut wanted = BTreeMap::new();
     for table in tables {
         if let Err(why) = table.recordable() {
+            // Known once as refused, with a marker: the object's head moves, so the registry
+            // lists it and the next pull visits it and says so in its summary, even when this
+            // table is all the object holds.
+            let refused = serde_json::json!({"refused": why}).to_string();
+            if known.get(&table.name) != Some(&refused) {
+                plan.statements.extend(mark(&table.name, MARK_GONE));
+                plan.statements.push(known_as(&table.name, &refused));
+            }
             plan.refused.push(why);
             continue;
         }
@@ -437,17 +475,22 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
         if rewrite {
             plan.refused.extend(table.warnings());
             plan.statements.extend(mark(&table.name, MARK_REPLACE));
-            plan.statements.push(format!(
-                "INSERT INTO {TABLES_TABLE} (name, shape) VALUES ({}, {}) ON CONFLICT (name) DO UPDATE SET shape = excluded.shape",
-                literal(&table.name),
-                literal(&table.fingerprint())
-            ));
+            plan.statements.push(known_as(&table.name, &table.fingerprint()));
         }
     }
     for name in triggers.keys().filter(|name| !wanted.contains_key(&name.to_ascii_lowercase())) {
         plan.statements.push(format!("DROP TRIGGER IF EXISTS {}", ident(name)));
     }
     plan
+}
+
+/// The statement that records what the log knows of a table.
+fn known_as(table: &str, shape: &str) -> String {
+    format!(
+        "INSERT INTO {TABLES_TABLE} (name, shape) VALUES ({}, {}) ON CONFLICT (name) DO UPDATE SET shape = excluded.shape",
+        literal(table),
+        literal(shape)
+    )
 }
 
 /// A table-wide marker, replacing every older record of the table. Inserted before the older
@@ -498,54 +541,79 @@ pub fn literal(text: &str) -> String {
 }
 
 /// Whether a user statement names durafetch's tables or triggers: refused, before it runs. Looks
-/// at the statement's names and words, not inside its string literals or comments, so that text
-/// the app stores (`INSERT INTO notes VALUES ('_durafetch_ is a prefix')`) is never refused.
+/// at everything but comments: SQLite takes a string literal where a name is expected
+/// (`DELETE FROM '_durafetch_changes'`), so a literal holding the prefix is refused too. Values
+/// bound as parameters are never looked at.
 pub fn names_reserved(query: &str) -> bool {
-    code_spans(query).iter().any(|span| contains_ignoring_case(span, SQL_PREFIX))
+    sql_parts(query).iter().any(|(part, _)| contains_ignoring_case(part, SQL_PREFIX))
 }
 
 /// Whether `query` may change the schema: the word CREATE, ALTER or DROP stands in it outside
-/// string literals and comments. Every statement that changes the schema holds one of them (a
-/// trigger's body cannot), so none is missed; a false start (a column quoted as `"drop"`) costs
-/// one sync that finds nothing to do. workerd refuses `PRAGMA schema_version`, which would
-/// have answered without reading the text.
+/// string literals, quoted names and comments. Every statement that changes the schema holds one
+/// of them (a trigger's body cannot), so none is missed; a false start costs one sync that finds
+/// nothing to do. workerd refuses `PRAGMA schema_version`, which would have answered without
+/// reading the text.
 pub fn may_change_schema(query: &str) -> bool {
-    code_spans(query).iter().any(|span| {
-        span.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-            .any(|word| ["create", "alter", "drop"].iter().any(|ddl| word.eq_ignore_ascii_case(ddl)))
+    has_words(query, &["create", "alter", "drop"])
+}
+
+/// Whether `query` may drop a column (ALTER and DROP both stand in it as words): SQLite refuses
+/// to drop a column a trigger names, so durafetch's triggers that name columns go first.
+pub fn may_drop_column(query: &str) -> bool {
+    has_words(query, &["alter"]) && has_words(query, &["drop"])
+}
+
+fn has_words(query: &str, words: &[&str]) -> bool {
+    sql_parts(query).iter().filter(|(_, kind)| *kind == Part::Code).any(|(part, _)| {
+        part.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .any(|word| words.iter().any(|w| word.eq_ignore_ascii_case(w)))
     })
 }
 
-/// The parts of `query` outside its string literals (`'...'`, `''` inside one being a quote)
-/// and comments (`-- ...` to the end of the line, `/* ... */`), in order. Quoted names
-/// (`"..."`, `[...]`, `` `...` ``) are names, so they stay.
-fn code_spans(query: &str) -> Vec<&str> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Keywords, bare names and operators.
+    Code,
+    /// A string literal or a quoted name (`"..."`, `[...]`, `` `...` ``), quotes included.
+    Quoted,
+}
+
+/// `query` cut into its code and its quoted parts, in order, without its comments (`-- ...` to
+/// the end of the line, `/* ... */`). Inside a quoted part nothing starts a comment or another
+/// quote; a doubled closing quote (`'it''s'`) reads as two parts side by side, which is as good
+/// as one here.
+fn sql_parts(query: &str) -> Vec<(&str, Part)> {
     let bytes = query.as_bytes();
-    let mut spans = Vec::new();
+    let mut parts = Vec::new();
     let (mut start, mut at) = (0, 0);
-    let skip_to = |from: usize, end: &[u8]| -> usize {
+    let past = |from: usize, end: &[u8]| -> usize {
         bytes[from.min(bytes.len())..].windows(end.len()).position(|w| w == end).map_or(bytes.len(), |n| from + n + end.len())
     };
     while at < bytes.len() {
-        let resume = match bytes[at] {
-            // `'a''b'` reads as two literals side by side, which is as good as one here.
-            b'\'' => skip_to(at + 1, b"'"),
-            b'-' if bytes.get(at + 1) == Some(&b'-') => skip_to(at + 2, b"\n"),
-            b'/' if bytes.get(at + 1) == Some(&b'*') => skip_to(at + 2, b"*/"),
+        let (end, kind) = match bytes[at] {
+            b'\'' => (past(at + 1, b"'"), Some(Part::Quoted)),
+            b'"' => (past(at + 1, b"\""), Some(Part::Quoted)),
+            b'`' => (past(at + 1, b"`"), Some(Part::Quoted)),
+            b'[' => (past(at + 1, b"]"), Some(Part::Quoted)),
+            b'-' if bytes.get(at + 1) == Some(&b'-') => (past(at + 2, b"\n"), None),
+            b'/' if bytes.get(at + 1) == Some(&b'*') => (past(at + 2, b"*/"), None),
             _ => {
                 at += 1;
                 continue;
             }
         };
-        // The cut points are ASCII bytes, so both ends fall on character boundaries.
-        spans.push(&query[start..at]);
-        // A separator where the literal or comment stood: `CREATE/**/TABLE` is two words.
-        spans.push(" ");
-        start = resume.min(bytes.len());
-        at = start;
+        // The cut points are ASCII bytes, so every part starts and ends on a character boundary.
+        parts.push((&query[start..at], Part::Code));
+        match kind {
+            Some(kind) => parts.push((&query[at..end], kind)),
+            // A comment separates words: `CREATE/**/TABLE` is two.
+            None => parts.push((" ", Part::Code)),
+        }
+        start = end;
+        at = end;
     }
-    spans.push(&query[start..]);
-    spans
+    parts.push((&query[start..], Part::Code));
+    parts
 }
 
 fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
@@ -586,7 +654,7 @@ mod tests {
     use super::*;
 
     fn shape(name: &str, without_rowid: bool, columns: &[(&str, u32)]) -> TableShape {
-        let columns: Vec<ColumnInfo> = columns.iter().map(|(c, pk)| (c.to_string(), *pk, String::new())).collect();
+        let columns: Vec<ColumnInfo> = columns.iter().map(|(c, pk)| (c.to_string(), *pk, String::new(), 0)).collect();
         TableShape::from_columns(name.into(), without_rowid, &columns)
     }
 
@@ -599,7 +667,11 @@ mod tests {
         assert_eq!(plain.key_exprs("OLD"), ["OLD.rowid"]);
         let triggers = composite.triggers();
         assert_eq!(triggers.len(), 3);
-        assert!(triggers[1].1.contains(r#"NOT (OLD."a" IS NEW."a" AND OLD."b" IS NEW."b")"#), "{}", triggers[1].1);
+        assert!(
+            triggers[1].1.contains(r#"NOT (OLD."a" IS NEW."a" COLLATE BINARY AND OLD."b" IS NEW."b" COLLATE BINARY)"#),
+            "{}",
+            triggers[1].1
+        );
     }
 
     #[test]
@@ -635,7 +707,11 @@ mod tests {
         assert!(names_reserved("select 'it''s'; drop table [_durafetch_tables]"));
         assert!(names_reserved("select 'a' from x; -- c\n delete from _durafetch_changes"));
         assert!(!names_reserved("select * from durafetch"));
-        assert!(!names_reserved("insert into notes values ('_durafetch_ is a prefix', 'it''s _durafetch_x')"));
+        assert!(names_reserved("DELETE FROM '_durafetch_changes'"), "a literal where a name goes");
+        assert!(!may_change_schema(r#"SELECT 1 AS "create""#));
+        assert!(may_change_schema(r#"SELECT 1 AS "'"; CREATE TABLE t2 (a)"#), "a quote inside a quoted name starts nothing");
+        assert!(may_change_schema("SELECT [--]; DROP TABLE t"));
+        assert!(may_drop_column("ALTER TABLE t DROP c") && !may_drop_column("DROP TABLE t"));
         assert!(!names_reserved("select 1 -- _durafetch_changes\n; /* _durafetch_ */ select 2"));
         assert!(may_change_schema("ALTER TABLE t ADD c"));
         assert!(may_change_schema("insert into t values (1); -- then\n /* a table */ drop table t"));
@@ -666,9 +742,14 @@ mod tests {
         let plan = plan_sync(&[], &known, &BTreeMap::new());
         assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_GONE})"))));
         // Too wide a key: refused, not recorded.
-        let wide: Vec<ColumnInfo> = (1..=9).map(|i| (format!("c{i}"), i, String::new())).collect();
-        let plan = plan_sync(&[TableShape::from_columns("w".into(), true, &wide)], &BTreeMap::new(), &BTreeMap::new());
-        assert!(plan.statements.is_empty() && plan.refused.len() == 1);
+        let wide: Vec<ColumnInfo> = (1..=9).map(|i| (format!("c{i}"), i, String::new(), 0)).collect();
+        let w = TableShape::from_columns("w".into(), true, &wide);
+        let plan = plan_sync(std::slice::from_ref(&w), &BTreeMap::new(), &BTreeMap::new());
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('w', {MARK_GONE})"))), "a marker, once");
+        assert_eq!(plan.refused.len(), 1);
+        let known = BTreeMap::from([("w".to_owned(), serde_json::json!({"refused": w.recordable().unwrap_err()}).to_string())]);
+        let plan = plan_sync(std::slice::from_ref(&w), &known, &BTreeMap::new());
+        assert!(plan.statements.is_empty() && plan.refused.len() == 1, "{plan:?}");
     }
 
     /// A snapshot's position is bound, never spliced: a column named `rowid` whose text is a
@@ -687,7 +768,7 @@ mod tests {
         .unwrap();
         let columns = |table: &str| -> Vec<ColumnInfo> {
             let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
-            stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+            stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
         };
         let rt = TableShape::from_columns("rt".into(), false, &columns("rt"));
         assert_eq!(rt.rowid.as_deref(), Some("_rowid_"));
@@ -766,7 +847,7 @@ mod tests {
             .map(|(name, wr)| {
                 let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
                 let columns: Vec<ColumnInfo> =
-                    stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+                    stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
                 let mut stmt = db.prepare(UNIQUE_INDEX_COLUMNS).unwrap();
                 let unique: Vec<(String, String, i64, String, String)> = stmt
                     .query_map([&name], |r| {
@@ -866,5 +947,57 @@ mod tests {
         db.execute_batch("INSERT INTO NP VALUES ('y', 'five')").unwrap();
         assert_eq!(recorded(&db, "NP", before), [5]);
         assert_eq!(sync_native(&db).statements, Vec::<String>::new(), "a second sync finds nothing to do");
+    }
+
+    /// What a hostile review found: a partial UNIQUE index matching several rows, a NOCASE key
+    /// without rowid, a generated column named `rowid`, a UNIQUE generated column, and an untyped
+    /// key whose text looks like a number.
+    #[test]
+    fn partial_indexes_collations_generated_columns_and_untyped_keys() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(
+            "CREATE TABLE p (id INTEGER PRIMARY KEY, u, live, note);
+             CREATE UNIQUE INDEX p_live ON p (u) WHERE live;
+             CREATE TABLE w (k TEXT COLLATE NOCASE PRIMARY KEY, v) WITHOUT ROWID;
+             CREATE TABLE g (a, rowid AS (a % 2));
+             CREATE TABLE gu (id INTEGER PRIMARY KEY, a, b AS (a + 0) UNIQUE);
+             CREATE TABLE untyped (k PRIMARY KEY, v) WITHOUT ROWID;",
+        )
+        .unwrap();
+        sync_native(&db);
+        // A partial index: each matching row keeps its own newest record.
+        db.execute_batch("INSERT INTO p VALUES (1, 'x', 0, 'a'), (2, 'x', 0, 'b')").unwrap();
+        let before = head(&db);
+        db.execute_batch("UPDATE p SET note = 'changed' WHERE id = 1; INSERT INTO p VALUES (3, 'x', 0, 'c')").unwrap();
+        assert!(recorded(&db, "p", before).contains(&1), "row 1's change survives the conflict check: {:?}", recorded(&db, "p", before));
+        // NOCASE key without rowid: REPLACE of 'A' removes 'a', recorded; an update to another case moves the key.
+        db.execute_batch("INSERT INTO w VALUES ('a', 1), ('b', 1)").unwrap();
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO w VALUES ('A', 2); UPDATE w SET k = 'B' WHERE k = 'b'").unwrap();
+        let mut stmt = db.prepare("SELECT k1 FROM _durafetch_changes WHERE tbl = 'w' AND seq > ?1 ORDER BY k1").unwrap();
+        let keys: Vec<String> = stmt.query_map([before], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(keys, ["A", "B", "a", "b"]);
+        // A generated column named rowid hides the rowid like any column.
+        let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
+        let columns: Vec<ColumnInfo> =
+            stmt.query_map(["g"], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
+        let g = TableShape::from_columns("g".into(), false, &columns);
+        assert_eq!((g.rowid.as_deref(), g.columns.as_slice()), (Some("_rowid_"), ["a".to_owned()].as_slice()));
+        // UPDATE OR REPLACE through a UNIQUE generated column.
+        db.execute_batch("INSERT INTO gu (id, a) VALUES (1, 1), (2, 2)").unwrap();
+        let before = head(&db);
+        db.execute_batch("UPDATE OR REPLACE gu SET a = 1 WHERE id = 2").unwrap();
+        assert_eq!(recorded(&db, "gu", before), [1, 2]);
+        // An untyped key: '3' (text) sorts after 5 (integer), and a page ending at 5 must not
+        // compare '3' as a number.
+        db.execute_batch("INSERT INTO untyped VALUES (5, 'i'), ('3', 't')").unwrap();
+        let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
+        let columns: Vec<ColumnInfo> =
+            stmt.query_map(["untyped"], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
+        let untyped = TableShape::from_columns("untyped".into(), true, &columns);
+        let after = [SqlValue::Integer(5)];
+        let mut stmt = db.prepare(&untyped.scan_page(Some(&after))).unwrap();
+        let next: Vec<String> = stmt.query_map(rusqlite::params![10, "5"], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(next, ["'3'"]);
     }
 }

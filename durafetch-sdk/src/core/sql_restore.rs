@@ -59,6 +59,10 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
 /// reads as infinity), TEXT a string and a BLOB `{"b": hex}`. Deleted rows (no values) are
 /// skipped.
 pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<String, String> {
+    // A backup made before rowid tables were keyed by their rowid holds the declared key's
+    // literals: a page with any key that is not a rowid is such a backup's, and its rows get new
+    // rowids (a key that only looks like one must not take another row's place).
+    let keys_are_rowids = rows.iter().all(|row| row.k.parse::<i64>().is_ok());
     let mut text = String::from("[");
     for row in rows {
         let Some(values) = &row.v else { continue };
@@ -68,9 +72,7 @@ pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<
         text.push('[');
         let mut cells: Vec<String> = Vec::with_capacity(picked.len() + 1);
         if with_rowid {
-            // A backup made before rowid tables were keyed by their rowid holds the declared
-            // key's literals: the row gets a new rowid, as an INSERT without one would.
-            cells.push(row.k.parse::<i64>().map_or_else(|_| "null".to_owned(), |rowid| rowid.to_string()));
+            cells.push(row.k.parse::<i64>().ok().filter(|_| keys_are_rowids).map_or_else(|| "null".to_owned(), |rowid| rowid.to_string()));
         }
         for &i in picked {
             cells.push(cell(values.get(i).unwrap_or(&SqlValue::Null)));

@@ -70,6 +70,9 @@ impl ExportSession<'_> {
                 // an open transaction started from: its rows appear only once it commits.
                 let start = settled(head, self.log.oldest_open_transaction());
                 session.send(&ServerMessage::Begin { mode: ExportMode::Snapshot, epoch: head.epoch })?;
+                if let Some(sql) = &sql {
+                    sql.send_refusals(session)?;
+                }
                 // Read in the same turn as the head: nothing written after it is in the read.
                 let read_whole = self.send_whole_if_small(session).await?;
                 if !read_whole {
@@ -87,6 +90,9 @@ impl ExportSession<'_> {
             }
             ReadPlan::ChangesSince(since) => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Changes, epoch: since.epoch })?;
+                if let Some(sql) = &sql {
+                    sql.send_refusals(session)?;
+                }
                 (since, hello.since_sql, true)
             }
         };
@@ -128,7 +134,11 @@ impl ExportSession<'_> {
     async fn send_range(&mut self, session: &mut impl Outbox, start: Option<&str>, end: Option<&str>) -> Result<(), SessionError> {
         let mut scan = RangeScan::new(start, end);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
-        while let Some(page) = scan.next_page(&self.storage, sizer.limit()).await? {
+        loop {
+            // As for SQL rows: a key read while the app's transaction is open could see its
+            // writes before they commit, or roll back.
+            until_no_open_transaction(self.log).await?;
+            let Some(page) = scan.next_page(&self.storage, sizer.limit()).await? else { break };
             let entries = Array::from(&page);
             let size = self.send_entries(session, &entries).await?;
             sizer.observe(entries.length() as usize, size);
@@ -175,6 +185,7 @@ impl ExportSession<'_> {
         let mut sizer = ReadSizer::new(MAX_KEYS_PER_CALL);
         loop {
             open = open.into_iter().chain(self.log.oldest_open_transaction()).min();
+            until_no_open_transaction(self.log).await?;
             let Some(rows) = scan.next_page(&self.storage, LOG_ROWS_PER_READ).await? else { break };
             let mut keys = BTreeSet::new();
             for row in rows.entries() {
@@ -194,6 +205,7 @@ impl ExportSession<'_> {
                 let (chunk, after) = rest.split_at(sizer.limit().min(rest.len()));
                 rest = after;
                 let before = self.pages.pushed_bytes();
+                until_no_open_transaction(self.log).await?;
                 let values: Map = get_many(&self.storage, chunk).await?;
                 for key in chunk {
                     let value = values.get(&key.into());

@@ -28,13 +28,14 @@ const OPEN_TRANSACTION_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// committed ones, as no transaction can open between.
 pub(crate) async fn until_no_open_transaction(log: &ObjectLog) -> Result<(), SessionError> {
     let mut waited = std::time::Duration::ZERO;
+    let mut step = std::time::Duration::from_millis(1);
     while !log.open_transactions.borrow().is_empty() {
         if waited >= OPEN_TRANSACTION_WAIT {
             return Err(SessionError::Server(format!("a transaction of the object stayed open for {} s", waited.as_secs())));
         }
-        let step = std::time::Duration::from_millis(2);
         worker::Delay::from(step).await;
         waited += step;
+        step = (step * 2).min(std::time::Duration::from_millis(50));
     }
     Ok(())
 }
@@ -46,6 +47,8 @@ pub(crate) struct SqlExport<'a> {
     log: &'a ObjectLog,
     sql: &'a SqlStorage,
     tables: BTreeMap<String, TableShape>,
+    /// The tables durafetch cannot record, and why.
+    refused: Vec<(String, String)>,
     /// Each recorded table's `CREATE TABLE` and `CREATE INDEX` statements.
     schemas: BTreeMap<String, Vec<String>>,
     /// The newest change record when the session started, where a snapshot's changes start.
@@ -56,14 +59,21 @@ impl<'a> SqlExport<'a> {
     /// Opens the view; call it in the same turn as [`until_no_open_transaction`] returned.
     pub fn open(log: &'a ObjectLog, sql: &'a SqlStorage) -> Result<Self, SessionError> {
         sql.ensure_schema()?;
-        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), schemas: BTreeMap::new(), head: sql.head()? };
+        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), refused: Vec::new(), schemas: BTreeMap::new(), head: sql.head()? };
         export.read_tables()?;
         Ok(export)
     }
 
     /// The tables and their schemas as they now are.
     fn read_tables(&mut self) -> Result<(), SessionError> {
-        self.tables = self.sql.tables()?.into_iter().filter(|t| t.recordable().is_ok()).map(|t| (t.name.clone(), t)).collect();
+        self.tables.clear();
+        self.refused.clear();
+        for table in self.sql.tables()? {
+            match table.recordable() {
+                Ok(()) => drop(self.tables.insert(table.name.clone(), table)),
+                Err(why) => self.refused.push((table.name, why)),
+            }
+        }
         self.schemas.clear();
         for row in self.sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
             let row = Array::from(&row);
@@ -78,7 +88,15 @@ impl<'a> SqlExport<'a> {
     /// The table's schema, which the client keeps for a restore; sent before its rows.
     fn send_schema(&self, session: &mut impl Outbox, table: &TableShape) -> Result<(), SessionError> {
         let statements = self.schemas.get(&table.name).cloned().unwrap_or_default();
-        session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements })
+        session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements, refused: None })
+    }
+
+    /// Names each table durafetch cannot record, and why, so that the puller's summary says so.
+    pub fn send_refusals(&self, session: &mut impl Outbox) -> Result<(), SessionError> {
+        for (table, why) in &self.refused {
+            session.send(&ServerMessage::SqlSchema { table: table.clone(), statements: Vec::new(), refused: Some(why.clone()) })?;
+        }
+        Ok(())
     }
 
     /// Every row of every recorded table.
@@ -163,6 +181,11 @@ impl<'a> SqlExport<'a> {
                     MARK_ROW if !touched.contains(&table) => touched.push(table),
                     _ => {}
                 }
+            }
+            // A record of a table the session does not know (renamed since it read them): read
+            // them again rather than pass it by.
+            if touched.iter().any(|name| !self.tables.contains_key(name)) {
+                self.read_tables()?;
             }
             for table in touched.iter().filter_map(|name| self.tables.get(name)) {
                 self.send_changed_rows(session, table, last, upto).await?;

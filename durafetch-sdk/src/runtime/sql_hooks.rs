@@ -84,7 +84,7 @@ impl SqlStorage {
                 .iter()
                 .map(|c| {
                     let c = Array::from(&c);
-                    (text(c.get(0)), number(c.get(1)) as u32, text(c.get(2)))
+                    (text(c.get(0)), number(c.get(1)) as u32, text(c.get(2)), number(c.get(3)) as u32)
                 })
                 .collect();
             let unique: Vec<(String, String, i64, String, String)> = self
@@ -104,6 +104,19 @@ impl SqlStorage {
     /// SQLite-backed object drops every table.
     pub fn ensure_schema(&self) -> Result<(), JsValue> {
         self.run(&sql_capture::schema(), &[]).map(drop)
+    }
+
+    /// Drops the conflict triggers, before a call that may drop a column one of them names
+    /// (SQLite would refuse the user's statement). The sync after the call makes them again,
+    /// and resends their tables whole, as for any trigger found missing.
+    pub fn drop_conflict_triggers(&self) -> Result<(), JsValue> {
+        for row in self.rows(sql_capture::OUR_TRIGGERS, &[])?.iter() {
+            let name = Array::from(&row).get(0).as_string().unwrap_or_default();
+            if TableShape::is_conflict_trigger(&name) {
+                self.run(&format!("DROP TRIGGER IF EXISTS {}", sql_capture::ident(&name)), &[])?;
+            }
+        }
+        Ok(())
     }
 
     /// Brings the triggers and the table markers in step with the tables.
@@ -180,6 +193,11 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
             "durafetch: names starting with {} (any case) belong to durafetch's change log; rename the table, trigger or index",
             sql_capture::SQL_PREFIX
         )));
+    }
+    if sql_capture::may_drop_column(&query) {
+        if let Some(Err(e)) = log.upgrade().and_then(|log| log.sql.get().map(SqlStorage::drop_conflict_triggers)) {
+            return Err(e);
+        }
     }
     let outcome = Reflect::apply(exec, this, args);
     let Some(log) = log.upgrade() else { return outcome };
