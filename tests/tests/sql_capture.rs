@@ -107,7 +107,7 @@ fn the_apps_statements_behave_as_in_a_plain_object() {
     // durafetch's own names, even where SQLite takes a string literal for a name, are refused.
     for statement in ["DELETE FROM '_durafetch_changes'", "DROP TABLE [_DURAFETCH_tables]"] {
         let refused = outcome(&worker, "sql", "app", statement).expect_err(statement);
-        assert!(refused.contains("belong to durafetch"), "{statement}: {refused}");
+        assert!(refused.contains("names durafetch's change log"), "{statement}: {refused}");
     }
     for class in ["sql", "plain"] {
         worker.post(&format!("{class}/app/delete_all"), "");

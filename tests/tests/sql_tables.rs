@@ -113,7 +113,7 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
     let refused = worker.try_post("sql/shop/ops", &json!([{"op": "sql", "sql": "CREATE TABLE _durafetch_mine (x)"}]).to_string());
     let (status, body) = refused.expect_err("a table under durafetch's prefix is refused");
     assert_eq!(status, 500);
-    assert!(body.contains("belong to durafetch"), "{body}");
+    assert!(body.contains("names durafetch's change log"), "{body}");
 
     // delete_all wipes the SQL tables too; the file follows.
     worker.post("sql/other/delete_all", "");

@@ -7,7 +7,8 @@
 //! record whose row no longer exists (its tombstone). Values are never copied: an export reads the
 //! current row through its key.
 //!
-//! A table's key is its declared primary key, or its rowid when it declares none. Which tables
+//! A row's key is its rowid in a rowid table (a declared key there may hold NULL, or repeat in
+//! another collation), and its primary key in a table without rowid. Which tables
 //! exist, and with which key and columns, is kept in `_durafetch_tables`; when a table appears,
 //! changes its columns or loses its triggers (dropped and recreated), a marker record asks readers
 //! to replace all their rows of it, and when it disappears, to drop them.

@@ -31,8 +31,8 @@ pub fn is_schema_statement(statement: &str) -> bool {
 }
 
 /// The statement that writes a page of rows into `table`, for the page's `columns` (those the
-/// table has); `with_rowid`, the name that reaches the rowid, when the table declares no key, so
-/// each row's key is its rowid.
+/// table has); `with_rowid`, the name that reaches the rowid, for a rowid table, whose rows are
+/// keyed by their rowid.
 /// Its one binding is [`rows_json`]'s text.
 pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) -> String {
     let mut names: Vec<String> = Vec::new();

@@ -190,7 +190,8 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
     let query = args.get(0).as_string().unwrap_or_default();
     if sql_capture::names_reserved(&query) {
         return Err(js_error(&format!(
-            "durafetch: names starting with {} (any case) belong to durafetch's change log; rename the table, trigger or index",
+            "durafetch: this statement's text holds {} (any case), which names durafetch's change log (names starting with it are \
+             durafetch's, and SQLite takes a string literal where a name goes); rename, or bind such text as a parameter",
             sql_capture::SQL_PREFIX
         )));
     }
