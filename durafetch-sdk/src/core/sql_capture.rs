@@ -96,6 +96,16 @@ pub struct TableShape {
     /// UNIQUE indexes on expressions, by name: rows a `REPLACE` removes through one of them are
     /// not recorded (see [`TableShape::warnings`]).
     pub unique_on_expressions: Vec<String>,
+    /// Whether a key column of a table without rowid has no type (BLOB affinity): it keeps the
+    /// INTEGER 1 and the REAL 1.0 apart in their type, while comparing them equal.
+    pub untyped_key: bool,
+}
+
+/// Whether a declared type gives a column BLOB affinity (SQLite's rules, in their order).
+fn blob_affinity(declared: &str) -> bool {
+    let upper = declared.to_ascii_uppercase();
+    let has = |word: &str| upper.contains(word);
+    !has("INT") && !has("CHAR") && !has("CLOB") && !has("TEXT") && (has("BLOB") || upper.is_empty())
 }
 
 /// The names SQLite gives the rowid, in the order durafetch prefers them.
@@ -120,11 +130,13 @@ impl TableShape {
             };
             free.map(str::to_owned).or(integer_key)
         };
+        let untyped_key = without_rowid && key.iter().any(|(_, _, declared, _)| blob_affinity(declared));
         TableShape {
             name,
             without_rowid,
             key: key.into_iter().map(|(c, _, _, _)| c.clone()).collect(),
             columns: columns.iter().filter(|(_, _, _, generated)| *generated == 0).map(|(c, _, _, _)| c.clone()).collect(),
+            untyped_key,
             rowid,
             unique: Vec::new(),
             unique_on_expressions: Vec::new(),
@@ -142,7 +154,7 @@ impl TableShape {
             let end = rows[at..].iter().position(|r| &r.0 != index).map_or(rows.len(), |n| at + n);
             let part = &rows[at..end];
             at = end;
-            if self.without_rowid && part[0].1 == "pk" && part.iter().all(|r| r.4.eq_ignore_ascii_case("BINARY")) {
+            if self.without_rowid && part[0].1 == "pk" && !self.untyped_key && part.iter().all(|r| r.4.eq_ignore_ascii_case("BINARY")) {
                 continue;
             }
             // cid -1 is the rowid, which no REPLACE can share with another row.
@@ -215,6 +227,17 @@ impl TableShape {
         matches!(kind, [b'r' | b's', digit, ..] if digit.is_ascii_digit())
     }
 
+    /// `a` and `b` are the same key value: for a table without rowid, in the same type and
+    /// byte for byte, whatever the key's collation (`'a'` and `'A'`, `1` and `1.0` are two keys
+    /// to a reader); a rowid is an integer, compared plainly.
+    fn same_key(&self, a: &str, b: &str) -> String {
+        if self.without_rowid {
+            format!("{a} IS {b} COLLATE BINARY AND typeof({a}) = typeof({b})")
+        } else {
+            format!("{a} IS {b}")
+        }
+    }
+
     fn trigger_name(&self, kind: &str) -> String {
         format!("{SQL_PREFIX}{kind}_{}", self.name)
     }
@@ -234,7 +257,7 @@ impl TableShape {
         // (declared without a type) would be converted first, and the index on it go unused (a
         // 10,000-row insert took 4.6 s instead of 22 ms). The record holds the row's exact value,
         // so comparing without conversion is exact.
-        let same_row: Vec<String> = slots.iter().zip(&exprs).map(|(slot, expr)| format!("{slot} IS +{expr}")).collect();
+        let same_row: Vec<String> = slots.iter().zip(&exprs).map(|(slot, expr)| self.same_key(slot, &format!("+{expr}"))).collect();
         let prune = format!(
             "DELETE FROM {CHANGES_TABLE} WHERE tbl = {table} AND {} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE});",
             same_row.join(" AND ")
@@ -251,7 +274,7 @@ impl TableShape {
         let on = ident(&self.name);
         // Exactly, whatever the key's collation: `'a'` updated to `'A'` is another key.
         let key_moved: Vec<String> =
-            self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| format!("{old} IS {new} COLLATE BINARY")).collect();
+            self.key_exprs("OLD").iter().zip(self.key_exprs("NEW")).map(|(old, new)| self.same_key(old, &new)).collect();
         let key_moved = format!("NOT ({})", key_moved.join(" AND "));
         let mut triggers = vec![
             ("i".to_owned(), format!("AFTER INSERT ON {on}"), self.record("NEW", None)),
@@ -274,7 +297,7 @@ impl TableShape {
                 same.join(" AND ")
             );
             let not_self: Vec<String> =
-                self.key_exprs("t").iter().zip(self.key_exprs("OLD")).map(|(t, old)| format!("{t} IS {old}")).collect();
+                self.key_exprs("t").iter().zip(self.key_exprs("OLD")).map(|(t, old)| self.same_key(t, &old)).collect();
             let not_self = format!("NOT ({})", not_self.join(" AND "));
             // Each conflicting row keeps its newest record only, as [`Self::record`]'s do. A partial
             // index's condition is not applied, so rows outside it may be recorded too (resent,
@@ -284,8 +307,10 @@ impl TableShape {
                 let named = format!("({slots}) IN (SELECT {} FROM {on} AS t WHERE {}{extra})", bare_keys.join(", "), same.join(" AND "));
                 format!(
                     "DELETE FROM {CHANGES_TABLE} WHERE tbl = {table} AND mark = {MARK_ROW} AND {named} \
-                     AND seq NOT IN (SELECT max(seq) FROM {CHANGES_TABLE} WHERE tbl = {table} AND mark = {MARK_ROW} AND {named} GROUP BY {slots});",
+                     AND seq NOT IN (SELECT max(seq) FROM {CHANGES_TABLE} WHERE tbl = {table} AND mark = {MARK_ROW} AND {named} GROUP BY {slots}, {typed});",
                     table = literal(&self.name),
+                    // `1` and `1.0` group together by value; each keeps its newest by type too.
+                    typed = self.key_slots().iter().map(|s| format!("typeof({s})")).collect::<Vec<_>>().join(", "),
                 )
             };
             let columns: Vec<String> = index.columns.iter().map(|(c, _)| ident(c)).collect();
@@ -402,7 +427,7 @@ impl TableShape {
             .key_exprs("t")
             .iter()
             .zip(&slots)
-            .map(|(expr, slot)| format!("{expr} IS c.{slot} AND {expr} IS c.{slot} COLLATE BINARY"))
+            .map(|(expr, slot)| format!("{expr} IS c.{slot} AND {}", self.same_key(expr, &format!("c.{slot}"))))
             .collect();
         let present = match (&self.rowid, self.key.first()) {
             (Some(rowid), _) => format!("t.{rowid} IS NOT NULL"),
@@ -558,10 +583,20 @@ pub fn may_change_schema(query: &str) -> bool {
     has_words(query, &["create", "alter", "drop"])
 }
 
-/// Whether `query` may drop a column (ALTER and DROP both stand in it as words): SQLite refuses
-/// to drop a column a trigger names, so durafetch's triggers that name columns go first.
+/// Whether `query` may drop an index and then a column it named (ALTER, DROP and INDEX all stand
+/// in it as words): SQLite refuses to drop a column that an index or a trigger names, so
+/// durafetch's triggers that name columns go first. (Without the DROP INDEX, SQLite refuses the
+/// column for its index, as it would without durafetch.)
 pub fn may_drop_column(query: &str) -> bool {
-    has_words(query, &["alter"]) && has_words(query, &["drop"])
+    ["alter", "drop", "index"].iter().all(|word| has_words(query, &[word]))
+}
+
+/// Where a `$name(...)` parameter that starts at `at` ends, if one does.
+fn tcl_parameter_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let name = bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'$' || **b == b':').count();
+    let open = at + 1 + name;
+    (name > 0 && bytes.get(open) == Some(&b'('))
+        .then(|| bytes[open..].iter().position(|b| *b == b')').map_or(bytes.len(), |n| open + n + 1))
 }
 
 fn has_words(query: &str, words: &[&str]) -> bool {
@@ -596,6 +631,12 @@ fn sql_parts(query: &str) -> Vec<(&str, Part)> {
             b'"' => (past(at + 1, b"\""), Some(Part::Quoted)),
             b'`' => (past(at + 1, b"`"), Some(Part::Quoted)),
             b'[' => (past(at + 1, b"]"), Some(Part::Quoted)),
+            // A Tcl-style parameter (`$a(--)`, `:a(/*)`) is one token, whatever its parentheses
+            // hold: nothing in them starts a comment.
+            b'$' | b':' | b'@' | b'#' if tcl_parameter_end(bytes, at).is_some() => {
+                at = tcl_parameter_end(bytes, at).unwrap_or(at + 1);
+                continue;
+            }
             b'-' if bytes.get(at + 1) == Some(&b'-') => (past(at + 2, b"\n"), None),
             b'/' if bytes.get(at + 1) == Some(&b'*') => (past(at + 2, b"*/"), None),
             _ => {
@@ -669,7 +710,9 @@ mod tests {
         let triggers = composite.triggers();
         assert_eq!(triggers.len(), 3);
         assert!(
-            triggers[1].1.contains(r#"NOT (OLD."a" IS NEW."a" COLLATE BINARY AND OLD."b" IS NEW."b" COLLATE BINARY)"#),
+            triggers[1]
+                .1
+                .contains(r#"NOT (OLD."a" IS NEW."a" COLLATE BINARY AND typeof(OLD."a") = typeof(NEW."a") AND OLD."b" IS NEW."b""#),
             "{}",
             triggers[1].1
         );
@@ -712,7 +755,8 @@ mod tests {
         assert!(!may_change_schema(r#"SELECT 1 AS "create""#));
         assert!(may_change_schema(r#"SELECT 1 AS "'"; CREATE TABLE t2 (a)"#), "a quote inside a quoted name starts nothing");
         assert!(may_change_schema("SELECT [--]; DROP TABLE t"));
-        assert!(may_drop_column("ALTER TABLE t DROP c") && !may_drop_column("DROP TABLE t"));
+        assert!(may_drop_column("DROP INDEX i; ALTER TABLE t DROP c") && !may_drop_column("ALTER TABLE t DROP c"));
+        assert!(names_reserved("WITH x AS (SELECT $a(--)) DELETE FROM _durafetch_changes"), "a Tcl parameter hides no comment");
         assert!(!names_reserved("select 1 -- _durafetch_changes\n; /* _durafetch_ */ select 2"));
         assert!(may_change_schema("ALTER TABLE t ADD c"));
         assert!(may_change_schema("insert into t values (1); -- then\n /* a table */ drop table t"));
@@ -978,6 +1022,14 @@ mod tests {
         let mut stmt = db.prepare("SELECT k1 FROM _durafetch_changes WHERE tbl = 'w' AND seq > ?1 ORDER BY k1").unwrap();
         let keys: Vec<String> = stmt.query_map([before], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(keys, ["A", "B", "a", "b"]);
+        // An untyped key: the REAL 1.0 replacing the INTEGER 1 leaves a record of each.
+        db.execute_batch("CREATE TABLE nt (k PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO nt VALUES (1, 'a')").unwrap();
+        sync_native(&db);
+        let before = head(&db);
+        db.execute_batch("INSERT OR REPLACE INTO nt VALUES (1.0, 'b')").unwrap();
+        let mut stmt = db.prepare("SELECT quote(k1) FROM _durafetch_changes WHERE tbl = 'nt' AND seq > ?1 ORDER BY 1").unwrap();
+        let keys: Vec<String> = stmt.query_map([before], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(keys, ["1", "1.0"]);
         // A generated column named rowid hides the rowid like any column.
         let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
         let columns: Vec<ColumnInfo> =

@@ -31,8 +31,10 @@ pub fn is_schema_statement(statement: &str) -> bool {
 }
 
 /// The statement that writes a page of rows into `table`, for the page's `columns` (those the
-/// table has); `with_rowid`, the name that reaches the rowid, for a rowid table, whose rows are
-/// keyed by their rowid.
+/// table has); `with_rowid`, the name that reaches the rowid, for a table that declares no key,
+/// whose rows are told apart by their rowid alone (a declared key's rows are written by their
+/// columns, and take new rowids: a backup made before rowid tables were keyed by their rowid holds
+/// the declared key's literals there).
 /// Its one binding is [`rows_json`]'s text.
 pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) -> String {
     let mut names: Vec<String> = Vec::new();
@@ -57,12 +59,8 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
 /// when `with_rowid`, then the values at `picked` (the page's columns the table has). An INTEGER
 /// is a JSON integer, a REAL a number with a fraction or exponent (∞ as `9e999`, which SQLite
 /// reads as infinity), TEXT a string and a BLOB `{"b": hex}`. Deleted rows (no values) are
-/// skipped.
+/// skipped. Fails on a row key that is not a rowid where one is needed.
 pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<String, String> {
-    // A backup made before rowid tables were keyed by their rowid holds the declared key's
-    // literals: a page with any key that is not a rowid is such a backup's, and its rows get new
-    // rowids (a key that only looks like one must not take another row's place).
-    let keys_are_rowids = rows.iter().all(|row| row.k.parse::<i64>().is_ok());
     let mut text = String::from("[");
     for row in rows {
         let Some(values) = &row.v else { continue };
@@ -72,7 +70,8 @@ pub fn rows_json(rows: &[SqlRow], picked: &[usize], with_rowid: bool) -> Result<
         text.push('[');
         let mut cells: Vec<String> = Vec::with_capacity(picked.len() + 1);
         if with_rowid {
-            cells.push(row.k.parse::<i64>().ok().filter(|_| keys_are_rowids).map_or_else(|| "null".to_owned(), |rowid| rowid.to_string()));
+            let rowid: i64 = row.k.parse().map_err(|_| format!("row key {:?} is not a rowid", row.k))?;
+            cells.push(rowid.to_string());
         }
         for &i in picked {
             cells.push(cell(values.get(i).unwrap_or(&SqlValue::Null)));
@@ -177,8 +176,7 @@ mod tests {
         db.execute(&insert_rows("keyed", &columns, None), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
         assert_eq!(read("SELECT id, v FROM keyed WHERE id = 1"), [(1, Value::Text("new".into()))]);
         assert_eq!(read("SELECT count(*), 0 FROM keyed")[0].0, values.len() as i64, "a deleted row is not written");
-        // A backup keyed by the declared key's literals: the row gets a new rowid.
-        assert_eq!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).unwrap(), "[[null]]");
+        assert!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).is_err());
         // An INTEGER PRIMARY KEY is the rowid: naming both writes the one value.
         let both = [SqlRow { k: "7".into(), v: Some(vec![SqlValue::Integer(7), SqlValue::Text("seven".into())]) }];
         db.execute(&insert_rows("keyed", &columns, Some("rowid")), [rows_json(&both, &[0, 1], true).unwrap()]).unwrap();

@@ -260,7 +260,7 @@ impl Import<'_> {
                 }
             }
         }
-        let with_rowid = shape.rowid.as_deref();
+        let with_rowid = shape.rowid.as_deref().filter(|_| shape.key.is_empty());
         let indexes: Vec<usize> = picked.iter().map(|(i, _)| *i).collect();
         let names: Vec<String> = picked.into_iter().map(|(_, name)| name).collect();
         let json = rows_json(&page.rows, &indexes, with_rowid.is_some()).map_err(SessionError::BadRequest)?;

@@ -27,6 +27,10 @@ const OPEN_TRANSACTION_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// open sees its uncommitted rows; a read made in the same turn as this returns sees only
 /// committed ones, as no transaction can open between.
 pub(crate) async fn until_no_open_transaction(log: &ObjectLog) -> Result<(), SessionError> {
+    // Key-value-backed storage keeps a transaction's writes from other readers until it commits.
+    if log.sql.get().is_none() {
+        return Ok(());
+    }
     let mut waited = std::time::Duration::ZERO;
     let mut step = std::time::Duration::from_millis(1);
     while !log.open_transactions.borrow().is_empty() {
@@ -164,6 +168,7 @@ impl<'a> SqlExport<'a> {
             let upto = Array::from(&records.get(records.length() - 1)).get(0).as_f64().unwrap_or(0.0) as u64;
             let marks = |record: &JsValue| Array::from(record).get(2).as_f64().unwrap_or(0.0) as i64;
             if records.iter().any(|r| marks(&r) != MARK_ROW) {
+                until_no_open_transaction(self.log).await?;
                 self.read_tables()?;
             }
             // A table's marker is older than its row records: a marker deletes every older record.
@@ -185,6 +190,7 @@ impl<'a> SqlExport<'a> {
             // A record of a table the session does not know (renamed since it read them): read
             // them again rather than pass it by.
             if touched.iter().any(|name| !self.tables.contains_key(name)) {
+                until_no_open_transaction(self.log).await?;
                 self.read_tables()?;
             }
             for table in touched.iter().filter_map(|name| self.tables.get(name)) {

@@ -187,7 +187,19 @@ impl ObjectLog {
 }
 
 fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Array) -> Result<JsValue, JsValue> {
-    let query = args.get(0).as_string().unwrap_or_default();
+    // A query given as an object (`new String(..)`, anything with a `toString`) is made text
+    // once, here: the text checked is the text run.
+    let query = match args.get(0).as_string() {
+        Some(query) => query,
+        None => match args.get(0).dyn_ref::<Object>() {
+            Some(object) => {
+                let text: String = object.to_string().into();
+                args.set(0, JsValue::from_str(&text));
+                text
+            }
+            None => String::new(),
+        },
+    };
     if sql_capture::names_reserved(&query) {
         return Err(js_error(&format!(
             "durafetch: this statement's text holds {} (any case), which names durafetch's change log (names starting with it are \

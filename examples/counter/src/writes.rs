@@ -61,6 +61,21 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
         ("sql_query", None, true) => return Response::from_json(&query_rows(&storage.sql(), &req.text().await?)?),
+        ("sql_rows_written", None, true) => {
+            // Each statement of the JSON array run in its own `exec`, to its end: the rows the
+            // runtime counts as written (what Cloudflare bills), summed.
+            let statements: Vec<String> = req.json().await?;
+            let sql = storage.sql();
+            let mut written = 0;
+            for statement in statements {
+                let cursor = sql.exec(&statement, None)?;
+                for row in cursor.raw() {
+                    row?;
+                }
+                written += cursor.rows_written();
+            }
+            return Response::from_json(&written);
+        }
         ("list", None, false) => {
             // The keys list() returns for the query's start, end, prefix, reverse and limit.
             let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
