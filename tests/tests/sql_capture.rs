@@ -106,6 +106,9 @@ fn the_apps_statements_behave_as_in_a_plain_object() {
         "CREATE TABLE dc (id INTEGER PRIMARY KEY, w); CREATE UNIQUE INDEX dc_w ON dc (w); INSERT INTO dc VALUES (1, 1)",
         "DROP INDEX dc_w; ALTER TABLE dc DROP COLUMN w",
         "SELECT * FROM dc",
+        // The sync after a schema statement leaves the app's last_insert_rowid() alone.
+        "INSERT INTO items (id, name, sku) VALUES (50, 'last', 'l'); CREATE TABLE later (x)",
+        "SELECT last_insert_rowid()",
     ];
     same_in_both(&worker, "app", &script);
     pull_until_tables_match(&worker, &db, &["app"], "the app's statements");

@@ -150,7 +150,14 @@ fn cascades_user_triggers_virtual_tables_and_mixed_types() {
     );
     sql(&worker, "mixed-a", "CREATE TABLE mixed (v); INSERT INTO mixed VALUES ('text'), (1.5)");
     sql(&worker, "mixed-b", "CREATE TABLE mixed (v); INSERT INTO mixed VALUES (42), (X'2A')");
-    pull_until_tables_match(&worker, &db, &["family", "mixed-a", "mixed-b"], "filled");
+    let runs = pull_until_tables_match(&worker, &db, &["family", "mixed-a", "mixed-b"], "filled");
+    // The virtual table is refused loudly: the pull that downloads its object says so.
+    let listed = runs.iter().any(|run| {
+        run.summary
+            .as_ref()
+            .is_some_and(|s| s["tables_not_recorded"].as_array().is_some_and(|t| t.contains(&json!("CounterSql family: docs"))))
+    });
+    assert!(listed, "{:?}", runs.iter().map(|r| &r.summary).collect::<Vec<_>>());
     sql(&worker, "family", "PRAGMA foreign_keys = ON; DELETE FROM parents WHERE id = 1");
     assert_eq!(query(&worker, "family", "SELECT count(*) FROM audit"), vec![vec![json!(2.0)]], "the cascade ran the user's trigger");
     pull_until_tables_match(&worker, &db, &["family", "mixed-a", "mixed-b"], "cascaded");

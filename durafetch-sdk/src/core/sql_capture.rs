@@ -36,21 +36,34 @@ pub fn schema() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, mark INTEGER NOT NULL DEFAULT 0, {keys});
          CREATE INDEX IF NOT EXISTS {CHANGES_TABLE}_by_row ON {CHANGES_TABLE} (tbl, k1, k2);
-         CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, shape TEXT NOT NULL);",
+         CREATE TABLE IF NOT EXISTS {TABLES_TABLE} (name TEXT PRIMARY KEY, shape TEXT NOT NULL);
+         CREATE VIEW IF NOT EXISTS {SYNC_VIEW} (tbl, mark, shape) AS SELECT NULL, NULL, NULL WHERE 0;
+         CREATE TRIGGER IF NOT EXISTS {SYNC_VIEW}_write INSTEAD OF INSERT ON {SYNC_VIEW} BEGIN
+             INSERT INTO {CHANGES_TABLE} (tbl, mark) SELECT NEW.tbl, NEW.mark WHERE NEW.mark IS NOT NULL;
+             DELETE FROM {CHANGES_TABLE} WHERE NEW.mark IS NOT NULL AND tbl = NEW.tbl AND seq < (SELECT max(seq) FROM {CHANGES_TABLE});
+             INSERT INTO {TABLES_TABLE} (name, shape) SELECT NEW.tbl, NEW.shape WHERE NEW.shape IS NOT NULL
+                 ON CONFLICT (name) DO UPDATE SET shape = excluded.shape;
+             DELETE FROM {TABLES_TABLE} WHERE NEW.shape IS NULL AND name = NEW.tbl;
+         END;",
         keys = keys.join(", ")
     )
 }
 
+/// What a sync writes goes through this view's INSTEAD OF trigger: writes inside a trigger
+/// leave `last_insert_rowid()` as the app's last statement left it.
+pub const SYNC_VIEW: &str = "_durafetch_sync";
+
 /// The user tables: plain tables outside SQLite's, Cloudflare's (`_cf_`, any case), local
 /// development's (`__miniflare_`, which names the object) and durafetch's names. Virtual tables
 /// (fts5, rtree) take no triggers and their shadow tables are internal: neither is recorded.
-pub const LIST_TABLES: &str = r"SELECT name, wr FROM pragma_table_list
-    WHERE schema = 'main' AND type = 'table'
+pub const LIST_TABLES: &str = r"SELECT name, wr, type = 'virtual' FROM pragma_table_list
+    WHERE schema = 'main' AND type IN ('table', 'virtual')
       AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name NOT LIKE '\_cf\_%' ESCAPE '\' AND name NOT LIKE '\_durafetch\_%' ESCAPE '\'
       AND name NOT LIKE '\_\_miniflare\_%' ESCAPE '\'
     ORDER BY name";
 pub const KNOWN_TABLES: &str = "SELECT name, shape FROM _durafetch_tables";
-pub const OUR_TRIGGERS: &str = r"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\_durafetch\_%' ESCAPE '\'";
+/// durafetch's triggers on the user's tables (not the one on [`SYNC_VIEW`]).
+pub const OUR_TRIGGERS: &str = r"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE '\_durafetch\_%' ESCAPE '\' AND tbl_name <> '_durafetch_sync'";
 pub const HEAD: &str = "SELECT coalesce(max(seq), 0) FROM _durafetch_changes";
 
 /// A table's columns in order: name, place in the primary key (0: not in it), declared type,
@@ -96,6 +109,8 @@ pub struct TableShape {
     /// UNIQUE indexes on expressions, by name: rows a `REPLACE` removes through one of them are
     /// not recorded (see [`TableShape::warnings`]).
     pub unique_on_expressions: Vec<String>,
+    /// A virtual table (fts5, rtree): it takes no triggers, so it is refused, loudly.
+    pub virtual_table: bool,
     /// Whether a key column of a table without rowid has no type (BLOB affinity): it keeps the
     /// INTEGER 1 and the REAL 1.0 apart in their type, while comparing them equal.
     pub untyped_key: bool,
@@ -137,6 +152,7 @@ impl TableShape {
             key: key.into_iter().map(|(c, _, _, _)| c.clone()).collect(),
             columns: columns.iter().filter(|(_, _, _, generated)| *generated == 0).map(|(c, _, _, _)| c.clone()).collect(),
             untyped_key,
+            virtual_table: false,
             rowid,
             unique: Vec::new(),
             unique_on_expressions: Vec::new(),
@@ -189,6 +205,13 @@ impl TableShape {
     }
 
     pub fn recordable(&self) -> Result<(), String> {
+        if self.virtual_table {
+            return Err(format!(
+                "durafetch: table {} is a virtual table (fts5, rtree), which takes no triggers, so its changes are not recorded; \
+                 keep its source rows in a plain table, which is",
+                self.name
+            ));
+        }
         if !self.without_rowid && self.rowid.is_none() {
             return Err(format!(
                 "durafetch: table {} has columns named rowid, _rowid_ and oid, which hide its rowid, and no INTEGER PRIMARY KEY; \
@@ -470,8 +493,7 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
     // another case (`c2` renamed `C2`), which a file that folds case keeps in the same place.
     let present: BTreeMap<&str, ()> = tables.iter().map(|t| (t.name.as_str(), ())).collect();
     for name in known.keys().filter(|name| !present.contains_key(name.as_str())) {
-        plan.statements.extend(mark(name, MARK_GONE));
-        plan.statements.push(format!("DELETE FROM {TABLES_TABLE} WHERE name = {}", literal(name)));
+        plan.statements.push(mark(name, MARK_GONE, None));
     }
     let mut wanted = BTreeMap::new();
     for table in tables {
@@ -481,8 +503,7 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
             // table is all the object holds.
             let refused = serde_json::json!({"refused": why}).to_string();
             if known.get(&table.name) != Some(&refused) {
-                plan.statements.extend(mark(&table.name, MARK_GONE));
-                plan.statements.push(known_as(&table.name, &refused));
+                plan.statements.push(mark(&table.name, MARK_GONE, Some(&refused)));
             }
             plan.refused.push(why);
             continue;
@@ -500,8 +521,7 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
         }
         if rewrite {
             plan.refused.extend(table.warnings());
-            plan.statements.extend(mark(&table.name, MARK_REPLACE));
-            plan.statements.push(known_as(&table.name, &table.fingerprint()));
+            plan.statements.push(mark(&table.name, MARK_REPLACE, Some(&table.fingerprint())));
         }
     }
     for name in triggers.keys().filter(|name| !wanted.contains_key(&name.to_ascii_lowercase())) {
@@ -510,24 +530,13 @@ pub fn plan_sync(tables: &[TableShape], known: &BTreeMap<String, String>, trigge
     plan
 }
 
-/// The statement that records what the log knows of a table.
-fn known_as(table: &str, shape: &str) -> String {
-    format!(
-        "INSERT INTO {TABLES_TABLE} (name, shape) VALUES ({}, {}) ON CONFLICT (name) DO UPDATE SET shape = excluded.shape",
-        literal(table),
-        literal(shape)
-    )
-}
-
-/// A table-wide marker, replacing every older record of the table. Inserted before the older
-/// records go, as the triggers' records are: a sequence number is the change table's next rowid
-/// (one past the largest), so the largest record must never be deleted before a newer one exists,
-/// or its number would be handed out again to a reader that has already read past it.
-fn mark(table: &str, mark: i64) -> [String; 2] {
-    [
-        format!("INSERT INTO {CHANGES_TABLE} (tbl, mark) VALUES ({}, {mark})", literal(table)),
-        format!("DELETE FROM {CHANGES_TABLE} WHERE tbl = {} AND seq < (SELECT max(seq) FROM {CHANGES_TABLE})", literal(table)),
-    ]
+/// A table-wide marker, replacing every older record of the table, and what the log now knows
+/// of the table (`shape`; none: forgotten), through [`SYNC_VIEW`]. The marker is inserted before
+/// the older records go, as the triggers' records are: a sequence number is the change table's
+/// next rowid (one past the largest), so the largest record must never be deleted before a newer
+/// one exists, or its number would be handed out again to a reader that has already read past it.
+fn mark(table: &str, mark: i64, shape: Option<&str>) -> String {
+    format!("INSERT INTO {SYNC_VIEW} (tbl, mark, shape) VALUES ({}, {mark}, {})", literal(table), shape.map_or("NULL".to_owned(), literal))
 }
 
 /// The SQL expression of element `i` of the JSON array bound at `param`, as the exact SQLite
@@ -773,7 +782,7 @@ mod tests {
         let t = shape("t", false, &[("id", 1), ("v", 0)]);
         let plan = plan_sync(std::slice::from_ref(&t), &BTreeMap::new(), &BTreeMap::new());
         assert!(plan.statements.iter().filter(|s| s.starts_with("CREATE TRIGGER")).count() == 3);
-        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE})"))));
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE},"))));
         // Once applied, nothing to do.
         let known = BTreeMap::from([("t".to_owned(), t.fingerprint())]);
         let triggers: BTreeMap<String, String> = t.triggers().into_iter().collect();
@@ -782,15 +791,15 @@ mod tests {
         let wider = shape("t", false, &[("id", 1), ("v", 0), ("w", 0)]);
         let plan = plan_sync(std::slice::from_ref(&wider), &known, &triggers);
         assert!(!plan.statements.iter().any(|s| s.starts_with("CREATE TRIGGER")));
-        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE})"))));
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_REPLACE},"))));
         // Gone: its triggers dropped with it, its rows dropped by readers.
         let plan = plan_sync(&[], &known, &BTreeMap::new());
-        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_GONE})"))));
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('t', {MARK_GONE},"))));
         // Too wide a key: refused, not recorded.
         let wide: Vec<ColumnInfo> = (1..=9).map(|i| (format!("c{i}"), i, String::new(), 0)).collect();
         let w = TableShape::from_columns("w".into(), true, &wide);
         let plan = plan_sync(std::slice::from_ref(&w), &BTreeMap::new(), &BTreeMap::new());
-        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('w', {MARK_GONE})"))), "a marker, once");
+        assert!(plan.statements.iter().any(|s| s.contains(&format!("VALUES ('w', {MARK_GONE},"))), "a marker, once");
         assert_eq!(plan.refused.len(), 1);
         let known = BTreeMap::from([("w".to_owned(), serde_json::json!({"refused": w.recordable().unwrap_err()}).to_string())]);
         let plan = plan_sync(std::slice::from_ref(&w), &known, &BTreeMap::new());
@@ -992,6 +1001,13 @@ mod tests {
         db.execute_batch("INSERT INTO NP VALUES ('y', 'five')").unwrap();
         assert_eq!(recorded(&db, "NP", before), [5]);
         assert_eq!(sync_native(&db).statements, Vec::<String>::new(), "a second sync finds nothing to do");
+
+        // A sync after the app's schema statement writes markers, and leaves the app's
+        // last_insert_rowid() as its own statements left it.
+        db.execute_batch("INSERT INTO items (id, name, a, b) VALUES (99, 'last', 99, 99); CREATE TABLE later (x)").unwrap();
+        assert!(sync_native(&db).statements.iter().any(|s| s.contains("'later', 2")));
+        let last: i64 = db.query_row("SELECT last_insert_rowid()", [], |r| r.get(0)).unwrap();
+        assert_eq!(last, 99);
     }
 
     /// What a hostile review found: a partial UNIQUE index matching several rows, a NOCASE key

@@ -95,7 +95,9 @@ impl SqlStorage {
                     (text(c.get(0)), text(c.get(1)), number(c.get(2)) as i64, text(c.get(3)), text(c.get(4)))
                 })
                 .collect();
-            shapes.push(TableShape::from_columns(name, without_rowid, &columns).with_unique_indexes(&unique));
+            let mut shape = TableShape::from_columns(name, without_rowid, &columns).with_unique_indexes(&unique);
+            shape.virtual_table = number(row.get(2)) != 0.0;
+            shapes.push(shape);
         }
         Ok(shapes)
     }

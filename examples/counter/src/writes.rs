@@ -276,9 +276,9 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
     let mut rows = (plan.kind.ends_with("_with_row")).then(HandLog::default);
     let sql = plan.kind.starts_with("sql_").then(|| storage.sql());
     if let Some(sql) = &sql {
-        // Untimed: the table, and for updates the rows they update.
+        // Untimed: the table, and for updates and deletes the rows they change.
         run_sql(sql, "CREATE TABLE IF NOT EXISTS bench_rows (id INTEGER PRIMARY KEY, v TEXT)")?;
-        if plan.kind == "sql_update" {
+        if plan.kind == "sql_update" || plan.kind == "sql_delete" || plan.kind == "sql_update_hot" {
             sql.exec(
                 &format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"),
                 vec![(plan.keys as i64).into(), value.clone().into()],
@@ -290,15 +290,17 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
     let started = worker::Date::now().as_millis();
     let mut count = 0u64;
     match plan.kind.as_str() {
-        "sql_insert" | "sql_update" => {
+        "sql_insert" | "sql_update" | "sql_update_hot" | "sql_delete" => {
             let sql = sql.as_ref().expect("an sql_ kind");
-            let statement = if plan.kind == "sql_insert" {
-                "INSERT INTO bench_rows (id, v) VALUES (?1, ?2)"
-            } else {
-                "UPDATE bench_rows SET v = ?2 WHERE id = ?1"
+            let statement = match plan.kind.as_str() {
+                "sql_insert" => "INSERT INTO bench_rows (id, v) VALUES (?1, ?2)",
+                "sql_delete" => "DELETE FROM bench_rows WHERE id = ?1 AND ?2 IS NOT NULL",
+                _ => "UPDATE bench_rows SET v = ?2 WHERE id = ?1",
             };
+            // The hot kind updates the same 10 rows over and over.
+            let rows = if plan.kind == "sql_update_hot" { 10 } else { plan.keys };
             for i in 0..plan.keys {
-                rows_written += sql.exec(statement, vec![(i as i64 + 1).into(), value.clone().into()])?.rows_written();
+                rows_written += sql.exec(statement, vec![((i % rows) as i64 + 1).into(), value.clone().into()])?.rows_written();
             }
             count = plan.keys;
         }

@@ -524,6 +524,14 @@ fn main() {
         ("sql_insert", 1000, "P9 single-row INSERTs, instrumented/plain", "≤ 1.3", "1,000 one-row INSERT statements of 100 B"),
         ("sql_update", 1000, "P9 single-row UPDATEs, instrumented/plain", "≤ 1.3", "1,000 one-row UPDATE statements (by key) of 100 B"),
         (
+            "sql_update_hot",
+            1000,
+            "P9 single-row UPDATEs of 10 hot rows, instrumented/plain",
+            "≤ 1.3",
+            "1,000 one-row UPDATE statements (by key) of 100 B, of 10 rows in turn",
+        ),
+        ("sql_delete", 1000, "P9 single-row DELETEs, instrumented/plain", "≤ 1.3", "1,000 one-row DELETE statements (by key)"),
+        (
             "sql_insert_one_statement",
             10_000,
             "P9 10,000-row INSERT in one transaction, instrumented/plain",
