@@ -575,29 +575,61 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Whether a user statement names durafetch's tables or triggers: refused, before it runs. Looks
-/// at everything but comments: SQLite takes a string literal where a name is expected
-/// (`DELETE FROM '_durafetch_changes'`), so a literal holding the prefix is refused too. Values
-/// bound as parameters are never looked at.
+/// What the exec hook needs to know of a call's SQL text, read in one pass over it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatementText {
+    /// The text names durafetch's tables or triggers: refused, before it runs. Everything but
+    /// comments counts: SQLite takes a string literal where a name is expected
+    /// (`DELETE FROM '_durafetch_changes'`), so a literal holding the prefix is refused too.
+    /// Values bound as parameters are never looked at.
+    pub names_reserved: bool,
+    /// The text may change the schema: the word CREATE, ALTER or DROP stands in it outside
+    /// string literals, quoted names and comments. Every statement that changes the schema holds
+    /// one of them (a trigger's body cannot), so none is missed; a false start costs one sync
+    /// that finds nothing to do. workerd refuses `PRAGMA schema_version`, which would have
+    /// answered without reading the text.
+    pub may_change_schema: bool,
+    /// The text may drop an index and then a column it named (ALTER, DROP and INDEX all stand in
+    /// it as words): SQLite refuses to drop a column that an index or a trigger names, so
+    /// durafetch's triggers that name columns go first. (Without the DROP INDEX, SQLite refuses
+    /// the column for its index, as it would without durafetch.)
+    pub may_drop_column: bool,
+}
+
+impl StatementText {
+    pub fn read(query: &str) -> Self {
+        let (mut text, mut alter, mut drop, mut index) = (StatementText::default(), false, false, false);
+        for (part, kind) in sql_parts(query) {
+            text.names_reserved |= contains_ignoring_case(part, SQL_PREFIX);
+            if kind != Part::Code {
+                continue;
+            }
+            for word in part.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
+                let is = |w: &str| word.eq_ignore_ascii_case(w);
+                alter |= is("alter");
+                drop |= is("drop");
+                index |= is("index");
+                text.may_change_schema |= is("create") || is("alter") || is("drop");
+            }
+        }
+        text.may_drop_column = alter && drop && index;
+        text
+    }
+}
+
+/// [`StatementText::names_reserved`] of `query`.
 pub fn names_reserved(query: &str) -> bool {
-    sql_parts(query).iter().any(|(part, _)| contains_ignoring_case(part, SQL_PREFIX))
+    StatementText::read(query).names_reserved
 }
 
-/// Whether `query` may change the schema: the word CREATE, ALTER or DROP stands in it outside
-/// string literals, quoted names and comments. Every statement that changes the schema holds one
-/// of them (a trigger's body cannot), so none is missed; a false start costs one sync that finds
-/// nothing to do. workerd refuses `PRAGMA schema_version`, which would have answered without
-/// reading the text.
+/// [`StatementText::may_change_schema`] of `query`.
 pub fn may_change_schema(query: &str) -> bool {
-    has_words(query, &["create", "alter", "drop"])
+    StatementText::read(query).may_change_schema
 }
 
-/// Whether `query` may drop an index and then a column it named (ALTER, DROP and INDEX all stand
-/// in it as words): SQLite refuses to drop a column that an index or a trigger names, so
-/// durafetch's triggers that name columns go first. (Without the DROP INDEX, SQLite refuses the
-/// column for its index, as it would without durafetch.)
+/// [`StatementText::may_drop_column`] of `query`.
 pub fn may_drop_column(query: &str) -> bool {
-    ["alter", "drop", "index"].iter().all(|word| has_words(query, &[word]))
+    StatementText::read(query).may_drop_column
 }
 
 /// Where a `$name(...)` parameter that starts at `at` ends, if one does.
@@ -606,13 +638,6 @@ fn tcl_parameter_end(bytes: &[u8], at: usize) -> Option<usize> {
     let open = at + 1 + name;
     (name > 0 && bytes.get(open) == Some(&b'('))
         .then(|| bytes[open..].iter().position(|b| *b == b')').map_or(bytes.len(), |n| open + n + 1))
-}
-
-fn has_words(query: &str, words: &[&str]) -> bool {
-    sql_parts(query).iter().filter(|(_, kind)| *kind == Part::Code).any(|(part, _)| {
-        part.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
-            .any(|word| words.iter().any(|w| word.eq_ignore_ascii_case(w)))
-    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

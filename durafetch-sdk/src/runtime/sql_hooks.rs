@@ -16,7 +16,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::js_methods::js_error;
 use super::object_log::ObjectLog;
-use crate::core::sql_capture::{self, ColumnInfo, TableShape};
+use crate::core::sql_capture::{self, ColumnInfo, StatementText, TableShape};
 
 /// The runtime's own `exec` of the object's SQL storage, and that storage.
 pub(crate) struct SqlStorage {
@@ -202,25 +202,26 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
             None => String::new(),
         },
     };
-    if sql_capture::names_reserved(&query) {
+    let text = StatementText::read(&query);
+    if text.names_reserved {
         return Err(js_error(&format!(
             "durafetch: this statement's text holds {} (any case), which names durafetch's change log (names starting with it are \
              durafetch's, and SQLite takes a string literal where a name goes); rename, or bind such text as a parameter",
             sql_capture::SQL_PREFIX
         )));
     }
-    if sql_capture::may_drop_column(&query) {
-        if let Some(Err(e)) = log.upgrade().and_then(|log| log.sql.get().map(SqlStorage::drop_conflict_triggers)) {
-            return Err(e);
-        }
+    let log = log.upgrade();
+    let sql = log.as_ref().and_then(|log| log.sql.get());
+    if text.may_drop_column {
+        sql.map_or(Ok(()), SqlStorage::drop_conflict_triggers)?;
     }
     let outcome = Reflect::apply(exec, this, args);
-    let Some(log) = log.upgrade() else { return outcome };
+    let Some(log) = &log else { return outcome };
     // A statement that failed may follow others of the same call that ran: a table made before
     // the failure gets its triggers (and is resent whole), rows written before it are reported.
-    if sql_capture::may_change_schema(&query) {
+    if text.may_change_schema {
         // At once: the next statement may write to a table made by this one.
-        if let Err(e) = log.sql.get().map_or(Ok(()), |sql| sql.sync(log.class, &log.id)) {
+        if let Err(e) = sql.map_or(Ok(()), |sql| sql.sync(log.class, &log.id)) {
             // The user's statement has run: failing it now would not undo it. The next sync (the
             // next schema statement, or the object's next start) catches up.
             worker::console_error!("durafetch: recording the SQL tables of {} {}: {e:?}", log.class, log.id);
