@@ -30,5 +30,7 @@ pub use runtime::DurafetchRegistry;
 #[cfg(feature = "runtime")]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::runtime::{held_state, install, log_rows, route_object_request, route_worker_request, sql_log_rows, HeldState, Routed};
+    pub use crate::runtime::{
+        held_state, install, log_rows, route_object_request, route_worker_request, sql_close_generation, sql_log_rows, HeldState, Routed,
+    };
 }

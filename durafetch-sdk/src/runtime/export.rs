@@ -60,11 +60,11 @@ impl ExportSession<'_> {
         // included: a backup never holds a row that may still roll back.
         until_no_open_transaction(self.log).await?;
         let head = self.log.head().ok_or_else(|| SessionError::Server("change log not loaded".into()))?;
-        let mut sql = self.log.sql.get().map(|sql| SqlExport::open(self.log, sql)).transpose()?;
+        let sql = self.log.sql.get().map(|sql| SqlExport::open(self.log, sql)).transpose()?;
         let sql_head = sql.as_ref().map_or(0, |sql| sql.head);
-        // A SQL cursor from the future (its records were lost with a delete_all) starts over.
+        // A SQL cursor from the future (a head `deleteAll` took away) starts over.
         let since = hello.since.filter(|_| hello.since_sql <= sql_head);
-        let (from, sql_from, read_log) = match ReadPlan::choose(since, self.log.floor(), head) {
+        let (from, sql_since, read_log) = match ReadPlan::choose(since, self.log.floor(), head) {
             ReadPlan::Snapshot => {
                 // Writes made while the scan runs are in the log after `head`, or after the head
                 // an open transaction started from: its rows appear only once it commits.
@@ -85,31 +85,31 @@ impl ExportSession<'_> {
                     sql.send_tables(session).await?;
                 }
                 // One read saw the object as of `head`: no write can have come between, so
-                // there is no log to read after it.
-                (start, sql_head, !read_whole)
+                // there is no log to read after it. Every SQL table went whole.
+                (start, None, !read_whole)
             }
             ReadPlan::ChangesSince(since) => {
                 session.send(&ServerMessage::Begin { mode: ExportMode::Changes, epoch: since.epoch })?;
                 if let Some(sql) = &sql {
                     sql.send_refusals(session)?;
                 }
-                (since, hello.since_sql, true)
+                (since, Some(hello.since_sql), true)
             }
         };
-        let (cursor, sql_cursor) = if read_log {
+        let cursor = if read_log {
             let cursor = self.send_changes_since(session, from).await?;
             self.flush(session).await?;
-            let sql_cursor = match &mut sql {
-                Some(sql) => sql.send_changes_since(session, sql_from).await?,
-                None => 0,
-            };
-            (cursor, sql_cursor)
+            cursor
         } else {
-            (from, sql_from)
+            from
         };
-        // Held back as the key cursor is: an open transaction's records may still roll back,
-        // and their numbers be handed out again.
-        let sql_cursor = sql_cursor.min(self.log.oldest_open_sql_transaction().unwrap_or(u64::MAX));
+        // The SQL cursor is the head the session closed: a change made since, committed or not,
+        // is in a later generation, which the next export sends.
+        let sql_cursor = match (&sql, sql_since) {
+            (Some(sql), Some(since)) => sql.send_changes_since(session, since).await?,
+            (Some(sql), None) => sql.head,
+            (None, _) => 0,
+        };
         session.send(&ServerMessage::End { cursor, sql: sql_cursor })?;
         Ok(())
     }

@@ -42,7 +42,7 @@ pub use maintenance::log_rows;
 pub use object_api::route_object_request;
 pub use object_log::install;
 pub use registry::DurafetchRegistry;
-pub use sql_hooks::sql_log_rows;
+pub use sql_hooks::{sql_close_generation, sql_log_rows};
 
 /// What an instrumented entry point does with a request.
 pub enum Routed<T> {

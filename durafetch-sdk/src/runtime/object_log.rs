@@ -88,9 +88,9 @@ pub(crate) struct ObjectLog {
     pub report: Cell<ReportState>,
     pub compactor: Rc<CompactorSlot>,
     pub compacting: Cell<bool>,
-    /// The head and SQL head each open transaction saw when it started (a multiset): exports
-    /// must not hand out cursors past the oldest, since its rows appear only when it commits.
-    pub open_transactions: RefCell<std::collections::BTreeMap<(Cursor, u64), usize>>,
+    /// The head each open transaction saw when it started (a multiset): exports must not hand
+    /// out key cursors past the oldest, since its rows appear only when it commits.
+    pub open_transactions: RefCell<std::collections::BTreeMap<Cursor, usize>>,
     /// The runtime's own storage methods, for durafetch's own writes, which are not logged.
     pub storage_methods: OnceCell<Rc<Methods>>,
     /// Keys written outside transactions since the last row.
@@ -101,7 +101,8 @@ pub(crate) struct ObjectLog {
     pub turn_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
     /// A SQLite-backed object's SQL storage, recorded by triggers (see `sql_hooks`).
     pub sql: OnceCell<super::sql_hooks::SqlStorage>,
-    /// The newest SQL change record's sequence number (0: none, or no SQL storage).
+    /// The SQL head as last read or written (0: no SQL storage): odd while changes since the last
+    /// export are recorded (see `core::sql_capture`).
     pub sql_head: Cell<u64>,
     /// Statements wrote since the SQL head was last read; `sql_check` reads it at the end of the
     /// turn.
@@ -219,13 +220,7 @@ impl ObjectLog {
 
     /// The head the oldest open transaction saw when it started, if any is open.
     pub fn oldest_open_transaction(&self) -> Option<Cursor> {
-        self.open_transactions.borrow().keys().next().map(|(head, _)| *head)
-    }
-
-    /// The lowest SQL head an open transaction started from, if any is open: its change records
-    /// come after it, and may still roll back.
-    pub fn oldest_open_sql_transaction(&self) -> Option<u64> {
-        self.open_transactions.borrow().keys().map(|(_, sql)| *sql).min()
+        self.open_transactions.borrow().keys().next().copied()
     }
 
     pub fn loaded_head(&self) -> Result<Cursor, JsValue> {

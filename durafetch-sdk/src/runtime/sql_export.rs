@@ -1,6 +1,6 @@
 //! The SQL half of an export: a SQLite-backed object's tables, whole for a snapshot, or the rows
-//! its change records name since the client's SQL cursor, in `sql_page` messages, each table's
-//! rows after its `sql_schema`; a dropped table as `sql_table_gone`.
+//! their change sets mark in the generations after the client's SQL cursor, in `sql_page`
+//! messages, each table's rows after its `sql_schema`; a dropped table as `sql_table_gone`.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +11,9 @@ use super::flow::{Outbox, SessionError};
 use super::object_log::ObjectLog;
 use super::sql_hooks::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::sql_capture::{self, decode_value, row_key, scan_binding, ScanBinding, TableShape, MARK_GONE, MARK_REPLACE, MARK_ROW};
+use crate::core::sql_capture::{change_set, decode_value, row_key, scan_binding, KnownTable, ScanBinding, TableShape, MARK_REPLACE};
 use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
-
-/// Change records read at a time: their sequence, table and mark only.
-const RECORDS_PER_READ: usize = 4000;
 
 /// How long an export waits for the app's open transactions to end before it gives up (the
 /// puller retries).
@@ -44,9 +41,8 @@ pub(crate) async fn until_no_open_transaction(log: &ObjectLog) -> Result<(), Ses
     Ok(())
 }
 
-/// One export session's view of the SQL storage: its tables (a snapshot's scan and the changes
-/// after it both need them), read again whenever a change record says the schema changed, and
-/// its newest change record.
+/// One export session's view of the SQL storage, as of the generation it closed: its tables,
+/// what the log knew of them, and the head.
 pub(crate) struct SqlExport<'a> {
     log: &'a ObjectLog,
     sql: &'a SqlStorage,
@@ -55,15 +51,24 @@ pub(crate) struct SqlExport<'a> {
     refused: Vec<(String, String)>,
     /// Each recorded table's `CREATE TABLE` and `CREATE INDEX` statements.
     schemas: BTreeMap<String, Vec<String>>,
-    /// The newest change record when the session started, where a snapshot's changes start.
+    /// What the log knew of each table, markers included, when the generation closed.
+    known: Vec<KnownTable>,
+    /// The head once the session closed the generation: every change at or below it is in what
+    /// the session sends, and the client's cursor becomes it.
     pub head: u64,
 }
 
 impl<'a> SqlExport<'a> {
-    /// Opens the view; call it in the same turn as [`until_no_open_transaction`] returned.
+    /// Closes the generation and opens the view; call it in the same turn as
+    /// [`until_no_open_transaction`] returned, so that no transaction spans the close.
     pub fn open(log: &'a ObjectLog, sql: &'a SqlStorage) -> Result<Self, SessionError> {
-        sql.ensure_schema()?;
-        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), refused: Vec::new(), schemas: BTreeMap::new(), head: sql.head()? };
+        sql.ensure_schema(log.sql_head.get())?;
+        let head = sql.close_generation()?;
+        // The close is not reported: a reader at this head is not behind, and one below it is
+        // told by the odd head it was already reported.
+        log.sql_head.set(head);
+        let known = sql.known()?;
+        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), refused: Vec::new(), schemas: BTreeMap::new(), known, head };
         export.read_tables()?;
         Ok(export)
     }
@@ -119,16 +124,13 @@ impl<'a> SqlExport<'a> {
         let mut after: Option<Vec<SqlValue>> = None;
         loop {
             let mut bindings: Vec<JsValue> = vec![(sizer.limit() as f64).into()];
-            for value in after.iter().flatten() {
-                bindings.push(match scan_binding(value) {
-                    ScanBinding::Text(text) => text.into(),
-                    ScanBinding::Real(real) => real.into(),
-                    ScanBinding::Blob(bytes) => js_sys::Uint8Array::from(bytes).buffer().into(),
-                    ScanBinding::Null => JsValue::NULL,
-                });
-            }
+            bindings.extend(after.iter().flatten().map(bind));
             until_no_open_transaction(self.log).await?;
-            let rows = self.sql.json_rows(&table.scan_page(after.as_deref()), &bindings)?;
+            let rows = match self.sql.json_rows(&table.scan_page(after.as_deref()), &bindings) {
+                Ok(rows) => rows,
+                Err(_) if self.changed_since_open(&table.name) => break,
+                Err(e) => return Err(e.into()),
+            };
             if rows.is_empty() {
                 break;
             }
@@ -153,77 +155,86 @@ impl<'a> SqlExport<'a> {
         pages.flush(session).await
     }
 
-    /// The rows named by change records after `from`; answers the last record read. A table's
-    /// marker means its schema changed (or it appeared or went): the tables are read again
-    /// before it is acted on, so a table made or altered while the session is open is sent in
-    /// its new shape, never skipped.
-    pub async fn send_changes_since(&mut self, session: &mut impl Outbox, from: u64) -> Result<u64, SessionError> {
-        let mut last = from;
-        loop {
-            until_no_open_transaction(self.log).await?;
-            let records = self.sql.rows(sql_capture::CHANGES_SINCE, &[(last as f64).into(), (RECORDS_PER_READ as f64).into()])?;
-            if records.length() == 0 {
-                return Ok(last);
-            }
-            let upto = Array::from(&records.get(records.length() - 1)).get(0).as_f64().unwrap_or(0.0) as u64;
-            let marks = |record: &JsValue| Array::from(record).get(2).as_f64().unwrap_or(0.0) as i64;
-            // In the same turn as the wait above: no transaction has opened since.
-            if records.iter().any(|r| marks(&r) != MARK_ROW) {
-                self.read_tables()?;
-            }
-            // A table's marker is older than its row records: a marker deletes every older record.
-            let mut touched: Vec<String> = Vec::new();
-            for record in records.iter() {
-                let table = Array::from(&record).get(1).as_string().unwrap_or_default();
-                match marks(&record) {
-                    MARK_GONE => session.send(&ServerMessage::SqlTableGone { table: table.clone() })?,
-                    MARK_REPLACE => {
-                        session.send(&ServerMessage::SqlTableGone { table: table.clone() })?;
-                        if let Some(shape) = self.tables.get(&table).cloned() {
-                            self.send_table(session, &shape).await?;
-                        }
-                    }
-                    MARK_ROW if !touched.contains(&table) => touched.push(table),
-                    _ => {}
-                }
-            }
-            // A record of a table the session does not know (renamed since it read them): read
-            // them again rather than pass it by.
-            if touched.iter().any(|name| !self.tables.contains_key(name)) {
-                until_no_open_transaction(self.log).await?;
-                self.read_tables()?;
-            }
-            for table in touched.iter().filter_map(|name| self.tables.get(name)) {
-                self.send_changed_rows(session, table, last, upto).await?;
-            }
-            last = upto;
+    /// Whether `table` was marked after this session closed its generation: altered, renamed or
+    /// dropped while the session read it. The next export replaces or drops its rows whole, so
+    /// a read the change broke is not an error.
+    fn changed_since_open(&self, table: &str) -> bool {
+        match self.sql.known() {
+            Ok(known) => known.iter().any(|k| k.name == table && k.gen > self.head),
+            Err(_) => false,
         }
     }
 
-    async fn send_changed_rows(&self, session: &mut impl Outbox, table: &TableShape, from: u64, upto: u64) -> Result<(), SessionError> {
-        self.send_schema(session, table)?;
+    /// What changed after the client's cursor `from`: tables gone or refused, then tables to
+    /// replace whole, then the rows each other table's change set marks after `from`. Answers
+    /// the head, the client's next cursor.
+    pub async fn send_changes_since(&self, session: &mut impl Outbox, from: u64) -> Result<u64, SessionError> {
+        let marked: Vec<&KnownTable> = self.known.iter().filter(|k| k.gen > from).collect();
+        // Gone first: a file that folds case keeps `c2` and `C2` in the same place.
+        for gone in marked.iter().filter(|k| k.mark != MARK_REPLACE) {
+            session.send(&ServerMessage::SqlTableGone { table: gone.name.clone() })?;
+        }
+        for replaced in marked.iter().filter(|k| k.mark == MARK_REPLACE) {
+            session.send(&ServerMessage::SqlTableGone { table: replaced.name.clone() })?;
+            if let Some(table) = self.tables.get(&replaced.name) {
+                self.send_table(session, table).await?;
+            }
+        }
+        for known in self.known.iter().filter(|k| k.gen <= from && k.shape.is_some()) {
+            if let Some(table) = self.tables.get(&known.name) {
+                self.send_changed_rows(session, table, &change_set(known.id), from).await?;
+            }
+        }
+        Ok(self.head)
+    }
+
+    async fn send_changed_rows(&self, session: &mut impl Outbox, table: &TableShape, set: &str, from: u64) -> Result<(), SessionError> {
         let mut pages = Pages::new(table);
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
-        let mut after = from;
-        let query = table.changed_rows();
+        let positions = table.change_set_key_len();
+        let mut after: Option<Vec<SqlValue>> = None;
+        let mut schema_sent = false;
         loop {
+            let mut bindings: Vec<JsValue> = vec![(from as f64).into(), (sizer.limit() as f64).into()];
+            bindings.extend(after.iter().flatten().map(bind));
             until_no_open_transaction(self.log).await?;
-            let rows = self.sql.json_rows(&query, &[(after as f64).into(), (upto as f64).into(), (sizer.limit() as f64).into()])?;
+            let rows = match self.sql.json_rows(&table.changed_rows(set, after.as_deref()), &bindings) {
+                Ok(rows) => rows,
+                Err(_) if self.changed_since_open(&table.name) => break,
+                Err(e) => return Err(e.into()),
+            };
             if rows.is_empty() {
                 break;
             }
+            if !schema_sent {
+                self.send_schema(session, table)?;
+                schema_sent = true;
+            }
             let before = pages.bytes;
             let read = rows.len();
+            let mut last = None;
             for row in rows {
-                after = row.first().and_then(serde_json::Value::as_u64).unwrap_or(after);
-                let literals = texts(&row, 1, table.key_len());
-                let present = row.get(1 + table.key_len()).and_then(serde_json::Value::as_u64).unwrap_or(0) != 0;
-                let v = if present { Some(values(&row, 2 + table.key_len(), table.columns.len())?) } else { None };
+                last = Some(values(&row, 0, positions)?);
+                let literals = texts(&row, 2 * positions, table.key_len());
+                let at = 2 * positions + table.key_len();
+                let present = row.get(at).and_then(serde_json::Value::as_u64).unwrap_or(0) != 0;
+                let v = if present { Some(values(&row, at + 1, table.columns.len())?) } else { None };
                 pages.push(session, SqlRow { k: row_key(&literals), v }).await?;
             }
             sizer.observe(read, pages.bytes - before);
+            after = last;
         }
         pages.flush(session).await
+    }
+}
+
+/// A position value bound into a read (see `core::sql_capture::scan_binding`).
+fn bind(value: &SqlValue) -> JsValue {
+    match scan_binding(value) {
+        ScanBinding::Text(text) => text.into(),
+        ScanBinding::Real(real) => real.into(),
+        ScanBinding::Blob(bytes) => js_sys::Uint8Array::from(bytes).buffer().into(),
+        ScanBinding::Null => JsValue::NULL,
     }
 }
 

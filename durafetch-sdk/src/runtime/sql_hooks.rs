@@ -16,7 +16,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::js_methods::js_error;
 use super::object_log::ObjectLog;
-use crate::core::sql_capture::{self, ColumnInfo, StatementText, TableShape};
+use crate::core::sql_capture::{self, ColumnInfo, KnownTable, StatementText, TableShape};
 
 /// The runtime's own `exec` of the object's SQL storage, and that storage.
 pub(crate) struct SqlStorage {
@@ -64,10 +64,45 @@ impl SqlStorage {
         Reflect::apply(exec, &sql, &args)
     }
 
-    /// The newest change record's sequence number.
+    /// The head: odd while changes since the last export are recorded (see `core::sql_capture`).
     pub fn head(&self) -> Result<u64, JsValue> {
-        let rows = self.rows(sql_capture::HEAD, &[])?;
+        self.number(sql_capture::HEAD, &[])
+    }
+
+    /// Closes the generation if anything changed in it, as an export does first; answers the
+    /// head, which becomes the reader's cursor.
+    pub fn close_generation(&self) -> Result<u64, JsValue> {
+        self.number(sql_capture::CLOSE_GENERATION, &[])
+    }
+
+    /// Puts the head back to `head` if it is lower: a transaction that rolled back took away the
+    /// generation's opening, which the registry has already been told of.
+    pub fn raise_head(&self, head: u64) -> Result<(), JsValue> {
+        self.run(sql_capture::RAISE_HEAD, &[(head as f64).into()]).map(drop)
+    }
+
+    /// The first value of the first row `query` answers, as a number (0 when none).
+    fn number(&self, query: &str, bindings: &[JsValue]) -> Result<u64, JsValue> {
+        let rows = self.rows(query, bindings)?;
         Ok(Array::from(&rows.get(0)).get(0).as_f64().unwrap_or(0.0) as u64)
+    }
+
+    /// What the log knows of each table.
+    pub fn known(&self) -> Result<Vec<KnownTable>, JsValue> {
+        Ok(self
+            .rows(sql_capture::KNOWN_TABLES, &[])?
+            .iter()
+            .map(|r| {
+                let r = Array::from(&r);
+                KnownTable {
+                    id: r.get(0).as_f64().unwrap_or(0.0) as i64,
+                    name: r.get(1).as_string().unwrap_or_default(),
+                    shape: r.get(2).as_string(),
+                    mark: r.get(3).as_f64().unwrap_or(0.0) as i64,
+                    gen: r.get(4).as_f64().unwrap_or(0.0) as u64,
+                }
+            })
+            .collect())
     }
 
     /// The user tables as they now are.
@@ -103,9 +138,21 @@ impl SqlStorage {
     }
 
     /// Makes durafetch's tables if they are missing: a new object, or `deleteAll`, which on a
-    /// SQLite-backed object drops every table.
-    pub fn ensure_schema(&self) -> Result<(), JsValue> {
-        self.run(&sql_capture::schema(), &[]).map(drop)
+    /// SQLite-backed object drops every table. A new head starts at `head` or above, so that the
+    /// reported head never goes back. A log of the old layout is carried over first.
+    pub fn ensure_schema(&self, head: u64) -> Result<(), JsValue> {
+        if self.number(sql_capture::LEGACY_PRESENT, &[])? == 0 {
+            return self.run(&sql_capture::schema(head), &[]).map(drop);
+        }
+        let old_head = self.number(sql_capture::LEGACY_HEAD, &[])?;
+        let gone: Vec<JsValue> = self.rows(sql_capture::LEGACY_GONE, &[])?.iter().map(|r| Array::from(&r).get(0)).collect();
+        self.run(sql_capture::LEGACY_DROP, &[])?;
+        self.run(&sql_capture::schema(head.max(sql_capture::legacy_initial_head(old_head))), &[])?;
+        // Readers whose cursor predates a table's going still learn of it.
+        for name in gone {
+            self.run(sql_capture::LEGACY_MARK_GONE, &[name])?;
+        }
+        Ok(())
     }
 
     /// Drops the conflict triggers, before a call that may drop a column one of them names
@@ -121,9 +168,9 @@ impl SqlStorage {
         Ok(())
     }
 
-    /// Brings the triggers and the table markers in step with the tables.
-    pub fn sync(&self, class: &str, id: &str) -> Result<(), JsValue> {
-        self.ensure_schema()?;
+    /// Brings the triggers, the change sets and the table markers in step with the tables.
+    pub fn sync(&self, class: &str, id: &str, head: u64) -> Result<(), JsValue> {
+        self.ensure_schema(head)?;
         let pairs = |query: &str| -> Result<BTreeMap<String, String>, JsValue> {
             Ok(self
                 .rows(query, &[])?
@@ -134,7 +181,7 @@ impl SqlStorage {
                 })
                 .collect())
         };
-        let plan = sql_capture::plan_sync(&self.tables()?, &pairs(sql_capture::KNOWN_TABLES)?, &pairs(sql_capture::OUR_TRIGGERS)?);
+        let plan = sql_capture::plan_sync(&self.tables()?, &self.known()?, &pairs(sql_capture::OUR_TRIGGERS)?);
         for why in &plan.refused {
             worker::console_error!("{why} ({class} {id})");
         }
@@ -182,7 +229,7 @@ impl ObjectLog {
     /// changed the schema.
     pub fn sync_sql(&self) -> Result<(), JsValue> {
         let Some(sql) = self.sql.get() else { return Ok(()) };
-        sql.sync(self.class, &self.id)?;
+        sql.sync(self.class, &self.id, self.sql_head.get())?;
         self.sql_head.set(sql.head()?);
         Ok(())
     }
@@ -221,7 +268,7 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
     // the failure gets its triggers (and is resent whole), rows written before it are reported.
     if text.may_change_schema {
         // At once: the next statement may write to a table made by this one.
-        if let Err(e) = sql.map_or(Ok(()), |sql| sql.sync(log.class, &log.id)) {
+        if let Err(e) = sql.map_or(Ok(()), |sql| sql.sync(log.class, &log.id, log.sql_head.get())) {
             // The user's statement has run: failing it now would not undo it. The next sync (the
             // next schema statement, or the object's next start) catches up.
             worker::console_error!("durafetch: recording the SQL tables of {} {}: {e:?}", log.class, log.id);
@@ -236,7 +283,8 @@ fn exec_hook(log: &Weak<ObjectLog>, exec: &Function, this: &JsValue, args: &Arra
 
 impl ObjectLog {
     /// Reads the SQL head once the statements of this turn have run (a loop of single-row
-    /// statements costs one read, not one each), and reports it if it grew.
+    /// statements costs one read, not one each), and reports it if it grew. The head grows at
+    /// the first change after an export only: later changes leave it, and cost no report.
     fn note_sql_write(self: &Rc<Self>) {
         if self.sql_dirty.replace(true) {
             return;
@@ -246,13 +294,21 @@ impl ObjectLog {
             Closure::wrap(Box::new(move |_: JsValue| {
                 let Some(log) = log.upgrade() else { return };
                 log.sql_dirty.set(false);
-                match log.sql.get().map(SqlStorage::head) {
-                    Some(Ok(head)) if head != log.sql_head.get() => {
+                let Some(sql) = log.sql.get() else { return };
+                match sql.head() {
+                    Ok(head) if head > log.sql_head.get() => {
                         log.sql_head.set(head);
                         log.schedule_report();
                     }
-                    Some(Err(e)) => worker::console_error!("durafetch: reading the SQL head of {} {}: {e:?}", log.class, log.id),
-                    _ => {}
+                    // A transaction rolled back the generation's opening after it was reported:
+                    // opened again, or readers at the even head would be behind for ever.
+                    Ok(head) if head < log.sql_head.get() => {
+                        if let Err(e) = sql.raise_head(log.sql_head.get()) {
+                            worker::console_error!("durafetch: restoring the SQL head of {} {}: {e:?}", log.class, log.id);
+                        }
+                    }
+                    Err(e) => worker::console_error!("durafetch: reading the SQL head of {} {}: {e:?}", log.class, log.id),
+                    Ok(_) => {}
                 }
             }) as Box<dyn FnMut(JsValue)>)
         });
@@ -260,10 +316,24 @@ impl ObjectLog {
     }
 }
 
-/// How many change records the SQL half of the object's log holds: a debug view for tests.
+/// How many rows the change sets of the SQL half of the object's log hold: a debug view for tests.
 pub fn sql_log_rows(state: &worker::State) -> worker::Result<u32> {
     let log = super::object_log::find(&state.id().to_string()).ok_or_else(|| worker::Error::RustError("not instrumented".into()))?;
     let Some(sql) = log.sql.get() else { return Ok(0) };
-    let rows = sql.rows(&format!("SELECT count(*) FROM {}", sql_capture::CHANGES_TABLE), &[])?;
-    Ok(Array::from(&rows.get(0)).get(0).as_f64().unwrap_or(0.0) as u32)
+    let mut rows = 0;
+    for set in sql.rows(sql_capture::CHANGE_SETS, &[])?.iter() {
+        let set = Array::from(&set).get(0).as_string().unwrap_or_default();
+        rows += sql.number(&format!("SELECT count(*) FROM {}", sql_capture::ident(&set)), &[])?;
+    }
+    Ok(rows as u32)
+}
+
+/// Closes the object's SQL generation as an export does first, so that the next changes are
+/// marked anew: a debug view for benchmarks that measure what a change costs after an export.
+pub fn sql_close_generation(state: &worker::State) -> worker::Result<u64> {
+    let log = super::object_log::find(&state.id().to_string()).ok_or_else(|| worker::Error::RustError("not instrumented".into()))?;
+    let Some(sql) = log.sql.get() else { return Ok(0) };
+    let head = sql.close_generation()?;
+    log.sql_head.set(head);
+    Ok(head)
 }

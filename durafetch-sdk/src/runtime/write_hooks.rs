@@ -168,8 +168,8 @@ impl ObjectLog {
         let promise = m.delete_all.call1(target, &options)?;
         self.pending.borrow_mut().clear();
         self.head.set(Some(at));
-        // On a SQLite-backed object this also dropped every table, durafetch's included.
-        self.sql_head.set(0);
+        // On a SQLite-backed object this also dropped every table, durafetch's included; the
+        // head starts again from where it was, so the reported head never goes back.
         if let Err(e) = self.sync_sql() {
             worker::console_error!("durafetch: cannot record the SQL tables of {} {} after deleteAll: {e:?}", self.class, self.id);
         }
@@ -205,7 +205,7 @@ impl ObjectLog {
             hooks.get().ok_or_else(|| js_error(NOT_INSTRUMENTED))?.install_on(&txn)?;
             body.call1(&JsValue::NULL, &txn)
         });
-        let started_at = (self.loaded_head()?, self.sql_head.get());
+        let started_at = self.loaded_head()?;
         let promise: js_sys::Promise = original.call2(target, &wrapped, &options)?.dyn_into()?;
         *self.open_transactions.borrow_mut().entry(started_at).or_insert(0) += 1;
         // Committed or rolled back, the transaction no longer holds readers back.
