@@ -15,7 +15,7 @@ use worker::{EventStream, WebSocket};
 
 use super::flow::{self, SessionError};
 use super::object_log::ObjectLog;
-use super::sql_hooks::SqlStorage;
+use super::sql_storage::SqlStorage;
 use super::storage::RangeScan;
 use super::value_decode::decode;
 use crate::core::keys::{RESERVED_END, RESERVED_PREFIX};

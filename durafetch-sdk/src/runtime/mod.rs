@@ -32,6 +32,8 @@ mod report;
 mod rows;
 mod sql_export;
 mod sql_hooks;
+mod sql_page;
+mod sql_storage;
 mod storage;
 mod value;
 mod value_decode;
@@ -42,7 +44,7 @@ pub use maintenance::log_rows;
 pub use object_api::route_object_request;
 pub use object_log::install;
 pub use registry::DurafetchRegistry;
-pub use sql_hooks::{sql_close_generation, sql_log_rows};
+pub use sql_storage::{sql_close_generation, sql_log_rows};
 
 /// What an instrumented entry point does with a request.
 pub enum Routed<T> {

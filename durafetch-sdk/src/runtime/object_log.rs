@@ -100,14 +100,10 @@ pub(crate) struct ObjectLog {
     pub resolved: js_sys::Promise,
     pub turn_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
     /// A SQLite-backed object's SQL storage, recorded by triggers (see `sql_hooks`).
-    pub sql: OnceCell<super::sql_hooks::SqlStorage>,
+    pub sql: OnceCell<super::sql_storage::SqlStorage>,
     /// The SQL head as last read or written (0: no SQL storage): odd while changes since the last
     /// export are recorded (see `core::sql_capture`).
     pub sql_head: Cell<u64>,
-    /// Statements wrote since the SQL head was last read; `sql_check` reads it at the end of the
-    /// turn.
-    pub sql_dirty: Cell<bool>,
-    pub sql_check: OnceCell<Closure<dyn FnMut(JsValue)>>,
 }
 
 /// The property of the storage object that holds its log alive for as long as the storage
@@ -147,8 +143,6 @@ pub fn install(state: &State, env: &Env, class: &'static str) {
         turn_check: OnceCell::new(),
         sql: OnceCell::new(),
         sql_head: Cell::new(0),
-        sql_dirty: Cell::new(false),
-        sql_check: OnceCell::new(),
     });
     // Instrumenting cannot fail short of a runtime without the storage API; going on without the
     // hooks would lose changes silently, so fail the constructor loudly instead.

@@ -9,9 +9,10 @@ use wasm_bindgen::JsValue;
 
 use super::flow::{Outbox, SessionError};
 use super::object_log::ObjectLog;
-use super::sql_hooks::SqlStorage;
-use crate::core::protocol::{ServerMessage, SqlPage, SqlRow, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
-use crate::core::sql_capture::{change_set, decode_value, row_key, scan_binding, KnownTable, ScanBinding, TableShape, MARK_REPLACE};
+use super::sql_page::SqlPages;
+use super::sql_storage::SqlStorage;
+use crate::core::protocol::{ServerMessage, SqlPage, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
+use crate::core::sql_capture::{change_set, decode_value, scan_binding, KnownTable, ScanBinding, TableShape, MARK_REPLACE};
 use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
 
@@ -118,7 +119,8 @@ impl<'a> SqlExport<'a> {
 
     async fn send_table(&self, session: &mut impl Outbox, table: &TableShape) -> Result<(), SessionError> {
         self.send_schema(session, table)?;
-        let mut pages = Pages::new(table);
+        let lead = table.scan_position_values();
+        let pages = pages_of(table, lead, false)?;
         let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         // The key values of the last row sent, bound from the query's `?2` on.
         let mut after: Option<Vec<SqlValue>> = None;
@@ -126,33 +128,26 @@ impl<'a> SqlExport<'a> {
             let mut bindings: Vec<JsValue> = vec![(sizer.limit() as f64).into()];
             bindings.extend(after.iter().flatten().map(bind));
             until_no_open_transaction(self.log).await?;
-            let rows = match self.sql.json_rows(&table.scan_page(after.as_deref()), &bindings) {
-                Ok(rows) => rows,
+            let read = match self.sql.run(&table.scan_page(after.as_deref()), &bindings).and_then(|rows| pages.read(&rows)) {
+                Ok(read) => read,
                 Err(_) if self.changed_since_open(&table.name) => break,
                 Err(e) => return Err(e.into()),
             };
-            if rows.is_empty() {
-                break;
+            for page in &read.pages {
+                session.send_page_text(page).await?;
             }
-            let before = pages.bytes;
-            let skip = table.scan_position_values();
-            let read = rows.len();
-            let mut last = None;
-            for row in rows {
-                let literals = texts(&row, skip, table.key_len());
-                let values = values(&row, skip + table.key_len(), table.columns.len())?;
-                let position = (skip == 1).then(|| texts(&row, 0, 1).remove(0));
-                last = table.page_end(position.as_deref(), &values);
-                pages.push(session, SqlRow { k: row_key(&literals), v: Some(values) }).await?;
-            }
-            sizer.observe(read, pages.bytes - before);
+            let Some(row) = read.last else { break };
+            sizer.observe(read.rows, read.chars);
+            let position = (lead == 1).then(|| row.get(0).as_string().unwrap_or_default());
+            let values = typed_values(&row, lead + table.key_len(), table.columns.len())?;
+            let last = table.page_end(position.as_deref(), &values);
             // A page that ends where the last one did would be read again for ever.
             if last.is_none() || last == after {
                 return Err(SessionError::Server(format!("durafetch: the snapshot of table {} does not advance", table.name)));
             }
             after = last;
         }
-        pages.flush(session).await
+        send_rest(session, &pages).await
     }
 
     /// Whether `table` was marked after this session closed its generation: altered, renamed or
@@ -189,43 +184,67 @@ impl<'a> SqlExport<'a> {
     }
 
     async fn send_changed_rows(&self, session: &mut impl Outbox, table: &TableShape, set: &str, from: u64) -> Result<(), SessionError> {
-        let mut pages = Pages::new(table);
-        let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         let positions = table.change_set_key_len();
+        let pages = pages_of(table, 2 * positions, true)?;
+        let mut sizer = ReadSizer::new(MAX_PAGE_CHANGES);
         let mut after: Option<Vec<SqlValue>> = None;
         let mut schema_sent = false;
         loop {
             let mut bindings: Vec<JsValue> = vec![(from as f64).into(), (sizer.limit() as f64).into()];
             bindings.extend(after.iter().flatten().map(bind));
             until_no_open_transaction(self.log).await?;
-            let rows = match self.sql.json_rows(&table.changed_rows(set, after.as_deref()), &bindings) {
-                Ok(rows) => rows,
+            let read = match self.sql.run(&table.changed_rows(set, after.as_deref()), &bindings).and_then(|rows| pages.read(&rows)) {
+                Ok(read) => read,
                 Err(_) if self.changed_since_open(&table.name) => break,
                 Err(e) => return Err(e.into()),
             };
-            if rows.is_empty() {
-                break;
-            }
+            let Some(row) = read.last else { break };
             if !schema_sent {
                 self.send_schema(session, table)?;
                 schema_sent = true;
             }
-            let before = pages.bytes;
-            let read = rows.len();
-            let mut last = None;
-            for row in rows {
-                last = Some(values(&row, 0, positions)?);
-                let literals = texts(&row, 2 * positions, table.key_len());
-                let at = 2 * positions + table.key_len();
-                let present = row.get(at).and_then(serde_json::Value::as_u64).unwrap_or(0) != 0;
-                let v = if present { Some(values(&row, at + 1, table.columns.len())?) } else { None };
-                pages.push(session, SqlRow { k: row_key(&literals), v }).await?;
+            for page in &read.pages {
+                session.send_page_text(page).await?;
             }
-            sizer.observe(read, pages.bytes - before);
-            after = last;
+            sizer.observe(read.rows, read.chars);
+            after = Some(typed_values(&row, 0, positions)?);
         }
-        pages.flush(session).await
+        send_rest(session, &pages).await
     }
+}
+
+/// The pages of `table`'s rows, from reads whose rows lead with `lead` position values and, if
+/// `flagged`, say whether the row exists.
+fn pages_of(table: &TableShape, lead: usize, flagged: bool) -> Result<SqlPages, SessionError> {
+    let empty = ServerMessage::SqlPage(SqlPage { table: table.name.clone(), columns: table.columns.clone(), rows: Vec::new() });
+    let text = serde_json::to_string(&empty).map_err(|e| SessionError::Server(e.to_string()))?;
+    let head = text.strip_suffix("]}").ok_or_else(|| SessionError::Server(format!("an empty page ends oddly: {text}")))?;
+    Ok(SqlPages::build(head, lead, table.key_len(), flagged, table.columns.len(), MAX_PAGE_CHANGES, PAGE_TARGET_BYTES))
+}
+
+async fn send_rest(session: &mut impl Outbox, pages: &SqlPages) -> Result<(), SessionError> {
+    match pages.rest() {
+        Some(page) => session.send_page_text(&page).await,
+        None => Ok(()),
+    }
+}
+
+/// `count` typed values of a read's row from `start`, each a type and a value (see
+/// `TableShape::changed_rows`): a page's last position, decoded exactly.
+fn typed_values(row: &Array, start: usize, count: usize) -> Result<Vec<SqlValue>, SessionError> {
+    (0..count)
+        .map(|i| {
+            let at = (start + 2 * i) as u32;
+            let kind = row.get(at).as_string().unwrap_or_default();
+            let value = row.get(at + 1);
+            let json = match (value.as_string(), value.as_f64()) {
+                (Some(text), _) => serde_json::Value::String(text),
+                (None, Some(number)) => serde_json::Number::from_f64(number).map_or(serde_json::Value::Null, serde_json::Value::Number),
+                (None, None) => serde_json::Value::Null,
+            };
+            decode_value(&kind, &json).map_err(SessionError::Server)
+        })
+        .collect()
 }
 
 /// A position value bound into a read (see `core::sql_capture::scan_binding`).
@@ -236,55 +255,4 @@ fn bind(value: &SqlValue) -> JsValue {
         ScanBinding::Blob(bytes) => js_sys::Uint8Array::from(bytes).buffer().into(),
         ScanBinding::Null => JsValue::NULL,
     }
-}
-
-/// Pages of one table's rows, sent once full.
-struct Pages {
-    page: SqlPage,
-    /// Estimated bytes of the rows pushed, in all pages.
-    bytes: usize,
-    page_bytes: usize,
-}
-
-impl Pages {
-    fn new(table: &TableShape) -> Self {
-        Pages { page: SqlPage { table: table.name.clone(), columns: table.columns.clone(), rows: Vec::new() }, bytes: 0, page_bytes: 0 }
-    }
-
-    async fn push(&mut self, session: &mut impl Outbox, row: SqlRow) -> Result<(), SessionError> {
-        let size = row.k.len() + 16 + row.v.as_ref().map_or(0, |v| v.iter().map(SqlValue::wire_size).sum());
-        self.bytes += size;
-        self.page_bytes += size;
-        self.page.rows.push(row);
-        if self.page.rows.len() >= MAX_PAGE_CHANGES || self.page_bytes >= PAGE_TARGET_BYTES {
-            self.flush(session).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self, session: &mut impl Outbox) -> Result<(), SessionError> {
-        if self.page.rows.is_empty() {
-            return Ok(());
-        }
-        let rows = std::mem::take(&mut self.page.rows);
-        self.page_bytes = 0;
-        let page = SqlPage { table: self.page.table.clone(), columns: self.page.columns.clone(), rows };
-        let text = serde_json::to_string(&ServerMessage::SqlPage(page)).map_err(|e| SessionError::Server(e.to_string()))?;
-        session.send_page(&text).await
-    }
-}
-
-fn texts(row: &[serde_json::Value], start: usize, count: usize) -> Vec<String> {
-    (start..start + count).map(|i| row.get(i).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned()).collect()
-}
-
-/// `count` columns from `start`, each as its type and value (see `TableShape::value_exprs`).
-fn values(row: &[serde_json::Value], start: usize, count: usize) -> Result<Vec<SqlValue>, SessionError> {
-    (0..count)
-        .map(|i| {
-            let at = start + 2 * i;
-            let kind = row.get(at).and_then(serde_json::Value::as_str).unwrap_or_default();
-            decode_value(kind, row.get(at + 1).unwrap_or(&serde_json::Value::Null)).map_err(SessionError::Server)
-        })
-        .collect()
 }

@@ -284,6 +284,10 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
                 vec![(plan.keys as i64).into(), value.clone().into()],
             )?;
         }
+        if plan.kind == "sql_insert_one_statement_noop_trigger" {
+            // What any capture by triggers costs at least: a trigger that does nothing.
+            run_sql(sql, "CREATE TRIGGER IF NOT EXISTS bench_noop AFTER INSERT ON bench_rows WHEN 0 BEGIN SELECT 1; END")?;
+        }
         // As after an export: the timed statements mark their rows anew, and pay for it. (The
         // plain class is not instrumented: nothing to close.)
         let _ = durafetch_sdk::__private::sql_close_generation(state);
@@ -307,7 +311,7 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
             }
             count = plan.keys;
         }
-        "sql_insert_one_statement" => {
+        "sql_insert_one_statement" | "sql_insert_one_statement_noop_trigger" => {
             let sql = sql.as_ref().expect("an sql_ kind");
             let cursor = sql.exec(
                 &format!("{SERIES} INSERT INTO bench_rows SELECT i, ?2 FROM n"),

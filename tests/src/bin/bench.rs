@@ -519,23 +519,34 @@ fn main() {
         how: "awaited one-key puts inside the object, then a count of the log range".into(),
     });
 
-    // P9: SQL statements in a SQLite-backed object, instrumented vs plain.
-    for (kind, keys, metric, goal, how) in [
-        ("sql_insert", 1000, "P9 single-row INSERTs, instrumented/plain", "≤ 1.3", "1,000 one-row INSERT statements of 100 B"),
-        ("sql_update", 1000, "P9 single-row UPDATEs, instrumented/plain", "≤ 1.3", "1,000 one-row UPDATE statements (by key) of 100 B"),
+    // P9: SQL statements in a SQLite-backed object, instrumented vs plain. Each round's rows are
+    // written after the object's SQL generation is closed, as after an export: every row the
+    // statements touch is marked anew (see the example's bench route).
+    for (kind, keys, metric, goal, billed_goal, how) in [
+        ("sql_insert", 1000, "P9 single-row INSERTs, instrumented/plain", "≤ 1.3", "≤ 2.0", "1,000 one-row INSERT statements of 100 B"),
+        (
+            "sql_update",
+            1000,
+            "P9 single-row UPDATEs, instrumented/plain",
+            "≤ 1.3",
+            "≤ 2.0",
+            "1,000 one-row UPDATE statements (by key) of 100 B",
+        ),
         (
             "sql_update_hot",
             1000,
             "P9 single-row UPDATEs of 10 hot rows, instrumented/plain",
             "≤ 1.3",
+            "≤ 1.1",
             "1,000 one-row UPDATE statements (by key) of 100 B, of 10 rows in turn",
         ),
-        ("sql_delete", 1000, "P9 single-row DELETEs, instrumented/plain", "≤ 1.3", "1,000 one-row DELETE statements (by key)"),
+        ("sql_delete", 1000, "P9 single-row DELETEs, instrumented/plain", "≤ 1.3", "≤ 2.0", "1,000 one-row DELETE statements (by key)"),
         (
             "sql_insert_one_statement",
             10_000,
             "P9 10,000-row INSERT in one transaction, instrumented/plain",
             "≤ 1.5",
+            "≤ 2.0",
             "one INSERT ... SELECT of 10,000 rows of 100 B (one statement, one transaction)",
         ),
     ] {
@@ -554,11 +565,27 @@ fn main() {
         let (instrumented, plain) = (written("sql"), written("plain"));
         rows.push(Row {
             metric: "P9 rows written per user row (billed), instrumented / plain",
-            figure: format!("{instrumented:.2} / {plain:.2}"),
-            goal: "(what a user pays)",
+            figure: format!("{instrumented:.3} / {plain:.3}"),
+            goal: billed_goal,
             how: format!("{kind}: the statements' rowsWritten, as the runtime counts them, per row the statements changed"),
         });
     }
+
+    // The floor of any capture by triggers: a trigger that does nothing, on the plain class.
+    let [noop, plain] = round_times(
+        &worker,
+        "p9-floor",
+        10_000,
+        &[("plain", "sql_insert_one_statement_noop_trigger"), ("plain", "sql_insert_one_statement")],
+    )[..] else {
+        unreachable!()
+    };
+    rows.push(Row {
+        metric: "P9 10,000-row INSERT with a trigger that does nothing (WHEN 0), / without",
+        figure: ms_ratio(noop, plain, 1),
+        goal: "(the floor of any capture by row triggers)",
+        how: "as the 10,000-row INSERT above, on the plain class, with and without AFTER INSERT ... WHEN 0".into(),
+    });
 
     // P2 for a 100,000-row SQL table: the pull vs the object's own SELECT *, and vs the sink.
     bench(&worker, "sql", "p2-table", "sql_insert_one_statement", 100_000, 100);

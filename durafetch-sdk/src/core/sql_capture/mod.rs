@@ -32,7 +32,7 @@ mod triggers;
 #[cfg(test)]
 mod tests;
 
-pub use reads::{decode_value, json_cell, row_key, scan_binding, ScanBinding};
+pub use reads::{decode_value, json_cell, scan_binding, ScanBinding};
 pub use shape::{ColumnInfo, TableShape, UniqueIndex};
 pub use statement_text::{may_change_schema, may_drop_column, names_reserved, StatementText};
 pub use sync::{plan_sync, KnownTable, SyncPlan};

@@ -174,9 +174,3 @@ pub fn decode_value(kind: &str, value: &serde_json::Value) -> Result<SqlValue, S
         _ => Err(bad()),
     }
 }
-
-/// The row key of a change-set row or scanned row: its key literals joined by commas. `quote()`
-/// escapes every quote inside a text literal, so the joined form is unambiguous.
-pub fn row_key(literals: &[String]) -> String {
-    literals.join(",")
-}

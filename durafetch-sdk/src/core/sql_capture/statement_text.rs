@@ -25,6 +25,25 @@ pub struct StatementText {
 }
 
 impl StatementText {
+    const RESERVED: u32 = 1;
+    const SCHEMA: u32 = 2;
+    const DROP_COLUMN: u32 = 4;
+
+    /// The three answers as bits, as the exec wrapper keeps them per text: 1 names reserved,
+    /// 2 may change the schema, 4 may drop a column.
+    pub fn flags(self) -> u32 {
+        let bit = |on: bool, bit: u32| if on { bit } else { 0 };
+        bit(self.names_reserved, Self::RESERVED) | bit(self.may_change_schema, Self::SCHEMA) | bit(self.may_drop_column, Self::DROP_COLUMN)
+    }
+
+    pub fn from_flags(flags: u32) -> Self {
+        StatementText {
+            names_reserved: flags & Self::RESERVED != 0,
+            may_change_schema: flags & Self::SCHEMA != 0,
+            may_drop_column: flags & Self::DROP_COLUMN != 0,
+        }
+    }
+
     pub fn read(query: &str) -> Self {
         let (mut text, mut alter, mut drop, mut index) = (StatementText::default(), false, false, false);
         for (part, kind) in sql_parts(query) {
@@ -151,5 +170,10 @@ mod tests {
         assert!(!may_change_schema("INSERT INTO t VALUES (1)"));
         assert!(!may_change_schema("INSERT INTO t (created_at, dropped) VALUES ('alter', 'drop') -- drop\n"));
         assert!(!may_change_schema("UPDATE t SET alternative = 1 /* create */"));
+        for text in ["SELECT 1", "SELECT * FROM _durafetch_state", "DROP INDEX i; ALTER TABLE t DROP c", "CREATE TABLE _durafetch_x (a)"] {
+            let read = StatementText::read(text);
+            assert_eq!(StatementText::from_flags(read.flags()), read, "{text}");
+        }
+        assert_eq!(StatementText::read("ALTER TABLE t ADD c").flags(), 2, "the bits the exec wrapper tests");
     }
 }

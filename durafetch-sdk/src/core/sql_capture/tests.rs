@@ -170,7 +170,7 @@ fn snapshots_page_by_bound_positions() {
             rusqlite::types::Value::Text(t) => t.clone(),
             other => panic!("{other:?}"),
         };
-        keys.push(row_key(&row[..3].iter().map(as_text).collect::<Vec<_>>()));
+        keys.push(row[..3].iter().map(as_text).collect::<Vec<_>>().join(","));
         let values: Vec<SqlValue> = (0..3)
             .map(|c| decode_value(&as_text(&row[3 + 2 * c]), &serde_json::Value::String(as_text(&row[4 + 2 * c]))).unwrap())
             .collect();
