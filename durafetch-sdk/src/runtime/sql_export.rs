@@ -64,6 +64,9 @@ impl<'a> SqlExport<'a> {
     /// [`until_no_open_transaction`] returned, so that no transaction spans the close.
     pub fn open(log: &'a ObjectLog, sql: &'a SqlStorage) -> Result<Self, SessionError> {
         sql.ensure_schema(log.sql_head.get())?;
+        // A head reported and then rolled back is put back first: closed now, it is below the
+        // cursor this session hands out, and no reader stays behind for ever.
+        sql.raise_head(log.sql_head.get())?;
         let head = sql.close_generation()?;
         // The close is not reported: a reader at this head is not behind, and one below it is
         // told by the odd head it was already reported.

@@ -9,7 +9,7 @@ use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::js_methods::js_error;
-use crate::core::sql_capture::{self, ColumnInfo, KnownTable, TableShape};
+use crate::core::sql_capture::{self, ColumnInfo, IndexColumn, KnownTable, TableShape};
 
 /// The runtime's own `exec` of the object's SQL storage, and that storage.
 pub(crate) struct SqlStorage {
@@ -107,12 +107,12 @@ impl SqlStorage {
                     (text(c.get(0)), number(c.get(1)) as u32, text(c.get(2)), number(c.get(3)) as u32)
                 })
                 .collect();
-            let unique: Vec<(String, String, i64, String, String)> = self
+            let unique: Vec<IndexColumn> = self
                 .rows(sql_capture::UNIQUE_INDEX_COLUMNS, &[name.clone().into()])?
                 .iter()
                 .map(|c| {
                     let c = Array::from(&c);
-                    (text(c.get(0)), text(c.get(1)), number(c.get(2)) as i64, text(c.get(3)), text(c.get(4)))
+                    (text(c.get(0)), text(c.get(1)), number(c.get(2)) as i64, text(c.get(3)), text(c.get(4)), c.get(5).as_string())
                 })
                 .collect();
             let mut shape = TableShape::from_columns(name, without_rowid, &columns).with_unique_indexes(&unique);

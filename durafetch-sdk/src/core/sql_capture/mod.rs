@@ -33,7 +33,7 @@ mod triggers;
 mod tests;
 
 pub use reads::{decode_value, json_cell, scan_binding, ScanBinding};
-pub use shape::{ColumnInfo, TableShape, UniqueIndex};
+pub use shape::{ColumnInfo, IndexColumn, TableShape, UniqueIndex};
 pub use statement_text::{may_change_schema, may_drop_column, names_reserved, StatementText};
 pub use sync::{plan_sync, KnownTable, SyncPlan};
 
@@ -66,6 +66,9 @@ pub fn change_set(id: i64) -> String {
 pub(crate) const OPEN_GENERATION: &str = "UPDATE _durafetch_state SET head = head + 1 WHERE head % 2 = 0";
 /// The current generation, as a recording's value.
 pub(crate) const CURRENT_GENERATION: &str = "(SELECT head FROM _durafetch_state)";
+/// The generation the head opens to (or is open at), for a mark made before it is known that
+/// anything changes: above every reader's cursor, without a write to the head.
+pub(crate) const NEXT_OPEN_GENERATION: &str = "(SELECT head | 1 FROM _durafetch_state)";
 
 /// durafetch's own tables, made if missing: a new object, or one whose tables `deleteAll` dropped.
 /// A new head starts at `initial` (even), so that it never goes below one already reported.
@@ -131,7 +134,9 @@ pub fn legacy_initial_head(old_max_seq: u64) -> u64 {
 pub const TABLE_COLUMNS: &str = "SELECT name, pk, type, hidden FROM pragma_table_xinfo(?1) ORDER BY cid";
 /// A table's UNIQUE indexes, the primary key's included, one row per key column: the index,
 /// where it comes from (`pk`, `u`, `c`), the column (`cid` -2: an expression) and its collation.
-pub const UNIQUE_INDEX_COLUMNS: &str = r#"SELECT il.name, il.origin, ix.cid, ix.name, ix.coll
+/// A partial index's `CREATE INDEX` text comes last (NULL for others), for its condition.
+pub const UNIQUE_INDEX_COLUMNS: &str = r#"SELECT il.name, il.origin, ix.cid, ix.name, ix.coll,
+        CASE WHEN il.partial THEN (SELECT sql FROM sqlite_master WHERE type = 'index' AND name = il.name) END
     FROM pragma_index_list(?1) AS il JOIN pragma_index_xinfo(il.name) AS ix
     WHERE il."unique" AND ix.key ORDER BY il.seq, ix.seqno"#;
 

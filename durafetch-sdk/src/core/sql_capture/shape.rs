@@ -7,11 +7,17 @@ use super::{ident, MAX_KEY_COLUMNS};
 /// generated (non-zero).
 pub type ColumnInfo = (String, u32, String, u32);
 
+/// A row of [`super::UNIQUE_INDEX_COLUMNS`]: the index, where it comes from, the column's `cid`
+/// (-1 the rowid, -2 an expression), its name and collation, and a partial index's text.
+pub type IndexColumn = (String, String, i64, String, String, Option<String>);
+
 /// A UNIQUE index through which `REPLACE` (or `ON CONFLICT REPLACE`) may remove a row other than
 /// the one it writes: its columns, each with the collation the index compares it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueIndex {
     pub columns: Vec<(String, String)>,
+    /// A partial index's condition, as written in its `CREATE INDEX`.
+    pub condition: Option<String>,
     /// Whether a column of the index is generated: `UPDATE OF` never names one, so the update
     /// trigger must fire on every update.
     pub generated: bool,
@@ -37,16 +43,19 @@ pub struct TableShape {
     pub unique_on_expressions: Vec<String>,
     /// A virtual table (fts5, rtree): it takes no triggers, so it is refused, loudly.
     pub virtual_table: bool,
-    /// Whether a key column of a table without rowid has no type (BLOB affinity): it keeps the
-    /// INTEGER 1 and the REAL 1.0 apart in their type, while comparing them equal.
+    /// Whether a key column of a table without rowid has no type (BLOB affinity) or is `ANY` in a
+    /// STRICT table: it keeps the INTEGER 1 and the REAL 1.0 apart in their type, while
+    /// comparing them equal.
     pub untyped_key: bool,
 }
 
-/// Whether a declared type gives a column BLOB affinity (SQLite's rules, in their order).
-fn blob_affinity(declared: &str) -> bool {
+/// Whether a key column of this declared type may hold an INTEGER and a REAL that compare
+/// equal (1 and 1.0): BLOB affinity (SQLite's rules, in their order), or `ANY` in a STRICT table,
+/// which keeps every value's type.
+fn keeps_numeric_types(declared: &str) -> bool {
     let upper = declared.to_ascii_uppercase();
     let has = |word: &str| upper.contains(word);
-    !has("INT") && !has("CHAR") && !has("CLOB") && !has("TEXT") && (has("BLOB") || upper.is_empty())
+    upper == "ANY" || !has("INT") && !has("CHAR") && !has("CLOB") && !has("TEXT") && (has("BLOB") || upper.is_empty())
 }
 
 /// The names SQLite gives the rowid, in the order durafetch prefers them.
@@ -71,7 +80,7 @@ impl TableShape {
             };
             free.map(str::to_owned).or(integer_key)
         };
-        let untyped_key = without_rowid && key.iter().any(|(_, _, declared, _)| blob_affinity(declared));
+        let untyped_key = without_rowid && key.iter().any(|(_, _, declared, _)| keeps_numeric_types(declared));
         TableShape {
             name,
             without_rowid,
@@ -85,11 +94,10 @@ impl TableShape {
         }
     }
 
-    /// Adds the table's UNIQUE indexes from [`super::UNIQUE_INDEX_COLUMNS`] rows
-    /// `(index, origin, cid, column, collation)`. A table without rowid's primary key is left
+    /// Adds the table's UNIQUE indexes from [`super::UNIQUE_INDEX_COLUMNS`] rows. A table without rowid's primary key is left
     /// out when it compares its columns exactly (BINARY): a row it replaces then has the written
     /// row's key, which its insert records.
-    pub fn with_unique_indexes(mut self, rows: &[(String, String, i64, String, String)]) -> Self {
+    pub fn with_unique_indexes(mut self, rows: &[IndexColumn]) -> Self {
         let mut at = 0;
         while at < rows.len() {
             let index = &rows[at].0;
@@ -108,7 +116,8 @@ impl TableShape {
                 continue;
             }
             let generated = part.iter().any(|r| !self.columns.contains(&r.3));
-            self.unique.push(UniqueIndex { columns: part.iter().map(|r| (r.3.clone(), r.4.clone())).collect(), generated });
+            let condition = part[0].5.as_deref().and_then(super::statement_text::partial_index_condition);
+            self.unique.push(UniqueIndex { columns: part.iter().map(|r| (r.3.clone(), r.4.clone())).collect(), generated, condition });
         }
         self
     }

@@ -79,6 +79,40 @@ pub fn may_drop_column(query: &str) -> bool {
     StatementText::read(query).may_drop_column
 }
 
+/// The condition of a partial index, from its `CREATE INDEX` text: what follows its WHERE, outside
+/// quotes, comments and parentheses. The text is the schema's, never stored data.
+pub(super) fn partial_index_condition(create_index: &str) -> Option<String> {
+    let base = create_index.as_ptr() as usize;
+    let mut depth = 0i32;
+    for (part, kind) in sql_parts(create_index) {
+        let at = (part.as_ptr() as usize).wrapping_sub(base);
+        // A comment's stand-in space is not a slice of the text.
+        if kind != Part::Code || at > create_index.len() {
+            continue;
+        }
+        let mut word_start = None;
+        for (i, c) in part.char_indices().chain(std::iter::once((part.len(), ' '))) {
+            let in_word = c.is_ascii_alphanumeric() || c == '_' || c == '$';
+            match (in_word, word_start) {
+                (true, None) => word_start = Some(i),
+                (false, Some(start)) => {
+                    if depth == 0 && part[start..i].eq_ignore_ascii_case("where") {
+                        return Some(create_index[at + i..].trim().to_owned());
+                    }
+                    word_start = None;
+                }
+                _ => {}
+            }
+            depth += match c {
+                '(' => 1,
+                ')' => -1,
+                _ => 0,
+            };
+        }
+    }
+    None
+}
+
 /// Where a `$name(...)` parameter that starts at `at` ends, if one does.
 fn tcl_parameter_end(bytes: &[u8], at: usize) -> Option<usize> {
     let name = bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'$' || **b == b':').count();
@@ -175,5 +209,11 @@ mod tests {
             assert_eq!(StatementText::from_flags(read.flags()), read, "{text}");
         }
         assert_eq!(StatementText::read("ALTER TABLE t ADD c").flags(), 2, "the bits the exec wrapper tests");
+        assert_eq!(partial_index_condition("CREATE UNIQUE INDEX e ON t (email) WHERE deleted = 0").as_deref(), Some("deleted = 0"));
+        assert_eq!(
+            partial_index_condition("CREATE UNIQUE INDEX \"where\" ON t (a, (b WHERE)) /* where */ where c = 'where' AND d").as_deref(),
+            Some("c = 'where' AND d")
+        );
+        assert_eq!(partial_index_condition("CREATE UNIQUE INDEX i ON t (a)"), None);
     }
 }

@@ -85,13 +85,14 @@ pub fn plan_sync(tables: &[TableShape], known: &[KnownTable], triggers: &BTreeMa
             wanted.insert(name.to_ascii_lowercase(), ());
         }
         if rewrite {
-            // Readers replace every row, so the marks so far are of no use; the new set has the
-            // key's shape as it now is.
+            // The marker first: should a statement after it fail, readers still replace the
+            // table whole, and the next sync finds the rest to do. Readers replace every row,
+            // so the marks so far are of no use; the new set has the key's shape as it now is.
+            plan.statements.push(mark(id, &table.name, MARK_REPLACE, Some(&fingerprint)));
             plan.statements.push(format!("DROP TABLE IF EXISTS {}", ident(&set)));
             plan.statements.push(table.change_set_table(&set));
             plan.statements.extend(stale);
             plan.refused.extend(table.warnings());
-            plan.statements.push(mark(id, &table.name, MARK_REPLACE, Some(&fingerprint)));
         }
     }
     for name in triggers.keys().filter(|name| !wanted.contains_key(&name.to_ascii_lowercase())) {

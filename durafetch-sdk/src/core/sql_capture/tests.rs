@@ -193,9 +193,9 @@ fn sync_native(db: &rusqlite::Connection) -> SyncPlan {
             let columns: Vec<ColumnInfo> =
                 stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
             let mut stmt = db.prepare(UNIQUE_INDEX_COLUMNS).unwrap();
-            let unique: Vec<(String, String, i64, String, String)> = stmt
+            let unique: Vec<IndexColumn> = stmt
                 .query_map([&name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<String>>(3)?.unwrap_or_default(), r.get(4)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<String>>(3)?.unwrap_or_default(), r.get(4)?, r.get(5)?))
                 })
                 .unwrap()
                 .map(Result::unwrap)
@@ -533,4 +533,41 @@ fn an_old_log_is_carried_over() {
         .collect();
     assert_eq!(known, [("old's".to_owned(), None, MARK_GONE)], "once");
     assert!(marks(&sync_native(&db), "kept", MARK_REPLACE));
+}
+
+/// What the second review found: a STRICT table's `ANY` key keeps 1 and 1.0 apart; a partial
+/// UNIQUE index is looked up through, not scanned; an ignored conflict changes nothing, so it
+/// leaves the head (no report, no visit).
+#[test]
+fn strict_any_keys_partial_index_lookups_and_ignored_conflicts() {
+    let db = rusqlite::Connection::open_in_memory().unwrap();
+    db.execute_batch(
+        "CREATE TABLE sa (k ANY PRIMARY KEY, v ANY) STRICT, WITHOUT ROWID;
+         CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, deleted INTEGER);
+         CREATE UNIQUE INDEX live_email ON people (email) WHERE deleted = 0;
+         CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT UNIQUE);",
+    )
+    .unwrap();
+    sync_native(&db);
+    db.execute_batch("INSERT INTO sa VALUES (1, 'a')").unwrap();
+    let before = close(&db);
+    db.execute_batch("INSERT OR REPLACE INTO sa VALUES (1.0, 'b')").unwrap();
+    assert_eq!(recorded_literals(&db, "sa", before), ["1", "1.0"]);
+
+    db.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+         INSERT INTO people SELECT i, 'p' || i, i % 2 FROM n",
+    )
+    .unwrap();
+    let mut insert = db.prepare("INSERT INTO people VALUES (5000, 'new', 0)").unwrap();
+    insert.execute([]).unwrap();
+    assert_eq!(insert.get_status(rusqlite::StatementStatus::FullscanStep), 0, "the conflict check reads through the partial index");
+
+    db.execute_batch("INSERT INTO tags VALUES (1, 'a')").unwrap();
+    let before = close(&db);
+    assert_eq!(written(&db, "INSERT OR IGNORE INTO tags VALUES (2, 'a'); INSERT INTO tags VALUES (3, 'a') ON CONFLICT DO NOTHING"), 1);
+    assert_eq!(head(&db), before, "nothing changed: the head stays closed");
+    assert_eq!(recorded(&db, "tags", before), [1], "the row the conflict named, marked once, resent at worst");
+    db.execute_batch("INSERT OR REPLACE INTO tags VALUES (4, 'a')").unwrap();
+    assert_eq!((head(&db), recorded(&db, "tags", before)), (before + 1, vec![1, 4]), "a REPLACE opens it through the new row");
 }

@@ -1,7 +1,7 @@
 //! A recorded table's change set and the triggers that mark its rows there.
 
 use super::shape::TableShape;
-use super::{ident, CURRENT_GENERATION, OPEN_GENERATION, SQL_PREFIX};
+use super::{ident, CURRENT_GENERATION, NEXT_OPEN_GENERATION, OPEN_GENERATION, SQL_PREFIX};
 
 impl TableShape {
     /// The change set's `CREATE TABLE`: a rowid table keyed by the rowid, or a table without
@@ -19,16 +19,17 @@ impl TableShape {
     /// Marks the row `alias` names as changed in the current generation, if `only_if` holds: an
     /// upsert that writes nothing when the row is already marked in it.
     fn mark(&self, change_set: &str, alias: &str, only_if: Option<&str>) -> String {
-        self.mark_rows(change_set, &self.change_set_values(alias), "", only_if.unwrap_or("1"))
+        self.mark_rows(change_set, &self.change_set_values(alias), CURRENT_GENERATION, "", only_if.unwrap_or("1"))
     }
 
-    /// The upsert of [`Self::mark`], for the rows `values` name `from` a source (or none).
-    fn mark_rows(&self, change_set: &str, values: &[String], from: &str, condition: &str) -> String {
+    /// The upsert of [`Self::mark`], in generation `gen`, for the rows `values` name `from` a
+    /// source (or none).
+    fn mark_rows(&self, change_set: &str, values: &[String], gen: &str, from: &str, condition: &str) -> String {
         let set = ident(change_set);
         let key = self.change_set_key().join(", ");
         // The SELECT needs its WHERE: without one, SQLite would read ON as a join's.
         format!(
-            "INSERT INTO {set} ({key}, gen) SELECT {}, {CURRENT_GENERATION}{from} WHERE {condition} \
+            "INSERT INTO {set} ({key}, gen) SELECT {}, {gen}{from} WHERE {condition} \
              ON CONFLICT ({key}) DO UPDATE SET gen = excluded.gen WHERE {set}.gen < excluded.gen;",
             values.join(", ")
         )
@@ -70,15 +71,24 @@ impl TableShape {
         let not_self: Vec<String> = self.key_exprs("t").iter().zip(self.key_exprs("OLD")).map(|(t, old)| self.same_key(t, &old)).collect();
         let not_self = format!("NOT ({})", not_self.join(" AND "));
         for (n, index) in self.unique.iter().enumerate() {
-            let same: Vec<String> =
+            let mut same: Vec<String> =
                 index.columns.iter().map(|(c, coll)| format!("t.{col} = NEW.{col} COLLATE {}", ident(coll), col = ident(c))).collect();
+            // A partial index's own condition, so that SQLite looks the row up through it
+            // rather than reading the whole table.
+            if let Some(condition) = &index.condition {
+                same.push(format!("({condition})"));
+            }
             let same = same.join(" AND ");
-            // A partial index's condition is not applied, so rows outside it may be marked too:
-            // resent, never lost. The generation opens only when a row is found.
+            // The statement may yet ignore the conflict (`OR IGNORE`, `DO NOTHING`) and change
+            // nothing: the rows are marked in the generation the head opens to, but the head is
+            // left to the row's own trigger, which runs only if a row is written.
             let body = |extra: &str| {
-                format!(
-                    "{OPEN_GENERATION} AND EXISTS (SELECT 1 FROM {on} AS t WHERE {same}{extra}); {}",
-                    self.mark_rows(change_set, &self.change_set_values("t"), &format!(" FROM {on} AS t"), &format!("{same}{extra}"))
+                self.mark_rows(
+                    change_set,
+                    &self.change_set_values("t"),
+                    NEXT_OPEN_GENERATION,
+                    &format!(" FROM {on} AS t"),
+                    &format!("{same}{extra}"),
                 )
             };
             let columns: Vec<String> = index.columns.iter().map(|(c, _)| ident(c)).collect();
