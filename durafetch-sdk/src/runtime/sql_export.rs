@@ -141,9 +141,11 @@ impl<'a> SqlExport<'a> {
             }
             let Some(row) = read.last else { break };
             sizer.observe(read.rows, read.chars);
-            let position = (lead == 1).then(|| row.get(0).as_string().unwrap_or_default());
-            let values = typed_values(&row, lead + table.key_len(), table.columns.len())?;
-            let last = table.page_end(position.as_deref(), &values);
+            let last = if lead == 1 {
+                table.page_end(row.get(0).as_string().as_deref(), &[])
+            } else {
+                table.page_end(None, &typed_values(&row, table.key_len(), table.columns.len())?)
+            };
             // A page that ends where the last one did would be read again for ever.
             if last.is_none() || last == after {
                 return Err(SessionError::Server(format!("durafetch: the snapshot of table {} does not advance", table.name)));
@@ -210,7 +212,12 @@ impl<'a> SqlExport<'a> {
                 session.send_page_text(page).await?;
             }
             sizer.observe(read.rows, read.chars);
-            after = Some(typed_values(&row, 0, positions)?);
+            let last = Some(typed_values(&row, 0, positions)?);
+            // A page that ends where the last one did would be read again for ever.
+            if last == after {
+                return Err(SessionError::Server(format!("durafetch: the changes of table {} do not advance", table.name)));
+            }
+            after = last;
         }
         send_rest(session, &pages).await
     }

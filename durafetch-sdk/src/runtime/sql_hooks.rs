@@ -24,7 +24,9 @@ use crate::core::sql_capture::{self, StatementText};
 // text is seen (to read it), when its text asks for more (a refusal, a schema change), and once
 // per turn (the head). Crossing with the text on every call cost more than the triggers.
 #[wasm_bindgen(inline_js = r#"
-const REFUSE_OR_DROP = 1 | 4, SCHEMA = 2, KEPT_TEXTS = 512;
+// Texts are kept (their answers) only when short: an app that writes values into its texts would
+// otherwise keep every one of them alive.
+const REFUSE_OR_DROP = 1 | 4, SCHEMA = 2, KEPT_TEXTS = 512, KEPT_TEXT_CHARS = 4096;
 
 export function wrapExec(exec, read, before, afterSchema, endOfTurn) {
   const known = new Map();
@@ -32,9 +34,9 @@ export function wrapExec(exec, read, before, afterSchema, endOfTurn) {
   return new Proxy(exec, {
     apply(target, thisArg, args) {
       let query = args[0];
-      // A query given as an object (`new String(..)`, anything with a `toString`) is made text
-      // once, here: the text checked is the text run.
-      if (typeof query === "object" && query !== null) {
+      // A query given as an object or a function (`new String(..)`, anything with a `toString`)
+      // is made text once, here: the text checked is the text run.
+      if ((typeof query === "object" && query !== null) || typeof query === "function") {
         query = String(query);
         args[0] = query;
       }
@@ -43,8 +45,10 @@ export function wrapExec(exec, read, before, afterSchema, endOfTurn) {
         flags = known.get(query);
         if (flags === undefined) {
           flags = read(query);
-          if (known.size >= KEPT_TEXTS) known.clear();
-          known.set(query, flags);
+          if (query.length <= KEPT_TEXT_CHARS) {
+            if (known.size >= KEPT_TEXTS) known.clear();
+            known.set(query, flags);
+          }
         }
       }
       if (flags & REFUSE_OR_DROP) before(flags);

@@ -24,9 +24,12 @@ function real(v) {
   return /[.e]/.test(text) ? text : text + ".0";
 }
 
+// In chunks: a 2 MB blob built up a character at a time took tens of MB of memory.
 function base64OfHex(hex) {
+  const bytes = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.substr(2 * i, 2), 16);
   let binary = "";
-  for (let i = 0; i < hex.length; i += 2) binary += String.fromCharCode(parseInt(hex.substr(i, 2), 16));
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
   return btoa(binary);
 }
 
@@ -55,6 +58,18 @@ export class SqlPages {
   // Takes the rows of a read; answers [full pages, the last row read (or undefined), how many
   // rows were read, their characters].
   add(cursor) {
+    // All or nothing: a read that fails part way leaves the rows held before it as they were.
+    const held = this.rows.slice(), heldChars = this.chars;
+    try {
+      return this.addAll(cursor);
+    } catch (e) {
+      this.rows = held;
+      this.chars = heldChars;
+      throw e;
+    }
+  }
+
+  addAll(cursor) {
     const pages = [];
     let last, count = 0, chars = 0;
     for (const row of cursor.raw()) {

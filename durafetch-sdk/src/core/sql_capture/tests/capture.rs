@@ -1,14 +1,8 @@
-//! The capture against a real SQLite: the triggers, the sync, the reads and what they cost.
+//! What the triggers and the sync record, what the app sees of them, and what they cost.
 
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::core::protocol::SqlValue;
-
-fn shape(name: &str, without_rowid: bool, columns: &[(&str, u32)]) -> TableShape {
-    let columns: Vec<ColumnInfo> = columns.iter().map(|(c, pk)| (c.to_string(), *pk, String::new(), 0)).collect();
-    TableShape::from_columns(name.into(), without_rowid, &columns)
-}
 
 #[test]
 fn keys_follow_the_declared_primary_key_or_the_rowid() {
@@ -24,37 +18,6 @@ fn keys_follow_the_declared_primary_key_or_the_rowid() {
         "{}",
         triggers[1].1
     );
-}
-
-#[test]
-fn values_decode_exactly_from_their_json_form() {
-    use serde_json::json;
-    assert_eq!(decode_value("integer", &json!("-9223372036854775808")), Ok(SqlValue::Integer(i64::MIN)));
-    assert_eq!(decode_value("integer", &json!("9007199254740993")), Ok(SqlValue::Integer(9_007_199_254_740_993)));
-    assert_eq!(decode_value("real", &json!(3)), Ok(SqlValue::Real(3.0)), "JS writes 3.0 as 3; typeof keeps it REAL");
-    assert_eq!(decode_value("real", &json!(0.1)), Ok(SqlValue::Real(0.1)));
-    assert_eq!(decode_value("real", &json!("-inf")), Ok(SqlValue::Real(f64::NEG_INFINITY)));
-    assert_eq!(decode_value("text", &json!("a\u{0}é")), Ok(SqlValue::Text("a\u{0}é".into())));
-    assert_eq!(decode_value("blob", &json!("00FF10")), Ok(SqlValue::Blob(vec![0, 255, 16])));
-    assert_eq!(decode_value("blob", &json!("")), Ok(SqlValue::Blob(vec![])));
-    assert_eq!(decode_value("null", &json!(null)), Ok(SqlValue::Null));
-    for (kind, bad) in [
-        ("integer", json!(1.5)),
-        ("integer", json!("x")),
-        ("blob", json!("0")),
-        ("blob", json!("zz")),
-        ("real", json!("nan")),
-        ("date", json!(1)),
-    ] {
-        assert!(decode_value(kind, &bad).is_err(), "{kind} {bad}");
-    }
-}
-
-/// Whether `plan` writes a marker of `kind` for `table`.
-fn marks(plan: &SyncPlan, table: &str, kind: i64) -> bool {
-    plan.statements.iter().any(|s| {
-        s.starts_with(&format!("INSERT INTO {MARK_VIEW}")) && s.contains(&format!(", '{table}', ")) && s.ends_with(&format!(", {kind})"))
-    })
 }
 
 #[test]
@@ -97,159 +60,6 @@ fn a_sync_adds_triggers_marks_new_changed_and_gone_tables_and_is_then_idle() {
     }];
     let plan = plan_sync(std::slice::from_ref(&w), &known, &BTreeMap::new());
     assert!(plan.statements.is_empty() && plan.refused.len() == 1, "{plan:?}");
-}
-
-/// A snapshot's position is bound, never spliced: a column named `rowid` whose text is a
-/// statement pages like any other, and a table without rowid pages by its key's exact values.
-#[test]
-fn snapshots_page_by_bound_positions() {
-    let db = rusqlite::Connection::open_in_memory().unwrap();
-    db.execute_batch(
-        "CREATE TABLE victims (v); INSERT INTO victims VALUES (1);
-         CREATE TABLE rt (rowid TEXT, v);
-         INSERT INTO rt VALUES ('0 LIMIT 0; DELETE FROM victims; SELECT 1 FROM rt AS t WHERE 0', 1), ('1; DROP TABLE victims', 2), ('x', 3);
-         CREATE TABLE hidden (rowid, _rowid_, oid);
-         CREATE TABLE k (a TEXT, b BLOB, c INTEGER, PRIMARY KEY (a, b, c)) WITHOUT ROWID;
-         INSERT INTO k VALUES ('it''s', X'00', 9007199254740993), ('it''s', X'00', 9007199254740994), ('it''s', X'01', 1), ('z', X'', -1);",
-    )
-    .unwrap();
-    let columns = |table: &str| -> Vec<ColumnInfo> {
-        let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
-        stmt.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
-    };
-    let rt = TableShape::from_columns("rt".into(), false, &columns("rt"));
-    assert_eq!(rt.rowid.as_deref(), Some("_rowid_"));
-    assert!(rt.recordable().is_ok());
-    let hidden = TableShape::from_columns("hidden".into(), false, &columns("hidden"));
-    assert!(hidden.recordable().unwrap_err().contains("rowid, _rowid_ and oid"));
-    db.execute_batch("CREATE TABLE hidden_but_keyed (rowid, _rowid_, oid, id INTEGER PRIMARY KEY)").unwrap();
-    let keyed = TableShape::from_columns("hidden_but_keyed".into(), false, &columns("hidden_but_keyed"));
-    assert_eq!(keyed.rowid.as_deref(), Some(r#""id""#), "an INTEGER PRIMARY KEY is the rowid");
-
-    let bind = |after: &Option<Vec<SqlValue>>| -> Vec<rusqlite::types::Value> {
-        let mut params = vec![rusqlite::types::Value::Integer(1)];
-        for value in after.iter().flatten() {
-            params.push(match scan_binding(value) {
-                ScanBinding::Text(t) => rusqlite::types::Value::Text(t),
-                ScanBinding::Real(r) => rusqlite::types::Value::Real(r),
-                ScanBinding::Blob(b) => rusqlite::types::Value::Blob(b.to_vec()),
-                ScanBinding::Null => rusqlite::types::Value::Null,
-            });
-        }
-        params
-    };
-    // Pages of one row: the position of each is the rowid, bound.
-    let mut seen = Vec::new();
-    let mut after: Option<Vec<SqlValue>> = None;
-    loop {
-        let query = rt.scan_page(after.as_deref());
-        let mut stmt = db.prepare(&query).unwrap();
-        let rows: Vec<(String, String)> =
-            stmt.query_map(rusqlite::params_from_iter(bind(&after)), |r| Ok((r.get(0)?, r.get(5)?))).unwrap().map(Result::unwrap).collect();
-        let Some((position, v)) = rows.into_iter().next() else { break };
-        seen.push(v);
-        after = rt.page_end(Some(&position), &[]);
-    }
-    assert_eq!(seen, ["1", "2", "3"]);
-    let victims: i64 = db.query_row("SELECT count(*) FROM victims", [], |r| r.get(0)).unwrap();
-    assert_eq!(victims, 1);
-
-    // Without rowid: the last row's key values, bound exactly (a 54-bit integer, a blob).
-    let k = TableShape::from_columns("k".into(), true, &columns("k"));
-    let mut keys = Vec::new();
-    let mut after: Option<Vec<SqlValue>> = None;
-    loop {
-        let mut stmt = db.prepare(&k.scan_page(after.as_deref())).unwrap();
-        let rows: Vec<Vec<rusqlite::types::Value>> = stmt
-            .query_map(rusqlite::params_from_iter(bind(&after)), |r| (0..9).map(|i| r.get(i)).collect())
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let Some(row) = rows.into_iter().next() else { break };
-        let as_text = |v: &rusqlite::types::Value| match v {
-            rusqlite::types::Value::Text(t) => t.clone(),
-            other => panic!("{other:?}"),
-        };
-        keys.push(row[..3].iter().map(as_text).collect::<Vec<_>>().join(","));
-        let values: Vec<SqlValue> = (0..3)
-            .map(|c| decode_value(&as_text(&row[3 + 2 * c]), &serde_json::Value::String(as_text(&row[4 + 2 * c]))).unwrap())
-            .collect();
-        after = k.page_end(None, &values);
-    }
-    assert_eq!(keys, ["'it''s',X'00',9007199254740993", "'it''s',X'00',9007199254740994", "'it''s',X'01',1", "'z',X'',-1"]);
-}
-
-/// The tables of `db` as the runtime reads them, and a sync applied.
-fn sync_native(db: &rusqlite::Connection) -> SyncPlan {
-    db.execute_batch(&schema(0)).unwrap();
-    let names: Vec<(String, bool)> = {
-        let mut stmt = db.prepare(LIST_TABLES).unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0))).unwrap().map(Result::unwrap).collect()
-    };
-    let tables: Vec<TableShape> = names
-        .into_iter()
-        .map(|(name, wr)| {
-            let mut stmt = db.prepare(TABLE_COLUMNS).unwrap();
-            let columns: Vec<ColumnInfo> =
-                stmt.query_map([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
-            let mut stmt = db.prepare(UNIQUE_INDEX_COLUMNS).unwrap();
-            let unique: Vec<IndexColumn> = stmt
-                .query_map([&name], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<String>>(3)?.unwrap_or_default(), r.get(4)?, r.get(5)?))
-                })
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            TableShape::from_columns(name, wr, &columns).with_unique_indexes(&unique)
-        })
-        .collect();
-    let pairs = |query: &str| -> BTreeMap<String, String> {
-        let mut stmt = db.prepare(query).unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
-    };
-    let known: Vec<KnownTable> = {
-        let mut stmt = db.prepare(KNOWN_TABLES).unwrap();
-        stmt.query_map([], |r| Ok(KnownTable { id: r.get(0)?, name: r.get(1)?, shape: r.get(2)?, mark: r.get(3)?, gen: r.get(4)? }))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    let plan = plan_sync(&tables, &known, &pairs(OUR_TRIGGERS));
-    for statement in &plan.statements {
-        db.execute_batch(statement).unwrap();
-    }
-    plan
-}
-
-/// The change set of `table`.
-fn set_of(db: &rusqlite::Connection, table: &str) -> String {
-    change_set(db.query_row("SELECT id FROM _durafetch_known WHERE name = ?1", [table], |r| r.get(0)).unwrap())
-}
-
-/// The keys of `table`'s rows marked in a generation above `after`, as SQL literals in order.
-fn recorded_literals(db: &rusqlite::Connection, table: &str, after: i64) -> Vec<String> {
-    let set = ident(&set_of(db, table));
-    let key = if db.prepare(&format!("SELECT k FROM {set}")).is_ok() { "quote(k)" } else { "quote(k1)" };
-    let mut stmt = db.prepare(&format!("SELECT {key} FROM {set} WHERE gen > ?1 ORDER BY 1")).unwrap();
-    stmt.query_map([after], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
-}
-
-/// The rowids of `table`'s rows marked in a generation above `after`, in order.
-fn recorded(db: &rusqlite::Connection, table: &str, after: i64) -> Vec<i64> {
-    let mut rowids: Vec<i64> = recorded_literals(db, table, after).iter().map(|k| k.parse().unwrap()).collect();
-    rowids.sort();
-    rowids
-}
-
-/// What an export does first: closes the generation; answers the head a reader's cursor becomes.
-fn close(db: &rusqlite::Connection) -> i64 {
-    let (update, select) = CLOSE_GENERATION.split_once(';').unwrap();
-    db.execute(update, []).unwrap();
-    db.query_row(select, [], |r| r.get(0)).unwrap()
-}
-
-fn head(db: &rusqlite::Connection) -> i64 {
-    db.query_row(HEAD, [], |r| r.get(0)).unwrap()
 }
 
 /// The capture changes nothing the user's statements do (a self-updating trigger, REPLACE
@@ -381,13 +191,6 @@ fn partial_indexes_collations_generated_columns_and_untyped_keys() {
     assert_eq!(next, ["'3'"]);
 }
 
-/// Rows written by `statements`, triggers included, as SQLite counts them.
-fn written(db: &rusqlite::Connection, statements: &str) -> u64 {
-    let before = db.total_changes();
-    db.execute_batch(statements).unwrap();
-    db.total_changes() - before
-}
-
 /// What a change costs in rows written: one mark for a row not yet marked since the last export,
 /// nothing for one already marked, and one opening of the generation per export interval. The
 /// head is odd exactly while there are changes to send.
@@ -421,83 +224,6 @@ fn a_row_is_marked_once_per_export_interval_and_the_head_says_when() {
     let closed = close(&db);
     db.execute_batch("BEGIN; INSERT INTO t VALUES (5, 'x'); ROLLBACK").unwrap();
     assert_eq!((head(&db), recorded(&db, "t", closed)), (closed, vec![]));
-}
-
-/// An export reads a change set in pages by its exact key values: an untyped key's 1 and 1.0,
-/// text that looks like a number, a blob, each page's last position bound, never spliced; a
-/// mark whose row is gone reads as a tombstone.
-#[test]
-fn changed_rows_page_through_exact_positions_and_find_tombstones() {
-    let db = rusqlite::Connection::open_in_memory().unwrap();
-    db.execute_batch("CREATE TABLE u (k PRIMARY KEY, v) WITHOUT ROWID; CREATE TABLE r (v)").unwrap();
-    sync_native(&db);
-    let from = close(&db);
-    db.execute_batch(
-        "INSERT INTO u VALUES (1, 'int'), ('1', 'text'), (X'01', 'blob'), (2.5, 'real'), ('x''); DROP TABLE r; --', 'hostile');
-         UPDATE u SET k = 1.0 WHERE k = 1;
-         DELETE FROM u WHERE k = X'01';
-         INSERT INTO r VALUES ('a'), ('b'), ('c'); DELETE FROM r WHERE v = 'b';",
-    )
-    .unwrap();
-    let read_all = |table: &str| -> Vec<(String, Option<String>)> {
-        let mut columns = db.prepare(TABLE_COLUMNS).unwrap();
-        let columns: Vec<ColumnInfo> =
-            columns.query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
-        let wr: bool = db.query_row("SELECT wr FROM pragma_table_list WHERE name = ?1", [table], |r| r.get(0)).unwrap();
-        let shape = TableShape::from_columns(table.into(), wr, &columns);
-        let set = set_of(&db, table);
-        let positions = shape.change_set_key_len();
-        let mut after: Option<Vec<SqlValue>> = None;
-        let mut seen = Vec::new();
-        loop {
-            let mut params = vec![rusqlite::types::Value::Integer(from), rusqlite::types::Value::Integer(1)];
-            params.extend(after.iter().flatten().map(|v| match scan_binding(v) {
-                ScanBinding::Text(t) => rusqlite::types::Value::Text(t),
-                ScanBinding::Real(r) => rusqlite::types::Value::Real(r),
-                ScanBinding::Blob(b) => rusqlite::types::Value::Blob(b.to_vec()),
-                ScanBinding::Null => rusqlite::types::Value::Null,
-            }));
-            let mut stmt = db.prepare(&shape.changed_rows(&set, after.as_deref())).unwrap();
-            let width = stmt.column_count();
-            let rows: Vec<Vec<rusqlite::types::Value>> = stmt
-                .query_map(rusqlite::params_from_iter(params), |r| (0..width).map(|i| r.get(i)).collect())
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            let Some(row) = rows.into_iter().next() else { break };
-            let text = |v: &rusqlite::types::Value| match v {
-                rusqlite::types::Value::Text(t) => t.clone(),
-                rusqlite::types::Value::Integer(i) => i.to_string(),
-                other => panic!("{other:?}"),
-            };
-            let json = |v: &rusqlite::types::Value| match v {
-                rusqlite::types::Value::Real(r) => serde_json::json!(r),
-                other => serde_json::Value::String(text(other)),
-            };
-            after = Some((0..positions).map(|i| decode_value(&text(&row[2 * i]), &json(&row[2 * i + 1])).unwrap()).collect());
-            let key = text(&row[2 * positions]);
-            let present = text(&row[2 * positions + 1]) == "1";
-            let value = present.then(|| text(row.last().unwrap()));
-            seen.push((key, value));
-        }
-        seen
-    };
-    let mut u = read_all("u");
-    u.sort();
-    let expect: Vec<(String, Option<String>)> = [
-        ("'1'", Some("text")),
-        ("'x''); DROP TABLE r; --'", Some("hostile")),
-        ("1", None),
-        ("1.0", Some("int")),
-        ("2.5", Some("real")),
-        ("X'01'", None),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.map(str::to_owned)))
-    .collect();
-    assert_eq!(u, expect);
-    let r = read_all("r");
-    assert_eq!(r, [("1".to_owned(), Some("a".to_owned())), ("2".to_owned(), None), ("3".to_owned(), Some("c".to_owned()))]);
 }
 
 /// A log of the old layout is carried over: its head below the new one, the tables it had
