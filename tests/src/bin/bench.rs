@@ -19,6 +19,11 @@ struct Row {
     how: String,
 }
 
+/// A row whose figure is the ratio of two rates, each shown with its unit.
+fn rate_row(metric: &'static str, (a, a_unit): (f64, &str), (b, b_unit): (f64, &str), goal: &'static str, how: impl Into<String>) -> Row {
+    Row { metric, figure: format!("{:.2} ({a:.0} {a_unit} / {b:.0} {b_unit})", a / b), goal, how: how.into() }
+}
+
 fn bench(worker: &LocalWorker, route: &str, object: &str, kind: &str, keys: u64, value_bytes: usize) -> (f64, u64) {
     let body = format!(r#"{{"kind":"{kind}","keys":{keys},"value_bytes":{value_bytes}}}"#);
     let out: Value = serde_json::from_str(&worker.post_text(&format!("{route}/{object}/bench"), &body)).unwrap();
@@ -375,25 +380,28 @@ fn main() {
             "first pull of every object ({keys} keys of 100 B, release puller, into SQLite) vs list() of one 100,000-key object inside it"
         ),
     });
-    rows.push(Row {
-        metric: "P2 the puller's SQLite writes alone / object scan rate",
-        figure: format!("{:.2} ({sink_rate:.0} rows/s / {scan_rate:.0} keys/s)", sink_rate / scan_rate),
-        goal: "(the ceiling of P2 in this file)",
-        how: "100,000 of the same rows written by the puller's sink into a new file just before the pull, no network, median of 3, vs the scan above".into(),
-    });
+    rows.push(rate_row(
+        "P2 the puller's SQLite writes alone / object scan rate",
+        (sink_rate, "rows/s"),
+        (scan_rate, "keys/s"),
+        "(the ceiling of P2 in this file)",
+        "100,000 of the same rows written by the puller's sink into a new file just before the pull, no network, median of 3, vs the scan above",
+    ));
     let export_rate = scanned as f64 / export_alone(runtime, &db, &full);
-    rows.push(Row {
-        metric: "P2 the export alone / object scan rate",
-        figure: format!("{:.2} ({export_rate:.0} keys/s / {scan_rate:.0} keys/s)", export_rate / scan_rate),
-        goal: "(the ceiling of P2 on the object's side)",
-        how: "the same 100,000-key object exported to a client that parses each page and stores nothing, median of 3".into(),
-    });
-    rows.push(Row {
-        metric: "P2 full pull rate / the puller's SQLite writes alone",
-        figure: format!("{:.2} ({pull_rate:.0} keys/s / {sink_rate:.0} rows/s)", pull_rate / sink_rate),
-        goal: "(how near the pull is to that ceiling)",
-        how: "the two rates above".into(),
-    });
+    rows.push(rate_row(
+        "P2 the export alone / object scan rate",
+        (export_rate, "keys/s"),
+        (scan_rate, "keys/s"),
+        "(the ceiling of P2 on the object's side)",
+        "the same 100,000-key object exported to a client that parses each page and stores nothing, median of 3",
+    ));
+    rows.push(rate_row(
+        "P2 full pull rate / the puller's SQLite writes alone",
+        (pull_rate, "keys/s"),
+        (sink_rate, "rows/s"),
+        "(how near the pull is to that ceiling)",
+        "the two rates above",
+    ));
 
     // P2 into PostgreSQL: the same first pull into a database of a local server, and the
     // PostgreSQL sink's writes alone, each against the SQLite sink's in this run.
@@ -402,19 +410,20 @@ fn main() {
     let pg_url = postgres.create_database("p2");
     let (pg_secs, pg_summary) = timed_pull(&worker, Path::new(&pg_url));
     let pg_rate = pg_summary["keys_written"].as_u64().unwrap() as f64 / pg_secs;
-    rows.push(Row {
-        metric: "P2 full pull rate into PostgreSQL / into the SQLite file",
-        figure: format!("{:.2} ({pg_rate:.0} keys/s / {pull_rate:.0} keys/s)", pg_rate / pull_rate),
-        goal: "(reported)",
-        how: "the P2 first pull again, into a new database of a local PostgreSQL server (the tests' server: fsync and synchronous_commit off, as the file's WAL does not sync each commit)".into(),
-    });
-    rows.push(Row {
-        metric: "P2 the PostgreSQL sink's writes alone / the SQLite sink's",
-        figure: format!("{:.2} ({pg_sink_rate:.0} rows/s / {sink_rate:.0} rows/s)", pg_sink_rate / sink_rate),
-        goal: "(reported)",
-        how: "100,000 rows of 100 B in pages of 2,000 (one transaction of three statements over arrays each), no network, median of 3"
-            .into(),
-    });
+    rows.push(rate_row(
+        "P2 full pull rate into PostgreSQL / into the SQLite file",
+        (pg_rate, "keys/s"),
+        (pull_rate, "keys/s"),
+        "(reported)",
+        "the P2 first pull again, into a new database of a local PostgreSQL server (the tests' server: fsync and synchronous_commit off, as the file's WAL does not sync each commit)",
+    ));
+    rows.push(rate_row(
+        "P2 the PostgreSQL sink's writes alone / the SQLite sink's",
+        (pg_sink_rate, "rows/s"),
+        (sink_rate, "rows/s"),
+        "(reported)",
+        "100,000 rows of 100 B in pages of 2,000 (one transaction of three statements over arrays each), no network, median of 3",
+    ));
     drop(postgres);
 
     // P10: the 100,000-key object restored from that file into an empty object of a second
@@ -447,16 +456,17 @@ fn main() {
     }
     let (restore_secs, put_secs) = (median(restores), median(puts));
     let (restore_rate, put_rate) = (restored as f64 / restore_secs, 100_000.0 / put_secs);
-    rows.push(Row {
-        metric: "P10 restore rate / the object's own batched put rate",
-        figure: format!("{:.2} ({restore_rate:.0} keys/s / {put_rate:.0} keys/s)", restore_rate / put_rate),
-        goal: "≥ 0.8",
-        how: format!(
+    rows.push(rate_row(
+        "P10 restore rate / the object's own batched put rate",
+        (restore_rate, "keys/s"),
+        (put_rate, "keys/s"),
+        "≥ 0.8",
+        format!(
             "durafetch-pull restore (release) of the {restored}-key object of the P2 file into an empty object of a second worker, the \
              whole run from start to exit, vs a request that makes that worker's object put 100,000 keys of 100 B in puts of 128 keys, \
              timed by its client; after a warm-up round, the median of 3, the object emptied (delete_all) between rounds"
         ),
-    });
+    ));
     drop(target);
 
     // P3: incremental pulls, each after its own writes to the object, against the full pull.
@@ -597,31 +607,35 @@ fn main() {
     let table_rows = summary["keys_written"].as_u64().unwrap();
     let table_rate = table_rows as f64 / table_secs;
     let select_rate = selected as f64 / (select_ms / 1000.0);
-    rows.push(Row {
-        metric: "P2 SQL table: full pull rate / the object's SELECT * rate",
-        figure: format!("{:.2} ({table_rate:.0} rows/s / {select_rate:.0} rows/s)", table_rate / select_rate),
-        goal: "≥ 0.8",
-        how: format!("first pull of one object's 100,000-row table ({table_rows} rows of 100 B) vs SELECT * inside it, median of 3"),
-    });
+    rows.push(rate_row(
+        "P2 SQL table: full pull rate / the object's SELECT * rate",
+        (table_rate, "rows/s"),
+        (select_rate, "rows/s"),
+        "≥ 0.8",
+        format!("first pull of one object's 100,000-row table ({table_rows} rows of 100 B) vs SELECT * inside it, median of 3"),
+    ));
     let table_export_rate = 100_000.0 / export_alone(runtime, &dir.path().join("p2-table.sqlite"), "p2-table");
-    rows.push(Row {
-        metric: "P2 SQL table: the export alone / the object's SELECT * rate",
-        figure: format!("{:.2} ({table_export_rate:.0} rows/s / {select_rate:.0} rows/s)", table_export_rate / select_rate),
-        goal: "(the ceiling of the pull on the object's side)",
-        how: "the same table exported to a client that parses each page and stores nothing, median of 3".into(),
-    });
-    rows.push(Row {
-        metric: "P2 SQL table: the puller's SQLite writes alone / the object's SELECT * rate",
-        figure: format!("{:.2} ({table_sink_rate:.0} rows/s / {select_rate:.0} rows/s)", table_sink_rate / select_rate),
-        goal: "(the ceiling of the pull on the file's side)",
-        how: "the sink's rate below".into(),
-    });
-    rows.push(Row {
-        metric: "P2 SQL table: full pull rate / the puller's SQLite writes alone",
-        figure: format!("{:.2} ({table_rate:.0} rows/s / {table_sink_rate:.0} rows/s)", table_rate / table_sink_rate),
-        goal: "(how near the pull is to the file's ceiling)",
-        how: "the same 100,000 rows written by the puller's sink as SQL pages of 2,000 into a new file, no network, median of 3".into(),
-    });
+    rows.push(rate_row(
+        "P2 SQL table: the export alone / the object's SELECT * rate",
+        (table_export_rate, "rows/s"),
+        (select_rate, "rows/s"),
+        "(the ceiling of the pull on the object's side)",
+        "the same table exported to a client that parses each page and stores nothing, median of 3",
+    ));
+    rows.push(rate_row(
+        "P2 SQL table: the puller's SQLite writes alone / the object's SELECT * rate",
+        (table_sink_rate, "rows/s"),
+        (select_rate, "rows/s"),
+        "(the ceiling of the pull on the file's side)",
+        "the sink's rate below",
+    ));
+    rows.push(rate_row(
+        "P2 SQL table: full pull rate / the puller's SQLite writes alone",
+        (table_rate, "rows/s"),
+        (table_sink_rate, "rows/s"),
+        "(how near the pull is to the file's ceiling)",
+        "the same 100,000 rows written by the puller's sink as SQL pages of 2,000 into a new file, no network, median of 3",
+    ));
 
     // Last, as they add large objects that the pulls above would otherwise download too.
     // P2 for 100 KiB values, and the time to the first row of a 100,000-key object.
