@@ -3,6 +3,7 @@
 //! listed in `durable_objects` (the index is cheap) but never downloaded; excluded keys and tables
 //! are never written.
 
+use durafetch_sdk::core::restore_protocol::KeyScope;
 use glob::Pattern;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +19,7 @@ pub struct Filter {
     exclude_classes: Vec<String>,
     names: Vec<Pattern>,
     exclude_names: Vec<Pattern>,
-    key_prefixes: Vec<String>,
-    exclude_key_prefixes: Vec<String>,
+    keys: KeyScope,
     tables: Vec<Pattern>,
     exclude_tables: Vec<Pattern>,
     /// See [`Filter::key_filter_id`].
@@ -75,8 +75,7 @@ impl Filter {
             exclude_names: patterns(&spec.exclude_names)?,
             classes: spec.classes,
             exclude_classes: spec.exclude_classes,
-            key_prefixes: spec.key_prefixes,
-            exclude_key_prefixes: spec.exclude_key_prefixes,
+            keys: KeyScope { prefixes: spec.key_prefixes, exclude_prefixes: spec.exclude_key_prefixes },
         })
     }
 
@@ -92,8 +91,12 @@ impl Filter {
     }
 
     pub fn keeps_key(&self, key: &str) -> bool {
-        let key_in = self.key_prefixes.is_empty() || self.key_prefixes.iter().any(|p| key.starts_with(p.as_str()));
-        key_in && !self.exclude_key_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.keys.keeps(key)
+    }
+
+    /// The keys the filter keeps, as a restore's hello names them to the object.
+    pub fn key_scope(&self) -> &KeyScope {
+        &self.keys
     }
 
     pub fn keeps_table(&self, table: &str) -> bool {

@@ -1,12 +1,12 @@
 //! The client end of a restore's import session: requests sent ahead of their replies up to a
-//! window, so the object always has the next page to write, and each reply taken in order and
-//! counted. The object never holds more than a window of requests.
+//! window, so the object always has the next page to stage, and each reply taken in order. The
+//! object never holds more than a window of requests; it applies what it staged at `end`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use durafetch_sdk::core::protocol::{SqlPage, PROTOCOL_VERSION};
-use durafetch_sdk::core::restore_protocol::{ImportMode, ImportReply, ImportRequest, TableRows};
+use durafetch_sdk::core::protocol::SqlPage;
+use durafetch_sdk::core::restore_protocol::{Applied, ImportMode, ImportReply, ImportRequest, KeyScope, TableRows, IMPORT_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -15,24 +15,22 @@ use crate::transport::Link;
 
 /// Requests sent ahead of their replies.
 const WINDOW: usize = 4;
-/// How long a reply may take: a page of 4,096 keys or rows is written in well under a second; an
-/// object silent this long is taken as gone.
+/// How long a reply may take: a page is staged in well under a second, and `end` applies a
+/// large object in seconds; an object silent this long is taken as gone.
 const REPLY_LIMIT: Duration = Duration::from_secs(120);
 
-/// What the object reported writing.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Written {
-    pub written: u64,
-    pub deleted: u64,
-}
-
-/// What a request sent is waiting for, and where its count goes.
+/// What a request sent is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaiting {
-    KeysWritten,
-    RowsWritten,
+    Staged,
     KeyList,
-    End,
+}
+
+/// How the object answered `end`.
+pub enum Ended {
+    Applied(Applied),
+    /// `--mode empty`, and the object held data by then: nothing was written.
+    Refused(String),
 }
 
 /// How the object answered the hello.
@@ -46,15 +44,14 @@ pub enum Opened {
 pub struct ImportSession {
     socket: Link,
     awaiting: VecDeque<Awaiting>,
-    pub keys: Written,
-    pub rows: Written,
 }
 
 impl ImportSession {
-    pub async fn open(mut socket: Link, mode: ImportMode) -> Result<Opened, SessionError> {
-        let hello = ImportRequest::Hello { version: PROTOCOL_VERSION, mode, window: WINDOW as u32 };
+    /// Opens a session; `keys` are the keys a replace may delete.
+    pub async fn open(mut socket: Link, mode: ImportMode, keys: &KeyScope) -> Result<Opened, SessionError> {
+        let hello = ImportRequest::Hello { version: IMPORT_VERSION, mode, window: WINDOW as u32, keys: keys.clone() };
         send(&mut socket, serde_json::to_string(&hello).map_err(|e| SessionError::Protocol(e.to_string()))?).await?;
-        let mut session = ImportSession { socket, awaiting: VecDeque::new(), keys: Written::default(), rows: Written::default() };
+        let mut session = ImportSession { socket, awaiting: VecDeque::new() };
         match session.reply().await? {
             ImportReply::Ready { tables, .. } => Ok(Opened::Ready { session, tables }),
             ImportReply::Refused { message } => {
@@ -67,19 +64,19 @@ impl ImportSession {
 
     /// Sends a `put` request already written as text (see `PageWriter::import`).
     pub async fn put_text(&mut self, text: String) -> Result<(), SessionError> {
-        self.send(text, Awaiting::KeysWritten).await
+        self.send(text, Awaiting::Staged).await
     }
 
     pub async fn create_table(&mut self, table: &str, statements: &[String]) -> Result<(), SessionError> {
-        self.request(&ImportRequest::CreateTable { table: table.into(), statements: statements.to_vec() }, Awaiting::RowsWritten).await
+        self.request(&ImportRequest::CreateTable { table: table.into(), statements: statements.to_vec() }, Awaiting::Staged).await
     }
 
     pub async fn drop_table(&mut self, table: &str) -> Result<(), SessionError> {
-        self.request(&ImportRequest::DropTable { table: table.into() }, Awaiting::RowsWritten).await
+        self.request(&ImportRequest::DropTable { table: table.into() }, Awaiting::Staged).await
     }
 
     pub async fn rows(&mut self, page: SqlPage) -> Result<(), SessionError> {
-        self.request(&ImportRequest::Rows(page), Awaiting::RowsWritten).await
+        self.request(&ImportRequest::Rows(page), Awaiting::Staged).await
     }
 
     /// The object's keys after `after`, and whether they are the last.
@@ -92,14 +89,24 @@ impl ImportSession {
         }
     }
 
-    /// Ends the session once every request is answered.
-    pub async fn end(mut self) -> Result<(Written, Written), SessionError> {
-        self.request(&ImportRequest::End {}, Awaiting::End).await?;
+    /// Asks the object to apply everything sent, once every request is answered.
+    pub async fn end(mut self) -> Result<Ended, SessionError> {
         while !self.awaiting.is_empty() {
             self.take_reply().await?;
         }
+        send(&mut self.socket, serde_json::to_string(&ImportRequest::End {}).map_err(|e| SessionError::Protocol(e.to_string()))?).await?;
+        let ended = match self.reply().await? {
+            ImportReply::Applied(applied) => Ended::Applied(applied),
+            ImportReply::Refused { message } => Ended::Refused(message),
+            other => return Err(SessionError::Protocol(format!("{other:?} in answer to end"))),
+        };
         let _ = self.socket.close().await;
-        Ok((self.keys, self.rows))
+        Ok(ended)
+    }
+
+    /// Leaves without `end`: the object applies nothing (a dry run).
+    pub async fn leave(mut self) {
+        let _ = self.socket.close().await;
     }
 
     async fn request(&mut self, request: &ImportRequest, awaiting: Awaiting) -> Result<(), SessionError> {
@@ -116,21 +123,12 @@ impl ImportSession {
         Ok(())
     }
 
-    /// Takes the oldest request's reply and counts it; a key list is handed back.
+    /// Takes the oldest request's reply; a key list is handed back.
     async fn take_reply(&mut self) -> Result<Option<(Vec<String>, bool)>, SessionError> {
         let reply = self.reply().await?;
         let awaiting = self.awaiting.pop_front().ok_or_else(|| SessionError::Protocol(format!("{reply:?} answers no request")))?;
         match (awaiting, reply) {
-            (Awaiting::KeysWritten | Awaiting::End, ImportReply::Ack { written, deleted }) => {
-                self.keys.written += written;
-                self.keys.deleted += deleted;
-                Ok(None)
-            }
-            (Awaiting::RowsWritten, ImportReply::Ack { written, deleted }) => {
-                self.rows.written += written;
-                self.rows.deleted += deleted;
-                Ok(None)
-            }
+            (Awaiting::Staged, ImportReply::Staged {}) => Ok(None),
             (Awaiting::KeyList, ImportReply::Keys { keys, done }) => Ok(Some((keys, done))),
             (awaiting, other) => Err(SessionError::Protocol(format!("{other:?} in answer to {awaiting:?}"))),
         }

@@ -3,19 +3,20 @@
 //! several at once. An object with a name goes to the object of that name, in any worker; an
 //! unnamed one only back into its own worker, which answers 409 elsewhere, and is skipped.
 //!
-//! Per object, in this order: with `replace`, the object's keys the backup lacks are deleted and
-//! its tables the backup lacks dropped; then the backup's keys are written, then each of its
-//! tables made from its schema and filled. A dry run asks the same questions of the object and
-//! writes nothing.
+//! Per object, the backup is sent whole (its keys in key order, then each table's schema and
+//! rows, and with `replace` the tables to drop), and the object applies it at the session's end
+//! in one transaction: the object ends restored or as it was, never in between, and a replace
+//! deletes the keys the backup lacks inside that transaction. A dry run asks the object what
+//! it holds, counts what a restore would change, and sends nothing to apply.
 
-use durafetch_sdk::core::protocol::{Change, ChangeValue, PageWriter, SqlPage, SqlValue};
+use durafetch_sdk::core::protocol::{PageWriter, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
 use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
 use futures_util::StreamExt;
 
 use crate::config::RestoreSettings;
 use crate::connect::ConnectError;
-use crate::import_session::{ImportSession, Opened};
+use crate::import_session::{Ended, ImportSession, Opened};
 use crate::restore_source::{Backup, BackupObject, SourceError};
 use crate::retry::{Backoff, Retryable};
 use crate::session::SessionError;
@@ -230,8 +231,9 @@ async fn restore_object(settings: &RestoreSettings, transport: &dyn Transport, o
         None => ImportTarget::Id { id: object.id.clone(), worker: object.worker.clone() },
     };
     let path = ApiRoute::Import { class: object.class.clone(), target }.to_string();
-    // Replace and merge write the same whatever the object holds, so another attempt finishes
-    // the job; `empty` would refuse what its own first attempt wrote, so it gets one.
+    // An attempt applies all or nothing, so another attempt after a failure starts from the
+    // object as it was. Only `empty` gets one: if its reply, not its transaction, was lost, a
+    // second attempt would be refused by what the first one wrote.
     let mut backoff = Backoff::new();
     loop {
         let attempt = ObjectRestore { settings, backup: &backup, object, report: report.clone() };
@@ -281,55 +283,64 @@ impl ObjectRestore<'_> {
             }
             Err(e) => return Err(SessionError::Connect(e).into()),
         };
-        let (mut session, tables_held) = match ImportSession::open(socket, settings.mode).await? {
+        let (mut session, tables_held) = match ImportSession::open(socket, settings.mode, settings.filter.key_scope()).await? {
             Opened::Ready { session, tables, .. } => (session, tables),
             Opened::Refused(message) => return Err(AttemptError::Refused(Outcome::Refused, message)),
         };
         let tables = self.backup.tables(self.object, &settings.filter, &mut self.report.not_restored)?;
         if settings.mode == ImportMode::Replace {
-            self.delete_what_the_backup_lacks(&mut session, &tables, &tables_held).await?;
+            if settings.dry_run {
+                self.count_keys_the_backup_lacks(&mut session).await?;
+            }
+            self.drop_tables_the_backup_lacks(&mut session, &tables, &tables_held).await?;
         }
         self.write_keys(&mut session).await?;
         for (table, statements) in &tables {
             self.write_table(&mut session, table, statements, &tables_held).await?;
         }
-        let (keys, rows) = session.end().await?;
         if settings.dry_run {
+            session.leave().await;
             self.report.outcome = Outcome::WouldRestore;
-        } else {
-            // What the object reported doing.
-            (self.report.keys_written, self.report.keys_deleted) = (keys.written, keys.deleted);
-            (self.report.rows_written, self.report.rows_deleted) = (rows.written, rows.deleted);
+            return Ok(self.report);
         }
-        Ok(self.report)
+        match session.end().await? {
+            Ended::Applied(applied) => {
+                // What the object reported doing.
+                (self.report.keys_written, self.report.keys_deleted) = (applied.keys_written, applied.keys_deleted);
+                (self.report.rows_written, self.report.rows_deleted) = (applied.rows_written, applied.rows_deleted);
+                Ok(self.report)
+            }
+            Ended::Refused(message) => Err(AttemptError::Refused(Outcome::Refused, message)),
+        }
     }
 
-    /// Deletes the object's keys that the backup lacks and the filter keeps (keys outside the
-    /// filter are not the restore's), and drops its tables the backup lacks.
-    async fn delete_what_the_backup_lacks(
+    /// A dry run's count of the object's keys that the backup lacks and the filter keeps (keys
+    /// outside the filter are not the restore's): what a replace would delete.
+    async fn count_keys_the_backup_lacks(&mut self, session: &mut ImportSession) -> Result<(), AttemptError> {
+        let filter = &self.settings.filter;
+        let mut after = None;
+        loop {
+            let (keys, done) = session.list_keys(after.clone()).await?;
+            for key in &keys {
+                if filter.keeps_key(key) && !self.backup.has_key(self.object, key)? {
+                    self.report.keys_deleted += 1;
+                }
+            }
+            after = keys.last().cloned();
+            if done || after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drops the object's tables that the backup lacks and the filter keeps.
+    async fn drop_tables_the_backup_lacks(
         &mut self,
         session: &mut ImportSession,
         tables: &[(String, Vec<String>)],
         tables_held: &[TableRows],
     ) -> Result<(), AttemptError> {
         let filter = &self.settings.filter;
-        let mut after = None;
-        loop {
-            let (keys, done) = session.list_keys(after.clone()).await?;
-            let mut pages = PageWriter::import();
-            for key in &keys {
-                if filter.keeps_key(key) && !self.backup.has_key(self.object, key)? {
-                    self.report.keys_deleted += 1;
-                    pages.push(Change { key: key.clone(), value: ChangeValue::Deleted });
-                    self.send_if_full(session, &mut pages).await?;
-                }
-            }
-            self.send_rest(session, &mut pages).await?;
-            after = keys.last().cloned();
-            if done || after.is_none() {
-                break;
-            }
-        }
         for held in tables_held.iter().filter(|t| filter.keeps_table(&t.table) && !tables.iter().any(|(name, _)| *name == t.table)) {
             self.report.rows_deleted += held.rows;
             if !self.settings.dry_run {

@@ -82,7 +82,9 @@ impl LocalWorker {
         Self::start_with(Some(TOKEN), Some(RESTORE_TOKEN))
     }
 
-    fn start_with(secret: Option<&str>, restore_secret: Option<&str>) -> Self {
+    /// Starts the worker with `secret` as DURAFETCH_AUTH and `restore_secret` as
+    /// DURAFETCH_RESTORE_AUTH.
+    pub fn start_with(secret: Option<&str>, restore_secret: Option<&str>) -> Self {
         let root = repo_root();
         assert!(
             root.join("examples/counter/build/worker/shim.mjs").exists(),

@@ -234,8 +234,9 @@ fn a_moment_of_the_history_is_restored() {
     assert!(plain.stderr.contains("--history"), "{}", plain.stderr);
 }
 
-/// A restore killed midway leaves the objects partly written; a rerun with replace finishes
-/// them, and `empty` refuses the rerun (the objects hold what the first run wrote).
+/// A restore killed midway leaves each object restored whole or untouched, never partly written;
+/// a rerun with `empty` writes those it never reached and refuses those it did, and one with
+/// replace leaves every object equal to the backup.
 #[test]
 fn an_interrupted_restore_finishes_on_a_rerun() {
     let source = LocalWorker::start(Some(TOKEN));
@@ -265,10 +266,16 @@ fn an_interrupted_restore_finishes_on_a_rerun() {
     assert!(!status.success() && restored == 5, "the restore ended before it was killed");
     pull(&target, &copy);
     let (want, partial) = (named_contents(&backup), named_contents(&copy));
-    assert!(partial.len() >= 5 * 500 && partial.len() < want.len(), "killed midway: {} of {} keys", partial.len(), want.len());
+    let mut keys_by_object: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for line in &partial {
+        *keys_by_object.entry(line.split(" | ").nth(1).unwrap()).or_default() += 1;
+    }
+    assert!(keys_by_object.values().all(|&keys| keys == 500), "an object was left partly restored: {keys_by_object:?}");
+    let whole = keys_by_object.len();
+    assert!((5..40).contains(&whole), "killed midway: {whole} of 40 objects restored");
 
     let refused = restore(&target, &backup, &["--mode", "empty"]);
-    assert_eq!(refused.code, Some(3), "{:?}", refused.objects);
+    assert_eq!((refused.code, refused.count("refused")), (Some(3), whole as u64), "{:?}", refused.objects);
     let rerun = restore(&target, &backup, &["--mode", "replace"]);
     assert_eq!(rerun.code, Some(0), "{:?}", rerun.objects);
     pull(&target, &copy);
@@ -307,7 +314,8 @@ fn restores_need_the_restore_secret_and_its_token() {
 }
 
 /// Import requests that cannot be carried out each get an `error` naming the problem and close
-/// code 1008, and change nothing: the object holds what it held.
+/// code 1008, and change nothing, the pages staged before them included: the object holds what
+/// it held.
 #[test]
 fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
     use tungstenite::protocol::frame::coding::CloseCode;
@@ -317,13 +325,18 @@ fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
     worker.post("sql/target/put?key=a", "1");
     let target = durafetch_sdk::core::route::ImportTarget::Name("target".into());
     let path = durafetch_sdk::core::route::ApiRoute::Import { class: "CounterSql".into(), target }.to_string();
-    let hello = r#"{"type":"hello","version":3,"mode":"merge","window":4}"#;
+    let hello = r#"{"type":"hello","version":4,"mode":"merge","window":4}"#;
+    let replace = r#"{"type":"hello","version":4,"mode":"replace","window":4}"#;
     let cases: Vec<(&str, Vec<Message>, &str)> = vec![
         ("no hello", vec![Message::text(r#"{"type":"end"}"#)], "expected a hello message first"),
-        ("old client", vec![Message::text(r#"{"type":"hello","version":2,"mode":"merge","window":4}"#)], "unsupported protocol version 2"),
+        (
+            "old client",
+            vec![Message::text(r#"{"type":"hello","version":3,"mode":"merge","window":4}"#)],
+            "unsupported restore protocol version 3; this object speaks version 4",
+        ),
         (
             "wide window",
-            vec![Message::text(r#"{"type":"hello","version":3,"mode":"merge","window":17}"#)],
+            vec![Message::text(r#"{"type":"hello","version":4,"mode":"merge","window":17}"#)],
             "window must be between 1 and 16",
         ),
         ("binary", vec![Message::binary(vec![1u8, 2])], "expected a text frame"),
@@ -347,6 +360,32 @@ fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
             "no table",
             vec![Message::text(hello), Message::text(r#"{"type":"rows","table":"nope","columns":["x"],"rows":[{"k":"1","v":[1]}]}"#)],
             "send its schema first",
+        ),
+        (
+            "keys out of order",
+            vec![
+                Message::text(replace),
+                Message::text(r#"{"type":"put","changes":[{"k":"b","v":2}]}"#),
+                Message::text(r#"{"type":"put","changes":[{"k":"a","v":2}]}"#),
+            ],
+            "out of order",
+        ),
+        (
+            "a merge drops nothing",
+            vec![Message::text(hello), Message::text(r#"{"type":"drop_table","table":"t"}"#)],
+            "only --mode replace drops tables",
+        ),
+        (
+            // Pages staged, then a refusal: a replace that would have deleted `a` and written
+            // `b` does neither.
+            "staged, then refused",
+            vec![
+                Message::text(replace),
+                Message::text(r#"{"type":"put","changes":[{"k":"b","v":2}]}"#),
+                Message::text(r#"{"type":"create_table","table":"t","statements":["CREATE TABLE t (x)"]}"#),
+                Message::text(r#"{"type":"create_table","table":"t","statements":["CREATE TABLE t (x)"]}"#),
+            ],
+            "table t was sent twice",
         ),
     ];
     for (case, messages, expected) in cases {

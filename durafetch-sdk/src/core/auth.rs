@@ -25,6 +25,8 @@ pub enum SecretError {
     Missing(&'static str),
     #[error("durafetch: a token in the secret {0} is shorter than 40 characters; set it with `wrangler secret put {0}` to a random token of at least 40 characters")]
     TooShort(&'static str),
+    #[error("durafetch: a token in the secret {RESTORE_SECRET_NAME} is also in {SECRET_NAME}, so every reader could write; restore stays off until `wrangler secret put {RESTORE_SECRET_NAME}` sets tokens of its own")]
+    SharedToken,
 }
 
 /// The accepted tokens. The secret may hold several, separated by white space or commas, so that
@@ -78,6 +80,22 @@ impl Secret {
         any.into()
     }
 
+    /// The restore secret `self`, refused if it accepts a token `reading` accepts: a token that
+    /// can read must never write.
+    pub fn apart_from(self, reading: &Secret) -> Result<Self, SecretError> {
+        let mut shared = Choice::from(0);
+        for mine in &self.digests {
+            for theirs in &reading.digests {
+                shared |= mine.ct_eq(theirs);
+            }
+        }
+        if bool::from(shared) {
+            Err(SecretError::SharedToken)
+        } else {
+            Ok(self)
+        }
+    }
+
     /// Whether the `Authorization` header value carries an accepted bearer token.
     pub fn accepts_header(&self, authorization: Option<&str>) -> bool {
         // Compare even when the header is absent or malformed, so that its shape is not timed.
@@ -118,6 +136,18 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+
+    #[test]
+    fn a_restore_secret_sharing_a_token_with_the_reading_secret_is_refused() {
+        let other = "Z123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+        let reading = Secret::parse(Some(&format!("{TOKEN} {other}"))).unwrap();
+        let shared = Secret::parse_named(RESTORE_SECRET_NAME, Some(&format!("{other}x, {TOKEN}"))).unwrap();
+        let message = shared.apart_from(&reading).unwrap_err().to_string();
+        assert!(message.contains(RESTORE_SECRET_NAME) && message.contains(SECRET_NAME), "{message}");
+        assert!(!message.contains(TOKEN), "the message never shows a token");
+        let own = Secret::parse_named(RESTORE_SECRET_NAME, Some(&format!("{other}x"))).unwrap();
+        assert!(own.apart_from(&reading).is_ok());
+    }
     const OTHER: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlk";
 
     #[test]

@@ -35,6 +35,10 @@ pub fn is_schema_statement(statement: &str) -> bool {
 /// whose rows are told apart by their rowid alone (a declared key's rows are written by their
 /// columns, and take new rowids: a backup made before rowid tables were keyed by their rowid holds
 /// the declared key's literals there).
+///
+/// A row that meets one the table holds under a key or UNIQUE constraint is written over it
+/// (an upsert), never deleted and inserted again as `REPLACE` would: a delete would cascade
+/// through the user's foreign keys into rows the restore has already written.
 /// Its one binding is [`rows_json`]'s text.
 pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) -> String {
     let mut names: Vec<String> = Vec::new();
@@ -52,7 +56,45 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
         // A table of no columns the page names cannot be: every table has one. Write nothing.
         return "SELECT 0 WHERE 0".into();
     }
-    format!("INSERT OR REPLACE INTO {} ({}) SELECT {} FROM json_each(?1)", ident(table), names.join(", "), exprs.join(", "))
+    let set: Vec<String> = columns.iter().map(|c| format!("{0} = excluded.{0}", ident(c))).collect();
+    // `WHERE true`: without it, SQLite would read `ON CONFLICT` as a join's `ON`.
+    let on_conflict = if set.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", set.join(", ")) };
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM json_each(?1) WHERE true ON CONFLICT {on_conflict}",
+        ident(table),
+        names.join(", "),
+        exprs.join(", ")
+    )
+}
+
+/// The tables a table's foreign keys name: `?1` is the table. Bound, as a name is stored data.
+pub const FOREIGN_KEY_PARENTS: &str = r#"SELECT DISTINCT "table" FROM pragma_foreign_key_list(?1)"#;
+
+/// The rows that break a foreign key, as `PRAGMA foreign_key_check` lists them: table, rowid,
+/// parent table.
+pub const FOREIGN_KEY_CHECK: &str = "PRAGMA foreign_key_check";
+
+/// `tables` (each with the tables its foreign keys name) ordered so that every table comes after
+/// the tables it names: rows are written into parents before children, and children are dropped
+/// before parents (the reverse), so that no cascade reaches rows the restore means to keep. Among
+/// tables free to go, name order; the tables of a cycle, which no order satisfies, go last in name
+/// order (the restore defers foreign key checks to its end, so they are still written whole). A
+/// name is matched as SQLite matches names, without regard to ASCII case; a parent outside
+/// `tables` constrains nothing.
+pub fn parents_first(tables: &[(String, Vec<String>)]) -> Vec<String> {
+    let key = |name: &str| name.to_ascii_lowercase();
+    let mut left: Vec<&(String, Vec<String>)> = tables.iter().collect();
+    left.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut order: Vec<String> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waiting = |parent: &String, left: &[&(String, Vec<String>)], me: &str| {
+            key(parent) != key(me) && left.iter().any(|(name, _)| key(name) == key(parent))
+        };
+        let ready = left.iter().position(|(name, parents)| !parents.iter().any(|p| waiting(p, &left, name)));
+        let next = left.remove(ready.unwrap_or(0));
+        order.push(next.0.clone());
+    }
+    order
 }
 
 /// The rows of a page as the JSON text [`insert_rows`] reads: an array per row, the rowid first
@@ -116,6 +158,48 @@ mod tests {
         ] {
             assert!(!is_schema_statement(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn parents_come_before_their_children_and_cycles_last() {
+        let t = |name: &str, parents: &[&str]| (name.to_owned(), parents.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        // The names of a user's reproduction: the child sorts first.
+        assert_eq!(parents_first(&[t("comments", &["posts"]), t("posts", &[])]), ["posts", "comments"]);
+        assert_eq!(
+            parents_first(&[t("c", &["B", "a"]), t("b", &["a"]), t("a", &[]), t("self", &["self"]), t("x", &["gone"])]),
+            ["a", "b", "c", "self", "x"]
+        );
+        // A cycle waits for nothing outside it, and never blocks the rest.
+        assert_eq!(parents_first(&[t("p", &["q"]), t("q", &["p"]), t("r", &[]), t("s", &["r"])]), ["r", "s", "p", "q"]);
+    }
+
+    /// A page written over a parent's rows leaves the rows of its children alone, where
+    /// `INSERT OR REPLACE` would delete them through `ON DELETE CASCADE`; a page of a table whose
+    /// only column is its key writes nothing twice.
+    #[test]
+    fn rows_written_over_others_cascade_nowhere() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE);
+             CREATE TABLE kid (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent (id) ON DELETE CASCADE);
+             CREATE TABLE only_key (k TEXT PRIMARY KEY);
+             INSERT INTO parent VALUES (1, 'one'); INSERT INTO kid VALUES (10, 1); INSERT INTO only_key VALUES ('a');",
+        )
+        .unwrap();
+        let columns = ["id".to_string(), "name".to_string()];
+        let page = [SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Text("uno".into())]) }];
+        db.execute(&insert_rows("parent", &columns, None), [rows_json(&page, &[0, 1], false).unwrap()]).unwrap();
+        let kids: i64 = db.query_row("SELECT count(*) FROM kid", [], |r| r.get(0)).unwrap();
+        let name: String = db.query_row("SELECT name FROM parent WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!((kids, name.as_str()), (1, "uno"));
+        let page = [SqlRow { k: "'a'".into(), v: Some(vec![SqlValue::Text("a".into())]) }];
+        db.execute(&insert_rows("only_key", &["k".to_string()], None), [rows_json(&page, &[0], false).unwrap()]).unwrap();
+        let keys: i64 = db.query_row("SELECT count(*) FROM only_key", [], |r| r.get(0)).unwrap();
+        assert_eq!(keys, 1);
+        let parents: Vec<String> =
+            db.prepare(FOREIGN_KEY_PARENTS).unwrap().query_map(["kid"], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert_eq!(parents, ["parent"]);
     }
 
     /// Every SQLite type goes in exactly as the export read it, the rowid of a keyless table

@@ -76,9 +76,10 @@ pub(crate) fn secret(env: &Env) -> Result<Secret, SecretError> {
     named_secret(env, SECRET_NAME)
 }
 
-/// The writing secret, [`RESTORE_SECRET_NAME`]: restores only.
-pub(crate) fn restore_secret(env: &Env) -> Result<Secret, SecretError> {
-    named_secret(env, RESTORE_SECRET_NAME)
+/// The writing secret, [`RESTORE_SECRET_NAME`]: restores only, and none of its tokens one
+/// that `reading` (the reading secret) accepts.
+pub(crate) fn restore_secret(env: &Env, reading: &Secret) -> Result<Secret, SecretError> {
+    named_secret(env, RESTORE_SECRET_NAME)?.apart_from(reading)
 }
 
 fn named_secret(env: &Env, name: &'static str) -> Result<Secret, SecretError> {

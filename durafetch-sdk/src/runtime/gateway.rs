@@ -45,7 +45,7 @@ async fn serve(req: &mut Request, env: &Env, config: &Config, url: &Url, host: &
     let route = ApiRoute::parse(path);
     // A restore writes: only a token of the restore secret may, never one that can only read.
     let accepted = match &route {
-        Ok(ApiRoute::Import { .. }) => match config::restore_secret(env) {
+        Ok(ApiRoute::Import { .. }) => match config::restore_secret(env, &secret) {
             Ok(restore) => restore.accepts_header(authorization.as_deref()),
             Err(SecretError::Missing(name)) => {
                 return json_error(403, &format!("durafetch: restore is not enabled on this worker; to allow it, set the secret {name} to a random token of at least 40 characters, another than DURAFETCH_AUTH's"))

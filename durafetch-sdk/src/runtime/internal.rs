@@ -60,7 +60,7 @@ pub(crate) fn authenticate(env: &Env, req: &Request, caller: Caller) -> Result<S
         Caller::Worker => true,
         Caller::Client => secret.accepts_header(header("authorization").as_deref()),
         Caller::Restorer => {
-            let restore = config::restore_secret(env).map_err(|_| json_error(403, "forbidden"))?;
+            let restore = config::restore_secret(env, &secret).map_err(|_| json_error(403, "forbidden"))?;
             restore.accepts_header(header("authorization").as_deref())
         }
     };

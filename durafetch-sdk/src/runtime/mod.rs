@@ -9,8 +9,10 @@
 //! keeps the triggers that record SQL row changes. An export arrives at `gateway` (the worker),
 //! crosses to the object or registry as an `internal` call, reaches the object's `object_api`
 //! and is served by `export` (with `sql_export` for SQL tables) over a `flow`-controlled
-//! session or, for a small object, in one response (`one_shot`), values written by `value` and `json_page`. A restore takes the same way to
-//! `import`, which writes through the hooks, values made by `value_decode`.
+//! session or, for a small object, in one response (`one_shot`), values written by `value` and
+//! `json_page`. A restore takes the same way to `import`, which stages what it receives
+//! (`import_stage`) and applies it at its end in one transaction through the hooks
+//! (`import_apply`), values made by `value_decode`.
 
 mod compactor_memory;
 mod config;
@@ -18,6 +20,8 @@ mod export;
 mod flow;
 mod gateway;
 mod import;
+mod import_apply;
+mod import_stage;
 mod internal;
 mod js_methods;
 mod json_page;

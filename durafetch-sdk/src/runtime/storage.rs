@@ -7,6 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Result;
 
+use crate::core::keys::{RESERVED_END, RESERVED_PREFIX};
 use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 /// A key range `[start, end)`, read in pages that each resume after the previous page's last key.
@@ -59,6 +60,17 @@ impl RangeScan {
         }
         Ok(Some(page))
     }
+}
+
+/// Whether `storage` (the object's storage, or a transaction of it) holds a key of the user's:
+/// one either side of the reserved range.
+pub(crate) async fn holds_user_keys(storage: &Object) -> Result<bool> {
+    for (start, end) in [(None, Some(RESERVED_PREFIX)), (Some(RESERVED_END), None)] {
+        if RangeScan::new(start, end).next_page(storage, 1).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Reads at most [`MAX_KEYS_PER_CALL`] keys in one call; absent keys are absent from the map.

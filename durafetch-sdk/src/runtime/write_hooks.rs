@@ -128,7 +128,7 @@ impl ObjectLog {
         }
         if (keys.length() as usize) < MAX_KEYS_PER_CALL && fits_one_row(&names) {
             let at = self.next_position()?;
-            let with_row = entries.into_own();
+            let with_row = entries.into_own()?;
             Reflect::set(&with_row, &log_key(at).into(), &keys)?;
             let promise = m.put.call2(target, &with_row, &b)?;
             self.changed(kind, at, &names);
@@ -271,11 +271,12 @@ impl Entries {
         }
     }
 
-    /// An object that may take the log row: the fresh one, or a copy of the caller's.
-    fn into_own(self) -> Object {
+    /// An object that may take the log row: the fresh one, or a copy of the caller's, made
+    /// property by property (`Object.assign` would set the prototype for a key `__proto__`).
+    fn into_own(self) -> Result<Object, JsValue> {
         match self {
-            Entries::Callers(object) => Object::assign(&Object::new(), &object),
-            Entries::Own(object) => object,
+            Entries::Callers(object) => Object::from_entries(&Object::entries(&object)),
+            Entries::Own(object) => Ok(object),
         }
     }
 }
@@ -285,19 +286,13 @@ impl Entries {
 /// an error; `None` for anything else storage cannot take.
 fn entries_object(value: &JsValue) -> Result<Option<Entries>, JsValue> {
     if let Some(map) = value.dyn_ref::<Map>() {
-        let entries = Object::new();
-        let mut bad_key = None;
-        map.for_each(&mut |v, k| {
-            if k.is_string() {
-                let _ = Reflect::set(&entries, &k, &v);
-            } else {
-                bad_key = Some(k);
-            }
-        });
-        if bad_key.is_some() {
+        let mut all_strings = true;
+        map.for_each(&mut |_, k| all_strings &= k.is_string());
+        if !all_strings {
             return Err(js_error("durafetch: put_multiple needs string keys"));
         }
-        return Ok(Some(Entries::Own(entries)));
+        // Defined property by property, so a key such as `__proto__` is a key.
+        return Ok(Some(Entries::Own(Object::from_entries(map)?)));
     }
     if value.is_object() && !Array::is_array(value) {
         return Ok(Some(Entries::Callers(value.clone().unchecked_into())));

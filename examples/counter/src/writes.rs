@@ -61,6 +61,12 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         }
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
         ("sql_query", None, true) => return Response::from_json(&query_rows(&storage.sql(), &req.text().await?)?),
+        ("state", None, true) => {
+            // The keys and a query's rows, read in one event: what one request of the app sees.
+            let query = req.text().await?;
+            let keys = read_all(state).await?;
+            return Response::from_json(&serde_json::json!({ "keys": keys, "rows": query_rows(&storage.sql(), &query)? }));
+        }
         ("sql_rows_written", None, true) => {
             // Each statement of the JSON array run in its own `exec`, to its end: the rows the
             // runtime counts as written (what Cloudflare bills), summed.
