@@ -166,6 +166,10 @@ pub enum ConfigError {
     Insecure { url: String },
     #[error("no token for {url}: set the environment variable {var} (or auth_token_env in the config file)")]
     NoToken { url: String, var: String },
+    #[error("a replace or merge first pulls the objects it writes into, to undo it with: set {var} to a token of the target's DURAFETCH_AUTH (or name another variable with --read-token-env), or pass --no-undo")]
+    UndoNeedsReader { var: String },
+    #[error("the undo file {0} exists already: name a new one with --undo")]
+    UndoExists(PathBuf),
     #[error("concurrency must be at least 1")]
     Concurrency,
     #[error("{0:?} is not an RFC 3339 time; give one such as 2026-11-29T17:00:00Z or 2026-11-29T18:00:00+01:00")]
@@ -185,12 +189,24 @@ pub enum ConfigError {
 pub struct RestoreSettings {
     pub db: PathBuf,
     pub target: Server,
+    /// Where the objects' state before the restore is pulled first, and what reads it.
+    pub undo: Option<Undo>,
+    /// The flags of the command that puts it back (the filters, the target and its token's variable).
+    pub undo_args: Vec<String>,
     pub mode: ImportMode,
     pub dry_run: bool,
     pub moment: Moment,
     pub filter: Filter,
     pub concurrency: usize,
     pub ndjson: bool,
+}
+
+/// A copy of the objects a restore writes into, pulled from the target just before.
+#[derive(Debug, Clone)]
+pub struct Undo {
+    pub file: PathBuf,
+    /// The target, with a reading token.
+    pub reader: Server,
 }
 
 /// `durafetch-pull restore`'s flags.
@@ -212,6 +228,17 @@ pub struct RestoreFlags {
     /// Print, per object, what would be written and deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where a replace or merge first pulls the objects it writes into, as they are, so that a
+    /// restore from it undoes this one. Default: a new file beside --db, named with the time.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_undo")]
+    pub undo: Option<PathBuf>,
+    /// Keep no copy to undo with (a replace or merge keeps one by default).
+    #[arg(long)]
+    pub no_undo: bool,
+    /// The environment variable that holds a token of the target's DURAFETCH_AUTH, with which
+    /// the undo copy is pulled.
+    #[arg(long, value_name = "NAME", default_value = "DURAFETCH_AUTH")]
+    pub read_token_env: String,
     /// Restore each key and row as the file's history had it at this moment (RFC 3339); needs a
     /// file every pull wrote with --history. Example: --at 2026-11-29T17:00:00Z
     #[arg(long, value_name = "TIME")]
@@ -234,6 +261,21 @@ pub enum RestoreMode {
     Merge,
 }
 
+/// A file beside `db` that does not exist yet, named with the time:
+/// `backup.undo-20261205T131500Z.sqlite`, or `...-2.sqlite` and on if restores follow each other
+/// within a second.
+fn new_undo_file(db: &Path) -> PathBuf {
+    let stem = db.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let stamp =
+        format!("{:04}{:02}{:02}T{:02}{:02}{:02}Z", now.year(), u8::from(now.month()), now.day(), now.hour(), now.minute(), now.second());
+    (1..)
+        .map(|n| db.with_file_name(if n == 1 { format!("{stem}.undo-{stamp}.sqlite") } else { format!("{stem}.undo-{stamp}-{n}.sqlite") }))
+        .find(|file| !file.exists())
+        .unwrap_or_else(|| db.with_file_name(format!("{stem}.undo.sqlite")))
+}
+
 impl RestoreSettings {
     /// Settings from the flags and the environment.
     pub fn resolve(flags: RestoreFlags, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -243,7 +285,8 @@ impl RestoreSettings {
         if !flags.db.exists() {
             return Err(ConfigError::NoBackup(flags.db));
         }
-        let target = server(ServerEntry { ws_url: flags.to, auth_token: None, auth_token_env: None }, &flags.token_env, &env)?;
+        let entry = || ServerEntry { ws_url: flags.to.clone(), auth_token: None, auth_token_env: None };
+        let target = server(entry(), &flags.token_env, &env)?;
         let moment = match &flags.at {
             None => Moment::Latest,
             Some(text) => {
@@ -260,9 +303,30 @@ impl RestoreSettings {
             RestoreMode::Replace => ImportMode::Replace,
             RestoreMode::Merge => ImportMode::Merge,
         };
+        // An empty object has nothing to put back; a dry run writes nothing.
+        let undo = if mode == ImportMode::Empty || flags.dry_run || flags.no_undo {
+            None
+        } else {
+            let reader = server(entry(), &flags.read_token_env, &env)
+                .map_err(|_| ConfigError::UndoNeedsReader { var: flags.read_token_env.clone() })?;
+            let file = match &flags.undo {
+                Some(file) if file.exists() => return Err(ConfigError::UndoExists(file.clone())),
+                Some(file) => file.clone(),
+                None => new_undo_file(&flags.db),
+            };
+            Some(Undo { file, reader })
+        };
+        let mut undo_args = vec!["--to".to_owned(), flags.to.clone()];
+        if flags.token_env != "DURAFETCH_RESTORE_AUTH" {
+            undo_args.extend(["--token-env".to_owned(), flags.token_env.clone()]);
+        }
+        undo_args.extend(["--mode".to_owned(), "replace".to_owned()]);
+        undo_args.extend(flags.filter.to_args());
         Ok(RestoreSettings {
             db: flags.db,
             target,
+            undo,
+            undo_args,
             mode,
             dry_run: flags.dry_run,
             moment,

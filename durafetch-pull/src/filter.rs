@@ -55,6 +55,23 @@ pub struct FilterSpec {
     pub exclude_tables: Vec<String>,
 }
 
+impl FilterSpec {
+    /// The flags that give this filter again, for a command the puller prints.
+    pub fn to_args(&self) -> Vec<String> {
+        let groups: [(&str, &Vec<String>); 8] = [
+            ("--class", &self.classes),
+            ("--exclude-class", &self.exclude_classes),
+            ("--name", &self.names),
+            ("--exclude-name", &self.exclude_names),
+            ("--key-prefix", &self.key_prefixes),
+            ("--exclude-key-prefix", &self.exclude_key_prefixes),
+            ("--table", &self.tables),
+            ("--exclude-table", &self.exclude_tables),
+        ];
+        groups.iter().flat_map(|(flag, values)| values.iter().flat_map(move |v| [flag.to_string(), v.clone()])).collect()
+    }
+}
+
 fn patterns(globs: &[String]) -> Result<Vec<Pattern>, FilterError> {
     globs.iter().map(|g| Pattern::new(g).map_err(|e| FilterError { pattern: g.clone(), message: e.msg.to_owned() })).collect()
 }
@@ -142,6 +159,22 @@ mod tests {
         assert!(!f.keeps_object("Users", None), "a name glob needs a name");
         let only_excluded = filter(FilterSpec { exclude_names: vec!["tmp*".into()], ..Default::default() });
         assert!(only_excluded.keeps_object("A", None) && !only_excluded.keeps_object("A", Some("tmp1")));
+    }
+
+    /// The flags a printed command gives are the filter given.
+    #[test]
+    fn a_filter_gives_its_flags_back() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            filter: FilterSpec,
+        }
+        let args =
+            ["x", "--class", "Room", "--exclude-name", "test-*", "--key-prefix", "user:", "--key-prefix", "cfg:", "--table", "orders*"];
+        let spec = Flags::parse_from(args).filter;
+        assert_eq!(spec.to_args(), args[1..]);
+        assert!(FilterSpec::default().to_args().is_empty());
     }
 
     #[test]

@@ -122,12 +122,16 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
     };
     let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
+        Err(e @ restore::RestoreError::Undo(_)) => {
+            eprintln!("durafetch-pull: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
         Err(e) => {
             eprintln!("durafetch-pull: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let summary = restore::Summary::of(&reports, settings.dry_run);
+    let summary = restore::Summary::of(&reports, &settings);
     if !quiet {
         println!("{}", if settings.ndjson { summary.json() } else { summary.line() });
     }

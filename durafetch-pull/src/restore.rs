@@ -9,7 +9,7 @@
 //! deletes the keys the backup lacks inside that transaction. A dry run asks the object what
 //! it holds, counts what a restore would change, and sends nothing to apply.
 
-use durafetch_sdk::core::protocol::{PageWriter, SqlPage, SqlValue};
+use durafetch_sdk::core::protocol::{ChangeValue, PageWriter, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
 use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
 use futures_util::StreamExt;
@@ -105,6 +105,11 @@ impl ObjectReport {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Summary {
     pub dry_run: bool,
+    /// The file that holds the objects as they were before, and the command that puts them back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
     pub restored: u64,
     pub refused: u64,
     pub skipped: u64,
@@ -117,8 +122,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(reports: &[ObjectReport], dry_run: bool) -> Self {
-        let mut summary = Summary { dry_run, ..Summary::default() };
+    pub fn of(reports: &[ObjectReport], settings: &RestoreSettings) -> Self {
+        let mut summary = Summary { dry_run: settings.dry_run, ..Summary::default() };
+        if let Some(undo) = &settings.undo {
+            let file = undo.file.display().to_string();
+            let mut command = vec!["durafetch-pull".to_owned(), "restore".to_owned(), "--db".to_owned(), file.clone()];
+            command.extend(settings.undo_args.iter().cloned());
+            summary.undo = Some(command.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" "));
+            summary.undo_file = Some(file);
+        }
         for report in reports {
             match report.outcome {
                 Outcome::Restored | Outcome::WouldRestore => summary.restored += 1,
@@ -136,6 +148,7 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
+        let undo = self.undo.as_ref().map_or(String::new(), |command| format!("\nto undo it: {command}"));
         format!(
             "durafetch-pull restore{}: {} objects {}, {} refused (not empty), {} skipped, {} unauthorized, {} failed; keys {} written, {} deleted; rows {} written, {} deleted",
             if self.dry_run { " (dry run: nothing written)" } else { "" },
@@ -149,7 +162,7 @@ impl Summary {
             self.keys_deleted,
             self.rows_written,
             self.rows_deleted
-        )
+        ) + &undo
     }
 
     pub fn json(&self) -> String {
@@ -159,11 +172,23 @@ impl Summary {
     }
 }
 
+/// A word of a printed command, quoted for a POSIX shell when it needs to be.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// Why a restore could not start at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("{0}")]
     Source(#[from] SourceError),
+    /// The copy to undo with could not be pulled: nothing was restored.
+    #[error("cannot keep a copy of the target to undo the restore with ({0}); nothing was restored (--no-undo restores without one)")]
+    Undo(String),
 }
 
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
@@ -180,6 +205,9 @@ pub async fn restore_with(
     each: impl Fn(&ObjectReport),
 ) -> Result<Vec<ObjectReport>, RestoreError> {
     let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
+    if let Some(undo) = &settings.undo {
+        keep_undo_copy(settings, undo, transport, quiet).await?;
+    }
     let bar = crate::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
         .map(|object| async move { restore_object(settings, transport, &object).await })
@@ -192,6 +220,32 @@ pub async fn restore_with(
         .await;
     bar.finish_and_clear();
     Ok(reports)
+}
+
+/// Pulls the objects the restore writes into, as they are now, into the undo file: the target's
+/// objects the filters keep, with history, so that a restore from the file puts them back.
+async fn keep_undo_copy(
+    settings: &RestoreSettings,
+    undo: &crate::config::Undo,
+    transport: &dyn Transport,
+    quiet: bool,
+) -> Result<(), RestoreError> {
+    let pull = crate::config::Settings {
+        db: crate::sink::Database::File(undo.file.clone()),
+        part: crate::sink::Part::WHOLE,
+        servers: vec![undo.reader.clone()],
+        concurrency: settings.concurrency,
+        poll_every: std::time::Duration::from_secs(1),
+        filter: settings.filter.clone(),
+        history: true,
+        verify: crate::config::Verify::Off,
+        ndjson: settings.ndjson,
+    };
+    let summary = crate::pull::once_with(&pull, transport, quiet).await.map_err(|e| RestoreError::Undo(e.to_string()))?;
+    match summary.failed.first() {
+        Some(failed) => Err(RestoreError::Undo(format!("{} objects failed, the first: {failed}", summary.failed.len()))),
+        None => Ok(()),
+    }
 }
 
 /// A failure of one object's restore.
@@ -281,6 +335,11 @@ impl ObjectRestore<'_> {
             Err(ConnectError::Status { status: 403, body }) => {
                 return Err(AttemptError::Refused(Outcome::Unauthorized, format!("the target answered 403: {body}")))
             }
+            // The worker's own answer to its configuration (a secret missing, short or shared):
+            // another attempt meets it again; the body names the fix.
+            Err(ConnectError::Status { status: 500, body }) if body.contains("durafetch:") => {
+                return Err(AttemptError::Refused(Outcome::Unauthorized, format!("the target answered 500: {body}")))
+            }
             Err(e) => return Err(SessionError::Connect(e).into()),
         };
         let (mut session, tables_held) = match ImportSession::open(socket, settings.mode, settings.filter.key_scope()).await? {
@@ -356,7 +415,10 @@ impl ObjectRestore<'_> {
         loop {
             let (changes, last) = self.backup.keys(self.object, after.as_deref(), &self.settings.filter, &mut self.report.not_restored)?;
             for change in changes {
-                self.report.keys_written += 1;
+                // A key the backup holds without a value goes too: the object keeps its own.
+                if !matches!(change.value, ChangeValue::Unsupported(_)) {
+                    self.report.keys_written += 1;
+                }
                 pages.push(change);
                 self.send_if_full(session, &mut pages).await?;
             }

@@ -173,8 +173,11 @@ impl Backup {
                 "tagged" => ChangeValue::Tagged(json(&key, row.get::<_, Option<String>>(2)?)?),
                 "bytes" => ChangeValue::Bytes(row.get::<_, Option<Vec<u8>>>(4)?.unwrap_or_default()),
                 _ => {
-                    errors.push(format!("{key}: {}", row.get::<_, Option<String>>(5)?.unwrap_or_default()));
-                    continue;
+                    let why = row.get::<_, Option<String>>(5)?.unwrap_or_default();
+                    errors.push(format!("{key}: {why}"));
+                    // Sent all the same, so that a replace keeps the object's value of a key
+                    // the backup holds but cannot restore.
+                    ChangeValue::Unsupported(why)
                 }
             };
             changes.push(Change { key, value });

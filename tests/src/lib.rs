@@ -380,6 +380,24 @@ impl LocalWorker {
         value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), render(v))).collect()
     }
 
+    /// Runs `statements` in the SQL object `object` (the example's `ops` route).
+    pub fn sql(&self, object: &str, statements: &str) {
+        self.post(&format!("sql/{object}/ops"), &serde_json::json!([{"op": "sql", "sql": statements}]).to_string());
+    }
+
+    /// Pulls into `db` with [`TOKEN`] until a pull finds nothing more to do.
+    pub fn pull_settled(&self, db: &Path) {
+        for _ in 0..20 {
+            let run = self.pull(db, TOKEN);
+            assert_eq!(run.code, Some(0), "pull failed: {}", run.stderr);
+            if run.objects_pulled() == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the pulls never settled");
+    }
+
     /// Runs `durafetch-pull` once into `db` with `token`.
     pub fn pull(&self, db: &Path, token: &str) -> PullRun {
         self.pull_with(db, token, &[])
@@ -668,12 +686,22 @@ fn dechunk(mut raw: &str) -> String {
     data
 }
 
-/// `durafetch-pull restore` from `db` into the API at `url`, with `token` as its restore token,
-/// NDJSON output; `flags` after.
+/// `durafetch-pull restore` from `db` into the API at `url`, with `token` as its restore token
+/// and [`TOKEN`] as the reading token its undo copy is pulled with, NDJSON output; `flags` after.
 pub fn restorer(url: &str, db: &Path, token: &str, flags: &[&str]) -> Command {
     let mut cmd = Command::new(puller_binary());
-    cmd.args(["restore", "--json", "--db"]).arg(db).args(["--to", url]).args(flags).env("DURAFETCH_RESTORE_AUTH", token);
+    cmd.args(["restore", "--json", "--db"])
+        .arg(db)
+        .args(["--to", url])
+        .args(flags)
+        .env("DURAFETCH_RESTORE_AUTH", token)
+        .env("DURAFETCH_AUTH", TOKEN);
     cmd
+}
+
+/// `durafetch-pull restore` from `db` into `target` with [`RESTORE_TOKEN`], run to its end.
+pub fn restore_into(target: &LocalWorker, db: &Path, flags: &[&str]) -> RestoreRun {
+    RestoreRun::run(restorer(&target.api_url(), db, RESTORE_TOKEN, flags))
 }
 
 /// One run of `durafetch-pull restore`: its exit code, its per-object lines and its summary.

@@ -371,3 +371,23 @@ fn a_crash_mid_writes_loses_no_acknowledged_write_and_the_puller_converges() {
     assert!(expected.len() >= 60, "acknowledged writes were lost");
     worker.pull_until_equal(&db, &pulled(&expected), "after the crash");
 }
+
+/// `__proto__` is a key like any other in a transaction, put alone or among others, on both
+/// backends: the object holds it, and the pull downloads it.
+#[test]
+fn a_proto_key_in_a_transaction_is_a_key() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("proto.sqlite");
+    for route in ["kv", "sql"] {
+        worker.post(&format!("{route}/proto-one/transaction"), r#"{"put": [["__proto__", 1]]}"#);
+        worker.post(&format!("{route}/proto-many/transaction"), r#"{"put_many": {"__proto__": 2, "b": 3}}"#);
+        assert_eq!(worker.object_state(route, "proto-one").get("__proto__").map(String::as_str), Some("1"), "{route}");
+        let many = worker.object_state(route, "proto-many");
+        assert_eq!((many.get("__proto__").map(String::as_str), many.get("b").map(String::as_str)), (Some("2"), Some("3")), "{route}");
+    }
+    let run = worker.pull(&db, TOKEN);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let pulled = durafetch_e2e::named_contents(&db);
+    assert_eq!(pulled.iter().filter(|l| l.contains("| __proto__ |")).count(), 4, "{pulled:?}");
+}

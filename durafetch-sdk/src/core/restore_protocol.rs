@@ -63,8 +63,8 @@ pub enum ImportRequest {
         after: Option<String>,
     },
     /// Each key's value to write, or its deletion (`d`), in key order after every key of the
-    /// pages before. A value with no export form (`e`) is refused. A replace deletes the keys of
-    /// its scope that no page writes.
+    /// pages before. A key with no export form (`e`: the backup holds it without a value) is
+    /// left as the object has it. A replace deletes the keys of its scope that no page names.
     Put { changes: Vec<Change> },
     /// The SQL table `table` as `statements` make it (its `CREATE TABLE`, then its indexes), as
     /// the mode says: replace drops the table the object has first, merge keeps a table that

@@ -36,11 +36,14 @@ pub fn is_schema_statement(statement: &str) -> bool {
 /// columns, and take new rowids: a backup made before rowid tables were keyed by their rowid holds
 /// the declared key's literals there).
 ///
-/// A row that meets one the table holds under a key or UNIQUE constraint is written over it
-/// (an upsert), never deleted and inserted again as `REPLACE` would: a delete would cascade
-/// through the user's foreign keys into rows the restore has already written.
+/// A row that meets one the table holds under its declared `key` (its columns as the table
+/// names them) is written over it (an upsert: the key's own columns are left alone), never
+/// deleted and inserted again as `REPLACE` would: a delete would cascade through the user's
+/// foreign keys into rows the restore has already written. A row that meets another row on a
+/// UNIQUE column instead fails the statement: writing over that row would change its key. A
+/// table without a declared key meets rows on its rowid.
 /// Its one binding is [`rows_json`]'s text.
-pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) -> String {
+pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>, key: &[String]) -> String {
     let mut names: Vec<String> = Vec::new();
     let mut exprs: Vec<String> = Vec::new();
     if let Some(rowid) = with_rowid {
@@ -56,11 +59,16 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
         // A table of no columns the page names cannot be: every table has one. Write nothing.
         return "SELECT 0 WHERE 0".into();
     }
-    let set: Vec<String> = columns.iter().map(|c| format!("{0} = excluded.{0}", ident(c))).collect();
+    let set: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.iter().any(|k| k.eq_ignore_ascii_case(c)))
+        .map(|c| format!("{0} = excluded.{0}", ident(c)))
+        .collect();
+    let target = if key.is_empty() { String::new() } else { format!("({}) ", key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")) };
+    let action = if set.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", set.join(", ")) };
     // `WHERE true`: without it, SQLite would read `ON CONFLICT` as a join's `ON`.
-    let on_conflict = if set.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", set.join(", ")) };
     format!(
-        "INSERT INTO {} ({}) SELECT {} FROM json_each(?1) WHERE true ON CONFLICT {on_conflict}",
+        "INSERT INTO {} ({}) SELECT {} FROM json_each(?1) WHERE true ON CONFLICT {target}{action}",
         ident(table),
         names.join(", "),
         exprs.join(", ")
@@ -70,9 +78,8 @@ pub fn insert_rows(table: &str, columns: &[String], with_rowid: Option<&str>) ->
 /// The tables a table's foreign keys name: `?1` is the table. Bound, as a name is stored data.
 pub const FOREIGN_KEY_PARENTS: &str = r#"SELECT DISTINCT "table" FROM pragma_foreign_key_list(?1)"#;
 
-/// The rows that break a foreign key, as `PRAGMA foreign_key_check` lists them: table, rowid,
-/// parent table.
-pub const FOREIGN_KEY_CHECK: &str = "PRAGMA foreign_key_check";
+/// The rows of table `?1` that break a foreign key: table, rowid, parent table.
+pub const FOREIGN_KEY_CHECK: &str = r#"SELECT "table", rowid, parent FROM pragma_foreign_key_check(?1)"#;
 
 /// `tables` (each with the tables its foreign keys name) ordered so that every table comes after
 /// the tables it names: rows are written into parents before children, and children are dropped
@@ -189,17 +196,31 @@ mod tests {
         .unwrap();
         let columns = ["id".to_string(), "name".to_string()];
         let page = [SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Text("uno".into())]) }];
-        db.execute(&insert_rows("parent", &columns, None), [rows_json(&page, &[0, 1], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("parent", &columns, None, &columns[..1]), [rows_json(&page, &[0, 1], false).unwrap()]).unwrap();
         let kids: i64 = db.query_row("SELECT count(*) FROM kid", [], |r| r.get(0)).unwrap();
         let name: String = db.query_row("SELECT name FROM parent WHERE id = 1", [], |r| r.get(0)).unwrap();
         assert_eq!((kids, name.as_str()), (1, "uno"));
         let page = [SqlRow { k: "'a'".into(), v: Some(vec![SqlValue::Text("a".into())]) }];
-        db.execute(&insert_rows("only_key", &["k".to_string()], None), [rows_json(&page, &[0], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("only_key", &["k".to_string()], None, &["k".to_string()]), [rows_json(&page, &[0], false).unwrap()])
+            .unwrap();
         let keys: i64 = db.query_row("SELECT count(*) FROM only_key", [], |r| r.get(0)).unwrap();
         assert_eq!(keys, 1);
+        // Another row under the same UNIQUE name: refused, not written over the row that has it.
+        db.execute("INSERT INTO parent VALUES (2, 'two')", []).unwrap();
+        let clash = [SqlRow { k: "3".into(), v: Some(vec![SqlValue::Integer(3), SqlValue::Text("two".into())]) }];
+        assert!(db.execute(&insert_rows("parent", &columns, None, &columns[..1]), [rows_json(&clash, &[0, 1], false).unwrap()]).is_err());
+        let two: i64 = db.query_row("SELECT id FROM parent WHERE name = 'two'", [], |r| r.get(0)).unwrap();
+        assert_eq!(two, 2);
         let parents: Vec<String> =
             db.prepare(FOREIGN_KEY_PARENTS).unwrap().query_map(["kid"], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(parents, ["parent"]);
+        let broken = |db: &rusqlite::Connection| -> Vec<(String, i64, String)> {
+            let mut stmt = db.prepare(FOREIGN_KEY_CHECK).unwrap();
+            stmt.query_map(["kid"], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+        };
+        assert!(broken(&db).is_empty());
+        db.execute_batch("PRAGMA foreign_keys = OFF; INSERT INTO kid VALUES (11, 99);").unwrap();
+        assert_eq!(broken(&db), [("kid".to_string(), 11, "parent".to_string())]);
     }
 
     /// Every SQLite type goes in exactly as the export read it, the rowid of a keyless table
@@ -228,10 +249,10 @@ mod tests {
             .map(|(i, v)| SqlRow { k: i.to_string(), v: Some(vec![SqlValue::Integer(i as i64), v.clone()]) })
             .collect();
         let columns = ["id".to_string(), "v".to_string()];
-        db.execute(&insert_rows("keyed", &columns, None), [rows_json(&keyed, &[0, 1], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyed", &columns, None, &columns[..1]), [rows_json(&keyed, &[0, 1], false).unwrap()]).unwrap();
         let keyless: Vec<SqlRow> =
             values.iter().enumerate().map(|(i, v)| SqlRow { k: (100 + i).to_string(), v: Some(vec![v.clone(), SqlValue::Null]) }).collect();
-        db.execute(&insert_rows("keyless", &columns[1..], Some("rowid")), [rows_json(&keyless, &[0], true).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyless", &columns[1..], Some("rowid"), &[]), [rows_json(&keyless, &[0], true).unwrap()]).unwrap();
 
         let read = |query: &str| -> Vec<(i64, Value)> {
             let mut stmt = db.prepare(query).unwrap();
@@ -257,13 +278,13 @@ mod tests {
             SqlRow { k: "1".into(), v: Some(vec![SqlValue::Integer(1), SqlValue::Text("new".into())]) },
             SqlRow { k: "2".into(), v: None },
         ];
-        db.execute(&insert_rows("keyed", &columns, None), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyed", &columns, None, &columns[..1]), [rows_json(&again, &[0, 1], false).unwrap()]).unwrap();
         assert_eq!(read("SELECT id, v FROM keyed WHERE id = 1"), [(1, Value::Text("new".into()))]);
         assert_eq!(read("SELECT count(*), 0 FROM keyed")[0].0, values.len() as i64, "a deleted row is not written");
         assert!(rows_json(&[SqlRow { k: "'x'".into(), v: Some(vec![]) }], &[], true).is_err());
         // An INTEGER PRIMARY KEY is the rowid: naming both writes the one value.
         let both = [SqlRow { k: "7".into(), v: Some(vec![SqlValue::Integer(7), SqlValue::Text("seven".into())]) }];
-        db.execute(&insert_rows("keyed", &columns, Some("rowid")), [rows_json(&both, &[0, 1], true).unwrap()]).unwrap();
+        db.execute(&insert_rows("keyed", &columns, Some("rowid"), &columns[..1]), [rows_json(&both, &[0, 1], true).unwrap()]).unwrap();
         assert_eq!(read("SELECT rowid, v FROM keyed WHERE id = 7"), [(7, Value::Text("seven".into()))]);
     }
 

@@ -1,11 +1,12 @@
 //! A restore session inside the object: the client's requests checked and staged one at a time
 //! (`import_stage`), each answered before the next is read, and applied all at once at `end`
 //! (`import_apply`), in one transaction. Until then the object is as it was, whatever the
-//! application does meanwhile; a session that ends without `end` changes nothing. One session
-//! at a time per object.
+//! application does meanwhile; a session that ends without `end` changes nothing. A new session
+//! of an object replaces one still open (a client's retry after a connection it lost, which the
+//! object may not have noticed yet): the older one fails at its next request.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::Object;
@@ -25,9 +26,15 @@ use crate::core::sql_restore::is_schema_statement;
 use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 thread_local! {
-    /// The objects of this isolate with a restore session open: a second is refused, as the two
-    /// would share one staging area.
-    static RESTORING: RefCell<HashSet<String>> = RefCell::default();
+    /// The objects of this isolate with a restore session open, each with its newest session's
+    /// number: only that session may stage, apply, or clear what is staged.
+    static RESTORING: RefCell<HashMap<String, u32>> = RefCell::default();
+    static SESSIONS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether `session` is still the newest of object `id`.
+fn is_newest(id: &str, session: u32) -> bool {
+    RESTORING.with(|open| open.borrow().get(id) == Some(&session))
 }
 
 /// Serves a restore session on the server end of the socket the object answered with.
@@ -39,24 +46,26 @@ pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
             return;
         }
     };
-    let first = RESTORING.with(|open| open.borrow_mut().insert(log.id.clone()));
-    let outcome = match (first, log.storage()) {
-        (false, _) => {
-            Err(SessionError::BadRequest(format!("another restore of {} {} is running; try again when it ends", log.class, log.id)))
-        }
-        (true, Ok(storage)) => {
-            let outcome = Import { log: log.clone(), ws: &ws, events, storage: storage.clone(), last_key: None, plan: None }.serve().await;
-            // Whatever was staged and not applied: the session's own, as no other runs.
-            if let Err(e) = Stage::clear(&storage).await {
-                worker::console_error!("durafetch: cannot clear a restore's staged requests: {e}");
+    let session = SESSIONS.with(|n| {
+        n.set(n.get().wrapping_add(1));
+        n.get()
+    });
+    RESTORING.with(|open| open.borrow_mut().insert(log.id.clone(), session));
+    let outcome = match log.storage() {
+        Ok(storage) => {
+            let import = Import { log: log.clone(), ws: &ws, events, storage: storage.clone(), session, last_key: None, plan: None };
+            let outcome = import.serve().await;
+            // Whatever was staged and not applied, if no newer session has taken over.
+            if is_newest(&log.id, session) {
+                RESTORING.with(|open| open.borrow_mut().remove(&log.id));
+                if let Err(e) = Stage::clear(&storage).await {
+                    worker::console_error!("durafetch: cannot clear a restore's staged requests: {e}");
+                }
             }
             outcome
         }
-        (true, Err(_)) => Err(SessionError::Server("the object's storage is gone".into())),
+        Err(_) => Err(SessionError::Server("the object's storage is gone".into())),
     };
-    if first {
-        RESTORING.with(|open| open.borrow_mut().remove(&log.id));
-    }
     flow::close(&ws, outcome, |message| serde_json::to_string(&ImportReply::Error { message }).unwrap_or_default());
 }
 
@@ -65,6 +74,8 @@ struct Import<'a> {
     ws: &'a WebSocket,
     events: EventStream<'a>,
     storage: Object,
+    /// This session's number (see `RESTORING`).
+    session: u32,
     /// The last key staged: pages come in key order, which a replace's deletions rely on.
     last_key: Option<String>,
     plan: Option<Plan>,
@@ -97,9 +108,13 @@ impl Import<'_> {
         }
         let worker = super::config::Config::cached(&self.log.env).map(|c| c.worker.clone()).unwrap_or_default();
         self.reply(&ImportReply::Ready { worker, holds_keys, tables })?;
-        self.plan = Some(Plan { mode, keys, stage: Stage::default(), key_pages: Vec::new(), tables: Vec::new(), drops: Vec::new() });
+        self.plan =
+            Some(Plan { mode, keys, stage: Stage::new(self.session), key_pages: Vec::new(), tables: Vec::new(), drops: Vec::new() });
         loop {
             let (request, text) = self.next().await?;
+            if !is_newest(&self.log.id, self.session) {
+                return Err(SessionError::BadRequest("a newer restore of this object has started; this one stops".into()));
+            }
             let reply = match request {
                 ImportRequest::ListKeys { after } => {
                     let (keys, done) = self.list_keys(after).await?;
@@ -155,14 +170,15 @@ impl Import<'_> {
     }
 
     /// A page's keys: in order after every key staged before, none reserved, every value one
-    /// the object can store. Checked before the page is kept, so a bad page is refused whole.
+    /// the object can store (a key the backup holds without a value, `e`, is kept as the object
+    /// has it). Checked before the page is kept, so a bad page is refused whole.
     fn check_keys(&mut self, changes: &[crate::core::protocol::Change]) -> Result<(), SessionError> {
         for change in changes {
             check_user_key(&change.key).map_err(|e| SessionError::BadRequest(e.to_string()))?;
             if self.last_key.as_deref().is_some_and(|last| change.key.as_str() <= last) {
                 return Err(SessionError::BadRequest(format!("key {:?} comes out of order: put pages must be in key order", change.key)));
             }
-            if change.value != ChangeValue::Deleted {
+            if !matches!(change.value, ChangeValue::Deleted | ChangeValue::Unsupported(_)) {
                 decode(&change.value).map_err(|why| SessionError::BadRequest(format!("key {:?}: {why}", change.key)))?;
             }
             self.last_key = Some(change.key.clone());

@@ -52,6 +52,27 @@ pub(crate) struct StagedTable {
     pub pages: Vec<u32>,
 }
 
+/// Why an apply failed, and whose it is to fix.
+enum Failure {
+    /// What the backup asks for cannot be done here (a schema that does not fit, a row that breaks
+    /// a constraint): the client is told SQLite's or durafetch's reason.
+    Backup(String),
+    /// The storage or the runtime failed.
+    Storage(JsValue),
+}
+
+impl From<JsValue> for Failure {
+    fn from(e: JsValue) -> Self {
+        Failure::Storage(e)
+    }
+}
+
+impl From<worker::Error> for Failure {
+    fn from(e: worker::Error) -> Self {
+        Failure::Storage(e.to_string().into())
+    }
+}
+
 /// How an apply ended, when it did not fail.
 pub(crate) enum Ending {
     Applied(Applied),
@@ -61,26 +82,39 @@ pub(crate) enum Ending {
 
 /// Applies `plan` to the object in one transaction of `storage` (the hooked storage object).
 pub(crate) async fn apply(log: Rc<ObjectLog>, storage: &Object, plan: Plan) -> Result<Ending, SessionError> {
-    let ended: Rc<RefCell<Option<Ending>>> = Rc::default();
-    let (out, plan) = (ended.clone(), Rc::new(plan));
+    let outcome: Rc<RefCell<Option<Result<Ending, Failure>>>> = Rc::default();
+    let (out, plan) = (outcome.clone(), Rc::new(plan));
     let body = Closure::once_into_js(move |txn: JsValue| -> JsValue {
         wasm_bindgen_futures::future_to_promise(async move {
-            let txn: Object = txn.dyn_into()?;
-            let ending = run(&log, &txn, &plan).await?;
-            *out.borrow_mut() = Some(ending);
-            Ok(JsValue::UNDEFINED)
+            let result = match txn.dyn_into::<Object>() {
+                Ok(txn) => run(&log, &txn, &plan).await,
+                Err(_) => Err(Failure::Backup("the runtime gave no transaction object".into())),
+            };
+            // A failure rejects the body, which rolls the whole transaction back.
+            let failed = result.is_err();
+            *out.borrow_mut() = Some(result);
+            if failed {
+                Err(js_error("durafetch: the restore failed; rolled back"))
+            } else {
+                Ok(JsValue::UNDEFINED)
+            }
         })
         .into()
     });
     // The hooked `transaction`, which gives the body a transaction object carrying the hooks.
     let transaction: js_sys::Function = Reflect::get(storage, &"transaction".into())?.dyn_into()?;
     let promise: js_sys::Promise = transaction.call1(storage, &body)?.dyn_into()?;
-    JsFuture::from(promise).await.map_err(|e| SessionError::BadRequest(worker::Error::from(e).to_string()))?;
-    let ending = ended.borrow_mut().take();
-    ending.ok_or_else(|| SessionError::Server("the restore's transaction ended without applying".into()))
+    let committed = JsFuture::from(promise).await;
+    let result = outcome.borrow_mut().take();
+    match (result, committed) {
+        (Some(Ok(ending)), Ok(_)) => Ok(ending),
+        (Some(Err(Failure::Backup(message))), _) => Err(SessionError::BadRequest(message)),
+        (Some(Err(Failure::Storage(e))), _) | (_, Err(e)) => Err(SessionError::Server(worker::Error::from(e).to_string())),
+        (None, Ok(_)) => Err(SessionError::Server("the restore's transaction ended without applying".into())),
+    }
 }
 
-async fn run(log: &ObjectLog, txn: &Object, plan: &Plan) -> Result<Ending, JsValue> {
+async fn run(log: &ObjectLog, txn: &Object, plan: &Plan) -> Result<Ending, Failure> {
     let sql = log.sql.get();
     if plan.mode == ImportMode::Empty {
         let has_tables = match sql {
@@ -107,13 +141,13 @@ async fn run(log: &ObjectLog, txn: &Object, plan: &Plan) -> Result<Ending, JsVal
 
 /// Writes the staged key pages in order; a replace first deletes, before each page's last key,
 /// the keys of its scope that no page writes, and after the last page every such key left.
-async fn write_keys(txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), JsValue> {
+async fn write_keys(txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), Failure> {
     let replace = plan.mode == ImportMode::Replace;
     let mut after: Option<String> = None;
     for &index in &plan.key_pages {
         let text = plan.stage.read(txn, index).await?;
-        let ImportRequest::Put { changes } = ImportRequest::parse(&text).map_err(|e| js_error(&e.to_string()))? else {
-            return Err(js_error("durafetch: a staged key page is not a put"));
+        let ImportRequest::Put { changes } = ImportRequest::parse(&text).map_err(|e| Failure::Backup(e.to_string()))? else {
+            return Err(Failure::Backup("a staged key page is not a put".into()));
         };
         let Some(last) = changes.last().map(|c| c.key.clone()) else { continue };
         if replace {
@@ -153,6 +187,11 @@ async fn delete_unwritten(
                 continue;
             }
         }
+        if let (Some(start), Some(end)) = (start, end) {
+            if start >= end {
+                continue;
+            }
+        }
         let mut scan = RangeScan::new(start, end);
         if let Some(after) = after.filter(|a| start.is_none_or(|s| *a >= s)) {
             scan.resume_after(after);
@@ -173,9 +212,11 @@ async fn delete_unwritten(
 }
 
 /// Writes a page's values and deletes its deletions through the hooked methods, at most 128
-/// keys a call; answers (deleted, written).
-async fn put(txn: &Object, changes: &[Change]) -> Result<(u64, u64), JsValue> {
-    let (deletions, writes): (Vec<&Change>, Vec<&Change>) = changes.iter().partition(|c| c.value == ChangeValue::Deleted);
+/// keys a call; a key the backup holds without a value is left as it is. Answers (deleted,
+/// written).
+async fn put(txn: &Object, changes: &[Change]) -> Result<(u64, u64), Failure> {
+    let changes = changes.iter().filter(|c| !matches!(c.value, ChangeValue::Unsupported(_)));
+    let (deletions, writes): (Vec<&Change>, Vec<&Change>) = changes.partition(|c| c.value == ChangeValue::Deleted);
     let mut deleted = 0;
     for chunk in deletions.chunks(MAX_KEYS_PER_CALL) {
         let keys: Array = chunk.iter().map(|c| JsValue::from_str(&c.key)).collect();
@@ -185,7 +226,7 @@ async fn put(txn: &Object, changes: &[Change]) -> Result<(u64, u64), JsValue> {
     for chunk in writes.chunks(MAX_KEYS_PER_CALL) {
         let entries = Array::new();
         for change in chunk {
-            let value = decode(&change.value).map_err(|why| js_error(&format!("key {:?}: {why}", change.key)))?;
+            let value = decode(&change.value).map_err(|why| Failure::Backup(format!("key {:?}: {why}", change.key)))?;
             entries.push(&Array::of2(&JsValue::from_str(&change.key), &value));
         }
         // Defined property by property, so a key such as `__proto__` is a key.
@@ -198,7 +239,7 @@ async fn put(txn: &Object, changes: &[Change]) -> Result<(u64, u64), JsValue> {
 
 /// Drops what the mode drops, makes the backup's tables and writes their rows, all with foreign
 /// key checks deferred to one check at the end.
-async fn write_tables(sql: &SqlStorage, txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), JsValue> {
+async fn write_tables(sql: &SqlStorage, txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), Failure> {
     if plan.tables.is_empty() && plan.drops.is_empty() {
         return Ok(());
     }
@@ -212,7 +253,7 @@ async fn write_tables(sql: &SqlStorage, txn: &Object, plan: &Plan, applied: &mut
     outcome
 }
 
-async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), JsValue> {
+async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, applied: &mut Applied) -> Result<(), Failure> {
     let named = |list: &[String], name: &str| list.iter().any(|n| n.eq_ignore_ascii_case(name));
     let backup: Vec<String> = plan.tables.iter().map(|t| t.name.clone()).collect();
     let held = sql.tables()?;
@@ -221,6 +262,16 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
         .map(|t| t.name.clone())
         .filter(|name| named(&plan.drops, name) || (plan.mode == ImportMode::Replace && named(&backup, name)))
         .collect();
+    // Dropping a table deletes its rows first, and the user's `ON DELETE` actions would reach a
+    // child the restore does not make again: refused, before anything is dropped.
+    for (child, parents) in with_parents(sql, &held.iter().map(|t| t.name.clone()).filter(|n| !named(&going, n)).collect::<Vec<_>>())? {
+        if let Some(parent) = parents.iter().find(|p| named(&going, p)) {
+            return Err(Failure::Backup(format!(
+                "table {child}, which this restore does not write, refers to table {parent}, which it drops and makes again: restore \
+                 the two together (add --table {child}), or use --mode merge; nothing was restored"
+            )));
+        }
+    }
     for table in parents_first(&with_parents(sql, &going)?).into_iter().rev() {
         applied.rows_deleted += count(sql, &table)?;
         sql.run_recorded(&format!("DROP TABLE {}", ident(&table)), &[]).map_err(|e| statement_error(&table, e))?;
@@ -235,7 +286,7 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
         }
         shapes = by_name(sql.tables()?);
         if !shapes.contains_key(&table.name.to_ascii_lowercase()) {
-            return Err(js_error(&format!("the schema sent for table {} made no table of that name", table.name)));
+            return Err(Failure::Backup(format!("the schema sent for table {} made no table of that name", table.name)));
         }
     }
     for name in parents_first(&with_parents(sql, &backup)?) {
@@ -243,24 +294,27 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
         let shape = &shapes[&name.to_ascii_lowercase()];
         for &index in &table.pages {
             let text = plan.stage.read(txn, index).await?;
-            let ImportRequest::Rows(page) = ImportRequest::parse(&text).map_err(|e| js_error(&e.to_string()))? else {
-                return Err(js_error("durafetch: a staged row page is not rows"));
+            let ImportRequest::Rows(page) = ImportRequest::parse(&text).map_err(|e| Failure::Backup(e.to_string()))? else {
+                return Err(Failure::Backup("a staged row page is not rows".into()));
             };
             applied.rows_written += write_rows(sql, shape, &page)?;
         }
     }
-    let broken = sql.rows(FOREIGN_KEY_CHECK, &[])?;
-    if broken.length() > 0 {
-        let first = Array::from(&broken.get(0));
-        let text = |v: JsValue| v.as_string().or_else(|| v.as_f64().map(|n| n.to_string())).unwrap_or_else(|| "?".into());
-        return Err(js_error(&format!(
-            "the restored rows break {} foreign key reference(s): the first, table {} row {} names a row table {} lacks; nothing was \
-             restored",
-            broken.length(),
-            text(first.get(0)),
-            text(first.get(1)),
-            text(first.get(2))
-        )));
+    // The restored tables only: a violation elsewhere is the app's, and the checks above keep
+    // the restore from making one there.
+    for table in &backup {
+        let broken = sql.rows(FOREIGN_KEY_CHECK, &[table.into()])?;
+        if broken.length() > 0 {
+            let first = Array::from(&broken.get(0));
+            let text = |v: JsValue| v.as_string().or_else(|| v.as_f64().map(|n| n.to_string())).unwrap_or_else(|| "?".into());
+            return Err(Failure::Backup(format!(
+                "the restored rows break {} foreign key reference(s) of table {table}: the first, row {} names a row table {} lacks; \
+                 nothing was restored",
+                broken.length(),
+                text(first.get(1)),
+                text(first.get(2))
+            )));
+        }
     }
     Ok(())
 }
@@ -289,14 +343,14 @@ pub(crate) fn count(sql: &SqlStorage, table: &str) -> Result<u64, JsValue> {
 /// Writes a page of rows into a table of the object, in one statement. The page names the
 /// columns of every object of the class (the file's table is their union): a column this table
 /// lacks is left out if the page holds only NULL in it, and refused otherwise.
-fn write_rows(sql: &SqlStorage, shape: &TableShape, page: &SqlPage) -> Result<u64, JsValue> {
+fn write_rows(sql: &SqlStorage, shape: &TableShape, page: &SqlPage) -> Result<u64, Failure> {
     let mut picked = Vec::new();
     for (i, column) in page.columns.iter().enumerate() {
         match shape.columns.iter().find(|c| c.eq_ignore_ascii_case(column)) {
             Some(name) => picked.push((i, name.clone())),
             None if page.rows.iter().all(|r| r.v.as_ref().is_none_or(|v| v.get(i).is_none_or(|x| *x == SqlValue::Null))) => {}
             None => {
-                return Err(js_error(&format!(
+                return Err(Failure::Backup(format!(
                     "table {} of the object has no column {column}, which the backup's rows have values in",
                     page.table
                 )))
@@ -306,15 +360,16 @@ fn write_rows(sql: &SqlStorage, shape: &TableShape, page: &SqlPage) -> Result<u6
     let with_rowid = shape.rowid.as_deref().filter(|_| shape.key.is_empty());
     let indexes: Vec<usize> = picked.iter().map(|(i, _)| *i).collect();
     let names: Vec<String> = picked.into_iter().map(|(_, name)| name).collect();
-    let json = rows_json(&page.rows, &indexes, with_rowid.is_some()).map_err(|e| js_error(&e))?;
-    sql.run_recorded(&insert_rows(&shape.name, &names, with_rowid), &[json.into()]).map_err(|e| statement_error(&page.table, e))?;
+    let json = rows_json(&page.rows, &indexes, with_rowid.is_some()).map_err(Failure::Backup)?;
+    sql.run_recorded(&insert_rows(&shape.name, &names, with_rowid, &shape.key), &[json.into()])
+        .map_err(|e| statement_error(&page.table, e))?;
     Ok(page.rows.iter().filter(|r| r.v.is_some()).count() as u64)
 }
 
 /// A statement of the restore that SQLite refused (a schema that does not fit, a constraint the
 /// rows break), with SQLite's reason.
-fn statement_error(table: &str, e: JsValue) -> JsValue {
-    js_error(&format!("table {table}: {}", worker::Error::from(e)))
+fn statement_error(table: &str, e: JsValue) -> Failure {
+    Failure::Backup(format!("table {table}: {}", worker::Error::from(e)))
 }
 
 /// Calls the method `name` of `target` (the transaction object) as the user's code would:

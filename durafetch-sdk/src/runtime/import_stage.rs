@@ -17,13 +17,19 @@ use crate::core::storage_api::MAX_KEYS_PER_CALL;
 /// runtime stores in at most 64 KiB.
 const CHUNK_BYTES: usize = 32 * 1024;
 
-/// The requests staged so far, by their position in the session: how many chunks each has.
-#[derive(Default)]
+/// The requests a session staged so far, by their position in it: how many chunks each has.
+/// Its keys carry the session's number, so that a session another has replaced can never read
+/// or delete the newer one's.
 pub(crate) struct Stage {
+    session: u32,
     chunks: Vec<u32>,
 }
 
 impl Stage {
+    pub fn new(session: u32) -> Self {
+        Stage { session, chunks: Vec::new() }
+    }
+
     /// Deletes everything staged in the object: what a session that never applied left behind.
     pub async fn clear(storage: &Object) -> worker::Result<()> {
         let mut scan = RangeScan::new(Some(STAGE_PREFIX), Some(STAGE_END));
@@ -43,7 +49,7 @@ impl Stage {
             let entries = Object::new();
             for (i, part) in group.iter().enumerate() {
                 let chunk = (n * MAX_KEYS_PER_CALL + i) as u32;
-                js_sys::Reflect::set(&entries, &chunk_key(index, chunk).into(), &JsValue::from_str(part))?;
+                js_sys::Reflect::set(&entries, &self.chunk_key(index, chunk).into(), &JsValue::from_str(part))?;
             }
             let promise: js_sys::Promise = runtime_method(storage, "put")?.call1(storage, &entries)?.dyn_into()?;
             calls.push(promise);
@@ -57,7 +63,7 @@ impl Stage {
     /// transaction of it).
     pub async fn read(&self, storage: &Object, index: u32) -> worker::Result<String> {
         let count = self.chunks.get(index as usize).copied().unwrap_or(0);
-        let keys: Vec<String> = (0..count).map(|chunk| chunk_key(index, chunk)).collect();
+        let keys: Vec<String> = (0..count).map(|chunk| self.chunk_key(index, chunk)).collect();
         let mut text = String::new();
         for group in keys.chunks(MAX_KEYS_PER_CALL) {
             let values = get_many(storage, group).await?;
@@ -75,7 +81,7 @@ impl Stage {
             .chunks
             .iter()
             .enumerate()
-            .flat_map(|(index, &count)| (0..count).map(move |chunk| chunk_key(index as u32, chunk)))
+            .flat_map(|(index, &count)| (0..count).map(move |chunk| self.chunk_key(index as u32, chunk)))
             .collect();
         for group in keys.chunks(MAX_KEYS_PER_CALL) {
             delete(storage, &group.iter().map(|k| JsValue::from_str(k)).collect()).await?;
@@ -84,8 +90,10 @@ impl Stage {
     }
 }
 
-fn chunk_key(index: u32, chunk: u32) -> String {
-    format!("{STAGE_PREFIX}{index:08x}{chunk:06x}")
+impl Stage {
+    fn chunk_key(&self, index: u32, chunk: u32) -> String {
+        format!("{STAGE_PREFIX}{:08x}{index:08x}{chunk:06x}", self.session)
+    }
 }
 
 /// `text` in parts of at most [`CHUNK_BYTES`], each cut at a character's start.

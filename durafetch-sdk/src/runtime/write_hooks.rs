@@ -107,8 +107,8 @@ impl ObjectLog {
                 return self.write_then_note((vec![key], &a), &c, || m.put.call3(target, &a, &b, &c));
             }
             let at = self.next_position()?;
-            let entries = Object::new();
-            Reflect::set(&entries, &a, &b)?;
+            // Defined, not assigned: a key `__proto__` stays a key.
+            let entries = Object::from_entries(&Array::of1(&Array::of2(&a, &b)))?;
             Reflect::set(&entries, &log_key(at).into(), &Array::of1(&a))?;
             let promise = m.put.call2(target, &entries, &c)?;
             self.changed(kind, at, &[key]);

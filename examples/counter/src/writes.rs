@@ -62,10 +62,18 @@ async fn route(state: &State, mut req: Request) -> Result<Response> {
         ("get", None, false) => return Response::from_json(&read_all(state).await?),
         ("sql_query", None, true) => return Response::from_json(&query_rows(&storage.sql(), &req.text().await?)?),
         ("state", None, true) => {
-            // The keys and a query's rows, read in one event: what one request of the app sees.
-            let query = req.text().await?;
-            let keys = read_all(state).await?;
-            return Response::from_json(&serde_json::json!({ "keys": keys, "rows": query_rows(&storage.sql(), &query)? }));
+            // Some keys and a query's rows, read in one event: what one request of the app sees.
+            let ask: StateQuery = req.json().await?;
+            let keys = storage.get_multiple(ask.keys).await?;
+            let keys: serde_json::Map<String, Value> = keys
+                .entries()
+                .into_iter()
+                .filter_map(|entry| {
+                    let entry: js_sys::Array = entry.ok()?.into();
+                    Some((entry.get(0).as_string()?, serde_wasm_bindgen::from_value(entry.get(1)).ok()?))
+                })
+                .collect();
+            return Response::from_json(&serde_json::json!({ "keys": keys, "rows": query_rows(&storage.sql(), &ask.query)? }));
         }
         ("sql_rows_written", None, true) => {
             // Each statement of the JSON array run in its own `exec`, to its end: the rows the
@@ -261,6 +269,13 @@ impl HandLog {
         }
         Ok(())
     }
+}
+
+/// What the `state` route reads.
+#[derive(serde::Deserialize)]
+struct StateQuery {
+    keys: Vec<String>,
+    query: String,
 }
 
 /// Timed work inside the object, for the benchmark: `single` awaited one-key puts, `batched`
