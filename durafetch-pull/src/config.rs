@@ -316,11 +316,14 @@ impl RestoreSettings {
             };
             Some(Undo { file, reader })
         };
-        let mut undo_args = vec!["--to".to_owned(), flags.to.clone()];
+        let mut undo_args = vec![format!("--to={}", flags.to)];
         if flags.token_env != "DURAFETCH_RESTORE_AUTH" {
-            undo_args.extend(["--token-env".to_owned(), flags.token_env.clone()]);
+            undo_args.push(format!("--token-env={}", flags.token_env));
         }
-        undo_args.extend(["--mode".to_owned(), "replace".to_owned()]);
+        if flags.read_token_env != "DURAFETCH_AUTH" {
+            undo_args.push(format!("--read-token-env={}", flags.read_token_env));
+        }
+        undo_args.push("--mode=replace".to_owned());
         undo_args.extend(flags.filter.to_args());
         Ok(RestoreSettings {
             db: flags.db,

@@ -68,7 +68,8 @@ impl FilterSpec {
             ("--table", &self.tables),
             ("--exclude-table", &self.exclude_tables),
         ];
-        groups.iter().flat_map(|(flag, values)| values.iter().flat_map(move |v| [flag.to_string(), v.clone()])).collect()
+        // `--flag=value`: a value that starts with `-` is still read as the flag's.
+        groups.iter().flat_map(|(flag, values)| values.iter().map(move |v| format!("{flag}={v}"))).collect()
     }
 }
 
@@ -170,9 +171,9 @@ mod tests {
             #[command(flatten)]
             filter: FilterSpec,
         }
-        let args =
-            ["x", "--class", "Room", "--exclude-name", "test-*", "--key-prefix", "user:", "--key-prefix", "cfg:", "--table", "orders*"];
+        let args = ["x", "--class=Room", "--exclude-name=test-*", "--key-prefix=user:", "--key-prefix=-tmp", "--table=orders*"];
         let spec = Flags::parse_from(args).filter;
+        assert_eq!(spec.key_prefixes, ["user:", "-tmp"]);
         assert_eq!(spec.to_args(), args[1..]);
         assert!(FilterSpec::default().to_args().is_empty());
     }

@@ -120,6 +120,14 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
             println!("{}", report.line());
         }
     };
+    if let Some(undo) = &settings.undo {
+        // Now, whatever comes after: the command matters most if the restore is cut short.
+        eprintln!(
+            "durafetch-pull: the objects are copied into {} first; to undo the restore: {}",
+            undo.file.display(),
+            restore::undo_command(&settings)
+        );
+    }
     let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
         Err(e @ restore::RestoreError::Undo(_)) => {

@@ -125,11 +125,8 @@ impl Summary {
     pub fn of(reports: &[ObjectReport], settings: &RestoreSettings) -> Self {
         let mut summary = Summary { dry_run: settings.dry_run, ..Summary::default() };
         if let Some(undo) = &settings.undo {
-            let file = undo.file.display().to_string();
-            let mut command = vec!["durafetch-pull".to_owned(), "restore".to_owned(), "--db".to_owned(), file.clone()];
-            command.extend(settings.undo_args.iter().cloned());
-            summary.undo = Some(command.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" "));
-            summary.undo_file = Some(file);
+            summary.undo = Some(undo_command(settings));
+            summary.undo_file = Some(undo.file.display().to_string());
         }
         for report in reports {
             match report.outcome {
@@ -172,9 +169,18 @@ impl Summary {
     }
 }
 
+/// The command that puts back what the restore writes over: a restore from the undo file.
+pub fn undo_command(settings: &RestoreSettings) -> String {
+    let file = settings.undo.as_ref().map(|u| u.file.display().to_string()).unwrap_or_default();
+    let mut command = vec!["durafetch-pull".to_owned(), "restore".to_owned(), format!("--db={file}")];
+    command.extend(settings.undo_args.iter().cloned());
+    command.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+}
+
 /// A word of a printed command, quoted for a POSIX shell when it needs to be.
 fn shell_word(word: &str) -> String {
-    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+    let plain = word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if !word.is_empty() && plain && !word.starts_with('=') {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
@@ -207,6 +213,7 @@ pub async fn restore_with(
     let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
     if let Some(undo) = &settings.undo {
         keep_undo_copy(settings, undo, transport, quiet).await?;
+        name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;
     }
     let bar = crate::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
@@ -246,6 +253,22 @@ async fn keep_undo_copy(
         Some(failed) => Err(RestoreError::Undo(format!("{} objects failed, the first: {failed}", summary.failed.len()))),
         None => Ok(()),
     }
+}
+
+/// Writes into the undo file which objects this restore writes into (by name, or an unnamed one
+/// by id): a restore from the file puts back those only, not the other objects the pull copied,
+/// which this restore never touched.
+fn name_undo_scope(file: &std::path::Path, objects: &[BackupObject]) -> rusqlite::Result<()> {
+    let mut conn = rusqlite::Connection::open(file)?;
+    let tx = conn.transaction()?;
+    tx.execute_batch("CREATE TABLE undo_scope (class_name TEXT NOT NULL, name TEXT, id TEXT NOT NULL)")?;
+    {
+        let mut insert = tx.prepare("INSERT INTO undo_scope (class_name, name, id) VALUES (?1, ?2, ?3)")?;
+        for object in objects {
+            insert.execute(rusqlite::params![object.class, object.name, object.id])?;
+        }
+    }
+    tx.commit()
 }
 
 /// A failure of one object's restore.

@@ -100,7 +100,22 @@ impl Backup {
         let objects = stmt
             .query_map([], |r| Ok(BackupObject { do_id: r.get(0)?, worker: r.get(1)?, class: r.get(2)?, name: r.get(3)?, id: r.get(4)? }))?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(objects.into_iter().filter(|o| filter.keeps_object(&o.class, o.name.as_deref())).collect())
+        // An undo file names the objects its restore wrote into: only those are put back.
+        let scoped: bool =
+            self.conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'undo_scope')", [], |r| r.get(0))?;
+        let mut in_scope = self.conn.prepare(if scoped {
+            "SELECT EXISTS (SELECT 1 FROM undo_scope WHERE class_name = ?1 AND (name = ?2 OR (name IS NULL AND ?2 IS NULL AND id = ?3)))"
+        } else {
+            "SELECT ?1 IS NOT NULL OR ?2 IS NULL OR ?3 IS NULL"
+        })?;
+        let mut kept = Vec::new();
+        for object in objects {
+            let in_scope: bool = in_scope.query_row(params![object.class, object.name, object.id], |r| r.get(0))?;
+            if in_scope && filter.keeps_object(&object.class, object.name.as_deref()) {
+                kept.push(object);
+            }
+        }
+        Ok(kept)
     }
 
     /// Whether the file can say how `object` was at the restore's moment: always for the
@@ -127,8 +142,8 @@ impl Backup {
     }
 
     /// The next page of the object's keys after `after`, with their values; keys the filter
-    /// drops and values the file holds as errors (none to restore) are left out, the latter
-    /// counted in `errors`.
+    /// drops are left out, and values the file holds as errors (none to restore) are counted in
+    /// `errors` and sent without a value, which the object keeps as it has it.
     pub fn keys(
         &self,
         object: &BackupObject,

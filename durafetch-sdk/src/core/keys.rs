@@ -28,8 +28,6 @@ pub const REPORTED_KEY: &str = "\u{1}durafetch\u{1}reported";
 /// What a restore session has received and not yet applied: the requests' texts, in chunks
 /// (`runtime::import_stage`).
 pub const STAGE_PREFIX: &str = "\u{1}durafetch\u{1}import\u{1}";
-/// End of the staged range (exclusive).
-pub const STAGE_END: &str = "\u{1}durafetch\u{1}import\u{2}";
 
 const EPOCH_DIGITS: usize = 8;
 const SEQ_DIGITS: usize = 16;

@@ -28,12 +28,12 @@ use crate::core::storage_api::MAX_KEYS_PER_CALL;
 thread_local! {
     /// The objects of this isolate with a restore session open, each with its newest session's
     /// number: only that session may stage, apply, or clear what is staged.
-    static RESTORING: RefCell<HashMap<String, u32>> = RefCell::default();
-    static SESSIONS: Cell<u32> = const { Cell::new(0) };
+    static RESTORING: RefCell<HashMap<String, u64>> = RefCell::default();
+    static LAST_SESSION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Whether `session` is still the newest of object `id`.
-fn is_newest(id: &str, session: u32) -> bool {
+fn is_newest(id: &str, session: u64) -> bool {
     RESTORING.with(|open| open.borrow().get(id) == Some(&session))
 }
 
@@ -46,9 +46,12 @@ pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
             return;
         }
     };
-    let session = SESSIONS.with(|n| {
-        n.set(n.get().wrapping_add(1));
-        n.get()
+    // The time in microseconds, and above the last: later than any session of an isolate before
+    // this one, whose staged keys it can then delete.
+    let session = LAST_SESSION.with(|last| {
+        let now = worker::Date::now().as_millis().saturating_mul(1000);
+        last.set(now.max(last.get() + 1));
+        last.get()
     });
     RESTORING.with(|open| open.borrow_mut().insert(log.id.clone(), session));
     let outcome = match log.storage() {
@@ -58,13 +61,16 @@ pub(crate) async fn run(log: Rc<ObjectLog>, ws: WebSocket) {
             // Whatever was staged and not applied, if no newer session has taken over.
             if is_newest(&log.id, session) {
                 RESTORING.with(|open| open.borrow_mut().remove(&log.id));
-                if let Err(e) = Stage::clear(&storage).await {
+                if let Err(e) = Stage::clear_before(&storage, session + 1).await {
                     worker::console_error!("durafetch: cannot clear a restore's staged requests: {e}");
                 }
             }
             outcome
         }
-        Err(_) => Err(SessionError::Server("the object's storage is gone".into())),
+        Err(_) => {
+            RESTORING.with(|open| open.borrow_mut().remove(&log.id));
+            Err(SessionError::Server("the object's storage is gone".into()))
+        }
     };
     flow::close(&ws, outcome, |message| serde_json::to_string(&ImportReply::Error { message }).unwrap_or_default());
 }
@@ -75,7 +81,7 @@ struct Import<'a> {
     events: EventStream<'a>,
     storage: Object,
     /// This session's number (see `RESTORING`).
-    session: u32,
+    session: u64,
     /// The last key staged: pages come in key order, which a replace's deletions rely on.
     last_key: Option<String>,
     plan: Option<Plan>,
@@ -86,18 +92,28 @@ impl Import<'_> {
         let (ImportRequest::Hello { mode, keys, .. }, _) = self.next().await? else {
             return Err(SessionError::BadRequest("expected a hello message first".into()));
         };
+        if !is_newest(&self.log.id, self.session) {
+            return Err(SessionError::BadRequest("a newer restore of this object has started; this one stops".into()));
+        }
         // What an earlier session staged and never applied.
-        Stage::clear(&self.storage).await?;
+        Stage::clear_before(&self.storage, self.session).await?;
         let holds_keys = holds_user_keys(&self.storage).await?;
+        let shapes = match self.log.sql.get() {
+            Some(sql) => sql.tables()?,
+            None => Vec::new(),
+        };
+        let holds_tables = !shapes.is_empty();
+        // Listed for the client to drop what the backup lacks: not virtual tables, which no
+        // backup holds.
         let tables: Vec<TableRows> = match self.log.sql.get() {
-            Some(sql) => sql
-                .tables()?
+            Some(sql) => shapes
                 .into_iter()
+                .filter(|t| !t.virtual_table)
                 .map(|t| Ok(TableRows { rows: import_apply::count(sql, &t.name)?, table: t.name }))
                 .collect::<Result<_, SessionError>>()?,
             None => Vec::new(),
         };
-        if mode == ImportMode::Empty && (holds_keys || !tables.is_empty()) {
+        if mode == ImportMode::Empty && (holds_keys || holds_tables) {
             let message = format!(
                 "{} {} holds data ({}); --mode empty writes only into objects that hold none: use --mode replace or --mode merge",
                 self.log.class,

@@ -9,7 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::storage::{get_many, runtime_method, RangeScan};
-use crate::core::keys::{STAGE_END, STAGE_PREFIX};
+use crate::core::keys::STAGE_PREFIX;
 use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 /// Bytes of a request's text per stored value: a key-value-backed object stores values of up to
@@ -21,18 +21,20 @@ const CHUNK_BYTES: usize = 32 * 1024;
 /// Its keys carry the session's number, so that a session another has replaced can never read
 /// or delete the newer one's.
 pub(crate) struct Stage {
-    session: u32,
+    session: u64,
     chunks: Vec<u32>,
 }
 
 impl Stage {
-    pub fn new(session: u32) -> Self {
+    pub fn new(session: u64) -> Self {
         Stage { session, chunks: Vec::new() }
     }
 
-    /// Deletes everything staged in the object: what a session that never applied left behind.
-    pub async fn clear(storage: &Object) -> worker::Result<()> {
-        let mut scan = RangeScan::new(Some(STAGE_PREFIX), Some(STAGE_END));
+    /// Deletes what sessions numbered below `session` staged: what an older session, ended or
+    /// replaced, left behind. A newer session's keys sort after, and are left alone.
+    pub async fn clear_before(storage: &Object, session: u64) -> worker::Result<()> {
+        let end = format!("{STAGE_PREFIX}{session:016x}");
+        let mut scan = RangeScan::new(Some(STAGE_PREFIX), Some(&end));
         while let Some(page) = scan.next_page(storage, MAX_KEYS_PER_CALL).await? {
             let keys: Array = page.keys().into_iter().collect::<Result<_, _>>()?;
             delete(storage, &keys).await?;
@@ -92,7 +94,7 @@ impl Stage {
 
 impl Stage {
     fn chunk_key(&self, index: u32, chunk: u32) -> String {
-        format!("{STAGE_PREFIX}{:08x}{index:08x}{chunk:06x}", self.session)
+        format!("{STAGE_PREFIX}{:016x}{index:08x}{chunk:06x}", self.session)
     }
 }
 
