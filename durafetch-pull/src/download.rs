@@ -14,10 +14,21 @@ use crate::sink::{ApplyStats, PullTarget};
 use crate::sink_thread::{Queued, SinkThread};
 use crate::transport::Transport;
 
+/// What a page being written holds, and so which counts its outcome goes to.
+enum Of {
+    Keys,
+    Rows,
+}
+
+type Writing = (Queued<ApplyStats>, Of);
+
 #[derive(Debug, Default, Clone)]
 pub struct ObjectStats {
-    pub written: u64,
-    pub deleted: u64,
+    pub keys_written: u64,
+    pub keys_deleted: u64,
+    /// Rows of SQL tables.
+    pub rows_written: u64,
+    pub rows_deleted: u64,
     /// With `--verify=full`: rows the file lacked or held with another value.
     pub differed: u64,
     pub snapshot: bool,
@@ -29,13 +40,16 @@ pub struct ObjectStats {
 
 impl ObjectStats {
     /// Waits for the page being written, if any, and counts what it wrote.
-    async fn count_written(&mut self, page: Option<Queued<ApplyStats>>) -> Result<(), TransferError> {
-        if let Some(page) = page {
-            let ApplyStats { written, deleted, differed } = page.wait().await?;
-            self.written += written;
-            self.deleted += deleted;
-            self.differed += differed;
-        }
+    async fn count_written(&mut self, page: Option<Writing>) -> Result<(), TransferError> {
+        let Some((page, of)) = page else { return Ok(()) };
+        let ApplyStats { written, deleted, differed } = page.wait().await?;
+        let (counted_written, counted_deleted) = match of {
+            Of::Keys => (&mut self.keys_written, &mut self.keys_deleted),
+            Of::Rows => (&mut self.rows_written, &mut self.rows_deleted),
+        };
+        *counted_written += written;
+        *counted_deleted += deleted;
+        self.differed += differed;
         Ok(())
     }
 }
@@ -80,39 +94,40 @@ impl ObjectDownload<'_> {
         let writer = sink.begin(target.do_id, mode, read_at, filter.key_filter_id().to_owned(), target.compare).await?;
         let mut stats = ObjectStats { snapshot: mode == ExportMode::Snapshot, ..Default::default() };
         // One page is written while the next is received and parsed.
-        let mut writing: Option<Queued<ApplyStats>> = None;
+        let mut writing: Option<Writing> = None;
         loop {
             match session.next().await? {
                 ServerMessage::Page { mut changes } => {
                     changes.retain(|c| filter.keeps_key(&c.key));
                     stats.count_written(writing.take()).await?;
-                    writing = Some(writer.apply(changes));
+                    writing = Some((writer.apply(changes), Of::Keys));
                     session.consumed_page().await?;
                 }
                 ServerMessage::SqlPage(page) => {
                     if filter.keeps_table(&page.table) {
                         stats.count_written(writing.take()).await?;
-                        writing = Some(writer.apply_sql(page));
+                        writing = Some((writer.apply_sql(page), Of::Rows));
                     }
                     session.consumed_page().await?;
                 }
                 ServerMessage::SqlTableGone { table } if filter.keeps_table(&table) => {
                     stats.count_written(writing.take()).await?;
-                    writing = Some(writer.drop_sql_table(table));
+                    writing = Some((writer.drop_sql_table(table), Of::Rows));
                 }
                 ServerMessage::SqlTableGone { .. } => {}
                 ServerMessage::SqlSchema { table, refused: Some(why), .. } if filter.keeps_table(&table) => {
                     tracing::warn!(class = %target.class, id = %target.id, table = %table, "{why}");
                     stats.tables_not_recorded.push(table);
                 }
-                ServerMessage::SqlSchema { table, statements, refused: None } if filter.keeps_table(&table) => {
+                ServerMessage::SqlSchema { table, statements, autoincrement, refused: None } if filter.keeps_table(&table) => {
                     stats.count_written(writing.take()).await?;
-                    writing = Some(writer.save_sql_schema(table, statements));
+                    writing = Some((writer.save_sql_schema(table, statements, autoincrement), Of::Rows));
                 }
                 ServerMessage::SqlSchema { .. } => {}
                 ServerMessage::End { cursor, sql } => {
                     stats.count_written(writing.take()).await?;
-                    stats.deleted += writer.finish(cursor, sql).await?;
+                    let swept = writer.finish(cursor, sql).await?;
+                    (stats.keys_deleted, stats.rows_deleted) = (stats.keys_deleted + swept.keys, stats.rows_deleted + swept.rows);
                     stats.bytes = session.received_bytes();
                     session.close().await;
                     return Ok(stats);

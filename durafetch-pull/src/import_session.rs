@@ -67,8 +67,9 @@ impl ImportSession {
         self.send(text, Awaiting::Staged).await
     }
 
-    pub async fn create_table(&mut self, table: &str, statements: &[String]) -> Result<(), SessionError> {
-        self.request(&ImportRequest::CreateTable { table: table.into(), statements: statements.to_vec() }, Awaiting::Staged).await
+    pub async fn create_table(&mut self, table: &str, statements: &[String], autoincrement: Option<i64>) -> Result<(), SessionError> {
+        let request = ImportRequest::CreateTable { table: table.into(), statements: statements.to_vec(), autoincrement };
+        self.request(&request, Awaiting::Staged).await
     }
 
     pub async fn drop_table(&mut self, table: &str) -> Result<(), SessionError> {

@@ -9,7 +9,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, SqlPage};
 use rusqlite::{params, Connection};
 
-use crate::sink::{ApplyStats, WriteId};
+use crate::sink::{ApplyStats, Swept, WriteId};
 use crate::sink_thread::SinkError;
 use crate::sql_write::{apply_sql_page, drop_sql_table, holds_sql_rows, save_schema, sweep_sql_rows};
 use crate::sqlite_sink::SqliteSink;
@@ -103,9 +103,15 @@ impl SqliteSink {
         self.write_page(id, |tx, write, stamp| apply_sql_page(tx, write, stamp, page))
     }
 
-    /// Keeps the schema of one of the object's SQL tables.
-    pub fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError> {
-        self.write_page(id, |tx, write, stamp| save_schema(tx, write, stamp, table, statements))
+    /// Keeps the schema of one of the object's SQL tables, and its AUTOINCREMENT counter.
+    pub fn save_sql_schema(
+        &mut self,
+        id: WriteId,
+        table: &str,
+        statements: &[String],
+        autoincrement: Option<i64>,
+    ) -> Result<ApplyStats, SinkError> {
+        self.write_page(id, |tx, write, stamp| save_schema(tx, write, stamp, table, statements, autoincrement))
     }
 
     /// Drops the object's rows of an SQL table it no longer has.
@@ -129,7 +135,7 @@ impl SqliteSink {
 
     /// Ends a download: sweeps what a snapshot did not send and saves the cursor (the key log's
     /// and the SQL one), together.
-    pub fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
+    pub fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<Swept, SinkError> {
         let write = self.writes.end(id)?;
         let tx = self.conn.transaction()?;
         let now = now_ms();
@@ -144,9 +150,10 @@ impl SqliteSink {
                         params![write.do_id, sweep_below, write.read_at.epoch, write.read_at.seq as i64, now],
                     )?;
             }
-            tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, sweep_below])? as u64 + sweep_sql_rows(&tx, &write, sweep_below)?
+            let keys = tx.execute(&format!("DELETE {UNSEEN}"), params![write.do_id, sweep_below])? as u64;
+            Swept { keys, rows: sweep_sql_rows(&tx, &write, sweep_below)? }
         } else {
-            0
+            Swept::default()
         };
         tx.execute(
             "UPDATE durable_objects SET local_max_log_id = ?2, local_max_write_id = ?3, local_sql_seq = ?6, update_ts = ?4, key_filter = ?5
@@ -331,7 +338,7 @@ mod tests {
         let snapshot = |sink: &mut SqliteSink, sent: &[&str], finished: bool| {
             let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
             sink.apply(write, &sent.iter().map(|k| change(k)).collect::<Vec<_>>()).unwrap();
-            finished.then(|| sink.finish(write, Cursor::new(1, 9), 0).unwrap())
+            finished.then(|| sink.finish(write, Cursor::new(1, 9), 0).unwrap().keys)
         };
 
         assert_eq!(snapshot(&mut sink, &["a", "b", "c"], true), Some(0));
@@ -380,7 +387,7 @@ mod tests {
         let stale = Change { key: "stale".into(), value: ChangeValue::Json(serde_json::json!(2)) };
         let stats = sink.apply(verify, &[change("same"), stale, change("missing")]).unwrap();
         assert_eq!((stats.written, stats.differed), (3, 2));
-        assert_eq!(sink.finish(verify, Cursor::new(1, 9), 0).unwrap(), 1, "the extra row is swept");
+        assert_eq!(sink.finish(verify, Cursor::new(1, 9), 0).unwrap(), Swept { keys: 1, rows: 0 }, "the extra key is swept");
         assert_eq!(keys(&sink, do_id), ["missing", "same", "stale"]);
     }
 

@@ -17,7 +17,7 @@ use postgres::{Client, NoTls, Transaction};
 
 use crate::object_write::{now_ms, ObjectWrite, ValueColumns, Writes};
 use crate::postgres_sql;
-use crate::sink::{last_per_key, ApplyStats, OpenError, Part, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
+use crate::sink::{last_per_key, ApplyStats, OpenError, Part, PullTarget, Sink, Swept, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
 
 /// A statement's parameter.
@@ -96,8 +96,10 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
     table_name text NOT NULL,
     statements jsonb NOT NULL,
     _pull_gen bigint,
+    autoincrement_counter bigint,
     PRIMARY KEY (do_id, table_name)
 );
+ALTER TABLE sql_schemas ADD COLUMN IF NOT EXISTS autoincrement_counter bigint;
 CREATE TABLE IF NOT EXISTS durafetch_servers (
     server_url text NOT NULL,
     shard integer NOT NULL,
@@ -111,6 +113,16 @@ CREATE SEQUENCE IF NOT EXISTS durafetch_write_stamp;
 /// Taken while the schema is made, so that pullers starting together do not race to create
 /// the same tables.
 const SCHEMA_LOCK: i64 = 0x6475_7261_6665_7463;
+
+/// Held for as long as a puller writes the database: alone by a puller of the whole database,
+/// shared by the pullers of its `--shard` parts. Two pullers writing the same objects at once
+/// would make each other wait on the same rows, and PostgreSQL ends such waits as deadlocks.
+const WRITER_LOCK: i64 = 0x6475_7261_7772_6974;
+
+/// The lock a puller of `part` holds alone, besides the shared [`WRITER_LOCK`].
+fn part_lock(part: Part) -> i64 {
+    crate::sink::fnv1a(&format!("durafetch-pull part {part}")) as i64
+}
 
 /// A row of `kv` that differs from the page's row `u` (or is missing).
 const DIFFERS: &str = "NOT EXISTS (SELECT 1 FROM kv WHERE kv.do_id = $1 AND kv.key = u.key
@@ -146,7 +158,7 @@ impl PostgresSink {
     pub fn open(url: &str, history: bool, part: Part) -> Result<Self, OpenError> {
         // A password kept out of the URL (and so out of `ps`) may come from PGPASSWORD, as
         // PostgreSQL's own tools take it.
-        let mut config: postgres::Config = url.parse()?;
+        let mut config: postgres::Config = url.parse().map_err(OpenError::PostgresUrl)?;
         if config.get_password().is_none() {
             if let Ok(password) = std::env::var("PGPASSWORD") {
                 config.password(password);
@@ -158,6 +170,18 @@ impl PostgresSink {
         tx.batch_execute(SCHEMA)?;
         tx.batch_execute(postgres_sql::SQL_SCHEMA)?;
         tx.commit()?;
+        // Session locks: PostgreSQL lets them go when the connection ends, however the puller
+        // ends, so none outlives its puller.
+        let taken: bool = if part == Part::WHOLE {
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])?.get(0)
+        } else {
+            client
+                .query_one("SELECT pg_try_advisory_lock_shared($1) AND pg_try_advisory_lock($2)", &[&WRITER_LOCK, &part_lock(part)])?
+                .get(0)
+        };
+        if !taken {
+            return Err(OpenError::PostgresLocked(part));
+        }
         Ok(PostgresSink { client, history, part, writes: Writes::default() })
     }
 
@@ -367,13 +391,20 @@ impl Sink for PostgresSink {
         self.write_page(id, |tx, write, stamp| postgres_sql::apply_sql_page(tx, write, stamp, page))
     }
 
-    fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError> {
+    fn save_sql_schema(
+        &mut self,
+        id: WriteId,
+        table: &str,
+        statements: &[String],
+        autoincrement: Option<i64>,
+    ) -> Result<ApplyStats, SinkError> {
         let text = serde_json::to_string(statements).unwrap_or_default();
         self.write_page(id, |tx, write, stamp| {
             tx.execute(
-                "INSERT INTO sql_schemas (do_id, table_name, statements, _pull_gen) VALUES ($1, $2, $3::text::jsonb, $4)
-                 ON CONFLICT (do_id, table_name) DO UPDATE SET statements = excluded.statements, _pull_gen = excluded._pull_gen",
-                &[&write.do_id, &table, &text, &stamp],
+                "INSERT INTO sql_schemas (do_id, table_name, statements, _pull_gen, autoincrement_counter) VALUES ($1, $2, $3::text::jsonb, $4, $5)
+                 ON CONFLICT (do_id, table_name) DO UPDATE
+                 SET statements = excluded.statements, _pull_gen = excluded._pull_gen, autoincrement_counter = excluded.autoincrement_counter",
+                &[&write.do_id, &table, &text, &stamp, &autoincrement],
             )?;
             Ok(ApplyStats::default())
         })
@@ -387,7 +418,7 @@ impl Sink for PostgresSink {
         })
     }
 
-    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
+    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<Swept, SinkError> {
         let write = self.writes.end(id)?;
         let mut tx = self.client.transaction()?;
         let now = now_ms();
@@ -405,9 +436,9 @@ impl Sink for PostgresSink {
             }
             let keys = tx.execute(&format!("DELETE FROM kv WHERE {UNSEEN}"), &[&write.do_id, &below])?;
             tx.execute("DELETE FROM sql_schemas WHERE do_id = $1 AND (_pull_gen IS NULL OR _pull_gen < $2)", &[&write.do_id, &below])?;
-            keys + postgres_sql::sweep_sql_rows(&mut tx, &write, below)?
+            Swept { keys, rows: postgres_sql::sweep_sql_rows(&mut tx, &write, below)? }
         } else {
-            0
+            Swept::default()
         };
         tx.execute(
             "UPDATE durable_objects SET local_max_log_id = $2, local_max_write_id = $3, local_sql_seq = $6, update_ts = $4, key_filter = $5

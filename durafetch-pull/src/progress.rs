@@ -15,6 +15,9 @@ pub struct Summary {
     pub snapshots: u64,
     pub keys_written: u64,
     pub keys_deleted: u64,
+    /// Rows of SQL tables.
+    pub rows_written: u64,
+    pub rows_deleted: u64,
     /// Bytes of export messages received.
     pub bytes: u64,
     /// Objects behind the registry that the filters left out.
@@ -32,13 +35,15 @@ pub struct Summary {
 impl Summary {
     pub fn line(&self, db: &Database) -> String {
         format!(
-            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}{}",
+            "durafetch-pull: {} changed objects in the index; pulled {} objects ({} full snapshots, {:.1} MB): {} keys written, {} deleted; {} SQL rows written, {} deleted; {} rows repaired; {} left out by filters; {} failed; database {}{}",
             self.index_changed,
             self.objects_pulled,
             self.snapshots,
             self.bytes as f64 / 1e6,
             self.keys_written,
             self.keys_deleted,
+            self.rows_written,
+            self.rows_deleted,
             self.rows_repaired,
             self.filtered_out,
             self.failed.len(),
@@ -59,6 +64,8 @@ impl Summary {
             "snapshots": self.snapshots,
             "keys_written": self.keys_written,
             "keys_deleted": self.keys_deleted,
+            "rows_written": self.rows_written,
+            "rows_deleted": self.rows_deleted,
             "bytes": self.bytes,
             "filtered_out": self.filtered_out,
             "rows_repaired": self.rows_repaired,

@@ -34,7 +34,7 @@ impl PullError {
         matches!(
             self,
             PullError::Index { source: TransferError::Session(SessionError::Connect(ConnectError::Unauthorized)), .. }
-                | PullError::Database { source: OpenError::Locked, .. }
+                | PullError::Database { source: OpenError::Locked | OpenError::PostgresLocked(_) | OpenError::PostgresUrl(_), .. }
         )
     }
 }
@@ -122,32 +122,44 @@ async fn download_behind(
             Ok(stats) => {
                 summary.objects_pulled += 1;
                 summary.snapshots += u64::from(stats.snapshot);
-                summary.keys_written += stats.written;
-                summary.keys_deleted += stats.deleted;
+                summary.keys_written += stats.keys_written;
+                summary.keys_deleted += stats.keys_deleted;
+                summary.rows_written += stats.rows_written;
+                summary.rows_deleted += stats.rows_deleted;
                 summary.bytes += stats.bytes;
                 let object = target.name.as_deref().unwrap_or(&target.id);
                 summary.tables_not_recorded.extend(stats.tables_not_recorded.iter().map(|t| format!("{} {object}: {t}", target.class)));
                 let rate = summary.bytes as f64 / 1e6 / bar.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!(
-                    "{} keys, {:.1} MB, {rate:.1} MB/s",
+                    "{} keys, {} rows, {:.1} MB, {rate:.1} MB/s",
                     summary.keys_written + summary.keys_deleted,
+                    summary.rows_written + summary.rows_deleted,
                     summary.bytes as f64 / 1e6
                 ));
-                tracing::info!(class = %target.class, id = %target.id, written = stats.written, deleted = stats.deleted, "pulled");
-                if target.compare && stats.differed + stats.deleted > 0 {
-                    summary.rows_repaired += stats.differed + stats.deleted;
+                tracing::info!(
+                    class = %target.class,
+                    id = %target.id,
+                    keys_written = stats.keys_written,
+                    keys_deleted = stats.keys_deleted,
+                    rows_written = stats.rows_written,
+                    rows_deleted = stats.rows_deleted,
+                    "pulled"
+                );
+                let extra = stats.keys_deleted + stats.rows_deleted;
+                if target.compare && stats.differed + extra > 0 {
+                    summary.rows_repaired += stats.differed + extra;
                     tracing::warn!(
                         class = %target.class,
                         id = %target.id,
                         missing_or_different = stats.differed,
-                        extra = stats.deleted,
+                        extra,
                         "the file disagreed with the object; repaired"
                     );
                 }
             }
             Err(e) => {
                 tracing::error!(class = %target.class, id = %target.id, error = %e, "download failed");
-                summary.failed.push(format!("{} {}: {e}", target.class, target.id));
+                summary.failed.push(format!("{}: {e}", target.described()));
             }
         }
     }

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use crate::config::RestoreSettings;
 use crate::connect::ConnectError;
 use crate::import_session::{Ended, ImportSession, Opened};
-use crate::restore_source::{Backup, BackupObject, SourceError};
+use crate::restore_source::{Backup, BackupObject, SourceError, TableSchema};
 use crate::retry::{Backoff, Retryable};
 use crate::session::SessionError;
 use crate::transport::Transport;
@@ -377,8 +377,8 @@ impl ObjectRestore<'_> {
             self.drop_tables_the_backup_lacks(&mut session, &tables, &tables_held).await?;
         }
         self.write_keys(&mut session).await?;
-        for (table, statements) in &tables {
-            self.write_table(&mut session, table, statements, &tables_held).await?;
+        for schema in &tables {
+            self.write_table(&mut session, schema, &tables_held).await?;
         }
         if settings.dry_run {
             session.leave().await;
@@ -419,11 +419,11 @@ impl ObjectRestore<'_> {
     async fn drop_tables_the_backup_lacks(
         &mut self,
         session: &mut ImportSession,
-        tables: &[(String, Vec<String>)],
+        tables: &[TableSchema],
         tables_held: &[TableRows],
     ) -> Result<(), AttemptError> {
         let filter = &self.settings.filter;
-        for held in tables_held.iter().filter(|t| filter.keeps_table(&t.table) && !tables.iter().any(|(name, _)| *name == t.table)) {
+        for held in tables_held.iter().filter(|t| filter.keeps_table(&t.table) && !tables.iter().any(|schema| schema.table == t.table)) {
             self.report.rows_deleted += held.rows;
             if !self.settings.dry_run {
                 session.drop_table(&held.table).await?;
@@ -472,15 +472,15 @@ impl ObjectRestore<'_> {
     async fn write_table(
         &mut self,
         session: &mut ImportSession,
-        table: &str,
-        statements: &[String],
+        schema: &TableSchema,
         tables_held: &[TableRows],
     ) -> Result<(), AttemptError> {
+        let table = schema.table.as_str();
         if self.settings.mode == ImportMode::Replace {
             self.report.rows_deleted += tables_held.iter().find(|t| t.table == table).map_or(0, |t| t.rows);
         }
         if !self.settings.dry_run {
-            session.create_table(table, statements).await?;
+            session.create_table(table, &schema.statements, schema.autoincrement).await?;
         }
         let source = self.backup.table_source(self.object, table)?;
         let mut after: Option<String> = None;

@@ -58,6 +58,16 @@ pub enum Moment {
     At(i64),
 }
 
+/// How the file says one of an object's SQL tables is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub table: String,
+    /// Its `CREATE TABLE`, then its indexes.
+    pub statements: Vec<String>,
+    /// Its AUTOINCREMENT counter, when it has one.
+    pub autoincrement: Option<i64>,
+}
+
 /// The backup file, read only.
 pub struct Backup {
     conn: Connection,
@@ -222,13 +232,9 @@ impl Backup {
 
     /// The object's SQL tables the filter keeps, each with its schema. At a time, the tables
     /// the history holds rows of then; their schema is the latest the file has (a table that no
-    /// longer has one is reported in `errors`).
-    pub fn tables(
-        &self,
-        object: &BackupObject,
-        filter: &Filter,
-        errors: &mut Vec<String>,
-    ) -> Result<Vec<(String, Vec<String>)>, SourceError> {
+    /// longer has one is reported in `errors`), and so is their AUTOINCREMENT counter, which
+    /// the object only ever raises.
+    pub fn tables(&self, object: &BackupObject, filter: &Filter, errors: &mut Vec<String>) -> Result<Vec<TableSchema>, SourceError> {
         let names: Vec<String> = match self.moment {
             Moment::Latest => {
                 let mut stmt = self
@@ -248,7 +254,7 @@ impl Backup {
         let mut tables = Vec::new();
         for table in names.into_iter().filter(|t| filter.keeps_table(t)) {
             match (self.schema(object, &table)?, self.moment) {
-                (Some(statements), _) => tables.push((table, statements)),
+                (Some(schema), _) => tables.push(schema),
                 // Another object of the class has the table, this one neither its rows nor its schema.
                 (None, Moment::Latest) if !self.local_rows_exist(object, &table)? => {}
                 (None, Moment::Latest) => return Err(SourceError::NoSchema(table)),
@@ -258,13 +264,15 @@ impl Backup {
         Ok(tables)
     }
 
-    fn schema(&self, object: &BackupObject, table: &str) -> Result<Option<Vec<String>>, SourceError> {
-        let text: Option<String> = self
+    fn schema(&self, object: &BackupObject, table: &str) -> Result<Option<TableSchema>, SourceError> {
+        let held: Option<(String, Option<i64>)> = self
             .conn
-            .prepare_cached("SELECT statements FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2")?
-            .query_row(params![object.do_id, table], |r| r.get(0))
+            .prepare_cached("SELECT statements, autoincrement_counter FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2")?
+            .query_row(params![object.do_id, table], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| SourceError::BadValue(format!("the schema of {table}: {e}")))).transpose()
+        let Some((text, autoincrement)) = held else { return Ok(None) };
+        let statements = serde_json::from_str(&text).map_err(|e| SourceError::BadValue(format!("the schema of {table}: {e}")))?;
+        Ok(Some(TableSchema { table: table.to_owned(), statements, autoincrement }))
     }
 
     fn local_table(&self, object: &BackupObject, table: &str) -> Result<Option<String>, SourceError> {
@@ -418,7 +426,8 @@ mod tests {
                 columns: vec!["id".into(), "v".into()],
                 rows: rows.into_iter().map(|(k, v)| SqlRow { k: k.into(), v }).collect(),
             };
-            sink.save_sql_schema(write, "t", &["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".into()]).unwrap();
+            sink.save_sql_schema(write, "t", &["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v)".into()], Some(at as i64 + 5))
+                .unwrap();
             sink.apply_sql(write, &page).unwrap();
             sink.finish(write, Cursor::new(1, at as u64 + 1), at as u64 + 1).unwrap();
             for table in ["kv_history", "sql_history"] {
@@ -480,7 +489,11 @@ mod tests {
         let mut errors = Vec::new();
         assert_eq!(
             latest.tables(&object, &filter, &mut errors).unwrap(),
-            [("t".into(), vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".to_string()])]
+            [TableSchema {
+                table: "t".into(),
+                statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v)".to_string()],
+                autoincrement: Some(7)
+            }]
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -114,6 +114,14 @@ pub enum OpenError {
         "another durafetch-pull is writing to this file; one puller writes a file at a time (let it finish, or give this run its own --db)"
     )]
     Locked,
+    #[error(
+        "another durafetch-pull is writing into this PostgreSQL database{}; one puller writes a database, or a --shard part of it, at a time (let it finish, or give each puller its own --shard I/N, every puller of the database with the same N)",
+        if *.0 == Part::WHOLE { String::new() } else { format!(" as part {}, or as a whole without --shard", .0) }
+    )]
+    PostgresLocked(Part),
+    /// A matter for the operator, as a flag is: no retry helps.
+    #[error("the PostgreSQL URL cannot be used: {}", crate::postgres_sink::describe(.0))]
+    PostgresUrl(postgres::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -139,6 +147,17 @@ pub struct PullTarget {
     pub compare: bool,
 }
 
+impl PullTarget {
+    /// The object as a user finds it again: its class, its name when it has one (quoted, so that
+    /// spaces and odd characters show), and its id.
+    pub fn described(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{} name {name:?} (id {})", self.class, self.id),
+            None => format!("{} id {}", self.class, self.id),
+        }
+    }
+}
+
 /// Names a download's write state on the database thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WriteId(pub(crate) u64);
@@ -149,6 +168,13 @@ pub struct ApplyStats {
     pub deleted: u64,
     /// With `compare`: rows written that the database lacked or held with another value.
     pub differed: u64,
+}
+
+/// What a snapshot's sweep deleted because the object no longer has it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub keys: u64,
+    pub rows: u64,
 }
 
 /// How both databases record an index row for an object they may already hold: the registry's
@@ -181,12 +207,18 @@ pub trait Sink: Send {
     /// Applies a page of one SQL table's rows.
     fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError>;
     /// Keeps the schema of one of the object's SQL tables.
-    fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError>;
+    fn save_sql_schema(
+        &mut self,
+        id: WriteId,
+        table: &str,
+        statements: &[String],
+        autoincrement: Option<i64>,
+    ) -> Result<ApplyStats, SinkError>;
     /// Drops the object's rows of an SQL table it no longer has.
     fn drop_sql_table(&mut self, id: WriteId, table: &str) -> Result<ApplyStats, SinkError>;
     /// Ends a download: sweeps what a snapshot did not send and saves the cursor (the key
-    /// log's and the SQL one), together; answers the rows swept.
-    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError>;
+    /// log's and the SQL one), together; answers what it swept.
+    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<Swept, SinkError>;
     /// Drops the state of a download that ended without finishing: its cursor stays as it was.
     fn abandon(&mut self, id: WriteId);
 }

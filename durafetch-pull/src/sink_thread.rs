@@ -5,7 +5,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, SqlPage};
 
 use crate::retry::Retryable;
-use crate::sink::{ApplyStats, OpenError, Sink, WriteId};
+use crate::sink::{ApplyStats, OpenError, Sink, Swept, WriteId};
 
 /// What can go wrong with the file once it is open.
 #[derive(Debug, thiserror::Error)]
@@ -151,9 +151,9 @@ impl ObjectWriter {
     }
 
     /// Queues the save of an SQL table's schema.
-    pub fn save_sql_schema(&self, table: String, statements: Vec<String>) -> Queued<ApplyStats> {
+    pub fn save_sql_schema(&self, table: String, statements: Vec<String>, autoincrement: Option<i64>) -> Queued<ApplyStats> {
         let id = self.id;
-        self.sink.queue(move |s| s.save_sql_schema(id, &table, &statements))
+        self.sink.queue(move |s| s.save_sql_schema(id, &table, &statements, autoincrement))
     }
 
     /// Queues the drop of the object's rows of an SQL table it no longer has.
@@ -163,8 +163,8 @@ impl ObjectWriter {
     }
 
     /// Sweeps what a snapshot did not send and saves `cursor` and the SQL cursor `sql`,
-    /// together; answers the rows swept.
-    pub async fn finish(mut self, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
+    /// together; answers what it swept.
+    pub async fn finish(mut self, cursor: Cursor, sql: u64) -> Result<Swept, SinkError> {
         self.finished = true;
         let id = self.id;
         self.sink.run(move |s| s.finish(id, cursor, sql)).await

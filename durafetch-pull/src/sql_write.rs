@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
     table_name TEXT NOT NULL,
     statements TEXT NOT NULL,
     _pull_gen INTEGER,
+    autoincrement_counter INTEGER,
     PRIMARY KEY (do_id, table_name)
 );
 ";
@@ -230,11 +231,12 @@ pub(crate) fn save_schema(
     stamp: i64,
     table: &str,
     statements: &[String],
+    autoincrement: Option<i64>,
 ) -> rusqlite::Result<ApplyStats> {
     let text = serde_json::to_string(statements).unwrap_or_default();
     tx.execute(
-        "INSERT OR REPLACE INTO sql_schemas (do_id, table_name, statements, _pull_gen) VALUES (?1, ?2, ?3, ?4)",
-        params![write.do_id, table, text, stamp],
+        "INSERT OR REPLACE INTO sql_schemas (do_id, table_name, statements, _pull_gen, autoincrement_counter) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![write.do_id, table, text, stamp, autoincrement],
     )?;
     Ok(ApplyStats::default())
 }
@@ -315,6 +317,7 @@ mod tests {
     use durafetch_sdk::core::protocol::{ExportMode, IndexEntry, SqlRow};
 
     use super::*;
+    use crate::sink::Swept;
     use crate::sqlite_sink::SqliteSink;
 
     /// A file in memory (with `--history`) that knows two objects of one class, and their `do_id`s.
@@ -377,10 +380,10 @@ mod tests {
             &page(&["id", "name"], vec![("3", Some(vec![int(3), text("scone")])), ("1", Some(vec![int(1), text("green tea")]))]),
         )
         .unwrap();
-        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), 0, "nothing unsent to sweep");
+        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), Swept::default(), "nothing unsent to sweep");
         let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
         sink.apply_sql(write, &page(&["id", "name"], vec![("3", Some(vec![int(3), text("scone")]))])).unwrap();
-        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), 1, "row 1 was not sent: swept");
+        assert_eq!(sink.finish(write, Cursor::new(1, 0), 9).unwrap(), Swept { keys: 0, rows: 1 }, "row 1 was not sent: swept");
         assert_eq!(
             rows(&sink, &format!("SELECT row_key, deleted, row FROM sql_history WHERE do_id = {a} ORDER BY history_id")),
             [

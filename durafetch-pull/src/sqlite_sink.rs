@@ -8,7 +8,7 @@ use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::object_write::{now_ms, Writes};
-use crate::sink::{ApplyStats, OpenError, PullTarget, Sink, WriteId, INDEX_HEAD_NEWER};
+use crate::sink::{ApplyStats, OpenError, PullTarget, Sink, Swept, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
 
 const SCHEMA: &str = "
@@ -77,7 +77,11 @@ CREATE TABLE IF NOT EXISTS durafetch_meta (
 ";
 
 /// Columns added after the first release, for files an older puller created.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("durable_objects", "key_filter", "TEXT"), ("durable_objects", "local_sql_seq", "INTEGER")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("durable_objects", "key_filter", "TEXT"),
+    ("durable_objects", "local_sql_seq", "INTEGER"),
+    ("sql_schemas", "autoincrement_counter", "INTEGER"),
+];
 
 pub struct SqliteSink {
     pub(crate) conn: Connection,
@@ -235,13 +239,19 @@ impl Sink for SqliteSink {
     fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError> {
         SqliteSink::apply_sql(self, id, page)
     }
-    fn save_sql_schema(&mut self, id: WriteId, table: &str, statements: &[String]) -> Result<ApplyStats, SinkError> {
-        SqliteSink::save_sql_schema(self, id, table, statements)
+    fn save_sql_schema(
+        &mut self,
+        id: WriteId,
+        table: &str,
+        statements: &[String],
+        autoincrement: Option<i64>,
+    ) -> Result<ApplyStats, SinkError> {
+        SqliteSink::save_sql_schema(self, id, table, statements, autoincrement)
     }
     fn drop_sql_table(&mut self, id: WriteId, table: &str) -> Result<ApplyStats, SinkError> {
         SqliteSink::drop_sql_table(self, id, table)
     }
-    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<u64, SinkError> {
+    fn finish(&mut self, id: WriteId, cursor: Cursor, sql: u64) -> Result<Swept, SinkError> {
         SqliteSink::finish(self, id, cursor, sql)
     }
     fn abandon(&mut self, id: WriteId) {

@@ -35,6 +35,8 @@ pub struct LocalWorker {
     /// DURAFETCH_RESTORE_AUTH, for a worker a test restores into.
     restore_secret: Option<String>,
     config: Option<PathBuf>,
+    /// Flags of `wrangler dev` beyond the harness's own.
+    dev_flags: Vec<String>,
     /// The worker's name: its API answers on `durafetch_<name>`.
     name: String,
     /// Where the puller connects, when not through wrangler's dev proxy on `port` (see
@@ -94,7 +96,7 @@ impl LocalWorker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let secrets = Secrets { read: secret, restore: restore_secret };
-        let child = spawn_wrangler(&root, dir.path(), port, &secrets, None);
+        let child = spawn_wrangler(&root, dir.path(), port, &secrets, None, &[]);
         let mut worker = LocalWorker {
             port,
             child,
@@ -102,6 +104,7 @@ impl LocalWorker {
             secret: secret.map(str::to_owned),
             restore_secret: restore_secret.map(str::to_owned),
             config: None,
+            dev_flags: Vec::new(),
             name: WORKER.to_owned(),
             pull_port: None,
             _turn: Some(turn),
@@ -147,14 +150,20 @@ impl LocalWorker {
 
     fn launch(&mut self) {
         self.pull_port = None;
-        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, &self.secrets(), self.config.as_deref());
+        self.child = spawn_wrangler(&repo_root(), self.dir.path(), self.port, &self.secrets(), self.config.as_deref(), &self.dev_flags);
         self.wait_ready();
     }
 
     /// Restarts with the example's wrangler.toml edited by `edit` (or the original for `None`),
     /// keeping the stored state and the port (the file knows objects by their server's URL).
     pub fn restart_with_config(&mut self, edit: Option<&dyn Fn(String) -> String>) {
+        self.restart_with_dev_flags(edit, &[]);
+    }
+
+    /// [`Self::restart_with_config`], with `flags` given to `wrangler dev` as well.
+    pub fn restart_with_dev_flags(&mut self, edit: Option<&dyn Fn(String) -> String>, flags: &[&str]) {
         self.config = edit.map(|edit| write_config(self.dir.path(), edit));
+        self.dev_flags = flags.iter().map(|f| f.to_string()).collect();
         self.restart_on_same_port();
     }
 
@@ -180,7 +189,7 @@ impl LocalWorker {
         let config = write_config(dir.path(), &rename);
         let port = free_port();
         let secrets = Secrets { read: self.secret.as_deref(), restore: restore_secret };
-        let child = spawn_wrangler(&repo_root(), dir.path(), port, &secrets, Some(&config));
+        let child = spawn_wrangler(&repo_root(), dir.path(), port, &secrets, Some(&config), &[]);
         let mut worker = LocalWorker {
             port,
             child,
@@ -188,6 +197,7 @@ impl LocalWorker {
             secret: self.secret.clone(),
             restore_secret: restore_secret.map(str::to_owned),
             config: Some(config),
+            dev_flags: Vec::new(),
             name: name.to_owned(),
             pull_port: None,
             _turn: None,
@@ -281,6 +291,16 @@ impl LocalWorker {
     /// does not have; or back to the proxy with [`LocalWorker::port`].
     pub fn pulls_via(&mut self, port: u16) {
         self.pull_port = Some(port);
+    }
+
+    /// Whether the worker's log shows `text` within 10 s: workerd writes a log line some time
+    /// after the request that made it has been answered.
+    pub fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logs().contains(text) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.logs().contains(text)
     }
 
     pub fn logs(&self) -> String {
@@ -440,9 +460,9 @@ struct Secrets<'a> {
     restore: Option<&'a str>,
 }
 
-fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secrets: &Secrets<'_>, config: Option<&Path>) -> Child {
+fn spawn_wrangler(root: &Path, dir: &Path, port: u16, secrets: &Secrets<'_>, config: Option<&Path>, flags: &[String]) -> Child {
     let mut cmd = Command::new("wrangler");
-    cmd.current_dir(root).args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"]);
+    cmd.current_dir(root).args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"]).args(flags);
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }

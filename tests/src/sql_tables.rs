@@ -44,7 +44,8 @@ pub fn query(worker: &LocalWorker, object: &str, query: &str) -> Rows {
     rows.into_iter().map(|r| r.into_iter().map(normal).collect()).collect()
 }
 
-/// The object's user tables and their columns, as it sees them.
+/// The object's user tables and their columns, as `SELECT *` sees them: generated columns
+/// included (`pragma_table_xinfo`, where `pragma_table_info` leaves them out).
 pub fn source_tables(worker: &LocalWorker, object: &str) -> BTreeMap<String, Vec<String>> {
     let tables = query(
         worker,
@@ -56,7 +57,7 @@ pub fn source_tables(worker: &LocalWorker, object: &str) -> BTreeMap<String, Vec
         .into_iter()
         .map(|t| {
             let name = t[0].as_str().unwrap().to_owned();
-            let columns = query(worker, object, &format!("SELECT name FROM pragma_table_info('{name}') ORDER BY cid"));
+            let columns = query(worker, object, &format!("SELECT name FROM pragma_table_xinfo('{name}') ORDER BY cid"));
             (name, columns.into_iter().map(|c| c[0].as_str().unwrap().to_owned()).collect())
         })
         .collect()

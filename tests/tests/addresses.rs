@@ -72,12 +72,42 @@ fn the_api_answers_where_its_setting_says_and_nowhere_else() {
     assert_eq!(raw_get(port, "localhost", &format!("{PREFIX}/nothing"), &auth).0, 400);
     assert_eq!(worker.get_text("kv/a/get"), r#"{"k":1}"#, "the user's routes are untouched");
 
-    // A prefix too short to be safe is refused, with the rule, on the API's labels.
+    // A prefix too short to be safe is refused, with the rule, on the API's labels, and under
+    // the prefix itself on any host (a workers.dev host has no label of durafetch's).
     worker.restart_with_config(Some(&with_setting("api = \"path_prefix\"\npath_prefix = \"/short\"".into())));
-    let (status, body) = raw_get(port, &format!("durafetch_{WORKER}.localhost"), "/index", &auth);
-    assert_eq!(status, 500, "{body}");
-    assert!(body.contains("path_prefix \\\"/short\\\" is too short"), "{body}");
+    for (host, path) in [(format!("durafetch_{WORKER}.localhost"), "/index"), ("localhost".to_owned(), "/short/index")] {
+        let (status, body) = raw_get(port, &host, path, &auth);
+        assert_eq!(status, 500, "{host}{path}: {body}");
+        assert!(body.contains("path_prefix \\\"/short\\\" is too short"), "{body}");
+    }
     assert_eq!(worker.get_text("kv/a/get"), r#"{"k":1}"#, "the user's routes still work");
+    // A user's reproduction: a prefix like the docs' but short, reached as a pull would.
+    worker.restart_with_config(Some(&with_setting("api = \"path_prefix\"\npath_prefix = \"/_durafetch-abcd\"".into())));
+    let (status, body) = raw_get(port, "localhost", "/_durafetch-abcd/index", &auth);
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("path_prefix \\\"/_durafetch-abcd\\\" is too short"), "{body}");
+    let (status, body) = raw_get(port, "localhost", "/shorter/index", &auth);
+    assert!(body.contains(USER_CODE), "another path is the app's: {status} {body}");
+    assert!(worker.logged("is too short or not one path segment"), "the log says why: {}", worker.logs());
+}
+
+/// With deploy.md's production `routes` in wrangler.toml, `wrangler dev` addresses every request
+/// to the first route's host unless told not to: run as the README says, with
+/// `--infer-origin-from-routes=false`, the API answers on its local label and the app on its
+/// routes.
+#[test]
+fn with_production_routes_the_local_label_answers_as_the_readme_says() {
+    let mut worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/a/put?key=k", "1");
+    let routes = |toml: String| {
+        format!(
+            "routes = [\n  {{ pattern = \"app.example.com/*\", zone_name = \"example.com\" }},\n  \
+             {{ pattern = \"durafetch_{WORKER}.example.com/*\", zone_name = \"example.com\" }},\n]\n{toml}"
+        )
+    };
+    worker.restart_with_dev_flags(Some(&routes), &["--infer-origin-from-routes=false"]);
+    pulls_from(&format!("ws://durafetch_{WORKER}.localhost:{}", worker.port), "the underscore label, routes in the config");
+    assert_eq!(worker.get_text("kv/a/get"), r#"{"k":1}"#, "the app's routes");
 }
 
 /// wss:// through a TLS endpoint whose certificate, from a CA of the test's own, covers

@@ -26,23 +26,23 @@ fn malformed_sessions_are_refused_precisely_and_change_nothing() {
     let id: String = rusqlite::Connection::open(&db).unwrap().query_row("SELECT id FROM durable_objects", [], |r| r.get(0)).unwrap();
     let export = format!("/export/CounterSql/{id}");
 
-    let big = format!(r#"{{"type":"hello","version":3,"window":1,"pad":"{}"}}"#, "x".repeat(5000));
+    let big = format!(r#"{{"type":"hello","version":4,"window":1,"pad":"{}"}}"#, "x".repeat(5000));
     let cases: Vec<(&str, Message, &str)> = vec![
         ("credit first", Message::text(r#"{"type":"credit","pages":1}"#), "expected a hello message first"),
         ("not JSON", Message::text("hello?"), "malformed message"),
-        ("unknown field", Message::text(r#"{"type":"hello","version":3,"window":1,"x":1}"#), "unknown field"),
+        ("unknown field", Message::text(r#"{"type":"hello","version":4,"window":1,"x":1}"#), "unknown field"),
         ("unknown type", Message::text(r#"{"type":"goodbye"}"#), "malformed message"),
         (
             "old puller",
             Message::text(r#"{"type":"hello","version":1,"window":1}"#),
-            "unsupported protocol version 1; this server speaks version 3",
+            "unsupported protocol version 1; this server speaks version 4",
         ),
-        ("zero window", Message::text(r#"{"type":"hello","version":3,"window":0}"#), "window must be between 1 and 64"),
-        ("huge window", Message::text(r#"{"type":"hello","version":3,"window":65}"#), "window must be between 1 and 64"),
-        ("negative cursor", Message::text(r#"{"type":"hello","version":3,"window":1,"since":{"epoch":-1,"seq":0}}"#), "malformed message"),
+        ("zero window", Message::text(r#"{"type":"hello","version":4,"window":0}"#), "window must be between 1 and 64"),
+        ("huge window", Message::text(r#"{"type":"hello","version":4,"window":65}"#), "window must be between 1 and 64"),
+        ("negative cursor", Message::text(r#"{"type":"hello","version":4,"window":1,"since":{"epoch":-1,"seq":0}}"#), "malformed message"),
         (
             "cursor past u64",
-            Message::text(r#"{"type":"hello","version":3,"window":1,"since":{"epoch":0,"seq":18446744073709551616}}"#),
+            Message::text(r#"{"type":"hello","version":4,"window":1,"since":{"epoch":0,"seq":18446744073709551616}}"#),
             "malformed message",
         ),
         ("oversized", Message::text(big), "message too large"),
@@ -61,12 +61,12 @@ fn malformed_sessions_are_refused_precisely_and_change_nothing() {
     // A second hello in a watch session, a credit larger than any window, and credits that add
     // up past the hello's window (each within bounds): the object would queue pages without bound.
     for (second, expected_error) in [
-        (r#"{"type":"hello","version":3,"window":1}"#, "hello sent twice"),
+        (r#"{"type":"hello","version":4,"window":1}"#, "hello sent twice"),
         (r#"{"type":"credit","pages":65}"#, "window must be between"),
         (r#"{"type":"credit","pages":8}"#, "credit beyond the window"),
     ] {
         let mut socket = open(&worker, "/index");
-        socket.send(Message::text(r#"{"type":"hello","version":3,"window":8,"watch":true}"#)).unwrap();
+        socket.send(Message::text(r#"{"type":"hello","version":4,"window":8,"watch":true}"#)).unwrap();
         socket.send(Message::text(second)).unwrap();
         let (error, code) = outcome(&mut socket);
         assert_eq!(code, Some(CloseCode::Policy), "{second}: {error:?}");
@@ -74,7 +74,7 @@ fn malformed_sessions_are_refused_precisely_and_change_nothing() {
     }
     // A client that vanishes mid-session costs nothing either.
     let mut socket = open(&worker, &export);
-    socket.send(Message::text(r#"{"type":"hello","version":3,"window":1}"#)).unwrap();
+    socket.send(Message::text(r#"{"type":"hello","version":4,"window":1}"#)).unwrap();
     drop(socket);
 
     // Nothing changed, and pulls still work: a fresh file and an incremental one.
@@ -119,7 +119,7 @@ fn a_silent_client_is_let_go_after_the_silence_limit() {
     };
     let mut mute = bounded(open(&worker, &export));
     let mut stalled = bounded(open(&worker, &export));
-    stalled.send(Message::text(r#"{"type":"hello","version":3,"window":1}"#)).unwrap();
+    stalled.send(Message::text(r#"{"type":"hello","version":4,"window":1}"#)).unwrap();
     let mut pages = 0;
     let (error, code) = loop {
         match stalled.read() {

@@ -341,6 +341,24 @@ fn four_sharded_pullers_cover_every_object_exactly_once() {
     assert!(refused.stderr.contains("PostgreSQL"), "{}", refused.stderr);
 }
 
+/// PostgreSQL's text cannot hold U+0000: an object with such a key fails, named as the user
+/// named it, and the other objects are pulled all the same.
+#[test]
+fn an_object_postgresql_cannot_hold_fails_by_its_name() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/with-a-nul/put_multiple_raw", r#"{"a\u0000b": 1}"#);
+    worker.post("kv/plain/put?key=k", "1");
+    let server = PostgresServer::start();
+    let url = server.create_database("nul");
+    let run = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let summary = run.summary.as_ref().unwrap();
+    let failed = summary["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{summary}");
+    assert!(failed[0].as_str().unwrap().starts_with("CounterKv name \"with-a-nul\" (id "), "{summary}");
+    assert_eq!(read_pg(&url).get(&("CounterKv".to_string(), "plain".to_string())).map(|keys| keys.len()), Some(1));
+}
+
 /// Watchers, which never end by themselves: killed when dropped, so a failing test leaves none.
 struct Watchers(Vec<Child>);
 
@@ -400,6 +418,13 @@ fn two_sharded_watchers_keep_the_database_current() {
     // Writes after the initial sync reach the database through whichever watcher owns the object.
     write_all("2");
     wait_for("2", "the writes after the initial sync");
+    // While they write, a puller of the same part, or of the whole database, is refused, where
+    // the two would deadlock on the same rows.
+    for flags in [&["--shard", "1/2"][..], &[]] {
+        let refused = worker.pull_with(Path::new(&url), TOKEN, flags);
+        assert_eq!(refused.code, Some(2), "{flags:?}: {}", refused.stderr);
+        assert!(refused.stderr.contains("another durafetch-pull is writing into this PostgreSQL database"), "{}", refused.stderr);
+    }
     for watcher in &mut watchers.0 {
         assert!(watcher.try_wait().unwrap().is_none(), "a watcher exited early");
         let _ = std::process::Command::new("kill").args(["-INT", &watcher.id().to_string()]).status();
@@ -410,4 +435,7 @@ fn two_sharded_watchers_keep_the_database_current() {
     let parts: Vec<String> =
         client.query("SELECT DISTINCT part FROM durafetch_servers ORDER BY part", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(parts, ["1/2", "2/2"]);
+    // Their locks went with them.
+    let after = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
 }

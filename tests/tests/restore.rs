@@ -169,6 +169,37 @@ fn modes_replace_merge_and_empty() {
     assert_eq!(state.into_iter().collect::<Vec<_>>(), [("u".to_string(), "1".to_string())], "the unnamed object, by its id");
 }
 
+/// What SQLite keeps beside a table's rows comes back too: an AUTOINCREMENT table hands out no
+/// key its source handed out (a deleted one included), and a merge never lowers a counter the
+/// object has moved past; generated columns are computed again; rows whose declared key is NULL
+/// are each restored.
+#[test]
+fn autoincrement_counters_generated_columns_and_null_keys_are_restored() {
+    let source = LocalWorker::start(Some(TOKEN));
+    let target = source.start_beside_restorable("durafetch-restored");
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.sqlite");
+    source.sql(
+        "ids",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT, twice AS (v || v));
+         INSERT INTO t (v) VALUES ('t1'), ('t2'), ('t3'); DELETE FROM t WHERE id = 3;
+         CREATE TABLE np (a TEXT PRIMARY KEY, v); INSERT INTO np VALUES (NULL, 1), (NULL, 2), ('x', 3);",
+    );
+    source.pull_settled(&backup);
+    let query =
+        |worker: &LocalWorker, q: &str| -> serde_json::Value { serde_json::from_str(&worker.post_text("sql/ids/sql_query", q)).unwrap() };
+    let run = restore_into(&target, &backup, &["--mode", "empty"]);
+    assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
+    target.sql("ids", "INSERT INTO t (v) VALUES ('t4')");
+    assert_eq!(query(&target, "SELECT id, v, twice FROM t ORDER BY id"), json!([[1, "t1", "t1t1"], [2, "t2", "t2t2"], [4, "t4", "t4t4"]]));
+    assert_eq!(query(&target, "SELECT v FROM np WHERE a IS NULL ORDER BY v"), json!([[1], [2]]), "each NULL-keyed row restored");
+    // The target has handed out 4; the backup's counter is 3, which must not lower it.
+    let run = restore_into(&target, &backup, &["--mode", "merge"]);
+    assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
+    target.sql("ids", "INSERT INTO t (v) VALUES ('t5')");
+    assert_eq!(query(&target, "SELECT max(id) FROM t"), json!([[5]]));
+}
+
 /// Writes at t1 and t2, a delete at t3, each followed by a pull with --history: --at a moment
 /// between the second and third pulls restores the t2 values, the deleted key and row included.
 /// A file without history is refused with the flag named.
@@ -303,18 +334,18 @@ fn malformed_import_requests_are_refused_precisely_and_change_nothing() {
     worker.post("sql/target/put?key=a", "1");
     let target = durafetch_sdk::core::route::ImportTarget::Name("target".into());
     let path = durafetch_sdk::core::route::ApiRoute::Import { class: "CounterSql".into(), target }.to_string();
-    let hello = r#"{"type":"hello","version":4,"mode":"merge","window":4}"#;
-    let replace = r#"{"type":"hello","version":4,"mode":"replace","window":4}"#;
+    let hello = r#"{"type":"hello","version":5,"mode":"merge","window":4}"#;
+    let replace = r#"{"type":"hello","version":5,"mode":"replace","window":4}"#;
     let cases: Vec<(&str, Vec<Message>, &str)> = vec![
         ("no hello", vec![Message::text(r#"{"type":"end"}"#)], "expected a hello message first"),
         (
             "old client",
-            vec![Message::text(r#"{"type":"hello","version":3,"mode":"merge","window":4}"#)],
-            "unsupported restore protocol version 3; this object speaks version 4",
+            vec![Message::text(r#"{"type":"hello","version":4,"mode":"merge","window":4}"#)],
+            "unsupported restore protocol version 4; this object speaks version 5",
         ),
         (
             "wide window",
-            vec![Message::text(r#"{"type":"hello","version":4,"mode":"merge","window":17}"#)],
+            vec![Message::text(r#"{"type":"hello","version":5,"mode":"merge","window":17}"#)],
             "window must be between 1 and 16",
         ),
         ("binary", vec![Message::binary(vec![1u8, 2])], "expected a text frame"),

@@ -97,7 +97,7 @@ fn a_new_restore_of_an_object_replaces_a_session_left_open() {
     let route = durafetch_sdk::core::route::ImportTarget::Name("room".into());
     let path = durafetch_sdk::core::route::ApiRoute::Import { class: "CounterSql".into(), target: route }.to_string();
     let mut left_open = durafetch_e2e::api_socket(&target, &path, RESTORE_TOKEN);
-    left_open.send(Message::text(r#"{"type":"hello","version":4,"mode":"replace","window":4}"#)).unwrap();
+    left_open.send(Message::text(r#"{"type":"hello","version":5,"mode":"replace","window":4}"#)).unwrap();
     assert!(left_open.read().unwrap().to_text().unwrap().contains("ready"));
     left_open.send(Message::text(r#"{"type":"put","changes":[{"k":"stale","v":1}]}"#)).unwrap();
     assert!(left_open.read().unwrap().to_text().unwrap().contains("staged"));

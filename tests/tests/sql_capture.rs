@@ -53,12 +53,7 @@ fn stored_text_is_never_run_as_sql() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(said, json!(["CounterSql unkeyable: hidden"]));
-    // wrangler writes the object's log lines as they come: wait for the line, a moment at most.
-    let logged = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        worker.logs().contains("hide its rowid")
-    });
-    assert!(logged, "the object logs why: {}", worker.logs());
+    assert!(worker.logged("hide its rowid"), "the object logs why: {}", worker.logs());
 }
 
 /// One statement's outcome in an object: its rows, or its error.
@@ -219,13 +214,13 @@ fn a_table_made_or_altered_during_an_export_is_sent_by_the_next() {
     pull_until_tables_match(&worker, &db, &["grow"], "filled");
     let id: String =
         rusqlite::Connection::open(&db).unwrap().query_row("SELECT id FROM durable_objects WHERE name = 'grow'", [], |r| r.get(0)).unwrap();
-    let first = session(&worker, &id, json!({"type": "hello", "version": 3, "window": 1}), || {
+    let first = session(&worker, &id, json!({"type": "hello", "version": 4, "window": 1}), || {
         sql(&worker, "grow", "CREATE TABLE late (a); INSERT INTO late VALUES (1), (2), (3); ALTER TABLE big ADD COLUMN extra DEFAULT 'x'");
     });
     let end = first.last().unwrap();
     assert_eq!(end["type"], "end", "{end:?}");
     let next =
-        session(&worker, &id, json!({"type": "hello", "version": 3, "window": 1, "since": end["cursor"], "since_sql": end["sql"]}), || {});
+        session(&worker, &id, json!({"type": "hello", "version": 4, "window": 1, "since": end["cursor"], "since_sql": end["sql"]}), || {});
     assert_eq!(next.last().unwrap()["type"], "end", "{:?}", next.last());
     let pages = |table: &'static str| next.iter().filter(move |m| m["type"] == "sql_page" && m["table"] == table);
     let late_rows: usize = pages("late").map(|m| m["rows"].as_array().unwrap().len()).sum();
@@ -237,7 +232,7 @@ fn a_table_made_or_altered_during_an_export_is_sent_by_the_next() {
     let again = session(
         &worker,
         &id,
-        json!({"type": "hello", "version": 3, "window": 1, "since": next.last().unwrap()["cursor"], "since_sql": next.last().unwrap()["sql"]}),
+        json!({"type": "hello", "version": 4, "window": 1, "since": next.last().unwrap()["cursor"], "since_sql": next.last().unwrap()["sql"]}),
         || {},
     );
     assert!(!again.iter().any(|m| m["type"] == "sql_page"), "nothing changed since: nothing sent");

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 /// Version 2 added the SQL tables of SQLite-backed objects (`sql_page`, `sql_table_gone`, the
 /// SQL half of the cursor) and the worker's name in `objects` pages; version 3 the tables'
-/// schema (`sql_schema`), which a restore recreates them from. An older client is refused with
-/// an error naming both versions.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// schema (`sql_schema`), which a restore recreates them from; version 4 the generated columns'
+/// values in `sql_page` and a table's AUTOINCREMENT counter in `sql_schema`. An older client is
+/// refused with an error naming both versions.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Range reads of an export, and the pages it sends, hold at most this many keys: `list` has no
 /// per-call key limit, and each read and page has a fixed cost on both ends (a 100,000-key export
 /// took 140 ms of the object's time with reads of 1,000 keys, and 105 ms with reads of 4,000).
@@ -128,6 +129,11 @@ pub enum ServerMessage {
     SqlSchema {
         table: String,
         statements: Vec<String>,
+        /// The table's AUTOINCREMENT counter (its `sqlite_sequence` row) when it has one: the
+        /// largest key the table ever handed out, which a restore puts back so that no deleted
+        /// key is handed out again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        autoincrement: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refused: Option<String>,
     },
@@ -563,27 +569,28 @@ mod tests {
 
     #[test]
     fn client_messages_are_validated() {
-        let hello = ClientMessage::parse(r#"{"type":"hello","version":3,"since":{"epoch":2,"seq":3},"since_sql":5,"window":4}"#).unwrap();
+        let hello = ClientMessage::parse(r#"{"type":"hello","version":4,"since":{"epoch":2,"seq":3},"since_sql":5,"window":4}"#).unwrap();
         assert_eq!(
             hello,
-            ClientMessage::Hello { version: 3, since: Some(Cursor::new(2, 3)), since_sql: 5, since_rev: 0, window: 4, watch: false }
+            ClientMessage::Hello { version: 4, since: Some(Cursor::new(2, 3)), since_sql: 5, since_rev: 0, window: 4, watch: false }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":3,"since_rev":9,"window":1}"#).unwrap(),
-            ClientMessage::Hello { version: 3, since: None, since_sql: 0, since_rev: 9, window: 1, watch: false }
+            ClientMessage::parse(r#"{"type":"hello","version":4,"since_rev":9,"window":1}"#).unwrap(),
+            ClientMessage::Hello { version: 4, since: None, since_sql: 0, since_rev: 9, window: 1, watch: false }
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"hello","version":3,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
-            ClientMessage::Hello { version: 3, since: None, since_sql: 0, since_rev: 9, window: 1, watch: true }
+            ClientMessage::parse(r#"{"type":"hello","version":4,"since_rev":9,"window":1,"watch":true}"#).unwrap(),
+            ClientMessage::Hello { version: 4, since: None, since_sql: 0, since_rev: 9, window: 1, watch: true }
         );
         assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":1,"window":4}"#), Err(ProtocolError::Version(1)));
         assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":2,"window":4}"#), Err(ProtocolError::Version(2)));
-        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":3,"window":0}"#), Err(ProtocolError::Window));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":3,"window":4}"#), Err(ProtocolError::Version(3)));
+        assert_eq!(ClientMessage::parse(r#"{"type":"hello","version":4,"window":0}"#), Err(ProtocolError::Window));
         assert_eq!(ClientMessage::parse(r#"{"type":"credit","pages":65}"#), Err(ProtocolError::Window));
         assert!(matches!(ClientMessage::parse("not json"), Err(ProtocolError::Malformed(_))));
         assert!(matches!(ClientMessage::parse(r#"{"type":"credit","pages":1,"x":1}"#), Err(ProtocolError::Malformed(_))));
         assert!(matches!(
-            ClientMessage::parse(r#"{"type":"hello","version":3,"window":1,"since":{"epoch":-1,"seq":0}}"#),
+            ClientMessage::parse(r#"{"type":"hello","version":4,"window":1,"since":{"epoch":-1,"seq":0}}"#),
             Err(ProtocolError::Malformed(_))
         ));
         assert_eq!(ClientMessage::parse(&" ".repeat(MAX_CLIENT_MESSAGE_BYTES + 1)), Err(ProtocolError::TooLarge));

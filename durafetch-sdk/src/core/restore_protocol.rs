@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::core::protocol::{Change, SqlPage};
 
 /// The version of this protocol, which a hello names. Version 4 applies at `end` what version 3
-/// (the export protocol's number, which restores shared until then) wrote request by request.
-pub const IMPORT_VERSION: u32 = 4;
+/// (the export protocol's number, which restores shared until then) wrote request by request;
+/// version 5 puts back a table's AUTOINCREMENT counter (`create_table`'s `autoincrement`).
+pub const IMPORT_VERSION: u32 = 5;
 
 /// Upper bound on the window a restore client may ask for.
 pub const MAX_IMPORT_WINDOW: u32 = 16;
@@ -68,8 +69,14 @@ pub enum ImportRequest {
     Put { changes: Vec<Change> },
     /// The SQL table `table` as `statements` make it (its `CREATE TABLE`, then its indexes), as
     /// the mode says: replace drops the table the object has first, merge keeps a table that
-    /// exists.
-    CreateTable { table: String, statements: Vec<String> },
+    /// exists. `autoincrement` is the table's AUTOINCREMENT counter in the backup, which the
+    /// object's counter is raised to (never lowered).
+    CreateTable {
+        table: String,
+        statements: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        autoincrement: Option<i64>,
+    },
     /// The SQL table `table` dropped if it exists (a replace, for a table the backup lacks).
     DropTable { table: String },
     /// Rows for a table of an earlier `create_table`, written over any row with the same key
@@ -205,7 +212,7 @@ mod tests {
         assert_eq!(ImportRequest::parse(r#"{"type":"list_keys"}"#), Ok(ImportRequest::ListKeys { after: None }));
 
         let refused = |text: &str| ImportRequest::parse(text).unwrap_err();
-        assert_eq!(refused(r#"{"type":"hello","version":3,"mode":"merge","window":1}"#), ImportRequestError::Version(3));
+        assert_eq!(refused(r#"{"type":"hello","version":4,"mode":"merge","window":1}"#), ImportRequestError::Version(4));
         assert_eq!(
             refused(&format!(r#"{{"type":"hello","version":{IMPORT_VERSION},"mode":"merge","window":17}}"#)),
             ImportRequestError::Window

@@ -74,6 +74,26 @@ impl ApiAddress {
     }
 }
 
+/// Whether a request may be meant for the API of a worker whose durafetch configuration is
+/// unusable, so that it is answered with what is wrong rather than by the app (whose 404 would
+/// say nothing): a host under a durafetch label; a path under `configured_prefix`, the
+/// `path_prefix` the configuration names, however it is wrong; or a path whose first segment
+/// starts with `_durafetch` or `durafetch`, as the prefixes the docs suggest do.
+pub fn may_be_api(host: &str, path: &str, configured_prefix: Option<&str>) -> bool {
+    let label = host.split('.').next().unwrap_or("");
+    let starts = |text: &str, head: &str| text.get(..head.len()).is_some_and(|h| h.eq_ignore_ascii_case(head));
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let under_configured = configured_prefix
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| !p.is_empty())
+        .is_some_and(|prefix| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    starts(label, HOST_LABEL_PREFIX)
+        || starts(label, HYPHEN_LABEL_PREFIX)
+        || under_configured
+        || starts(segment, "_durafetch")
+        || starts(segment, "durafetch")
+}
+
 /// Whether plain http/ws is acceptable for this host (local development only).
 pub fn is_local_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
@@ -220,6 +240,20 @@ mod tests {
         assert_eq!(hyphen.api_path("durafetch-w-10.example.com", "/index", "w-1"), None);
         assert_eq!(hyphen.api_path("durafetch_w-1.example.com", "/index", "w-1"), None);
         assert_eq!(hyphen.api_path("durafetcé-w.example.com", "/index", "-w"), None, "not a char boundary: no panic");
+    }
+
+    #[test]
+    fn requests_that_may_be_the_apis_are_told_what_is_wrong() {
+        assert!(may_be_api("durafetch_w.example.com", "/index", None));
+        assert!(may_be_api("Durafetch-w.example.com", "/", None));
+        assert!(may_be_api("w.a.workers.dev", "/_durafetch-abcd/index", None));
+        assert!(may_be_api("w.a.workers.dev", "/_DuraFetch", None));
+        assert!(may_be_api("w.a.workers.dev", "/short/index", Some("/short")));
+        assert!(may_be_api("w.a.workers.dev", "/short", Some("/short/")));
+        assert!(!may_be_api("w.a.workers.dev", "/shorter/index", Some("/short")), "a path that only starts with its characters");
+        assert!(!may_be_api("w.a.workers.dev", "/", Some("")));
+        assert!(!may_be_api("w.a.workers.dev", "/kv/a/get", None));
+        assert!(!may_be_api("é.example.com", "/é", None));
     }
 
     #[test]

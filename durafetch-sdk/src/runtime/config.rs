@@ -61,14 +61,37 @@ impl Config {
 
     /// [`Config::from_env`], read once per isolate: the worker's entry point asks for it on every
     /// request (in path-prefix mode any request may be the API's), and a deployment's variables
-    /// do not change under a running isolate.
-    pub fn cached(env: &Env) -> Result<Rc<Config>, String> {
-        CONFIG.with(|cached| cached.get_or_init(|| Config::from_env(env).map(Rc::new)).clone())
+    /// do not change under a running isolate. An unusable configuration is logged once per
+    /// isolate (`wrangler tail` shows it), whichever request comes first.
+    pub fn cached(env: &Env) -> Result<Rc<Config>, Rc<ConfigError>> {
+        CONFIG.with(|cached| {
+            cached
+                .get_or_init(|| {
+                    Config::from_env(env).map(Rc::new).map_err(|message| {
+                        worker::console_error!("{message}");
+                        // Read apart from the rest, which may be what is malformed.
+                        let path_prefix = env
+                            .object_var::<serde_json::Value>(CONFIG_VAR)
+                            .ok()
+                            .and_then(|config| config.get("path_prefix")?.as_str().map(str::to_owned));
+                        Rc::new(ConfigError { message, path_prefix })
+                    })
+                })
+                .clone()
+        })
     }
 }
 
+/// Why the configuration cannot be used, and the `path_prefix` it names, if any: a request under
+/// that prefix is meant for the API, and is told what is wrong.
+#[derive(Debug)]
+pub(crate) struct ConfigError {
+    pub message: String,
+    pub path_prefix: Option<String>,
+}
+
 thread_local! {
-    static CONFIG: OnceCell<Result<Rc<Config>, String>> = const { OnceCell::new() };
+    static CONFIG: OnceCell<Result<Rc<Config>, Rc<ConfigError>>> = const { OnceCell::new() };
 }
 
 /// The reading secret, [`SECRET_NAME`]: exports, the index, and the internal calls' tag.

@@ -11,7 +11,7 @@ use super::internal::{self, EXPORT_PATH, HELLO_HEADER, IMPORT_PATH, INDEX_PATH, 
 use super::{is_websocket_upgrade, json_error, registry, Routed};
 use crate::core::auth::{Secret, SecretError};
 use crate::core::protocol::{ProtocolError, MAX_CLIENT_MESSAGE_BYTES};
-use crate::core::route::{is_local_host, ApiRoute, ImportTarget, RouteError, HOST_LABEL_PREFIX, HYPHEN_LABEL_PREFIX};
+use crate::core::route::{is_local_host, may_be_api, ApiRoute, ImportTarget, RouteError};
 
 /// Called by `#[durafetch]` at the top of the worker's `#[event(fetch)]` function. Requests that
 /// are not the API's come back untouched, with the environment.
@@ -20,10 +20,11 @@ pub async fn route_worker_request(mut req: Request, env: Env) -> Routed<(Request
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let config = match Config::cached(&env) {
         Ok(config) => config,
-        // Without a config no mode is known: a request for a durafetch label is told why,
-        // anything else is the user's.
-        Err(message) if host.starts_with(HOST_LABEL_PREFIX) || host.starts_with(HYPHEN_LABEL_PREFIX) => {
-            return Routed::Handled(json_error(500, &message))
+        // Without a config no mode is known: a request that may be for the API (a durafetch
+        // label, the prefix the config names, a path like the prefixes the docs suggest) is
+        // told why; anything else is the user's.
+        Err(error) if may_be_api(&host, url.path(), error.path_prefix.as_deref()) => {
+            return Routed::Handled(json_error(500, &error.message))
         }
         Err(_) => return Routed::Pass((req, env)),
     };

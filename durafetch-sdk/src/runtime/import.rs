@@ -142,7 +142,7 @@ impl Import<'_> {
                     self.plan_mut()?.key_pages.push(index);
                     ImportReply::Staged {}
                 }
-                ImportRequest::CreateTable { table, statements } => self.create_table(table, statements)?,
+                ImportRequest::CreateTable { table, statements, autoincrement } => self.create_table(table, statements, autoincrement)?,
                 ImportRequest::DropTable { table } => {
                     let plan = self.plan_mut()?;
                     if plan.mode != ImportMode::Replace {
@@ -203,7 +203,7 @@ impl Import<'_> {
     }
 
     /// A table to make at `end` from the backup's statements, checked now.
-    fn create_table(&mut self, table: String, statements: Vec<String>) -> Result<ImportReply, SessionError> {
+    fn create_table(&mut self, table: String, statements: Vec<String>, autoincrement: Option<i64>) -> Result<ImportReply, SessionError> {
         self.sql()?;
         let creates_table =
             statements.first().is_some_and(|s| s.split_whitespace().nth(1).is_some_and(|w| w.eq_ignore_ascii_case("table")));
@@ -216,7 +216,7 @@ impl Import<'_> {
         if plan.tables.iter().any(|t| t.name.eq_ignore_ascii_case(&table)) {
             return Err(SessionError::BadRequest(format!("table {table} was sent twice")));
         }
-        plan.tables.push(StagedTable { name: table, statements, pages: Vec::new() });
+        plan.tables.push(StagedTable { name: table, statements, autoincrement, pages: Vec::new() });
         Ok(ImportReply::Staged {})
     }
 

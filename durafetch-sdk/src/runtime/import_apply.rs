@@ -29,7 +29,9 @@ use crate::core::keys::{RESERVED_END, RESERVED_PREFIX};
 use crate::core::protocol::{Change, ChangeValue, SqlPage, SqlValue};
 use crate::core::restore_protocol::{Applied, ImportMode, ImportRequest, KeyScope};
 use crate::core::sql_capture::{ident, TableShape};
-use crate::core::sql_restore::{count_rows, insert_rows, parents_first, rows_json, FOREIGN_KEY_CHECK, FOREIGN_KEY_PARENTS};
+use crate::core::sql_restore::{
+    count_rows, insert_rows, parents_first, rows_json, FOREIGN_KEY_CHECK, FOREIGN_KEY_PARENTS, HAS_AUTOINCREMENT_TABLE, RAISE_AUTOINCREMENT,
+};
 use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
 /// What a session staged, and how to apply it.
@@ -49,6 +51,8 @@ pub(crate) struct Plan {
 pub(crate) struct StagedTable {
     pub name: String,
     pub statements: Vec<String>,
+    /// The backup's AUTOINCREMENT counter of the table.
+    pub autoincrement: Option<i64>,
     pub pages: Vec<u32>,
 }
 
@@ -299,6 +303,9 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
             };
             applied.rows_written += write_rows(sql, shape, &page)?;
         }
+        if let Some(counter) = table.autoincrement {
+            raise_autoincrement(sql, &shape.name, counter)?;
+        }
     }
     // The restored tables only: a violation elsewhere is the app's, and the checks above keep
     // the restore from making one there.
@@ -315,6 +322,20 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
                 text(first.get(2))
             )));
         }
+    }
+    Ok(())
+}
+
+/// Raises the table's AUTOINCREMENT counter to the backup's: the rows written have raised it to
+/// their largest key already, but the backup's may be larger (its largest rows were deleted), and
+/// a key once handed out must not be handed out again. An object without `sqlite_sequence` has no
+/// AUTOINCREMENT table (a merge kept its own table, made without it): nothing to raise.
+fn raise_autoincrement(sql: &SqlStorage, table: &str, counter: i64) -> Result<(), Failure> {
+    if sql.rows(HAS_AUTOINCREMENT_TABLE, &[])?.length() == 0 {
+        return Ok(());
+    }
+    for statement in RAISE_AUTOINCREMENT {
+        sql.run_recorded(statement, &[table.into(), counter.to_string().into()]).map_err(|e| statement_error(table, e))?;
     }
     Ok(())
 }
@@ -342,12 +363,14 @@ pub(crate) fn count(sql: &SqlStorage, table: &str) -> Result<u64, JsValue> {
 
 /// Writes a page of rows into a table of the object, in one statement. The page names the
 /// columns of every object of the class (the file's table is their union): a column this table
-/// lacks is left out if the page holds only NULL in it, and refused otherwise.
+/// lacks is left out if the page holds only NULL in it, and refused otherwise. A column the table
+/// generates is left out: SQLite computes it from the others.
 fn write_rows(sql: &SqlStorage, shape: &TableShape, page: &SqlPage) -> Result<u64, Failure> {
     let mut picked = Vec::new();
     for (i, column) in page.columns.iter().enumerate() {
         match shape.columns.iter().find(|c| c.eq_ignore_ascii_case(column)) {
             Some(name) => picked.push((i, name.clone())),
+            None if shape.generated.iter().any(|c| c.eq_ignore_ascii_case(column)) => {}
             None if page.rows.iter().all(|r| r.v.as_ref().is_none_or(|v| v.get(i).is_none_or(|x| *x == SqlValue::Null))) => {}
             None => {
                 return Err(Failure::Backup(format!(

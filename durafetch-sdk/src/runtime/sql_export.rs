@@ -13,7 +13,7 @@ use super::sql_page::SqlPages;
 use super::sql_storage::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
 use crate::core::sql_capture::{change_set, decode_value, scan_binding, KnownTable, ScanBinding, TableShape, MARK_REPLACE};
-use crate::core::sql_restore::SCHEMA_STATEMENTS;
+use crate::core::sql_restore::{AUTOINCREMENT_COUNTERS, AUTOINCREMENT_TABLE, SCHEMA_STATEMENTS};
 use crate::core::storage_api::ReadSizer;
 
 /// How long an export waits for the app's open transactions to end before it gives up (the
@@ -52,6 +52,8 @@ pub(crate) struct SqlExport<'a> {
     refused: Vec<(String, String)>,
     /// Each recorded table's `CREATE TABLE` and `CREATE INDEX` statements.
     schemas: BTreeMap<String, Vec<String>>,
+    /// The AUTOINCREMENT counter of each table that has one.
+    counters: BTreeMap<String, i64>,
     /// What the log knew of each table, markers included, when the generation closed.
     known: Vec<KnownTable>,
     /// The head once the session closed the generation: every change at or below it is in what
@@ -72,7 +74,16 @@ impl<'a> SqlExport<'a> {
         // told by the odd head it was already reported.
         log.sql_head.set(head);
         let known = sql.known()?;
-        let mut export = SqlExport { log, sql, tables: BTreeMap::new(), refused: Vec::new(), schemas: BTreeMap::new(), known, head };
+        let mut export = SqlExport {
+            log,
+            sql,
+            tables: BTreeMap::new(),
+            refused: Vec::new(),
+            schemas: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            known,
+            head,
+        };
         export.read_tables()?;
         Ok(export)
     }
@@ -88,11 +99,25 @@ impl<'a> SqlExport<'a> {
             }
         }
         self.schemas.clear();
+        let mut has_counters = false;
         for row in self.sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
             let row = Array::from(&row);
             let table = row.get(0).as_string().unwrap_or_default();
+            has_counters |= table.eq_ignore_ascii_case(AUTOINCREMENT_TABLE);
             if self.tables.contains_key(&table) {
                 self.schemas.entry(table).or_default().push(row.get(1).as_string().unwrap_or_default());
+            }
+        }
+        // SQLite makes the counters' table with the first AUTOINCREMENT table; reading it
+        // before then is an error.
+        self.counters.clear();
+        if has_counters {
+            for row in self.sql.rows(AUTOINCREMENT_COUNTERS, &[])?.iter() {
+                let row = Array::from(&row);
+                let counter = row.get(1).as_string().and_then(|seq| seq.parse().ok());
+                if let (Some(table), Some(counter)) = (row.get(0).as_string(), counter) {
+                    self.counters.insert(table, counter);
+                }
             }
         }
         Ok(())
@@ -101,13 +126,19 @@ impl<'a> SqlExport<'a> {
     /// The table's schema, which the client keeps for a restore; sent before its rows.
     fn send_schema(&self, session: &mut impl Outbox, table: &TableShape) -> Result<(), SessionError> {
         let statements = self.schemas.get(&table.name).cloned().unwrap_or_default();
-        session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements, refused: None })
+        let autoincrement = self.counters.get(&table.name).copied();
+        session.send(&ServerMessage::SqlSchema { table: table.name.clone(), statements, autoincrement, refused: None })
     }
 
     /// Names each table durafetch cannot record, and why, so that the puller's summary says so.
     pub fn send_refusals(&self, session: &mut impl Outbox) -> Result<(), SessionError> {
         for (table, why) in &self.refused {
-            session.send(&ServerMessage::SqlSchema { table: table.clone(), statements: Vec::new(), refused: Some(why.clone()) })?;
+            session.send(&ServerMessage::SqlSchema {
+                table: table.clone(),
+                statements: Vec::new(),
+                autoincrement: None,
+                refused: Some(why.clone()),
+            })?;
         }
         Ok(())
     }
@@ -144,7 +175,7 @@ impl<'a> SqlExport<'a> {
             let last = if lead == 1 {
                 table.page_end(row.get(0).as_string().as_deref(), &[])
             } else {
-                table.page_end(None, &typed_values(&row, table.key_len(), table.columns.len())?)
+                table.page_end(None, &typed_values(&row, table.key_len(), table.exported_columns().len())?)
             };
             // A page that ends where the last one did would be read again for ever.
             if last.is_none() || last == after {
@@ -226,10 +257,10 @@ impl<'a> SqlExport<'a> {
 /// The pages of `table`'s rows, from reads whose rows lead with `lead` position values and, if
 /// `flagged`, say whether the row exists.
 fn pages_of(table: &TableShape, lead: usize, flagged: bool) -> Result<SqlPages, SessionError> {
-    let empty = ServerMessage::SqlPage(SqlPage { table: table.name.clone(), columns: table.columns.clone(), rows: Vec::new() });
+    let empty = ServerMessage::SqlPage(SqlPage { table: table.name.clone(), columns: table.exported_columns(), rows: Vec::new() });
     let text = serde_json::to_string(&empty).map_err(|e| SessionError::Server(e.to_string()))?;
     let head = text.strip_suffix("]}").ok_or_else(|| SessionError::Server(format!("an empty page ends oddly: {text}")))?;
-    Ok(SqlPages::build(head, lead, table.key_len(), flagged, table.columns.len(), MAX_PAGE_CHANGES, PAGE_TARGET_BYTES))
+    Ok(SqlPages::build(head, lead, table.key_len(), flagged, table.exported_columns().len(), MAX_PAGE_CHANGES, PAGE_TARGET_BYTES))
 }
 
 async fn send_rest(session: &mut impl Outbox, pages: &SqlPages) -> Result<(), SessionError> {

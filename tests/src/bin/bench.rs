@@ -604,7 +604,7 @@ fn main() {
     settle(&worker, &dir.path().join("p2-table-settle.sqlite"));
     let table_sink_rate = 100_000.0 / sql_sink_alone(&SinkPlace::Files(dir.path()), 100_000, 100, 2_000);
     let (_, table_secs, summary, _) = watched_pull(&worker, &dir.path().join("p2-table.sqlite"), "p2-table");
-    let table_rows = summary["keys_written"].as_u64().unwrap();
+    let table_rows = summary["rows_written"].as_u64().unwrap();
     let table_rate = table_rows as f64 / table_secs;
     let select_rate = selected as f64 / (select_ms / 1000.0);
     rows.push(rate_row(

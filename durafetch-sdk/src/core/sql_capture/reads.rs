@@ -35,7 +35,7 @@ impl TableShape {
     /// The selected values of each column: its type, then its value in a form JSON carries
     /// exactly, so that a whole read crosses from JS as one JSON text.
     fn value_exprs(&self, alias: &str) -> Vec<String> {
-        self.columns.iter().flat_map(|c| typed_value(&format!("{alias}.{}", ident(c)))).collect()
+        self.exported_columns().iter().flat_map(|c| typed_value(&format!("{alias}.{}", ident(c)))).collect()
     }
 
     /// The key values a [`Self::scan_page`] row ends a page at: its rowid (the position it

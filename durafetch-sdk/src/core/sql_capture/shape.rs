@@ -31,7 +31,11 @@ pub struct TableShape {
     /// The declared primary key's columns in key order: a table without rowid's row key. A
     /// rowid table's row key is its rowid, which no NULL, duplicate or REPLACE can blur.
     pub key: Vec<String>,
+    /// The columns the app writes, in table order.
     pub columns: Vec<String>,
+    /// The generated columns, in table order: exported as values after [`Self::columns`], since
+    /// `SELECT *` shows them, and never written by a restore, which SQLite computes them for.
+    pub generated: Vec<String>,
     /// The name that reaches the rowid of a rowid table: the first of `rowid`, `_rowid_` and
     /// `oid` that no column takes (a column of that name hides the rowid behind it), or else its
     /// INTEGER PRIMARY KEY column. `None` for a table without rowid, or one with no such name.
@@ -86,6 +90,7 @@ impl TableShape {
             without_rowid,
             key: key.into_iter().map(|(c, _, _, _)| c.clone()).collect(),
             columns: columns.iter().filter(|(_, _, _, generated)| *generated == 0).map(|(c, _, _, _)| c.clone()).collect(),
+            generated: columns.iter().filter(|(_, _, _, generated)| *generated != 0).map(|(c, _, _, _)| c.clone()).collect(),
             untyped_key,
             virtual_table: false,
             rowid,
@@ -123,8 +128,20 @@ impl TableShape {
     }
 
     /// What a change of which requires readers to replace the table's rows: its key and columns.
+    /// Generated columns count only where there are some, so that a table without any keeps the
+    /// fingerprint it had before they were exported.
     pub fn fingerprint(&self) -> String {
-        serde_json::json!({"v": CAPTURE_VERSION, "wr": self.without_rowid, "key": self.key, "columns": self.columns}).to_string()
+        let mut print = serde_json::json!({"v": CAPTURE_VERSION, "wr": self.without_rowid, "key": self.key, "columns": self.columns});
+        if !self.generated.is_empty() {
+            print["generated"] = serde_json::json!(self.generated);
+        }
+        print.to_string()
+    }
+
+    /// The columns an export sends, in the order its pages name them: the written ones, then the
+    /// generated ones.
+    pub fn exported_columns(&self) -> Vec<String> {
+        self.columns.iter().chain(&self.generated).cloned().collect()
     }
 
     pub fn recordable(&self) -> Result<(), String> {

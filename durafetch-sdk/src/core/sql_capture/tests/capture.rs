@@ -173,6 +173,8 @@ fn partial_indexes_collations_generated_columns_and_untyped_keys() {
         stmt.query_map(["g"], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect();
     let g = TableShape::from_columns("g".into(), false, &columns);
     assert_eq!((g.rowid.as_deref(), g.columns.as_slice()), (Some("_rowid_"), ["a".to_owned()].as_slice()));
+    // ... and is exported as a value after the written columns.
+    assert_eq!(g.exported_columns(), ["a", "rowid"]);
     // UPDATE OR REPLACE through a UNIQUE generated column.
     db.execute_batch("INSERT INTO gu (id, a) VALUES (1, 1), (2, 2)").unwrap();
     let before = close(&db);
