@@ -99,7 +99,6 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
     autoincrement_counter bigint,
     PRIMARY KEY (do_id, table_name)
 );
-ALTER TABLE sql_schemas ADD COLUMN IF NOT EXISTS autoincrement_counter bigint;
 CREATE TABLE IF NOT EXISTS durafetch_servers (
     server_url text NOT NULL,
     shard integer NOT NULL,
@@ -110,18 +109,24 @@ CREATE TABLE IF NOT EXISTS durafetch_servers (
 CREATE SEQUENCE IF NOT EXISTS durafetch_write_stamp;
 ";
 
+/// Columns added since the first release's schema: (table, column, type), our own constants.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("sql_schemas", "autoincrement_counter", "bigint")];
+
 /// Taken while the schema is made, so that pullers starting together do not race to create
 /// the same tables.
 const SCHEMA_LOCK: i64 = 0x6475_7261_6665_7463;
 
-/// Held for as long as a puller writes the database: alone by a puller of the whole database,
-/// shared by the pullers of its `--shard` parts. Two pullers writing the same objects at once
-/// would make each other wait on the same rows, and PostgreSQL ends such waits as deadlocks.
-const WRITER_LOCK: i64 = 0x6475_7261_7772_6974;
+/// The advisory lock held for as long as a puller writes the tables of `schema`: alone by a
+/// puller of the whole database, shared by the pullers of its `--shard` parts. Two pullers
+/// writing the same objects at once would make each other wait on the same rows, and PostgreSQL
+/// ends such waits as deadlocks. Advisory locks are the database's, so the schema is in the key.
+fn writer_lock(schema: &str) -> i64 {
+    crate::sink::fnv1a(&format!("durafetch-pull writer {schema}")) as i64
+}
 
-/// The lock a puller of `part` holds alone, besides the shared [`WRITER_LOCK`].
-fn part_lock(part: Part) -> i64 {
-    crate::sink::fnv1a(&format!("durafetch-pull part {part}")) as i64
+/// The lock a puller of `part` holds alone, besides the shared [`writer_lock`].
+fn part_lock(schema: &str, part: Part) -> i64 {
+    crate::sink::fnv1a(&format!("durafetch-pull part {schema} {part}")) as i64
 }
 
 /// A row of `kv` that differs from the page's row `u` (or is missing).
@@ -165,23 +170,38 @@ impl PostgresSink {
             }
         }
         let mut client = config.connect(NoTls)?;
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-        tx.batch_execute(SCHEMA)?;
-        tx.batch_execute(postgres_sql::SQL_SCHEMA)?;
-        tx.commit()?;
-        // Session locks: PostgreSQL lets them go when the connection ends, however the puller
-        // ends, so none outlives its puller.
+        // The writer's lock first, so that a puller turned away has waited on nothing (a
+        // schema statement may wait on a reader's open transaction). Session locks: PostgreSQL
+        // lets them go when the connection ends, however the puller ends, so none outlives it.
+        let schema: String = client.query_one("SELECT coalesce(current_schema(), '')", &[])?.get(0);
         let taken: bool = if part == Part::WHOLE {
-            client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])?.get(0)
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&writer_lock(&schema)])?.get(0)
         } else {
-            client
-                .query_one("SELECT pg_try_advisory_lock_shared($1) AND pg_try_advisory_lock($2)", &[&WRITER_LOCK, &part_lock(part)])?
-                .get(0)
+            let (writer, own) = (writer_lock(&schema), part_lock(&schema, part));
+            client.query_one("SELECT pg_try_advisory_lock_shared($1) AND pg_try_advisory_lock($2)", &[&writer, &own])?.get(0)
         };
         if !taken {
             return Err(OpenError::PostgresLocked(part));
         }
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        tx.batch_execute(SCHEMA)?;
+        tx.batch_execute(postgres_sql::SQL_SCHEMA)?;
+        // Columns added since a database was made, each only where it is missing: `ALTER TABLE`
+        // locks the table whole even when it changes nothing, and would wait on every reader.
+        for (table, column, kind) in ADDED_COLUMNS {
+            let present: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2)",
+                    &[table, column],
+                )?
+                .get(0);
+            if !present {
+                tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            }
+        }
+        tx.commit()?;
         Ok(PostgresSink { client, history, part, writes: Writes::default() })
     }
 

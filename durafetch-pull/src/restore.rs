@@ -482,7 +482,7 @@ impl ObjectRestore<'_> {
         if !self.settings.dry_run {
             session.create_table(table, &schema.statements, schema.autoincrement).await?;
         }
-        let source = self.backup.table_source(self.object, table)?;
+        let source = self.backup.table_source(self.object, schema)?;
         let mut after: Option<String> = None;
         loop {
             let (page, last) = self.backup.rows(self.object, &source, after.as_deref())?;

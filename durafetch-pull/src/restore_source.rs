@@ -68,10 +68,41 @@ pub struct TableSchema {
     pub autoincrement: Option<i64>,
 }
 
+impl TableSchema {
+    /// The table made alone from its `CREATE TABLE`, in a database of its own in memory, so that
+    /// SQLite itself says what the statement makes; `None` if SQLite cannot make it alone.
+    fn made_alone(&self) -> Option<Connection> {
+        let scratch = Connection::open_in_memory().ok()?;
+        scratch.execute_batch(self.statements.first()?).ok()?;
+        Some(scratch)
+    }
+
+    /// The columns its `CREATE TABLE` makes generated.
+    fn generated_columns(&self) -> Vec<String> {
+        let Some(scratch) = self.made_alone() else { return Vec::new() };
+        let names = scratch
+            .prepare("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden IN (2, 3)")
+            .and_then(|mut stmt| stmt.query_map([&self.table], |r| r.get(0))?.collect());
+        names.unwrap_or_default()
+    }
+
+    /// Whether its `CREATE TABLE` makes an AUTOINCREMENT table: SQLite makes `sqlite_sequence`
+    /// with the first one.
+    fn is_autoincrement(&self) -> bool {
+        let made = self.made_alone().map(|scratch| {
+            scratch.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')", [], |r| r.get(0))
+        });
+        matches!(made, Some(Ok(true)))
+    }
+}
+
 /// The backup file, read only.
 pub struct Backup {
     conn: Connection,
     moment: Moment,
+    /// Whether `sql_schemas` has `autoincrement_counter`: a file no pull has written since the
+    /// column was added lacks it, and is read, never changed.
+    has_counters: bool,
 }
 
 /// Keys or rows read per page.
@@ -98,7 +129,12 @@ impl Backup {
                 return Err(SourceError::NoHistory);
             }
         }
-        Ok(Backup { conn, moment })
+        let has_counters = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('sql_schemas') WHERE name = 'autoincrement_counter')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Backup { conn, moment, has_counters })
     }
 
     /// The objects the filter keeps that some pull finished, in class and name order.
@@ -254,7 +290,16 @@ impl Backup {
         let mut tables = Vec::new();
         for table in names.into_iter().filter(|t| filter.keeps_table(t)) {
             match (self.schema(object, &table)?, self.moment) {
-                (Some(schema), _) => tables.push(schema),
+                (Some(schema), _) => {
+                    if schema.autoincrement.is_none() && schema.is_autoincrement() && self.local_rows_exist(object, &table)? {
+                        errors.push(format!(
+                            "table {table}: its AUTOINCREMENT counter is not in the file (pulled by a release before counters were \
+                             recorded), so the restored table hands out keys after its largest restored row's, which may reuse a \
+                             deleted row's key; `durafetch-pull --verify=full` once records it"
+                        ));
+                    }
+                    tables.push(schema)
+                }
                 // Another object of the class has the table, this one neither its rows nor its schema.
                 (None, Moment::Latest) if !self.local_rows_exist(object, &table)? => {}
                 (None, Moment::Latest) => return Err(SourceError::NoSchema(table)),
@@ -267,7 +312,11 @@ impl Backup {
     fn schema(&self, object: &BackupObject, table: &str) -> Result<Option<TableSchema>, SourceError> {
         let held: Option<(String, Option<i64>)> = self
             .conn
-            .prepare_cached("SELECT statements, autoincrement_counter FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2")?
+            .prepare_cached(if self.has_counters {
+                "SELECT statements, autoincrement_counter FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2"
+            } else {
+                "SELECT statements, NULL FROM sql_schemas WHERE do_id = ?1 AND table_name = ?2"
+            })?
             .query_row(params![object.do_id, table], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((text, autoincrement)) = held else { return Ok(None) };
@@ -291,13 +340,21 @@ impl Backup {
     }
 
     /// Where the file holds `table`'s rows for the class of `object`, read once for all its pages.
-    pub fn table_source(&self, object: &BackupObject, table: &str) -> Result<TableSource, SourceError> {
+    /// The columns `schema`'s table generates are left out: the object computes them again, and
+    /// an object whose table lacks one takes the rest all the same.
+    pub fn table_source(&self, object: &BackupObject, schema: &TableSchema) -> Result<TableSource, SourceError> {
+        let table = schema.table.as_str();
         let local = self.local_table(object, table)?;
+        let generated = schema.generated_columns();
         let columns = match &local {
             Some(local) => {
                 let mut stmt = self.conn.prepare_cached("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
                 let names = stmt.query_map([local], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-                names.into_iter().filter_map(|local| source_column_name(&local).map(|source| (local, source))).collect()
+                names
+                    .into_iter()
+                    .filter_map(|local| source_column_name(&local).map(|source| (local, source)))
+                    .filter(|(_, source)| !generated.iter().any(|g| g.eq_ignore_ascii_case(source)))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -456,7 +513,9 @@ mod tests {
     }
 
     fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
-        let (page, _) = backup.rows(object, &backup.table_source(object, "t").unwrap(), None).unwrap();
+        let schema =
+            TableSchema { table: "t".into(), statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".into()], autoincrement: None };
+        let (page, _) = backup.rows(object, &backup.table_source(object, &schema).unwrap(), None).unwrap();
         page.rows.into_iter().map(|r| (r.k, r.v.unwrap())).collect()
     }
 
@@ -495,7 +554,38 @@ mod tests {
                 autoincrement: Some(7)
             }]
         );
+        assert!(errors.is_empty(), "{errors:?}");
+        // A column the backup's table generates is not sent: the target computes it, or lacks it.
+        let generated = TableSchema {
+            table: "t".into(),
+            statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v AS (id * 2))".into()],
+            autoincrement: None,
+        };
+        let source = latest.table_source(&object, &generated).unwrap();
+        assert_eq!(latest.rows(&object, &source, None).unwrap().0.columns, ["id"]);
+        // A file pulled before counters were recorded: the restore says what it cannot put back.
+        rusqlite::Connection::open(&db).unwrap().execute("UPDATE sql_schemas SET autoincrement_counter = NULL", []).unwrap();
+        let older = Backup::open(&db, Moment::Latest).unwrap();
+        assert_eq!(older.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
+        assert!(errors.len() == 1 && errors[0].contains("AUTOINCREMENT counter is not in the file"), "{errors:?}");
+        // ... and one from before the column was added is read all the same.
+        rusqlite::Connection::open(&db).unwrap().execute_batch("ALTER TABLE sql_schemas DROP COLUMN autoincrement_counter").unwrap();
+        let oldest = Backup::open(&db, Moment::Latest).unwrap();
+        assert_eq!(oldest.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// What a table's `CREATE TABLE` makes, as SQLite reads it: its generated columns, which a
+    /// restore leaves to the object to compute, and whether it is AUTOINCREMENT (a word in a
+    /// comment or a default is not).
+    #[test]
+    fn a_schema_is_read_as_sqlite_reads_it() {
+        let schema = |create: &str| TableSchema { table: "g".into(), statements: vec![create.into()], autoincrement: None };
+        let generated = schema("CREATE TABLE g (a, b AS (a * 2), c INTEGER GENERATED ALWAYS AS (a + 1) STORED, d DEFAULT 'AUTOINCREMENT')");
+        assert_eq!(generated.generated_columns(), ["b", "c"]);
+        assert!(!generated.is_autoincrement());
+        assert!(schema("CREATE TABLE g (id INTEGER PRIMARY KEY AUTOINCREMENT)").is_autoincrement());
+        assert!(schema("not sql").generated_columns().is_empty());
     }
 
     /// Pages of keys follow one another without a gap or a repeat, past the page size.

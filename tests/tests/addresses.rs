@@ -86,8 +86,10 @@ fn the_api_answers_where_its_setting_says_and_nowhere_else() {
     let (status, body) = raw_get(port, "localhost", "/_durafetch-abcd/index", &auth);
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("path_prefix \\\"/_durafetch-abcd\\\" is too short"), "{body}");
-    let (status, body) = raw_get(port, "localhost", "/shorter/index", &auth);
-    assert!(body.contains(USER_CODE), "another path is the app's: {status} {body}");
+    for (path, auth) in [("/shorter/index", &auth[..]), ("/_durafetch-abcd/index", &[]), ("/_durafetch-abcd/login", &auth)] {
+        let (status, body) = raw_get(port, "localhost", path, auth);
+        assert!(body.contains(USER_CODE), "{path} is the app's: {status} {body}");
+    }
     assert!(worker.logged("is too short or not one path segment"), "the log says why: {}", worker.logs());
 }
 

@@ -419,7 +419,11 @@ fn two_sharded_watchers_keep_the_database_current() {
     write_all("2");
     wait_for("2", "the writes after the initial sync");
     // While they write, a puller of the same part, or of the whole database, is refused, where
-    // the two would deadlock on the same rows.
+    // the two would deadlock on the same rows; at once, although a reader holds a transaction
+    // open on the pullers' tables.
+    let mut reader = server.client("watched");
+    let mut reading = reader.transaction().unwrap();
+    reading.query("SELECT count(*) FROM sql_schemas", &[]).unwrap();
     for flags in [&["--shard", "1/2"][..], &[]] {
         let refused = worker.pull_with(Path::new(&url), TOKEN, flags);
         assert_eq!(refused.code, Some(2), "{flags:?}: {}", refused.stderr);
@@ -435,7 +439,20 @@ fn two_sharded_watchers_keep_the_database_current() {
     let parts: Vec<String> =
         client.query("SELECT DISTINCT part FROM durafetch_servers ORDER BY part", &[]).unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(parts, ["1/2", "2/2"]);
-    // Their locks went with them.
+    // Their locks went with them, and the reader's transaction holds up no puller.
     let after = worker.pull_with(Path::new(&url), TOKEN, &[]);
     assert_eq!(after.code, Some(0), "{}", after.stderr);
+    reading.rollback().unwrap();
+    // A database made by a release before a column was added gets the column.
+    client.batch_execute("ALTER TABLE sql_schemas DROP COLUMN autoincrement_counter").unwrap();
+    let upgraded = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(upgraded.code, Some(0), "{}", upgraded.stderr);
+    let added: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'sql_schemas' AND column_name = 'autoincrement_counter'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(added, 1);
 }

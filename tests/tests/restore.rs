@@ -193,11 +193,17 @@ fn autoincrement_counters_generated_columns_and_null_keys_are_restored() {
     target.sql("ids", "INSERT INTO t (v) VALUES ('t4')");
     assert_eq!(query(&target, "SELECT id, v, twice FROM t ORDER BY id"), json!([[1, "t1", "t1t1"], [2, "t2", "t2t2"], [4, "t4", "t4t4"]]));
     assert_eq!(query(&target, "SELECT v FROM np WHERE a IS NULL ORDER BY v"), json!([[1], [2]]), "each NULL-keyed row restored");
-    // The target has handed out 4; the backup's counter is 3, which must not lower it.
-    let run = restore_into(&target, &backup, &["--mode", "merge"]);
+    // The target has handed out 4 and deleted it; the backup's counter, 3, must not lower its own.
+    target.sql("ids", "DELETE FROM t WHERE id = 4");
+    let run = restore_into(&target, &backup, &["--mode", "merge", "--no-undo"]);
     assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
     target.sql("ids", "INSERT INTO t (v) VALUES ('t5')");
     assert_eq!(query(&target, "SELECT max(id) FROM t"), json!([[5]]));
+    // Nor may a replace, which drops the table, and its counter with it, to make it again.
+    let run = restore_into(&target, &backup, &["--mode", "replace", "--no-undo"]);
+    assert_eq!(run.code, Some(0), "{:?} {}", run.objects, run.stderr);
+    target.sql("ids", "INSERT INTO t (v) VALUES ('t6')");
+    assert_eq!(query(&target, "SELECT id, v FROM t ORDER BY id"), json!([[1, "t1"], [2, "t2"], [6, "t6"]]));
 }
 
 /// Writes at t1 and t2, a delete at t3, each followed by a pull with --history: --at a moment

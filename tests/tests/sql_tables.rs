@@ -62,6 +62,15 @@ fn sql_tables_are_pulled_exactly_through_every_kind_of_change() {
     let txn = |sql: &[&str], rollback: bool| json!([{"op": "transaction", "sql": sql, "rollback": rollback}]).to_string();
     worker.post("sql/shop/ops", &txn(&["INSERT INTO notes VALUES ('in a transaction')", "DELETE FROM items WHERE id = 1"], false));
     worker.post("sql/shop/ops", &txn(&["INSERT INTO notes VALUES ('rolled back')", "DELETE FROM items"], true));
+    // Inside `transactionSync`, called as the README shows: committed, and failed (none commits).
+    let sync = |sql: &[&str], fail: bool| json!([{"op": "sql_sync", "sql": sql, "fail": fail}]).to_string();
+    worker
+        .post("sql/shop/ops", &sync(&["INSERT INTO notes VALUES ('in transactionSync')", "UPDATE items SET qty = 0 WHERE id = 2"], false));
+    worker.post("sql/shop/ops", &sync(&["INSERT INTO notes VALUES ('failed transactionSync')", "DELETE FROM items"], true));
+    assert_eq!(
+        query(&worker, "shop", "SELECT body FROM notes WHERE body LIKE '%transactionSync'"),
+        vec![vec![json!("in transactionSync")]]
+    );
     // From an alarm and from a hibernated WebSocket's message handler.
     worker.post("sql/shop/ops_in_alarm", &json!([{"op": "sql", "sql": "INSERT INTO notes VALUES ('from the alarm')"}]).to_string());
     let (mut socket, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/sql/shop/socket", worker.port)).unwrap();

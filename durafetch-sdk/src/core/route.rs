@@ -74,24 +74,29 @@ impl ApiAddress {
     }
 }
 
-/// Whether a request may be meant for the API of a worker whose durafetch configuration is
+/// Whether a request is meant for the API of a worker whose durafetch configuration is
 /// unusable, so that it is answered with what is wrong rather than by the app (whose 404 would
-/// say nothing): a host under a durafetch label; a path under `configured_prefix`, the
-/// `path_prefix` the configuration names, however it is wrong; or a path whose first segment
-/// starts with `_durafetch` or `durafetch`, as the prefixes the docs suggest do.
-pub fn may_be_api(host: &str, path: &str, configured_prefix: Option<&str>) -> bool {
+/// say nothing): any request to a host under a durafetch label; elsewhere only a puller's, which
+/// carries a bearer token (`bearer`) and asks for an API route (`/index`, `/export/..`) under
+/// `configured_prefix` (the `path_prefix` the configuration names, however it is wrong) or under
+/// a first segment that starts with `_durafetch`, as the prefixes the docs suggest do. The app's
+/// own requests, even under a prefix it shares by mistake, still reach the app.
+pub fn may_be_api(host: &str, path: &str, configured_prefix: Option<&str>, bearer: bool) -> bool {
     let label = host.split('.').next().unwrap_or("");
     let starts = |text: &str, head: &str| text.get(..head.len()).is_some_and(|h| h.eq_ignore_ascii_case(head));
-    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if starts(label, HOST_LABEL_PREFIX) || starts(label, HYPHEN_LABEL_PREFIX) {
+        return true;
+    }
+    let is_route = |rest: &str| rest.starts_with('/') && ApiRoute::parse(rest).is_ok();
     let under_configured = configured_prefix
         .map(|p| p.trim_end_matches('/'))
         .filter(|p| !p.is_empty())
-        .is_some_and(|prefix| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
-    starts(label, HOST_LABEL_PREFIX)
-        || starts(label, HYPHEN_LABEL_PREFIX)
-        || under_configured
-        || starts(segment, "_durafetch")
-        || starts(segment, "durafetch")
+        .and_then(|prefix| path.strip_prefix(prefix))
+        .is_some_and(is_route);
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let after_segment = path.strip_prefix('/').and_then(|p| p.get(segment.len()..));
+    let under_lookalike = starts(segment, "_durafetch") && after_segment.is_some_and(is_route);
+    bearer && (under_configured || under_lookalike)
 }
 
 /// Whether plain http/ws is acceptable for this host (local development only).
@@ -244,16 +249,21 @@ mod tests {
 
     #[test]
     fn requests_that_may_be_the_apis_are_told_what_is_wrong() {
-        assert!(may_be_api("durafetch_w.example.com", "/index", None));
-        assert!(may_be_api("Durafetch-w.example.com", "/", None));
-        assert!(may_be_api("w.a.workers.dev", "/_durafetch-abcd/index", None));
-        assert!(may_be_api("w.a.workers.dev", "/_DuraFetch", None));
-        assert!(may_be_api("w.a.workers.dev", "/short/index", Some("/short")));
-        assert!(may_be_api("w.a.workers.dev", "/short", Some("/short/")));
-        assert!(!may_be_api("w.a.workers.dev", "/shorter/index", Some("/short")), "a path that only starts with its characters");
-        assert!(!may_be_api("w.a.workers.dev", "/", Some("")));
-        assert!(!may_be_api("w.a.workers.dev", "/kv/a/get", None));
-        assert!(!may_be_api("é.example.com", "/é", None));
+        assert!(may_be_api("durafetch_w.example.com", "/index", None, false));
+        assert!(may_be_api("Durafetch-w.example.com", "/", None, false));
+        assert!(may_be_api("w.a.workers.dev", "/_durafetch-abcd/index", None, true));
+        assert!(may_be_api("w.a.workers.dev", "/_DuraFetch/index", None, true));
+        assert!(!may_be_api("w.a.workers.dev", "/_durafetch-abcd/index", None, false), "the app's, without a token");
+        assert!(!may_be_api("w.a.workers.dev", "/_durafetch-abcd/login", None, true), "not an API route");
+        assert!(!may_be_api("w.a.workers.dev", "/durafetchers/index", None, true));
+        assert!(may_be_api("w.a.workers.dev", "/short/index", Some("/short"), true));
+        assert!(may_be_api("w.a.workers.dev", "/short/index", Some("/short/"), true));
+        assert!(!may_be_api("w.a.workers.dev", "/short/users", Some("/short"), true), "the app's route under the prefix");
+        assert!(!may_be_api("w.a.workers.dev", "/shorter/index", Some("/short"), true), "a path that only starts with its characters");
+        assert!(!may_be_api("w.a.workers.dev", "/index", Some(""), true));
+        assert!(!may_be_api("w.a.workers.dev", "/shortindex", Some("/short"), true));
+        assert!(!may_be_api("w.a.workers.dev", "/kv/a/get", None, true));
+        assert!(!may_be_api("é.example.com", "/é", None, true));
     }
 
     #[test]

@@ -13,9 +13,6 @@ use crate::core::sql_capture::{ident, json_cell};
 pub const SCHEMA_STATEMENTS: &str = "SELECT tbl_name, sql FROM sqlite_master
     WHERE type IN ('table', 'index') AND sql IS NOT NULL ORDER BY tbl_name, type <> 'table', rowid";
 
-/// The table in which SQLite keeps each AUTOINCREMENT table's counter.
-pub const AUTOINCREMENT_TABLE: &str = "sqlite_sequence";
-
 /// Each AUTOINCREMENT table's counter, as text so that all 64 bits cross into JS.
 pub const AUTOINCREMENT_COUNTERS: &str = "SELECT name, CAST(seq AS TEXT) FROM sqlite_sequence";
 
@@ -24,15 +21,14 @@ pub const HAS_AUTOINCREMENT_TABLE: &str = "SELECT 1 FROM sqlite_master WHERE typ
 
 /// Puts table `?1`'s AUTOINCREMENT counter up to `?2` (given as text, all 64 bits), never down:
 /// a counter the object has already moved past stays, so that no key is handed out twice. Only
-/// for a table that is AUTOINCREMENT (which a row in `sqlite_sequence` or the word in its
-/// `CREATE TABLE` shows), and only once SQLite has made `sqlite_sequence` (see
-/// [`HAS_AUTOINCREMENT_TABLE`]), which it does with the first such table.
-pub const RAISE_AUTOINCREMENT: [&str; 2] = [
-    "UPDATE sqlite_sequence SET seq = CAST(?2 AS INTEGER) WHERE name = ?1 AND seq < CAST(?2 AS INTEGER)",
-    "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, CAST(?2 AS INTEGER) \
-     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1) \
-     AND EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1 AND sql LIKE '%AUTOINCREMENT%')",
-];
+/// once SQLite has made `sqlite_sequence` (see [`HAS_AUTOINCREMENT_TABLE`]), which it does with
+/// the first AUTOINCREMENT table.
+pub const RAISE_AUTOINCREMENT: &str = "UPDATE sqlite_sequence SET seq = CAST(?2 AS INTEGER) WHERE name = ?1 AND seq < CAST(?2 AS INTEGER)";
+
+/// Gives table `?1` the counter `?2` if it has none: for an AUTOINCREMENT table the restore made
+/// (from a backup that had a counter, so AUTOINCREMENT), whose restored rows did not make one.
+pub const START_AUTOINCREMENT: &str = "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, CAST(?2 AS INTEGER) \
+     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)";
 
 /// Rows of a user table, counted.
 pub fn count_rows(table: &str) -> String {
@@ -244,8 +240,8 @@ mod tests {
         assert_eq!(broken(&db), [("kid".to_string(), 11, "parent".to_string())]);
     }
 
-    /// An AUTOINCREMENT counter goes up to the backup's, never down, and only for a table that
-    /// is AUTOINCREMENT; the counters read back as the export reads them.
+    /// An AUTOINCREMENT counter goes up to the backup's, never down; a table without one gets one
+    /// only when started; the counters read back as the export reads them.
     #[test]
     fn autoincrement_counters_are_raised_never_lowered() {
         let db = rusqlite::Connection::open_in_memory().unwrap();
@@ -256,18 +252,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(db.query_row(HAS_AUTOINCREMENT_TABLE, [], |r| r.get::<_, i64>(0)).unwrap(), 1);
-        let raise = |table: &str, counter: i64| {
-            for statement in RAISE_AUTOINCREMENT {
-                db.execute(statement, [table, &counter.to_string()]).unwrap();
+        let raise = |table: &str, counter: i64, start: bool| {
+            db.execute(RAISE_AUTOINCREMENT, [table, &counter.to_string()]).unwrap();
+            if start {
+                db.execute(START_AUTOINCREMENT, [table, &counter.to_string()]).unwrap();
             }
         };
-        raise("fresh", 9_007_199_254_740_993);
-        raise("used", 2);
-        raise("plain", 5);
+        raise("fresh", 9_007_199_254_740_993, true);
+        raise("used", 2, true);
+        raise("plain", 5, false);
         let mut stmt = db.prepare(AUTOINCREMENT_COUNTERS).unwrap();
         let counters: Vec<(String, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
         assert_eq!(counters, [("used".into(), "3".into()), ("fresh".into(), "9007199254740993".into())]);
-        raise("used", 7);
+        raise("used", 7, false);
         db.execute("INSERT INTO used (v) VALUES (8)", []).unwrap();
         assert_eq!(db.query_row("SELECT max(id) FROM used", [], |r| r.get::<_, i64>(0)).unwrap(), 8);
     }

@@ -20,10 +20,10 @@ pub async fn route_worker_request(mut req: Request, env: Env) -> Routed<(Request
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let config = match Config::cached(&env) {
         Ok(config) => config,
-        // Without a config no mode is known: a request that may be for the API (a durafetch
-        // label, the prefix the config names, a path like the prefixes the docs suggest) is
-        // told why; anything else is the user's.
-        Err(error) if may_be_api(&host, url.path(), error.path_prefix.as_deref()) => {
+        // Without a config no mode is known: a request for the API (a durafetch label, or a
+        // puller's under the prefix the config names or one like the docs') is told why;
+        // anything else is the user's.
+        Err(error) if may_be_api(&host, url.path(), error.path_prefix.as_deref(), has_bearer(&req)) => {
             return Routed::Handled(json_error(500, &error.message))
         }
         Err(_) => return Routed::Pass((req, env)),
@@ -32,6 +32,12 @@ pub async fn route_worker_request(mut req: Request, env: Env) -> Routed<(Request
         return Routed::Pass((req, env));
     };
     Routed::Handled(serve(&mut req, &env, &config, &url, &host, path).await)
+}
+
+/// Whether the request carries a bearer token, as every puller's does.
+fn has_bearer(req: &Request) -> bool {
+    let header = req.headers().get("authorization").ok().flatten().unwrap_or_default();
+    header.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer "))
 }
 
 async fn serve(req: &mut Request, env: &Env, config: &Config, url: &Url, host: &str, path: &str) -> worker::Result<Response> {

@@ -30,7 +30,8 @@ use crate::core::protocol::{Change, ChangeValue, SqlPage, SqlValue};
 use crate::core::restore_protocol::{Applied, ImportMode, ImportRequest, KeyScope};
 use crate::core::sql_capture::{ident, TableShape};
 use crate::core::sql_restore::{
-    count_rows, insert_rows, parents_first, rows_json, FOREIGN_KEY_CHECK, FOREIGN_KEY_PARENTS, HAS_AUTOINCREMENT_TABLE, RAISE_AUTOINCREMENT,
+    count_rows, insert_rows, parents_first, rows_json, FOREIGN_KEY_CHECK, FOREIGN_KEY_PARENTS, HAS_AUTOINCREMENT_TABLE,
+    RAISE_AUTOINCREMENT, START_AUTOINCREMENT,
 };
 use crate::core::storage_api::MAX_KEYS_PER_CALL;
 
@@ -276,15 +277,25 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
             )));
         }
     }
+    // A dropped table's counter goes with it, and the keys it handed out after the backup may
+    // be held by the app's clients: the table made again counts on from the larger counter.
+    let dropped_counters: BTreeMap<String, i64> = sql
+        .autoincrement_counters()?
+        .into_iter()
+        .filter(|(name, _)| named(&going, name))
+        .map(|(name, counter)| (name.to_ascii_lowercase(), counter))
+        .collect();
     for table in parents_first(&with_parents(sql, &going)?).into_iter().rev() {
         applied.rows_deleted += count(sql, &table)?;
         sql.run_recorded(&format!("DROP TABLE {}", ident(&table)), &[]).map_err(|e| statement_error(&table, e))?;
     }
     let mut shapes = by_name(sql.tables()?);
+    let mut made = Vec::new();
     for table in &plan.tables {
         if shapes.contains_key(&table.name.to_ascii_lowercase()) {
             continue; // merge keeps a table the object has
         }
+        made.push(table.name.to_ascii_lowercase());
         for statement in &table.statements {
             sql.run_recorded(statement, &[]).map_err(|e| statement_error(&table.name, e))?;
         }
@@ -303,8 +314,11 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
             };
             applied.rows_written += write_rows(sql, shape, &page)?;
         }
-        if let Some(counter) = table.autoincrement {
-            raise_autoincrement(sql, &shape.name, counter)?;
+        let lower = name.to_ascii_lowercase();
+        if let Some(counter) = table.autoincrement.max(dropped_counters.get(&lower).copied()) {
+            // A backup's counter says its table is AUTOINCREMENT, and so is the one made from it.
+            let start = table.autoincrement.is_some() && made.contains(&lower);
+            raise_autoincrement(sql, &shape.name, counter, start)?;
         }
     }
     // The restored tables only: a violation elsewhere is the app's, and the checks above keep
@@ -326,16 +340,19 @@ async fn write_tables_deferred(sql: &SqlStorage, txn: &Object, plan: &Plan, appl
     Ok(())
 }
 
-/// Raises the table's AUTOINCREMENT counter to the backup's: the rows written have raised it to
+/// Raises the table's AUTOINCREMENT counter to `counter`: the rows written have raised it to
 /// their largest key already, but the backup's may be larger (its largest rows were deleted), and
-/// a key once handed out must not be handed out again. An object without `sqlite_sequence` has no
+/// a key once handed out must not be handed out again. `start`: the table is AUTOINCREMENT and
+/// gets the counter even if its rows made none. An object without `sqlite_sequence` has no
 /// AUTOINCREMENT table (a merge kept its own table, made without it): nothing to raise.
-fn raise_autoincrement(sql: &SqlStorage, table: &str, counter: i64) -> Result<(), Failure> {
+fn raise_autoincrement(sql: &SqlStorage, table: &str, counter: i64, start: bool) -> Result<(), Failure> {
     if sql.rows(HAS_AUTOINCREMENT_TABLE, &[])?.length() == 0 {
         return Ok(());
     }
-    for statement in RAISE_AUTOINCREMENT {
-        sql.run_recorded(statement, &[table.into(), counter.to_string().into()]).map_err(|e| statement_error(table, e))?;
+    let bindings = [table.into(), counter.to_string().into()];
+    sql.run_recorded(RAISE_AUTOINCREMENT, &bindings).map_err(|e| statement_error(table, e))?;
+    if start {
+        sql.run_recorded(START_AUTOINCREMENT, &bindings).map_err(|e| statement_error(table, e))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::sql_page::SqlPages;
 use super::sql_storage::SqlStorage;
 use crate::core::protocol::{ServerMessage, SqlPage, SqlValue, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
 use crate::core::sql_capture::{change_set, decode_value, scan_binding, KnownTable, ScanBinding, TableShape, MARK_REPLACE};
-use crate::core::sql_restore::{AUTOINCREMENT_COUNTERS, AUTOINCREMENT_TABLE, SCHEMA_STATEMENTS};
+use crate::core::sql_restore::SCHEMA_STATEMENTS;
 use crate::core::storage_api::ReadSizer;
 
 /// How long an export waits for the app's open transactions to end before it gives up (the
@@ -99,27 +99,14 @@ impl<'a> SqlExport<'a> {
             }
         }
         self.schemas.clear();
-        let mut has_counters = false;
         for row in self.sql.rows(SCHEMA_STATEMENTS, &[])?.iter() {
             let row = Array::from(&row);
             let table = row.get(0).as_string().unwrap_or_default();
-            has_counters |= table.eq_ignore_ascii_case(AUTOINCREMENT_TABLE);
             if self.tables.contains_key(&table) {
                 self.schemas.entry(table).or_default().push(row.get(1).as_string().unwrap_or_default());
             }
         }
-        // SQLite makes the counters' table with the first AUTOINCREMENT table; reading it
-        // before then is an error.
-        self.counters.clear();
-        if has_counters {
-            for row in self.sql.rows(AUTOINCREMENT_COUNTERS, &[])?.iter() {
-                let row = Array::from(&row);
-                let counter = row.get(1).as_string().and_then(|seq| seq.parse().ok());
-                if let (Some(table), Some(counter)) = (row.get(0).as_string(), counter) {
-                    self.counters.insert(table, counter);
-                }
-            }
-        }
+        self.counters = self.sql.autoincrement_counters()?;
         Ok(())
     }
 

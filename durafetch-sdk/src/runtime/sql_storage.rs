@@ -10,6 +10,7 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use super::js_methods::js_error;
 use crate::core::sql_capture::{self, ColumnInfo, IndexColumn, KnownTable, TableShape};
+use crate::core::sql_restore::{AUTOINCREMENT_COUNTERS, HAS_AUTOINCREMENT_TABLE};
 
 /// The runtime's own `exec` of the object's SQL storage, and that storage.
 pub(crate) struct SqlStorage {
@@ -25,6 +26,22 @@ impl SqlStorage {
         let cursor = self.run(query, bindings)?;
         let raw: Function = Reflect::get(&cursor, &"raw".into())?.dyn_into()?;
         Ok(Array::from(&raw.call0(&cursor)?))
+    }
+
+    /// Each AUTOINCREMENT table's counter, by its name as `sqlite_sequence` holds it. SQLite makes
+    /// `sqlite_sequence` with the first AUTOINCREMENT table; before then there is none to read.
+    pub fn autoincrement_counters(&self) -> Result<BTreeMap<String, i64>, JsValue> {
+        let mut counters = BTreeMap::new();
+        if self.rows(HAS_AUTOINCREMENT_TABLE, &[])?.length() == 0 {
+            return Ok(counters);
+        }
+        for row in self.rows(AUTOINCREMENT_COUNTERS, &[])?.iter() {
+            let row = Array::from(&row);
+            if let (Some(table), Some(counter)) = (row.get(0).as_string(), row.get(1).as_string().and_then(|seq| seq.parse().ok())) {
+                counters.insert(table, counter);
+            }
+        }
+        Ok(counters)
     }
 
     pub(super) fn run(&self, query: &str, bindings: &[JsValue]) -> Result<JsValue, JsValue> {

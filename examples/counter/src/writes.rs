@@ -178,6 +178,12 @@ pub enum Op {
     Sql {
         sql: String,
     },
+    /// SQL statements inside `storage.transactionSync`, as the README shows; `fail`: the callback
+    /// ends with an error after them, so that none commits.
+    SqlSync {
+        sql: Vec<String>,
+        fail: bool,
+    },
 }
 
 /// Runs write calls in order, from whichever entry point received them.
@@ -203,6 +209,22 @@ pub async fn apply(state: &State, ops: Vec<Op>) -> Result<()> {
             }
             Op::DeleteAll => storage.delete_all().await?,
             Op::Sql { sql } => run_sql(&storage.sql(), &sql)?,
+            Op::SqlSync { sql, fail } => {
+                let sql_storage = storage.sql();
+                let result = transaction_sync(&storage, move || {
+                    for statement in &sql {
+                        run_sql(&sql_storage, statement)?;
+                    }
+                    if fail {
+                        return Err(worker::Error::RustError("the callback failed, as asked".into()));
+                    }
+                    Ok(())
+                });
+                // A failure is what the op asked for.
+                if !fail {
+                    result?;
+                }
+            }
             Op::Transaction(TransactionPlan { put, put_many, delete, delete_many, sql, hold_ms, rollback }) => {
                 let sql_storage = storage.sql();
                 let result = storage
@@ -433,6 +455,18 @@ pub struct TransactionPlan {
 }
 
 /// Runs SQL statements to their end.
+/// Runs `body` inside `storage.transactionSync`: its SQL statements commit together, or none
+/// does if it returns an error (which comes back as this function's error). The README's snippet.
+fn transaction_sync(storage: &worker::Storage, body: impl FnOnce() -> Result<()> + 'static) -> Result<()> {
+    let raw: &JsValue = storage.as_raw().unchecked_ref();
+    let method: js_sys::Function = js_sys::Reflect::get(raw, &"transactionSync".into())?.dyn_into()?;
+    let callback = worker::wasm_bindgen::closure::Closure::once_into_js(move || -> std::result::Result<JsValue, JsValue> {
+        body().map(|()| JsValue::UNDEFINED).map_err(JsValue::from)
+    });
+    method.call1(raw, &callback)?;
+    Ok(())
+}
+
 fn run_sql(sql: &worker::SqlStorage, statements: &str) -> Result<()> {
     for row in sql.exec(statements, None)?.raw() {
         row?;
