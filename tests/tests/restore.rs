@@ -249,9 +249,10 @@ fn a_moment_of_the_history_is_restored() {
     assert!(plain.stderr.contains("--history"), "{}", plain.stderr);
 }
 
-/// A restore killed midway leaves each object restored whole or untouched, never partly written;
-/// a rerun with `empty` writes those it never reached and refuses those it did, and one with
-/// replace leaves every object equal to the backup.
+/// A restore killed midway (after some objects, then at random moments of reruns, mid-object
+/// included) leaves each object restored whole or untouched, never partly written; a rerun with
+/// `empty` writes those it never reached and refuses those it did, and one with replace leaves
+/// every object equal to the backup.
 #[test]
 fn an_interrupted_restore_finishes_on_a_rerun() {
     let source = LocalWorker::start(Some(TOKEN));
@@ -279,15 +280,30 @@ fn an_interrupted_restore_finishes_on_a_rerun() {
     }
     let status = child.wait().unwrap();
     assert!(!status.success() && restored == 5, "the restore ended before it was killed");
-    target.pull_settled(&copy);
-    let (want, partial) = (named_contents(&backup), named_contents(&copy));
-    let mut keys_by_object: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for line in &partial {
-        *keys_by_object.entry(line.split(" | ").nth(1).unwrap()).or_default() += 1;
-    }
-    assert!(keys_by_object.values().all(|&keys| keys == 500), "an object was left partly restored: {keys_by_object:?}");
-    let whole = keys_by_object.len();
+    let whole_objects = || {
+        target.pull_settled(&copy);
+        let mut keys_by_object: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for line in named_contents(&copy) {
+            *keys_by_object.entry(line.split(" | ").nth(1).unwrap().to_owned()).or_default() += 1;
+        }
+        assert!(keys_by_object.values().all(|&keys| keys == 500), "an object was left partly restored: {keys_by_object:?}");
+        keys_by_object.len()
+    };
+    let whole = whole_objects();
     assert!((5..40).contains(&whole), "killed midway: {whole} of 40 objects restored");
+    // Reruns killed at random moments, which land between requests, mid-object and mid-apply
+    // alike.
+    for _ in 0..3 {
+        let moment = Duration::from_millis(fastrand::u64(0..3000));
+        let mut rerun = restorer(&target.api_url(), &backup, RESTORE_TOKEN, &["--mode", "replace", "--concurrency", "2", "--no-undo"]);
+        let mut child = rerun.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(moment);
+        let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        child.wait().unwrap();
+        whole_objects();
+    }
+    let whole = whole_objects();
+    let want = named_contents(&backup);
 
     let refused = restore_into(&target, &backup, &["--mode", "empty"]);
     assert_eq!((refused.code, refused.count("refused")), (Some(3), whole as u64), "{:?}", refused.objects);
