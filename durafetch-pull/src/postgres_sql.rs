@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS sql_tables (
 );
 ";
 
-/// PostgreSQL cuts names at 63 bytes: a longer local name keeps its start and a hash of the rest.
+/// PostgreSQL cuts names at 63 bytes (and would then never find a longer one again): a longer
+/// local name keeps its first 46 bytes or fewer (a whole character), then `~` and the 16 hex
+/// digits of the FNV-1a hash of the whole name. Tables and columns alike.
 fn postgres_name(name: &str) -> String {
     if name.len() <= 63 {
         return name.to_owned();
@@ -44,6 +46,11 @@ fn postgres_name(name: &str) -> String {
         cut -= 1;
     }
     format!("{}~{hash:016x}", &name[..cut])
+}
+
+/// The local column of the source column `column`.
+fn postgres_column(column: &str) -> String {
+    postgres_name(&local_column_name(column))
 }
 
 /// A local column's type.
@@ -164,7 +171,7 @@ fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<
             };
         }
     }
-    let names: Vec<String> = page.columns.iter().map(|c| local_column_name(c)).collect();
+    let names: Vec<String> = page.columns.iter().map(|c| postgres_column(c)).collect();
     let fits = |have: &HashMap<String, ColumnType>| {
         names.iter().zip(&wanted).all(|(name, want)| match (have.get(name), want) {
             (_, None) => true,
@@ -229,8 +236,8 @@ fn held_rows(
         .iter()
         .zip(types)
         .map(|(c, t)| match t {
-            Some(ColumnType::Mixed) => format!("{}::text", ident(&local_column_name(c))),
-            Some(_) => ident(&local_column_name(c)),
+            Some(ColumnType::Mixed) => format!("{}::text", ident(&postgres_column(c))),
+            Some(_) => ident(&postgres_column(c)),
             None => "NULL::text".to_owned(),
         })
         .collect();
@@ -328,7 +335,7 @@ pub(crate) fn apply_sql_page(
     for (i, (column, kind)) in page.columns.iter().zip(&types).enumerate() {
         let Some(kind) = kind else { continue };
         let slot = params.len() + 1;
-        names.push(ident(&local_column_name(column)));
+        names.push(ident(&postgres_column(column)));
         let cast = if *kind == ColumnType::Mixed { "text" } else { kind.sql() };
         arrays.push(format!("${slot}::{cast}[]"));
         selected.push(if *kind == ColumnType::Mixed { format!("u.c{i}::jsonb") } else { format!("u.c{i}") });
@@ -437,5 +444,12 @@ mod tests {
         assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
         assert_ne!(a, b);
         assert!(postgres_name(&"é".repeat(40)).len() <= 63);
+        // Columns by the same rule, after durafetch's own names are moved aside.
+        let (long, a, b) = ("c".repeat(200), format!("{}_a", "s".repeat(63)), format!("{}_b", "s".repeat(63)));
+        let columns = [postgres_column(&long), postgres_column(&a), postgres_column(&b), postgres_column("do_id")];
+        assert!(columns.iter().all(|c| c.len() <= 63), "{columns:?}");
+        assert_ne!(columns[1], columns[2]);
+        assert_eq!(columns[3], "do_id_sql");
+        assert_eq!(postgres_column(&long), columns[0], "found again by the same rule");
     }
 }

@@ -359,6 +359,80 @@ fn an_object_postgresql_cannot_hold_fails_by_its_name() {
     assert_eq!(read_pg(&url).get(&("CounterKv".to_string(), "plain".to_string())).map(|keys| keys.len()), Some(1));
 }
 
+/// The rows of the object `name`'s table `table` in the database at `url`, each a JSON object of
+/// its local columns (durafetch's own left out), in key order.
+fn pg_sql_rows(url: &str, name: &str, table: &str) -> Vec<serde_json::Value> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let local: String = client.query_one("SELECT local_table FROM sql_tables WHERE table_name = $1", &[&table]).unwrap().get(0);
+    let query = format!(
+        "SELECT (to_jsonb(t) - 'do_id' - '_row_key' - '_pull_gen')::text FROM \"{}\" t JOIN durable_objects o USING (do_id)
+         WHERE o.name = $1 ORDER BY t._row_key",
+        local.replace('"', "\"\"")
+    );
+    client.query(&query, &[&name]).unwrap().iter().map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap()).collect()
+}
+
+/// PostgreSQL keeps 63 bytes of a name: a column of 200 bytes, and two that share their first 63,
+/// each land in a column of its own that the next pulls find again, and every name the sink made
+/// fits.
+#[test]
+fn column_names_longer_than_postgresql_keeps_are_pulled_again_and_again() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let long = "c".repeat(200);
+    let (a, b) = (format!("{}_a", "s".repeat(63)), format!("{}_b", "s".repeat(63)));
+    worker.sql(
+        "long-names",
+        &format!(
+            r#"CREATE TABLE t (id INTEGER PRIMARY KEY, "{long}" TEXT, "{a}" INTEGER, "{b}" INTEGER); INSERT INTO t VALUES (1, 'x', 10, 20)"#
+        ),
+    );
+    let server = PostgresServer::start();
+    let url = server.create_database("long_names");
+    let values = |url: &str| -> Vec<Vec<serde_json::Value>> {
+        pg_sql_rows(url, "long-names", "t")
+            .into_iter()
+            .map(|row| {
+                let mut values: Vec<serde_json::Value> = row.as_object().unwrap().values().cloned().collect();
+                // Each row's values in one order, whatever the columns' names became.
+                values.sort_by_key(|v| v.to_string());
+                values
+            })
+            .collect()
+    };
+    let run = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(values(&url), vec![vec![json!("x"), json!(1), json!(10), json!(20)]]);
+    // The object writes again: the next pulls find the same columns.
+    for round in 0..2 {
+        worker.sql("long-names", &format!(r#"UPDATE t SET "{b}" = "{b}" + 1; INSERT INTO t VALUES ({}, 'y', 30, 40)"#, round + 2));
+        let run = worker.pull_with(Path::new(&url), TOKEN, &[]);
+        assert_eq!(run.code, Some(0), "round {round}: {}", run.stderr);
+    }
+    assert_eq!(
+        values(&url),
+        vec![
+            vec![json!("x"), json!(1), json!(10), json!(22)],
+            vec![json!("y"), json!(2), json!(30), json!(41)],
+            vec![json!("y"), json!(3), json!(30), json!(40)],
+        ]
+    );
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let names: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()
+             UNION SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema()
+             UNION SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema()",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let source_columns = names.iter().filter(|n| n.starts_with("ccc") || n.starts_with("sss")).count();
+    assert_eq!(source_columns, 3, "{names:?}");
+    assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
+}
+
 /// Watchers, which never end by themselves: killed when dropped, so a failing test leaves none.
 struct Watchers(Vec<Child>);
 
