@@ -4,7 +4,6 @@
 //! the `Host` header.
 
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
@@ -14,8 +13,6 @@ use durafetch_sdk::core::route::is_local_host;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -23,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Server;
 use crate::one_response::KeptConnections;
+use crate::tls::{self, CertificateFileError};
 use crate::transport::{Answer, Link, Transport};
 
 type Socket = WebSocketStream<Connection>;
@@ -71,14 +69,6 @@ pub enum ConnectError {
     Certificate { host: String, reason: String },
     #[error(transparent)]
     CertificateFile(#[from] CertificateFileError),
-}
-
-/// `SSL_CERT_FILE` names a file the puller cannot take roots from.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("cannot read the certificates of SSL_CERT_FILE ({path}): {message}")]
-pub struct CertificateFileError {
-    path: String,
-    message: String,
 }
 
 impl ConnectError {
@@ -166,60 +156,20 @@ pub(crate) async fn dial(
     }
 }
 
-/// The TLS settings of every connection, made once: see [`roots`].
+/// The TLS settings of every connection, made once: see [`tls::roots`].
 pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, CertificateFileError>> = OnceLock::new();
-    let made = CONFIG.get_or_init(|| roots(std::env::var_os("SSL_CERT_FILE").as_deref().map(Path::new)).map(client_config));
+    let made = CONFIG.get_or_init(|| tls::roots(tls::ssl_cert_file().as_deref()).map(tls::client_config));
     Ok(made.clone()?)
-}
-
-fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// The roots a server's certificate may chain to: the web's (Mozilla's list, built in), the
-/// operating system's store, and the PEM file `cert_file` (`SSL_CERT_FILE`) names, for a
-/// TLS-inspecting proxy or a private CA. A file that cannot be read, or holds no certificate, is
-/// an error; a system store that cannot be read is not, as the built-in roots remain.
-fn roots(cert_file: Option<&Path>) -> Result<rustls::RootCertStore, CertificateFileError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = cert_file {
-        let failed = |message: String| CertificateFileError { path: path.display().to_string(), message };
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))?.collect::<Result<Vec<_>, _>>();
-        let certs = certs.map_err(|e| failed(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(failed("no PEM certificate in it".into()));
-        }
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(failed("none of its certificates can be a root".into()));
-        }
-    }
-    Ok(roots)
 }
 
 /// A failed TLS handshake: a refused certificate says why, in words; anything else is the
 /// network's.
 fn tls_error(host: &str, e: io::Error) -> ConnectError {
-    let refused = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    let Some(rustls::Error::InvalidCertificate(why)) = refused else {
-        return ConnectError::Unreachable { host: host.to_owned(), message: e.to_string() };
-    };
-    use rustls::CertificateError as Why;
-    let reason = match why {
-        Why::UnknownIssuer => "it is signed by an authority this machine does not trust".to_owned(),
-        Why::NotValidForName | Why::NotValidForNameContext { .. } => format!("it is not valid for the name {host}"),
-        Why::Expired | Why::ExpiredContext { .. } => "it has expired".to_owned(),
-        other => format!("{other:?}"),
-    };
-    ConnectError::Certificate { host: host.to_owned(), reason }
+    match tls::refusal_reason(&e, host) {
+        Some(reason) => ConnectError::Certificate { host: host.to_owned(), reason },
+        None => ConnectError::Unreachable { host: host.to_owned(), message: e.to_string() },
+    }
 }
 
 /// The whole body of a refused upgrade, up to [`REFUSAL_BODY_LIMIT`]: the handshake hands back
@@ -351,6 +301,7 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
 
     /// A server that refuses every upgrade with `status`, sending its headers first and the body
     /// a moment later, in two parts: the way a body can trail the headers over a real network.
@@ -410,7 +361,6 @@ mod tests {
     /// A CA of the test's own, and a certificate it signs for `names`.
     struct TestPki {
         ca: CertificateDer<'static>,
-        ca_pem: String,
         cert: CertificateDer<'static>,
         key: rustls::pki_types::PrivateKeyDer<'static>,
     }
@@ -424,7 +374,7 @@ mod tests {
         let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.signed_by(&key, &ca).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        TestPki { ca: ca.der().clone(), ca_pem: ca.pem(), cert: cert.der().clone(), key }
+        TestPki { ca: ca.der().clone(), cert: cert.der().clone(), key }
     }
 
     /// A wss:// server on loopback presenting `pki`'s certificate, accepting every upgrade.
@@ -459,7 +409,7 @@ mod tests {
         if let Some(ca) = ca {
             roots.add(ca.clone()).unwrap();
         }
-        move || Ok(client_config(roots))
+        move || Ok(tls::client_config(roots))
     }
 
     /// A certificate from a CA the puller trusts is accepted, under an underscore label too; one
@@ -484,23 +434,5 @@ mod tests {
         let server = crate::config::test_server(&format!("wss://{host}:{port}"));
         let error = open_trusting(&server, "/index", trusting(Some(&other.ca))).await.err().unwrap();
         assert!(error.to_string().contains("not valid for the name durafetch_app.localhost"), "{error}");
-    }
-
-    /// SSL_CERT_FILE adds its certificates to the roots; a file that cannot be read, or holds no
-    /// certificate, is an error naming it.
-    #[test]
-    fn the_certificate_file_adds_roots_or_says_why_it_cannot() {
-        let dir = std::env::temp_dir().join(format!("durafetch-roots-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let builtin = roots(None).unwrap().len();
-        let pem = dir.join("ca.pem");
-        std::fs::write(&pem, pki(&["x.localhost"]).ca_pem).unwrap();
-        assert_eq!(roots(Some(&pem)).unwrap().len(), builtin + 1);
-        let missing = roots(Some(&dir.join("missing.pem"))).unwrap_err().to_string();
-        assert!(missing.starts_with("cannot read the certificates of SSL_CERT_FILE (") && missing.contains("missing.pem"), "{missing}");
-        std::fs::write(dir.join("empty.pem"), "not a certificate").unwrap();
-        let empty = roots(Some(&dir.join("empty.pem"))).unwrap_err().to_string();
-        assert!(empty.contains("no PEM certificate in it"), "{empty}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

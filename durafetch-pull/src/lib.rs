@@ -18,6 +18,7 @@ pub mod object_write;
 mod one_response;
 pub mod postgres_sink;
 mod postgres_sql;
+mod postgres_tls;
 pub mod progress;
 pub mod pull;
 pub mod restore;
@@ -28,6 +29,7 @@ pub mod sink;
 pub mod sink_thread;
 mod sql_write;
 pub mod sqlite_sink;
+mod tls;
 pub mod transport;
 
 #[cfg(test)]

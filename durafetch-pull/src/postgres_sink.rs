@@ -13,12 +13,13 @@ use std::collections::HashMap;
 
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
-use postgres::{Client, NoTls, Transaction};
+use postgres::error::SqlState;
+use postgres::{Client, Transaction};
 
 use crate::object_write::{now_ms, ObjectWrite, ValueColumns, Writes};
-use crate::postgres_sql;
 use crate::sink::{last_per_key, ApplyStats, OpenError, Part, PullTarget, Sink, Swept, WriteId, INDEX_HEAD_NEWER};
 use crate::sink_thread::SinkError;
+use crate::{postgres_sql, postgres_tls};
 
 /// A statement's parameter.
 type Param<'a> = dyn postgres::types::ToSql + Sync + 'a;
@@ -144,6 +145,13 @@ fn page_rows(first: usize) -> String {
 /// "db error".
 pub(crate) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
+        // The server's rule for connections without TLS: say which setting turned TLS off.
+        Some(db)
+            if db.code() == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                && (db.message().ends_with("no encryption") || db.message().ends_with("SSL off")) =>
+        {
+            format!("{}; the server takes this connection over TLS only: leave out sslmode=disable (URL or PGSSLMODE)", db.message())
+        }
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),
             None => db.message().to_owned(),
@@ -163,13 +171,24 @@ impl PostgresSink {
     pub fn open(url: &str, history: bool, part: Part) -> Result<Self, OpenError> {
         // A password kept out of the URL (and so out of `ps`) may come from PGPASSWORD, as
         // PostgreSQL's own tools take it.
+        let (url, tls) = postgres_tls::split(url, |name| std::env::var(name).ok())?;
         let mut config: postgres::Config = url.parse().map_err(OpenError::PostgresUrl)?;
         if config.get_password().is_none() {
             if let Ok(password) = std::env::var("PGPASSWORD") {
                 config.password(password);
             }
         }
-        let mut client = config.connect(NoTls)?;
+        config.ssl_mode(tls.client_mode());
+        let mut client = config.connect(tls.connector()?).map_err(|error| {
+            let host = config.get_hosts().iter().find_map(|host| match host {
+                postgres::config::Host::Tcp(name) => Some(name.clone()),
+                _ => None,
+            });
+            match crate::tls::refusal_reason(&error, host.as_deref().unwrap_or_default()) {
+                Some(reason) => OpenError::PostgresCertificate { host: host.unwrap_or_default(), reason },
+                None => OpenError::Postgres(error),
+            }
+        })?;
         // The writer's lock first, so that a puller turned away has waited on nothing (a
         // schema statement may wait on a reader's open transaction). Session locks: PostgreSQL
         // lets them go when the connection ends, however the puller ends, so none outlives it.

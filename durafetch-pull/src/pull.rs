@@ -34,7 +34,10 @@ impl PullError {
         matches!(
             self,
             PullError::Index { source: TransferError::Session(SessionError::Connect(ConnectError::Unauthorized)), .. }
-                | PullError::Database { source: OpenError::Locked | OpenError::PostgresLocked(_) | OpenError::PostgresUrl(_), .. }
+                | PullError::Database {
+                    source: OpenError::Locked | OpenError::PostgresLocked(_) | OpenError::PostgresUrl(_) | OpenError::PostgresTls(_),
+                    ..
+                }
         )
     }
 }

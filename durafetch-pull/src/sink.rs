@@ -122,6 +122,18 @@ pub enum OpenError {
     /// A matter for the operator, as a flag is: no retry helps.
     #[error("the PostgreSQL URL cannot be used: {}", crate::postgres_sink::describe(.0))]
     PostgresUrl(postgres::Error),
+    /// `sslmode` or `sslrootcert` (URL or `PG*` variables) that cannot be used.
+    #[error("the PostgreSQL TLS settings cannot be used: {0}")]
+    PostgresTls(#[from] crate::postgres_tls::TlsSettingsError),
+    #[error(
+        "the certificate of the PostgreSQL server {host} is refused: {reason}; {}",
+        if reason.starts_with("it is not valid for the name") {
+            "connect by a name it holds, or check its chain only with sslmode=verify-ca"
+        } else {
+            "give its CA's certificate (PEM) with sslrootcert=<file> in the URL or PGSSLROOTCERT"
+        }
+    )]
+    PostgresCertificate { host: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -12,7 +12,34 @@ use crate::{free_port, Pulled};
 pub struct PostgresServer {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    /// Whether TCP connections must use TLS (the tests' own connections then go through the
+    /// server's Unix socket in `dir`).
+    tls_only: bool,
+    dir: tempfile::TempDir,
+}
+
+/// A server certificate for `localhost` and the CA that signed it, made for one test.
+pub struct TestCa {
+    pub ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+        TestCa { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The server's programs: the newest version the machine's packages installed.
@@ -48,6 +75,16 @@ fn server_owner() -> Option<(u32, u32)> {
 
 impl PostgresServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server with `ssl=on` presenting `ca`'s certificate for `localhost`, whose rules refuse
+    /// every TCP connection without TLS.
+    pub fn start_tls_only(ca: &TestCa) -> Self {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let owner = server_owner();
         if let Some((uid, gid)) = owner {
@@ -60,6 +97,25 @@ impl PostgresServer {
         let out = initdb.output().expect("initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
 
+        let mut settings: Vec<String> = Vec::new();
+        if let Some(ca) = tls {
+            let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&cert, &ca.cert_pem).unwrap();
+            std::fs::write(&key, &ca.key_pem).unwrap();
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            for file in [&cert, &key] {
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(file, Some(uid), Some(gid)).unwrap();
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            )
+            .unwrap();
+            settings.extend(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"].map(String::from));
+        }
+
         let port = free_port();
         let mut server = Command::new(server_bin("postgres"));
         server
@@ -69,12 +125,13 @@ impl PostgresServer {
             .arg(dir.path())
             // The tests kill pullers, never the server: durability to disk buys them nothing.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(&settings)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("postgres.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("postgres.err")).unwrap());
         unprivileged(&mut server, owner);
         let child = server.spawn().expect("postgres");
-        let server = PostgresServer { port, child, _dir: dir };
+        let server = PostgresServer { port, child, tls_only: tls.is_some(), dir };
         server.wait_ready();
         server
     }
@@ -82,7 +139,7 @@ impl PostgresServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match postgres::Client::connect(&self.url("postgres"), postgres::NoTls) {
+            match postgres::Client::connect(&self.own_url("postgres"), postgres::NoTls) {
                 Ok(_) => return,
                 Err(e) if Instant::now() > deadline => panic!("PostgreSQL did not start: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -102,7 +159,17 @@ impl PostgresServer {
     }
 
     pub fn client(&self, name: &str) -> postgres::Client {
-        postgres::Client::connect(&self.url(name), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.own_url(name), postgres::NoTls).unwrap()
+    }
+
+    /// How the tests reach the database `name` themselves: over TCP, or through the Unix socket
+    /// of a server that takes TCP over TLS only.
+    fn own_url(&self, name: &str) -> String {
+        if self.tls_only {
+            format!("host={} port={} user=durafetch dbname={name}", self.dir.path().display(), self.port)
+        } else {
+            self.url(name)
+        }
     }
 }
 

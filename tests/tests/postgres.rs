@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use durafetch_e2e::postgres::{read_pg, same_values, PostgresServer};
+use durafetch_e2e::postgres::{read_pg, same_values, PostgresServer, TestCa};
 use durafetch_e2e::{finish_within, read_db, spawn_piped, LocalWorker, PullRun, PULL_LIMIT, TOKEN};
 use serde_json::json;
 
@@ -431,6 +431,67 @@ fn column_names_longer_than_postgresql_keeps_are_pulled_again_and_again() {
     let source_columns = names.iter().filter(|n| n.starts_with("ccc") || n.starts_with("sss")).count();
     assert_eq!(source_columns, 3, "{names:?}");
     assert!(names.iter().all(|n| n.len() <= 63), "{names:?}");
+}
+
+/// TLS as libpq's users set it, against a server that takes TCP connections over TLS only:
+/// `verify-full` with the server's CA pulls, as do `require`, `verify-ca` by an address the
+/// certificate does not name, the default and `PGSSLMODE`; an untrusted certificate, a wrong host
+/// name and plain text are refused, each saying what to change, and nothing is written.
+#[test]
+fn postgresql_over_tls_as_sslmode_says() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    worker.post("kv/over-tls/put?key=k", "1");
+    let ca = TestCa::new();
+    let server = PostgresServer::start_tls_only(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let pull = |db: &str, host: &str, query: &str, env: &[(&str, &str)]| {
+        server.client("postgres").batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        let url = format!("postgres://durafetch@{host}:{}/{db}{query}", server.port);
+        let mut cmd = worker.puller(Path::new(&url), TOKEN, &[]);
+        cmd.env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let out = finish_within(spawn_piped(cmd), PULL_LIMIT, "durafetch-pull");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let mut client = server.client(db);
+        let made: bool = client.query_one("SELECT to_regclass('kv') IS NOT NULL", &[]).unwrap().get(0);
+        let keys: i64 = if made { client.query_one("SELECT count(*) FROM kv", &[]).unwrap().get(0) } else { -1 };
+        (out.status.code(), keys, stderr)
+    };
+    let pulled = |(code, keys, stderr): (Option<i32>, i64, String), what: &str| {
+        assert_eq!((code, keys), (Some(0), 1), "{what}: {stderr}");
+    };
+    pulled(pull("verified", "localhost", &format!("?sslmode=verify-full&sslrootcert={ca_file}"), &[]), "verify-full");
+    pulled(pull("required", "127.0.0.1", "?sslmode=require", &[]), "require");
+    pulled(pull("chain", "127.0.0.1", &format!("?sslmode=verify-ca&sslrootcert={ca_file}"), &[]), "verify-ca by address");
+    pulled(pull("by_default", "127.0.0.1", "", &[]), "no sslmode (prefer)");
+    pulled(pull("by_env", "localhost", "", &[("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca_file)]), "PGSSLMODE");
+
+    let refused = |(code, keys, stderr): (Option<i32>, i64, String), says: &[&str], what: &str| {
+        assert_eq!(code, Some(1), "{what}: {stderr}");
+        assert_eq!(keys, -1, "{what}: nothing is written, not even the tables");
+        for text in says {
+            assert!(stderr.contains(text), "{what}: {text:?} missing from {stderr}");
+        }
+    };
+    refused(
+        pull("untrusted", "localhost", "?sslmode=verify-full", &[]),
+        &["the certificate of the PostgreSQL server localhost is refused", "signed by an authority", "sslrootcert="],
+        "an untrusted certificate",
+    );
+    refused(
+        pull("wrong_name", "127.0.0.1", &format!("?sslmode=verify-full&sslrootcert={ca_file}"), &[]),
+        &["not valid for the name 127.0.0.1", "sslmode=verify-ca"],
+        "a name the certificate does not hold",
+    );
+    refused(pull("plain", "127.0.0.1", "?sslmode=disable", &[]), &["no encryption", "leave out sslmode=disable"], "plain text");
+    let (code, keys, stderr) = pull("bad_mode", "localhost", "?sslmode=verify", &[]);
+    assert_eq!((code, keys), (Some(2), -1), "{stderr}");
+    assert!(stderr.contains("sslmode=verify is not one of"), "{stderr}");
 }
 
 /// Watchers, which never end by themselves: killed when dropped, so a failing test leaves none.
