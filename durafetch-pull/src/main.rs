@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use durafetch_pull::postgres_sink::PostgresSink;
 use durafetch_pull::restore::{self, Outcome};
+use durafetch_pull::sink::{Database, Part};
 use durafetch_pull::{config, progress, pull};
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
@@ -48,6 +50,19 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Changes how many parts the pullers of a PostgreSQL database split its objects into
+    /// (--shard I/N), once every puller of that database has stopped; pullers of another split
+    /// are refused from then on.
+    ///
+    /// Example: durafetch-pull reshard --db postgres://puller@db.example.com/durafetch --parts 4
+    Reshard {
+        /// The PostgreSQL database, as the pullers' --db gives it.
+        #[arg(long)]
+        db: String,
+        /// The number of parts: the pullers then run with --shard 1/N to --shard N/N.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        parts: u32,
+    },
 }
 
 /// Exit codes: 0 all pulled (restored), 1 some objects or servers failed, 2 a configuration error,
@@ -59,8 +74,10 @@ const EXIT_NOT_EMPTY: u8 = 3;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
-    if let Some(Command::Restore { flags, quiet }) = flags.command {
-        return run_restore(flags, quiet);
+    match flags.command {
+        Some(Command::Restore { flags, quiet }) => return run_restore(flags, quiet),
+        Some(Command::Reshard { db, parts }) => return run_reshard(&db, parts),
+        None => {}
     }
     let settings = match config::Settings::load(flags.config_file.as_deref(), flags.overrides) {
         Ok(settings) => settings,
@@ -151,6 +168,25 @@ fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
         ExitCode::from(EXIT_NOT_EMPTY)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn run_reshard(db: &str, parts: u32) -> ExitCode {
+    let database = Database::parse(db.into());
+    let Database::Postgres(url) = &database else {
+        eprintln!("durafetch-pull: reshard splits the objects of a PostgreSQL database; give --db a postgres:// URL");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match PostgresSink::open(url, false, Part::WHOLE).and_then(|mut sink| sink.reshard(parts)) {
+        Ok(before) => {
+            let was = before.map(|before| format!(" (was {before})")).unwrap_or_default();
+            println!("{database} is split into {parts} parts{was}: run its pullers with --shard 1/{parts} to --shard {parts}/{parts}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("durafetch-pull: cannot reshard {database}: {e}");
+            ExitCode::from(if e.is_config() { EXIT_CONFIG } else { EXIT_FAILED })
+        }
     }
 }
 

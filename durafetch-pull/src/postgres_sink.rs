@@ -108,6 +108,10 @@ CREATE TABLE IF NOT EXISTS durafetch_servers (
     PRIMARY KEY (server_url, shard, part)
 );
 CREATE SEQUENCE IF NOT EXISTS durafetch_write_stamp;
+CREATE TABLE IF NOT EXISTS durafetch_split (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    parts integer NOT NULL CHECK (parts > 0)
+);
 ";
 
 /// Columns added since the first release's schema: (table, column, type), our own constants.
@@ -220,8 +224,33 @@ impl PostgresSink {
                 tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
             }
         }
+        if part != Part::WHOLE {
+            // The first part to start records the split; a part of another is refused, so two
+            // parts that both own an object never run at once (a whole puller excludes every
+            // part by the writer lock).
+            tx.execute("INSERT INTO durafetch_split (parts) VALUES ($1) ON CONFLICT DO NOTHING", &[&(part.count as i32)])?;
+            let recorded: i32 = tx.query_one("SELECT parts FROM durafetch_split", &[])?.get(0);
+            if recorded as u32 != part.count {
+                return Err(OpenError::PostgresSplit { recorded: recorded as u32, asked: part });
+            }
+        }
         tx.commit()?;
         Ok(PostgresSink { client, history, part, writes: Writes::default() })
+    }
+
+    /// Records that the database is split into `parts` (`durafetch-pull reshard`); answers the
+    /// split it replaced. Only a puller of the whole database may: it holds the writer lock
+    /// alone, so no part of the old split is running.
+    pub fn reshard(&mut self, parts: u32) -> Result<Option<u32>, OpenError> {
+        assert_eq!(self.part, Part::WHOLE, "a reshard holds the writer lock alone");
+        let mut tx = self.client.transaction()?;
+        let before: Option<i32> = tx.query_opt("SELECT parts FROM durafetch_split", &[])?.map(|r| r.get(0));
+        tx.execute(
+            "INSERT INTO durafetch_split (parts) VALUES ($1) ON CONFLICT (singleton) DO UPDATE SET parts = excluded.parts",
+            &[&(parts as i32)],
+        )?;
+        tx.commit()?;
+        Ok(before.map(|p| p as u32))
     }
 
     /// Runs `write_rows` for the download `id` in one transaction, with a new write stamp.

@@ -31,14 +31,8 @@ impl PullError {
     /// A refused token, or a file another puller is writing, is a matter for the operator:
     /// retrying at once will not help.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            PullError::Index { source: TransferError::Session(SessionError::Connect(ConnectError::Unauthorized)), .. }
-                | PullError::Database {
-                    source: OpenError::Locked | OpenError::PostgresLocked(_) | OpenError::PostgresUrl(_) | OpenError::PostgresTls(_),
-                    ..
-                }
-        )
+        matches!(self, PullError::Index { source: TransferError::Session(SessionError::Connect(ConnectError::Unauthorized)), .. })
+            || matches!(self, PullError::Database { source, .. } if source.is_config())
     }
 }
 

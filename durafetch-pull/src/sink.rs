@@ -119,6 +119,11 @@ pub enum OpenError {
         if *.0 == Part::WHOLE { String::new() } else { format!(" as part {}, or as a whole without --shard", .0) }
     )]
     PostgresLocked(Part),
+    #[error(
+        "this PostgreSQL database is split into {recorded} parts, and this puller is part {asked}: run every puller with --shard I/{recorded}, or, once every puller of the database has stopped, change the split with: durafetch-pull reshard --db <the same URL> --parts {}",
+        .asked.count
+    )]
+    PostgresSplit { recorded: u32, asked: Part },
     /// A matter for the operator, as a flag is: no retry helps.
     #[error("the PostgreSQL URL cannot be used: {}", crate::postgres_sink::describe(.0))]
     PostgresUrl(postgres::Error),
@@ -140,6 +145,21 @@ pub enum OpenError {
     Sqlite(#[from] rusqlite::Error),
     #[error("{}", crate::postgres_sink::describe(.0))]
     Postgres(#[from] postgres::Error),
+}
+
+impl OpenError {
+    /// A database in use by another puller, or settings that cannot work: a matter for the
+    /// operator, which retrying at once will not help.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Locked
+                | OpenError::PostgresLocked(_)
+                | OpenError::PostgresSplit { .. }
+                | OpenError::PostgresUrl(_)
+                | OpenError::PostgresTls(_)
+        )
+    }
 }
 
 /// An object that needs a download: its local cursor is behind what the registry reported, or

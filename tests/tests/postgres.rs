@@ -508,6 +508,17 @@ impl Drop for Watchers {
     }
 }
 
+/// Runs `durafetch-pull reshard` on `url`; answers its exit code and its output.
+fn reshard(url: &str, parts: u32) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(durafetch_e2e::puller_binary());
+    cmd.args(["reshard", "--db", url, "--parts", &parts.to_string()]);
+    let out = finish_within(spawn_piped(cmd), PULL_LIMIT, "durafetch-pull reshard");
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Two watchers `--shard 1/2` keep the database current; a puller of another split (`1/4`)
+/// started beside them is refused, as is a reshard while they run; once they stop, one command
+/// reshards to 4 and four pullers hold every object exactly once, at its last value.
 #[test]
 fn two_sharded_watchers_keep_the_database_current() {
     let worker = LocalWorker::start(Some(TOKEN));
@@ -564,6 +575,21 @@ fn two_sharded_watchers_keep_the_database_current() {
         assert_eq!(refused.code, Some(2), "{flags:?}: {}", refused.stderr);
         assert!(refused.stderr.contains("another durafetch-pull is writing into this PostgreSQL database"), "{}", refused.stderr);
     }
+    // A part of another split would own objects a running part owns too: refused, saying how
+    // to change the split; and the split cannot change under the running parts.
+    let other_split = worker.pull_with(Path::new(&url), TOKEN, &["--shard", "1/4"]);
+    assert_eq!(other_split.code, Some(2), "{}", other_split.stderr);
+    assert!(
+        other_split.stderr.contains("split into 2 parts, and this puller is part 1/4")
+            && other_split.stderr.contains("durafetch-pull reshard --db <the same URL> --parts 4"),
+        "{}",
+        other_split.stderr
+    );
+    let (code, said) = reshard(&url, 4);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("another durafetch-pull is writing into this PostgreSQL database"), "{said}");
+    write_all("3");
+    wait_for("3", "the writes while another split was refused");
     for watcher in &mut watchers.0 {
         assert!(watcher.try_wait().unwrap().is_none(), "a watcher exited early");
         let _ = std::process::Command::new("kill").args(["-INT", &watcher.id().to_string()]).status();
@@ -590,4 +616,30 @@ fn two_sharded_watchers_keep_the_database_current() {
         .unwrap()
         .get(0);
     assert_eq!(added, 1);
+
+    // The reshard, once nothing runs: four parts from then on, two refused.
+    let (code, said) = reshard(&url, 4);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("is split into 4 parts (was 2)"), "{said}");
+    write_all("4");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut pulled = 0;
+    for _ in 0..10 {
+        let runs = four_pullers(&worker, &url);
+        for run in &runs {
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+        }
+        pulled += runs.iter().map(PullRun::objects_pulled).sum::<u64>();
+        if all_hold("4") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(all_hold("4"), "every object at its last value: {:?}", read_pg(&url));
+    assert_eq!(pulled, names.len() as u64, "each object downloaded by exactly one of the four");
+    let objects: i64 = client.query_one("SELECT count(*) FROM durable_objects", &[]).unwrap().get(0);
+    assert_eq!(objects, names.len() as i64);
+    let old_split = worker.pull_with(Path::new(&url), TOKEN, &["--shard", "2/2"]);
+    assert_eq!(old_split.code, Some(2), "{}", old_split.stderr);
+    assert!(old_split.stderr.contains("split into 4 parts, and this puller is part 2/2"), "{}", old_split.stderr);
 }
