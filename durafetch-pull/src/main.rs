@@ -45,7 +45,7 @@ enum Command {
     /// Example: DURAFETCH_RESTORE_AUTH=... durafetch-pull restore --db backup.sqlite --to wss://durafetch_my-app.example.com --mode replace
     Restore {
         #[command(flatten)]
-        flags: config::RestoreFlags,
+        flags: Box<config::RestoreFlags>,
         /// Print only errors.
         #[arg(long)]
         quiet: bool,
@@ -75,7 +75,7 @@ const EXIT_NOT_EMPTY: u8 = 3;
 fn main() -> ExitCode {
     let flags = Flags::parse();
     match flags.command {
-        Some(Command::Restore { flags, quiet }) => return run_restore(flags, quiet),
+        Some(Command::Restore { flags, quiet }) => return run_restore(*flags, quiet),
         Some(Command::Reshard { db, parts }) => return run_reshard(&db, parts),
         None => {}
     }
