@@ -16,6 +16,7 @@ mod import_session;
 mod index;
 pub mod object_write;
 mod one_response;
+mod postgres_copy;
 pub mod postgres_sink;
 mod postgres_sql;
 mod postgres_tls;

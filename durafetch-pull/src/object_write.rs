@@ -26,6 +26,9 @@ pub(crate) struct ObjectWrite {
     /// snapshot began, by it or by anything else, is never dropped. Into a file that held no row
     /// of the object there is nothing older to drop, and the sweep (a scan of its rows) is skipped.
     pub(crate) sweep_below: Option<i64>,
+    /// A snapshot into a database that held no row of the object: its pages only add rows
+    /// (PostgreSQL copies them in bulk).
+    pub(crate) fresh: bool,
     pub(crate) read_at: Cursor,
     pub(crate) key_filter: String,
     pub(crate) history: bool,
@@ -78,6 +81,7 @@ impl SqliteSink {
             ExportMode::Changes => false,
         };
         let sweep_below = if held_rows { Some(next_write_stamp(&self.conn)?) } else { None };
+        let fresh = mode == ExportMode::Snapshot && !held_rows;
         self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
         let write = ObjectWrite {
             do_id,
@@ -85,6 +89,7 @@ impl SqliteSink {
             class,
             name,
             sweep_below,
+            fresh,
             read_at,
             key_filter: key_filter.to_owned(),
             history: self.history,

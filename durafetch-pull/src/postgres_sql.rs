@@ -15,11 +15,13 @@
 
 use std::collections::HashMap;
 
+use bytes::BytesMut;
 use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
-use postgres::types::ToSql;
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{GenericClient, Transaction};
 
 use crate::object_write::ObjectWrite;
+use crate::postgres_copy::{copy_rows, JsonbText};
 use crate::sink::{fnv1a, last_per_key, ApplyStats};
 use crate::sql_write::{ident, local_column_name, local_table_name, row_json};
 
@@ -72,6 +74,17 @@ impl ColumnType {
             SqlValue::Real(_) => Some(ColumnType::Real),
             SqlValue::Text(_) => Some(ColumnType::Text),
             SqlValue::Blob(_) => Some(ColumnType::Blob),
+        }
+    }
+
+    /// The type of a binary COPY's values for the column.
+    fn wire_type(self) -> Type {
+        match self {
+            ColumnType::Integer => Type::INT8,
+            ColumnType::Real => Type::FLOAT8,
+            ColumnType::Text => Type::TEXT,
+            ColumnType::Blob => Type::BYTEA,
+            ColumnType::Mixed => Type::JSONB,
         }
     }
 
@@ -200,6 +213,59 @@ fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<
     Ok(FittedColumns { page: names.iter().map(|name| have.get(name).copied()).collect(), table: have })
 }
 
+/// A fresh snapshot's page by binary COPY (see `postgres_copy`): the page's columns that the
+/// table has, each value as its column's type holds it.
+fn copy_page(
+    tx: &mut Transaction<'_>,
+    write: &ObjectWrite,
+    stamp: i64,
+    local: &str,
+    page: &SqlPage,
+    types: &[Option<ColumnType>],
+    rows: &[(&str, &[SqlValue])],
+) -> Result<Option<u64>, postgres::Error> {
+    let copied: Vec<(usize, ColumnType)> = types.iter().enumerate().filter_map(|(i, t)| Some((i, (*t)?))).collect();
+    let mut names = vec!["do_id".to_owned(), "_row_key".to_owned(), "_pull_gen".to_owned()];
+    names.extend(copied.iter().map(|(i, _)| ident(&postgres_column(&page.columns[*i]))));
+    let mut wire_types = vec![Type::INT8, Type::TEXT, Type::INT8];
+    wire_types.extend(copied.iter().map(|(_, kind)| kind.wire_type()));
+    let target = format!("{} ({})", ident(local), names.join(", "));
+    copy_rows(tx, &target, &wire_types, |writer| {
+        for (key, values) in rows {
+            let cells: Vec<Cell<'_>> = copied.iter().map(|(i, kind)| Cell(values.get(*i).unwrap_or(&SqlValue::Null), *kind)).collect();
+            let mut row: Vec<&(dyn ToSql + Sync)> = vec![&write.do_id, key, &stamp];
+            row.extend(cells.iter().map(|cell| cell as &(dyn ToSql + Sync)));
+            writer.write(&row)?;
+        }
+        Ok(())
+    })
+}
+
+/// A value of a page's row as its column's type holds it; the column was fitted to the page's
+/// values before, so any other pairing is a bug, refused rather than written as NULL.
+#[derive(Debug)]
+struct Cell<'a>(&'a SqlValue, ColumnType);
+
+impl ToSql for Cell<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self.1, self.0) {
+            (_, SqlValue::Null) => Ok(IsNull::Yes),
+            (ColumnType::Integer, SqlValue::Integer(i)) => i.to_sql(ty, out),
+            (ColumnType::Real, SqlValue::Real(r)) => r.to_sql(ty, out),
+            (ColumnType::Text, SqlValue::Text(t)) => t.to_sql(ty, out),
+            (ColumnType::Blob, SqlValue::Blob(b)) => b.to_sql(ty, out),
+            (ColumnType::Mixed, value) => JsonbText(&serde_json::to_string(value)?).to_sql(ty, out),
+            (kind, _) => Err(format!("a value that does not fit its {} column", kind.sql()).into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [Type::INT8, Type::FLOAT8, Type::TEXT, Type::BYTEA, Type::JSONB].contains(ty)
+    }
+
+    to_sql_checked!();
+}
+
 /// One column of a page's rows, as an array of the column's type.
 fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: ColumnType) -> Box<dyn ToSql + Sync> {
     let values = rows.iter().map(|(_, values)| values.get(index).unwrap_or(&SqlValue::Null));
@@ -325,6 +391,12 @@ pub(crate) fn apply_sql_page(
                  SELECT $1, $2, u.key, false, u.row::jsonb, $5 FROM unnest($3::text[], $4::text[]) AS u(key, row)",
                 &[&write.do_id, &page.table, &keys, &json, &now],
             )?;
+        }
+    }
+    if write.fresh && !write.history && !write.compare {
+        if let Some(copied) = copy_page(tx, write, stamp, &local, page, &types, &rows)? {
+            stats.written = copied;
+            return Ok(stats);
         }
     }
     // Every column of the table: the page's get its values, the rest NULL (the object's table
