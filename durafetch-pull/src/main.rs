@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         db: String,
         /// The number of parts: the pullers then run with --shard 1/N to --shard N/N.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(durafetch_pull::sink::MAX_PARTS)))]
         parts: u32,
     },
 }

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
-use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::{Client, Transaction};
 
@@ -152,10 +151,7 @@ fn page_rows(first: usize) -> String {
 pub(crate) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
         // The server's rule for connections without TLS: say which setting turned TLS off.
-        Some(db)
-            if db.code() == &SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-                && (db.message().ends_with("no encryption") || db.message().ends_with("SSL off")) =>
-        {
+        Some(db) if postgres_tls::tls_required(error) => {
             format!("{}; the server takes this connection over TLS only: leave out sslmode=disable (URL or PGSSLMODE)", db.message())
         }
         Some(db) => match db.detail() {
@@ -184,13 +180,13 @@ impl PostgresSink {
                 config.password(password);
             }
         }
-        config.ssl_mode(tls.client_mode());
-        let mut client = config.connect(tls.connector()?).map_err(|error| {
+        let mut client = tls.connect(&config, tls.connector()?).map_err(|error| {
             let host = config.get_hosts().iter().find_map(|host| match host {
                 postgres::config::Host::Tcp(name) => Some(name.clone()),
                 _ => None,
             });
-            match crate::tls::refusal_reason(&error, host.as_deref().unwrap_or_default()) {
+            let refused = tls.checks_certificates().then(|| crate::tls::refusal_reason(&error, host.as_deref().unwrap_or_default()));
+            match refused.flatten() {
                 Some(reason) => OpenError::PostgresCertificate { host: host.unwrap_or_default(), reason },
                 None => OpenError::Postgres(error),
             }

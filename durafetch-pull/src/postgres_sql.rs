@@ -221,9 +221,16 @@ fn copy_page(
     stamp: i64,
     local: &str,
     page: &SqlPage,
-    types: &[Option<ColumnType>],
+    (types, fitted): (&[Option<ColumnType>], &HashMap<String, ColumnType>),
     rows: &[(&str, &[SqlValue])],
 ) -> Result<Option<u64>, postgres::Error> {
+    // Binary values must match their columns' types exactly: with the table locked against
+    // another part's `ALTER` until this page commits, its columns are read once more, and a
+    // change since they were fitted sends the page the upsert's way, which fails aloud.
+    tx.batch_execute(&format!("LOCK TABLE {} IN ROW EXCLUSIVE MODE", ident(local)))?;
+    if columns(tx, local)? != *fitted {
+        return Ok(None);
+    }
     let copied: Vec<(usize, ColumnType)> = types.iter().enumerate().filter_map(|(i, t)| Some((i, (*t)?))).collect();
     let mut names = vec!["do_id".to_owned(), "_row_key".to_owned(), "_pull_gen".to_owned()];
     names.extend(copied.iter().map(|(i, _)| ident(&postgres_column(&page.columns[*i]))));
@@ -394,7 +401,7 @@ pub(crate) fn apply_sql_page(
         }
     }
     if write.fresh && !write.history && !write.compare {
-        if let Some(copied) = copy_page(tx, write, stamp, &local, page, &types, &rows)? {
+        if let Some(copied) = copy_page(tx, write, stamp, &local, page, (&types, &all), &rows)? {
             stats.written = copied;
             return Ok(stats);
         }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::client::{verify_server_cert_signed_by_trust_anchor, WebPkiServerVerifier};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use tokio_rustls::rustls::server::ParsedCertificate;
+use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::tls::{self, CertificateFileError};
 
@@ -19,9 +20,10 @@ use crate::tls::{self, CertificateFileError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SslMode {
     Disable,
-    /// Plain text first in libpq; here as `prefer`, TLS when the server offers it.
+    /// Plain text, and TLS should the server refuse plain text.
     Allow,
-    /// libpq's default: TLS when the server offers it, its certificate unchecked.
+    /// libpq's default: TLS when the server offers it, its certificate unchecked, and plain
+    /// text should TLS fail.
     Prefer,
     /// TLS, its certificate unchecked, unless a root certificate is given (then as `verify-ca`).
     Require,
@@ -68,6 +70,12 @@ pub(crate) struct TlsSettings {
 pub enum TlsSettingsError {
     #[error("sslmode={0} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
     Mode(String),
+    #[error("sslrootcert=system checks the server's name against the system's roots: it takes sslmode=verify-full (or none), as in libpq")]
+    SystemNeedsVerifyFull,
+    #[error(
+        "sslmode=verify-ca checks only that the certificate chains to a root, so it needs the server's own CA: name it with sslrootcert=<file> (PEM), or use sslmode=verify-full"
+    )]
+    VerifyCaNeedsRoot,
     #[error(transparent)]
     RootCert(#[from] CertificateFileError),
 }
@@ -87,18 +95,23 @@ pub(crate) fn split(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<(
             _ => kept.push(pair),
         }
     }
-    let mode = match mode.or_else(|| env("PGSSLMODE")) {
-        Some(mode) => SslMode::parse(&mode)?,
-        None => SslMode::Prefer,
-    };
+    let mode = mode.or_else(|| env("PGSSLMODE")).map(|mode| SslMode::parse(&mode)).transpose()?;
     let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT")).filter(|r| !r.is_empty());
-    let settings = TlsSettings {
-        mode,
-        root_cert_named: root_cert.as_deref().is_some_and(|r| r != "system"),
-        root_cert: match root_cert {
-            Some(path) if path != "system" => RootCert::File(PathBuf::from(path)),
-            _ => RootCert::System,
+    let settings = match root_cert.as_deref() {
+        // libpq 16's rule: the system's roots are for checking the host name too.
+        Some("system") => match mode {
+            None | Some(SslMode::VerifyFull) => {
+                TlsSettings { mode: SslMode::VerifyFull, root_cert: RootCert::System, root_cert_named: false }
+            }
+            Some(_) => return Err(TlsSettingsError::SystemNeedsVerifyFull),
         },
+        Some(path) => {
+            TlsSettings { mode: mode.unwrap_or(SslMode::Prefer), root_cert: RootCert::File(PathBuf::from(path)), root_cert_named: true }
+        }
+        // A chain checked against the web's roots, whatever the name, proves nothing: anyone can
+        // have such a certificate.
+        None if mode == Some(SslMode::VerifyCa) => return Err(TlsSettingsError::VerifyCaNeedsRoot),
+        None => TlsSettings { mode: mode.unwrap_or(SslMode::Prefer), root_cert: RootCert::System, root_cert_named: false },
     };
     let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
     Ok((url, settings))
@@ -109,39 +122,61 @@ fn percent_decoded(value: &str) -> String {
 }
 
 impl TlsSettings {
-    /// The client library's own mode for these settings.
-    pub(crate) fn client_mode(&self) -> postgres::config::SslMode {
+    /// Connects as the mode says: `allow` in plain text, then over TLS should the server's
+    /// rules refuse plain text; `prefer` over TLS when the server offers it, then in plain text
+    /// should TLS fail; the others once.
+    pub(crate) fn connect(&self, config: &postgres::Config, connector: MakeRustlsConnect) -> Result<postgres::Client, postgres::Error> {
         use postgres::config::SslMode as Client;
+        let connect = |mode: Client| {
+            let mut config = config.clone();
+            config.ssl_mode(mode);
+            config.connect(connector.clone())
+        };
         match self.mode {
-            SslMode::Disable => Client::Disable,
-            SslMode::Allow | SslMode::Prefer => Client::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Client::Require,
+            SslMode::Disable => connect(Client::Disable),
+            SslMode::Allow => match connect(Client::Disable) {
+                Err(error) if tls_required(&error) => connect(Client::Require),
+                plain => plain,
+            },
+            SslMode::Prefer => match connect(Client::Prefer) {
+                Err(error) if tls_failed(&error) => connect(Client::Disable),
+                encrypted => encrypted,
+            },
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => connect(Client::Require),
         }
+    }
+
+    fn check(&self) -> Check {
+        match self.mode {
+            SslMode::VerifyFull => Check::Full,
+            SslMode::VerifyCa => Check::Chain,
+            SslMode::Require if self.root_cert_named => Check::Chain,
+            _ => Check::Encryption,
+        }
+    }
+
+    /// Whether the server's certificate is checked (so a refusal is worth a word on the roots).
+    pub(crate) fn checks_certificates(&self) -> bool {
+        self.check() != Check::Encryption
     }
 
     /// The connector whose certificate check is the mode's. The roots are read first, so an
     /// unreadable `sslrootcert` is named before any connection is made.
     pub(crate) fn connector(&self) -> Result<MakeRustlsConnect, TlsSettingsError> {
-        let check = match self.mode {
-            SslMode::VerifyFull => Check::Full,
-            SslMode::VerifyCa => Check::Chain,
-            SslMode::Require if self.root_cert_named => Check::Chain,
-            _ => Check::Encryption,
-        };
+        let check = self.check();
         let verifier: Arc<dyn ServerCertVerifier> = match check {
-            Check::Encryption => Arc::new(EncryptionOnly(tls::provider())),
+            Check::Encryption => Arc::new(Unnamed { roots: None, provider: tls::provider() }),
             Check::Chain | Check::Full => {
-                let roots = match &self.root_cert {
+                let roots = Arc::new(match &self.root_cert {
                     RootCert::System => tls::roots(tls::ssl_cert_file().as_deref())?,
                     RootCert::File(path) => tls::roots_of_file(path, "sslrootcert")?,
-                };
-                let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), tls::provider())
-                    .build()
-                    .expect("a root store that is not empty makes a verifier");
+                });
                 if check == Check::Full {
-                    webpki
+                    WebPkiServerVerifier::builder_with_provider(roots, tls::provider())
+                        .build()
+                        .expect("a root store that is not empty makes a verifier")
                 } else {
-                    Arc::new(ChainOnly(webpki))
+                    Arc::new(Unnamed { roots: Some(roots), provider: tls::provider() })
                 }
             }
         };
@@ -162,62 +197,29 @@ enum Check {
     Full,
 }
 
-/// `verify-ca`: the chain to a trusted root, not the names (rustls checks the names last, so a
-/// name refusal means the chain held).
+/// The checks that leave the host name aside: with `roots`, `verify-ca` (the certificate chains
+/// to one of them); without, `prefer` and `require` as libpq has them (the connection encrypted,
+/// the certificate taken unchecked). The handshake's signatures are checked either way.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Unnamed {
+    roots: Option<Arc<rustls::RootCertStore>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Unnamed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            checked => checked,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` as libpq has them: the connection encrypted, the certificate taken
-/// unchecked (the handshake's signatures still are).
-#[derive(Debug)]
-struct EncryptionOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for EncryptionOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            let algorithms = self.provider.signature_verification_algorithms.all;
+            verify_server_cert_signed_by_trust_anchor(&certificate, roots, intermediates, now, algorithms)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -226,7 +228,7 @@ impl ServerCertVerifier for EncryptionOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -234,11 +236,39 @@ impl ServerCertVerifier for EncryptionOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Whether `error` is TLS failing where plain text may still work: the handshake failed, or
+/// the server's rules refuse this address over TLS. libpq's `prefer` then connects in plain text.
+pub(crate) fn tls_failed(error: &postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(inner) = source {
+        if inner.is::<rustls::Error>()
+            || inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|e| e.is::<rustls::Error>())
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    error.to_string().starts_with("error performing TLS handshake") || refused_by_rule(error, &["SSL encryption", "SSL on"])
+}
+
+/// Whether the server's rules refuse this address without TLS: libpq's `allow` then tries TLS.
+pub(crate) fn tls_required(error: &postgres::Error) -> bool {
+    refused_by_rule(error, &["no encryption", "SSL off"])
+}
+
+/// A `pg_hba.conf` refusal whose message ends with one of `endings` (the wording of PostgreSQL
+/// 14 and later, then of older servers).
+fn refused_by_rule(error: &postgres::Error, endings: &[&str]) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        db.code() == &postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION && endings.iter().any(|e| db.message().ends_with(e))
+    })
 }
 
 #[cfg(test)]
@@ -260,18 +290,34 @@ mod tests {
 
         let env = |name: &str| match name {
             "PGSSLMODE" => Some("require".to_owned()),
-            "PGSSLROOTCERT" => Some("system".to_owned()),
+            "PGSSLROOTCERT" => Some("/etc/ca.pem".to_owned()),
             _ => None,
         };
         let (url, settings) = split("postgres://u@h/d", env).unwrap();
-        assert_eq!((url.as_str(), settings.mode, &settings.root_cert), ("postgres://u@h/d", SslMode::Require, &RootCert::System));
-        assert_eq!(settings.client_mode(), postgres::config::SslMode::Require);
+        assert_eq!((url.as_str(), settings.mode), ("postgres://u@h/d", SslMode::Require));
+        assert!(settings.checks_certificates(), "require with a root file checks the chain, as in libpq");
         assert_eq!(split("postgres://u@h/d?sslmode=disable", env).unwrap().1.mode, SslMode::Disable);
 
         let (_, default) = split("postgres://u@h/d", no_env).unwrap();
-        assert_eq!((default.mode, default.client_mode()), (SslMode::Prefer, postgres::config::SslMode::Prefer));
+        assert_eq!((default.mode, default.checks_certificates()), (SslMode::Prefer, false));
         let wrong = split("postgres://u@h/d?sslmode=verify", no_env).unwrap_err().to_string();
         assert_eq!(wrong, "sslmode=verify is not one of disable, allow, prefer, require, verify-ca, verify-full");
+    }
+
+    /// libpq's rules for the roots: `system` means `verify-full`, and `verify-ca` needs a CA
+    /// of its own (the web's roots vouch for anyone's certificate).
+    #[test]
+    fn the_system_roots_take_verify_full_and_verify_ca_takes_a_root_file() {
+        let (_, system) = split("postgres://u@h/d?sslrootcert=system", no_env).unwrap();
+        assert_eq!((system.mode, &system.root_cert), (SslMode::VerifyFull, &RootCert::System));
+        for weaker in ["require", "verify-ca", "prefer", "disable"] {
+            let refused = split(&format!("postgres://u@h/d?sslrootcert=system&sslmode={weaker}"), no_env).unwrap_err();
+            assert!(matches!(refused, TlsSettingsError::SystemNeedsVerifyFull), "{weaker}: {refused}");
+        }
+        let refused = split("postgres://u@h/d?sslmode=verify-ca", no_env).unwrap_err().to_string();
+        assert!(refused.contains("needs the server's own CA"), "{refused}");
+        let (_, full) = split("postgres://u@h/d?sslmode=verify-full", no_env).unwrap();
+        assert_eq!((&full.root_cert, full.checks_certificates()), (&RootCert::System, true));
     }
 
     /// A named root file is read before any connection, for the modes that check.

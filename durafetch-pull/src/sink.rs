@@ -40,6 +40,17 @@ impl fmt::Display for Database {
                     if parsed.password().is_some() {
                         let _ = parsed.set_password(Some("***"));
                     }
+                    // The client also takes the password as a query parameter.
+                    if parsed.query_pairs().any(|(key, _)| key == "password") {
+                        let pairs: Vec<(String, String)> = parsed
+                            .query_pairs()
+                            .map(|(key, value)| {
+                                let value = if key == "password" { "***".to_owned() } else { value.into_owned() };
+                                (key.into_owned(), value)
+                            })
+                            .collect();
+                        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+                    }
                     write!(f, "{parsed}")
                 }
                 Err(_) => f.write_str("postgres://(a URL that does not parse)"),
@@ -88,13 +99,16 @@ pub(crate) fn last_per_key<'a, T>(items: &'a [T], key: impl Fn(&'a T) -> &'a str
     items.iter().enumerate().filter(|(i, item)| last[key(item)] == *i).map(|(_, item)| item).collect()
 }
 
+/// The most parts (`--shard I/N`, `reshard --parts N`) a database's objects split into.
+pub const MAX_PARTS: u32 = 1024;
+
 impl std::str::FromStr for Part {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a part: give I/N with 1 <= I <= N, as in --shard 2/4");
+        let bad = || format!("{s:?} is not a part: give I/N with 1 <= I <= N <= {MAX_PARTS}, as in --shard 2/4");
         let (index, count) = s.split_once('/').ok_or_else(bad)?;
         let (index, count): (u32, u32) = (index.trim().parse().map_err(|_| bad())?, count.trim().parse().map_err(|_| bad())?);
-        if index == 0 || index > count {
+        if index == 0 || index > count || count > MAX_PARTS {
             return Err(bad());
         }
         Ok(Part { index, count })
@@ -133,7 +147,7 @@ pub enum OpenError {
     #[error(
         "the certificate of the PostgreSQL server {host} is refused: {reason}; {}",
         if reason.starts_with("it is not valid for the name") {
-            "connect by a name it holds, or check its chain only with sslmode=verify-ca"
+            "connect by a name it holds, or, for a server whose CA is your own, check the chain only with sslmode=verify-ca and sslrootcert=<that CA's file>"
         } else {
             "give its CA's certificate (PEM) with sslrootcert=<file> in the URL or PGSSLROOTCERT"
         }
@@ -291,5 +305,7 @@ mod tests {
         assert_eq!(db.to_string(), "postgres://puller:***@db.internal:5433/backup");
         assert!(!format!("{db:?}").contains("s3cret"));
         assert_eq!(Database::parse("backup.sqlite".into()), Database::File("backup.sqlite".into()));
+        let in_query = Database::parse("postgres://puller@db.internal/backup?sslmode=require&password=s3cret".into());
+        assert_eq!(in_query.to_string(), "postgres://puller@db.internal/backup?sslmode=require&password=***");
     }
 }

@@ -12,8 +12,8 @@ use crate::{free_port, Pulled};
 pub struct PostgresServer {
     pub port: u16,
     child: Child,
-    /// Whether TCP connections must use TLS (the tests' own connections then go through the
-    /// server's Unix socket in `dir`).
+    /// Whether the server has rules of its own for TLS (the tests' own connections then go
+    /// through its Unix socket in `dir`).
     tls_only: bool,
     dir: tempfile::TempDir,
 }
@@ -81,10 +81,16 @@ impl PostgresServer {
     /// A server with `ssl=on` presenting `ca`'s certificate for `localhost`, whose rules refuse
     /// every TCP connection without TLS.
     pub fn start_tls_only(ca: &TestCa) -> Self {
-        Self::start_with(Some(ca))
+        Self::start_with(Some((ca, "hostssl")))
     }
 
-    fn start_with(tls: Option<&TestCa>) -> Self {
+    /// A server with `ssl=on` whose rules refuse every TCP connection over TLS.
+    pub fn start_tls_refused(ca: &TestCa) -> Self {
+        Self::start_with(Some((ca, "hostnossl")))
+    }
+
+    /// `tls`: the certificate, and the `pg_hba.conf` connection type TCP connections must be.
+    fn start_with(tls: Option<(&TestCa, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let owner = server_owner();
         if let Some((uid, gid)) = owner {
@@ -98,7 +104,7 @@ impl PostgresServer {
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
 
         let mut settings: Vec<String> = Vec::new();
-        if let Some(ca) = tls {
+        if let Some((ca, connection_type)) = tls {
             let (cert, key) = (data.join("server.crt"), data.join("server.key"));
             std::fs::write(&cert, &ca.cert_pem).unwrap();
             std::fs::write(&key, &ca.key_pem).unwrap();
@@ -108,11 +114,9 @@ impl PostgresServer {
                     std::os::unix::fs::chown(file, Some(uid), Some(gid)).unwrap();
                 }
             }
-            std::fs::write(
-                data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
-            )
-            .unwrap();
+            let rules =
+                format!("local all all trust\n{connection_type} all all 127.0.0.1/32 trust\n{connection_type} all all ::1/128 trust\n");
+            std::fs::write(data.join("pg_hba.conf"), rules).unwrap();
             settings.extend(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"].map(String::from));
         }
 

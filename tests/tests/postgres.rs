@@ -523,7 +523,8 @@ fn column_names_longer_than_postgresql_keeps_are_pulled_again_and_again() {
 /// TLS as libpq's users set it, against a server that takes TCP connections over TLS only:
 /// `verify-full` with the server's CA pulls, as do `require`, `verify-ca` by an address the
 /// certificate does not name, the default and `PGSSLMODE`; an untrusted certificate, a wrong host
-/// name and plain text are refused, each saying what to change, and nothing is written.
+/// name, plain text and settings libpq refuses too are refused, each saying what to change, and
+/// nothing is written. Against a server whose rules refuse TLS, the default pulls in plain text.
 #[test]
 fn postgresql_over_tls_as_sslmode_says() {
     let worker = LocalWorker::start(Some(TOKEN));
@@ -576,9 +577,25 @@ fn postgresql_over_tls_as_sslmode_says() {
         "a name the certificate does not hold",
     );
     refused(pull("plain", "127.0.0.1", "?sslmode=disable", &[]), &["no encryption", "leave out sslmode=disable"], "plain text");
-    let (code, keys, stderr) = pull("bad_mode", "localhost", "?sslmode=verify", &[]);
-    assert_eq!((code, keys), (Some(2), -1), "{stderr}");
-    assert!(stderr.contains("sslmode=verify is not one of"), "{stderr}");
+    for (db, query, says) in [
+        ("bad_mode", "?sslmode=verify", "sslmode=verify is not one of"),
+        ("ca_without_root", "?sslmode=verify-ca", "needs the server's own CA"),
+        ("system_not_full", "?sslmode=require&sslrootcert=system", "takes sslmode=verify-full"),
+    ] {
+        let (code, keys, stderr) = pull(db, "localhost", query, &[]);
+        assert_eq!((code, keys), (Some(2), -1), "{query}: {stderr}");
+        assert!(stderr.contains(says), "{query}: {stderr}");
+    }
+
+    // A server whose rules refuse TLS: libpq's default falls back to plain text, `require` not.
+    let refusing = PostgresServer::start_tls_refused(&ca);
+    for (query, code) in [("", Some(0)), ("?sslmode=require", Some(1))] {
+        refusing.client("postgres").batch_execute("DROP DATABASE IF EXISTS fallback").unwrap();
+        refusing.client("postgres").batch_execute("CREATE DATABASE fallback").unwrap();
+        let url = format!("postgres://durafetch@127.0.0.1:{}/fallback{query}", refusing.port);
+        let run = worker.pull_with(Path::new(&url), TOKEN, &[]);
+        assert_eq!(run.code, code, "{query}: {}", run.stderr);
+    }
 }
 
 /// Watchers, which never end by themselves: killed when dropped, so a failing test leaves none.
