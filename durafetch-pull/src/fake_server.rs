@@ -18,9 +18,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::config::{ConfigFile, Overrides, Server, Settings};
-use crate::connect::ConnectError;
-use crate::filter::FilterSpec;
+use crate::settings::file::{ConfigFile, Server};
+use crate::settings::filter::FilterSpec;
+use crate::settings::pull::{Overrides, Settings};
+use crate::sink::memory::MemoryDatabase;
+use crate::transport::error::ConnectError;
 use crate::transport::{Answer, Link, Transport};
 
 /// One object as the fake holds it: each key's value (`None` once deleted) and the position of
@@ -341,7 +343,16 @@ pub fn fill(server: &FakeServer, worker: &str) {
     }
 }
 
-/// One pull of `workers` from `server` into `db`, without filters.
-pub async fn pull(server: &FakeServer, db: &Path, workers: &[&str]) -> Result<crate::progress::Summary, crate::pull::PullError> {
+/// One pull of `workers` from `server` into the database in memory `db`, without filters.
+pub async fn pull_into(
+    server: &FakeServer,
+    db: &MemoryDatabase,
+    workers: &[&str],
+) -> Result<crate::pull::progress::Summary, crate::pull::PullError> {
+    crate::pull::once_into(&settings(Path::new("memory"), workers, FilterSpec::default()), server, db.opener(), true).await
+}
+
+/// One pull of `workers` from `server` into the file `db`, without filters.
+pub async fn pull(server: &FakeServer, db: &Path, workers: &[&str]) -> Result<crate::pull::progress::Summary, crate::pull::PullError> {
     crate::pull::once_with(&settings(db, workers, FilterSpec::default()), server, true).await
 }

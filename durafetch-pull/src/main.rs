@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use durafetch_pull::postgres_sink::PostgresSink;
+use durafetch_pull::pull::{self, progress};
 use durafetch_pull::restore::{self, Outcome};
-use durafetch_pull::sink::{Database, Part};
-use durafetch_pull::{config, progress, pull};
+use durafetch_pull::settings::{pull as pull_settings, restore as restore_settings};
+use durafetch_pull::sink::database::{Database, Part, MAX_PARTS};
+use durafetch_pull::sink::postgres::database::PostgresSink;
 
 /// Downloads the state of Durable Objects instrumented with durafetch-sdk into a SQLite file.
 /// Only objects that changed since the last run are downloaded, and only their changed keys.
@@ -24,7 +25,7 @@ struct Flags {
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
     #[command(flatten)]
-    overrides: config::Overrides,
+    overrides: pull_settings::Overrides,
     /// Pull once and exit (the default).
     #[arg(long, conflicts_with = "watch")]
     once: bool,
@@ -45,7 +46,7 @@ enum Command {
     /// Example: DURAFETCH_RESTORE_AUTH=... durafetch-pull restore --db backup.sqlite --to wss://durafetch_my-app.example.com --mode replace
     Restore {
         #[command(flatten)]
-        flags: Box<config::RestoreFlags>,
+        flags: Box<restore_settings::RestoreFlags>,
         /// Print only errors.
         #[arg(long)]
         quiet: bool,
@@ -60,7 +61,7 @@ enum Command {
         #[arg(long)]
         db: String,
         /// The number of parts: the pullers then run with --shard 1/N to --shard N/N.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(durafetch_pull::sink::MAX_PARTS)))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PARTS)))]
         parts: u32,
     },
 }
@@ -79,7 +80,7 @@ fn main() -> ExitCode {
         Some(Command::Reshard { db, parts }) => return run_reshard(&db, parts),
         None => {}
     }
-    let settings = match config::Settings::load(flags.config_file.as_deref(), flags.overrides) {
+    let settings = match pull_settings::Settings::load(flags.config_file.as_deref(), flags.overrides) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("durafetch-pull: {e}");
@@ -117,8 +118,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_restore(flags: config::RestoreFlags, quiet: bool) -> ExitCode {
-    let settings = match config::RestoreSettings::resolve(flags, |var| std::env::var(var).ok()) {
+fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
+    let settings = match restore_settings::RestoreSettings::resolve(flags, |var| std::env::var(var).ok()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("durafetch-pull: {e}");

@@ -3,8 +3,9 @@
 //! server messages, a restore's replies, config file and filters; and the object's own log keys.
 
 use durafetch_fuzz::Fuzzer;
-use durafetch_pull::config::{ConfigFile, Overrides, Settings};
-use durafetch_pull::filter::{Filter, FilterSpec};
+use durafetch_pull::settings::file::ConfigFile;
+use durafetch_pull::settings::filter::{Filter, FilterSpec};
+use durafetch_pull::settings::pull::{Overrides, Settings};
 use durafetch_sdk::core::auth::{bearer_token, Secret};
 use durafetch_sdk::core::keys::{check_user_key, log_key, parse_log_key};
 use durafetch_sdk::core::protocol::{ClientMessage, ObjectReport, ServerMessage};

@@ -242,7 +242,8 @@ fn postgres_holds_what_the_file_holds_at_every_step_with_history() {
 /// sends a key twice would: the page goes the upsert's way, and the key holds its last value.
 #[test]
 fn a_first_download_that_repeats_a_key_keeps_its_last_value() {
-    use durafetch_pull::sink::{open, Database, Part};
+    use durafetch_pull::sink::database::{Database, Part};
+    use durafetch_pull::sink::open;
     use durafetch_sdk::core::cursor::Cursor;
     use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry, SqlPage, SqlRow, SqlValue};
     let server = PostgresServer::start();

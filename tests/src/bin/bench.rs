@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use durafetch_e2e::postgres::PostgresServer;
 use durafetch_e2e::{kv_rows, restorer, row_value, LocalWorker, RestoreRun, RESTORE_TOKEN, TOKEN, WORKER};
-use durafetch_pull::sink::{Sink, WriteId};
+use durafetch_pull::sink::interface::{Sink, WriteId};
 use serde_json::Value;
 
 struct Row {
@@ -241,7 +241,8 @@ enum SinkPlace<'a> {
 /// Three times: one object's snapshot written by `write` into a new file or database, from
 /// opening it to closing it; the median, in seconds.
 fn sink_rounds(into: &SinkPlace<'_>, write: impl Fn(&mut dyn Sink, WriteId)) -> f64 {
-    use durafetch_pull::sink::{open, Database, Part};
+    use durafetch_pull::sink::database::{Database, Part};
+    use durafetch_pull::sink::open;
     use durafetch_sdk::core::cursor::Cursor;
     use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
     static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

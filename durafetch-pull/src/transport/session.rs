@@ -7,8 +7,8 @@ use durafetch_sdk::core::protocol::{ClientMessage, ServerMessage, PROTOCOL_VERSI
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connect::ConnectError;
 use crate::retry::Retryable;
+use crate::transport::error::ConnectError;
 use crate::transport::Link;
 
 /// Pages the client lets the server send ahead.
@@ -161,8 +161,8 @@ mod tests {
                 std::future::pending::<()>().await;
             }
         });
-        let server = crate::config::test_server(&format!("ws://durafetch_app.localhost:{}", addr.port()));
-        let socket = crate::connect::NetworkTransport::default().open(&server, "/index").await.unwrap();
+        let server = crate::settings::file::test_server(&format!("ws://durafetch_app.localhost:{}", addr.port()));
+        let socket = crate::transport::websocket::NetworkTransport::default().open(&server, "/index").await.unwrap();
         let heartbeat = Heartbeat { ping_every: Duration::from_millis(50), silence_limit: Duration::from_millis(300) };
         ClientSession { socket, received: 0, heartbeat }
     }

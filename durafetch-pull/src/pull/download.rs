@@ -4,14 +4,14 @@
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
 
-use crate::config::Server;
-use crate::error::TransferError;
-use crate::export_reader::ExportReader;
-use crate::filter::Filter;
+use crate::pull::error::TransferError;
+use crate::pull::export_reader::ExportReader;
 use crate::retry::Backoff;
-use crate::session::SessionError;
-use crate::sink::{ApplyStats, PullTarget};
-use crate::sink_thread::{Queued, SinkThread};
+use crate::settings::file::Server;
+use crate::settings::filter::Filter;
+use crate::sink::interface::{ApplyStats, PullTarget};
+use crate::sink::thread::{Queued, SinkThread};
+use crate::transport::session::SessionError;
 use crate::transport::Transport;
 
 /// What a page being written holds, and so which counts its outcome goes to.
@@ -140,7 +140,9 @@ impl ObjectDownload<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::fake_server::{file, pull, since, temp_db, FakeServer, Fault};
+    use crate::fake_server::{pull_into, since, FakeServer, Fault};
+    use crate::sink::memory::MemoryDatabase;
+    use durafetch_sdk::core::cursor::Cursor;
 
     /// A snapshot cut off after its first page is retried; the retry, a snapshot again (no
     /// cursor was saved), leaves exactly the object's keys.
@@ -148,13 +150,13 @@ mod tests {
     async fn a_download_cut_off_mid_snapshot_is_retried_and_resumed_exactly() {
         let server = FakeServer::filled("app");
         server.fail_next("/export/Cart/cc", Fault::CutAfterPages(1));
-        let (db, dir) = temp_db("cut-off");
-        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        let db = MemoryDatabase::default();
+        let summary = pull_into(&server, &db, &["app"]).await.unwrap();
         assert!(summary.failed.is_empty(), "{:?}", summary.failed);
         assert_eq!(server.connections("/export/Cart/cc"), 2, "one retry");
         assert_eq!(since(&server.hellos("/export/Cart/cc")[1]).0, None, "the retry starts over: no cursor was saved");
-        assert_eq!(file(&db, "app"), server.live("app"));
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(db.live("app"), server.live("app"));
+        assert_eq!(db.cursor("cc"), Some(Cursor::new(1, 3)), "the cursor saved with the last page");
     }
 
     /// A small object comes in one answer, a larger one over a session after the server says
@@ -165,19 +167,18 @@ mod tests {
         for key in ["k4", "k5", "k6"] {
             server.write("app", "Room", "bb", key, Some(serde_json::json!(key)));
         }
-        let (db, dir) = temp_db("one-answer");
-        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        let db = MemoryDatabase::default();
+        let summary = pull_into(&server, &db, &["app"]).await.unwrap();
         assert!(summary.failed.is_empty(), "{:?}", summary.failed);
-        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!(db.live("app"), server.live("app"));
         assert_eq!((server.whole_answers("/export/Room/aa"), server.connections("/export/Room/aa")), (1, 1), "3 keys: one answer");
         assert_eq!((server.whole_answers("/export/Room/bb"), server.connections("/export/Room/bb")), (0, 1), "6 keys: a session");
 
         server.write("app", "Room", "aa", "k1", None);
-        let summary = pull(&server, &db, &["app"]).await.unwrap();
+        let summary = pull_into(&server, &db, &["app"]).await.unwrap();
         assert!(summary.failed.is_empty(), "{:?}", summary.failed);
-        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!(db.live("app"), server.live("app"));
         assert_eq!(server.whole_answers("/export/Room/aa"), 2, "the change came in one answer");
         assert_eq!(since(&server.hellos("/export/Room/aa")[1]).0.map(|c| c.seq), Some(3), "from the cursor the first answer left");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,26 +1,23 @@
 //! The production transport: an authenticated WebSocket to a server, or a small export asked for
-//! in one request (`one_response`) on a connection dialled the same way. `*.localhost` does not
-//! resolve through the system resolver, so such hosts are reached on 127.0.0.1 with the name in
-//! the `Host` header.
+//! in one request (`one_response`); both dial as `dial` does.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use durafetch_sdk::core::route::is_local_host;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Response};
+use tokio_tungstenite::tungstenite::http::Response;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::config::Server;
-use crate::one_response::KeptConnections;
-use crate::tls::{self, CertificateFileError};
+use crate::settings::file::Server;
+use crate::transport::dial::{bearer, dial, endpoint, error_message, tls_config, Stream};
+use crate::transport::error::{ConnectError, HANDSHAKE_LIMIT};
+use crate::transport::one_response::KeptConnections;
 use crate::transport::{Answer, Link, Transport};
 
 type Socket = WebSocketStream<Connection>;
@@ -41,44 +38,10 @@ impl Transport for NetworkTransport {
         Box::pin(self.kept.export_whole(server, path, hello))
     }
 }
-
-/// A connection and its WebSocket upgrade must be done within this long; a host that drops
-/// packets would otherwise hold a download for minutes.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
-
 /// How much of a refusal's body is read, and for how long: enough for the error message a
 /// server puts there, never a download.
 const REFUSAL_BODY_LIMIT: usize = 16 * 1024;
 const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("the server refused the token (401); check DURAFETCH_AUTH against the worker's secret")]
-    Unauthorized,
-    #[error("the server answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("cannot reach {host}: {message}")]
-    Unreachable { host: String, message: String },
-    #[error("websocket: {0}")]
-    Protocol(String),
-    #[error("{host} did not complete the connection within {} s", HANDSHAKE_LIMIT.as_secs())]
-    TimedOut { host: String },
-    #[error(
-        "the certificate of {host} is refused: {reason}; if a TLS-inspecting proxy or a private CA signs it, point SSL_CERT_FILE at that CA's certificate (PEM)"
-    )]
-    Certificate { host: String, reason: String },
-    #[error(transparent)]
-    CertificateFile(#[from] CertificateFileError),
-}
-
-impl ConnectError {
-    /// Errors that another attempt cannot fix.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, ConnectError::Unauthorized | ConnectError::Certificate { .. } | ConnectError::CertificateFile(_))
-            || matches!(self, ConnectError::Status { status, .. } if (400..500).contains(status))
-    }
-}
-
 async fn open(server: &Server, path: &str) -> Result<Socket, ConnectError> {
     open_trusting(server, path, tls_config).await
 }
@@ -116,62 +79,6 @@ async fn handshake(
         Err(e) => Err(ConnectError::Protocol(e.to_string())),
     }
 }
-
-/// The URL of one of the server's endpoints: under its path prefix, if it has one.
-pub(crate) fn endpoint(server: &Server, path: &str) -> url::Url {
-    let mut url = server.url.clone();
-    url.set_path(&format!("{}{path}", server.url.path().trim_end_matches('/')));
-    url
-}
-
-/// The `authorization` header of the server's token.
-pub(crate) fn bearer(server: &Server) -> Result<HeaderValue, ConnectError> {
-    HeaderValue::from_str(&format!("Bearer {}", server.token.expose()))
-        .map_err(|_| ConnectError::Protocol("the token holds characters a header cannot carry".into()))
-}
-
-/// A connection to `url`'s host: TCP, and TLS over it for `wss://` with the settings `tls`
-/// makes. The TLS settings come first, so that an unreadable SSL_CERT_FILE is named before any
-/// connection is made.
-pub(crate) async fn dial(
-    url: &url::Url,
-    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, ConnectError>,
-) -> Result<Stream, ConnectError> {
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let tls = if url.scheme() == "wss" { Some(tls()?) } else { None };
-    let unreachable = |e: io::Error| ConnectError::Unreachable { host: host.clone(), message: e.to_string() };
-    let port = url.port_or_known_default().unwrap_or(80);
-    let tcp =
-        if is_local_host(&host) { TcpStream::connect(("127.0.0.1", port)).await } else { TcpStream::connect((host.as_str(), port)).await }
-            .map_err(unreachable)?;
-    // Pages and credits are small messages: send each at once.
-    tcp.set_nodelay(true).map_err(unreachable)?;
-    match tls {
-        Some(tls) => {
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ConnectError::Protocol(e.to_string()))?;
-            let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| tls_error(&host, e))?;
-            Ok(Stream::Tls(Box::new(tls)))
-        }
-        None => Ok(Stream::Plain(tcp)),
-    }
-}
-
-/// The TLS settings of every connection, made once: see [`tls::roots`].
-pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, ConnectError> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, CertificateFileError>> = OnceLock::new();
-    let made = CONFIG.get_or_init(|| tls::roots(tls::ssl_cert_file().as_deref()).map(tls::client_config));
-    Ok(made.clone()?)
-}
-
-/// A failed TLS handshake: a refused certificate says why, in words; anything else is the
-/// network's.
-fn tls_error(host: &str, e: io::Error) -> ConnectError {
-    match tls::refusal_reason(&e, host) {
-        Some(reason) => ConnectError::Certificate { host: host.to_owned(), reason },
-        None => ConnectError::Unreachable { host: host.to_owned(), message: e.to_string() },
-    }
-}
-
 /// The whole body of a refused upgrade, up to [`REFUSAL_BODY_LIMIT`]: the handshake hands back
 /// only the bytes that came with the headers, and the rest may still be on its way.
 async fn refusal_body(response: &Response<Option<Vec<u8>>>, mut connection: Connection) -> Vec<u8> {
@@ -215,55 +122,6 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
     data
 }
-
-/// What a refusal says: the `error` of durafetch's JSON error body, or the body as text.
-pub(crate) fn error_message(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| text.trim().to_owned());
-    message.chars().take(1000).collect()
-}
-
-/// The byte stream under a connection: TCP, or TLS over TCP.
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// A [`Stream`] that the handshake's caller keeps a handle to, so that when the server refuses
 /// the upgrade the rest of its answer can still be read. Only the task that polls the socket
 /// ever takes the lock, so it is never contended.
@@ -299,6 +157,7 @@ impl AsyncWrite for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio_rustls::rustls::pki_types::CertificateDer;
@@ -323,7 +182,7 @@ mod tests {
     }
 
     fn local_server(port: u16) -> Server {
-        crate::config::test_server(&format!("ws://durafetch_app.localhost:{port}"))
+        crate::settings::file::test_server(&format!("ws://durafetch_app.localhost:{port}"))
     }
 
     #[tokio::test]
@@ -352,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn wss_speaks_tls_and_names_a_failed_handshake() {
         let port = refusing_server("400 Bad Request", "content-length: 0\r\n", ["", ""]).await;
-        let server = crate::config::test_server(&format!("wss://durafetch_app.localhost:{port}"));
+        let server = crate::settings::file::test_server(&format!("wss://durafetch_app.localhost:{port}"));
         let error = open(&server, "/index").await.err().unwrap();
         assert!(matches!(error, ConnectError::Unreachable { .. }), "{error}");
         assert!(error.to_string().starts_with("cannot reach durafetch_app.localhost: "), "{error}");
@@ -420,7 +279,7 @@ mod tests {
         let host = "durafetch_app.localhost";
         let good = pki(&[host]);
         let port = tls_server(&good).await;
-        let server = crate::config::test_server(&format!("wss://{host}:{port}"));
+        let server = crate::settings::file::test_server(&format!("wss://{host}:{port}"));
         open_trusting(&server, "/index", trusting(Some(&good.ca))).await.expect("a certificate of a trusted CA");
 
         let error = open_trusting(&server, "/index", trusting(None)).await.err().unwrap();
@@ -431,7 +290,7 @@ mod tests {
 
         let other = pki(&["other.localhost"]);
         let port = tls_server(&other).await;
-        let server = crate::config::test_server(&format!("wss://{host}:{port}"));
+        let server = crate::settings::file::test_server(&format!("wss://{host}:{port}"));
         let error = open_trusting(&server, "/index", trusting(Some(&other.ca))).await.err().unwrap();
         assert!(error.to_string().contains("not valid for the name durafetch_app.localhost"), "{error}");
     }

@@ -4,29 +4,7 @@
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, SqlPage};
 
-use crate::retry::Retryable;
-use crate::sink::{ApplyStats, OpenError, Sink, Swept, WriteId};
-
-/// What can go wrong with the file once it is open.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("database: {}", crate::postgres_sink::describe(.0))]
-    Postgres(#[from] postgres::Error),
-    #[error("database: the database thread stopped")]
-    Stopped,
-    #[error("database: a page for a download that had already ended")]
-    Abandoned,
-}
-
-impl Retryable for SinkError {
-    /// A database error is the machine's (a full disk, a damaged file): another attempt of the
-    /// same download would meet it again.
-    fn is_retryable(&self) -> bool {
-        false
-    }
-}
+use crate::sink::interface::{ApplyStats, OpenError, Sink, SinkError, Swept, WriteId};
 
 type Job = Box<dyn FnOnce(&mut dyn Sink) + Send>;
 

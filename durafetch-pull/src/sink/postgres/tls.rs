@@ -14,7 +14,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::ParsedCertificate;
 use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::tls::{self, CertificateFileError};
+use crate::sink::postgres::error::{refused_by_rule, tls_required, TlsSettingsError};
+use crate::tls::{self};
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,20 +65,6 @@ pub(crate) struct TlsSettings {
     pub root_cert: RootCert,
     /// Whether a root certificate was named (which turns `require` into `verify-ca`).
     root_cert_named: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSettingsError {
-    #[error("sslmode={0} is not one of disable, allow, prefer, require, verify-ca, verify-full")]
-    Mode(String),
-    #[error("sslrootcert=system checks the server's name against the system's roots: it takes sslmode=verify-full (or none), as in libpq")]
-    SystemNeedsVerifyFull,
-    #[error(
-        "sslmode=verify-ca checks only that the certificate chains to a root, so it needs the server's own CA: name it with sslrootcert=<file> (PEM), or use sslmode=verify-full"
-    )]
-    VerifyCaNeedsRoot,
-    #[error(transparent)]
-    RootCert(#[from] CertificateFileError),
 }
 
 /// Splits `url` into the URL the client library reads (without `sslmode` and `sslrootcert`) and
@@ -256,19 +243,6 @@ pub(crate) fn tls_failed(error: &postgres::Error) -> bool {
         source = inner.source();
     }
     error.to_string().starts_with("error performing TLS handshake") || refused_by_rule(error, &["SSL encryption", "SSL on"])
-}
-
-/// Whether the server's rules refuse this address without TLS: libpq's `allow` then tries TLS.
-pub(crate) fn tls_required(error: &postgres::Error) -> bool {
-    refused_by_rule(error, &["no encryption", "SSL off"])
-}
-
-/// A `pg_hba.conf` refusal whose message ends with one of `endings` (the wording of PostgreSQL
-/// 14 and later, then of older servers).
-fn refused_by_rule(error: &postgres::Error, endings: &[&str]) -> bool {
-    error.as_db_error().is_some_and(|db| {
-        db.code() == &postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION && endings.iter().any(|e| db.message().ends_with(e))
-    })
 }
 
 #[cfg(test)]

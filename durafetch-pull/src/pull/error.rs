@@ -2,8 +2,8 @@
 //! file's, each kept whole, and classified for retries by the layer that defined it.
 
 use crate::retry::Retryable;
-use crate::session::SessionError;
-use crate::sink_thread::SinkError;
+use crate::sink::interface::SinkError;
+use crate::transport::session::SessionError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -13,8 +13,8 @@ pub enum TransferError {
     Sink(#[from] SinkError),
 }
 
-impl From<crate::connect::ConnectError> for TransferError {
-    fn from(e: crate::connect::ConnectError) -> Self {
+impl From<crate::transport::error::ConnectError> for TransferError {
+    fn from(e: crate::transport::error::ConnectError) -> Self {
         TransferError::Session(e.into())
     }
 }

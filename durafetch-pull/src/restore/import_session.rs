@@ -10,7 +10,7 @@ use durafetch_sdk::core::restore_protocol::{Applied, ImportMode, ImportReply, Im
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::session::{frame_text, protocol_error, SessionError};
+use crate::transport::session::{frame_text, protocol_error, SessionError};
 use crate::transport::Link;
 
 /// Requests sent ahead of their replies.

@@ -6,11 +6,11 @@ use durafetch_sdk::core::protocol::ServerMessage;
 use durafetch_sdk::core::shard::index_path;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::Server;
-use crate::error::TransferError;
+use crate::pull::error::TransferError;
 use crate::retry::Backoff;
-use crate::session::{ClientSession, SessionError};
-use crate::sink_thread::SinkThread;
+use crate::settings::file::Server;
+use crate::sink::thread::SinkThread;
+use crate::transport::session::{ClientSession, SessionError};
 use crate::transport::Transport;
 
 /// What a read of the index found.

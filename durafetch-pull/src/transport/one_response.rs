@@ -2,7 +2,7 @@
 //! with the export's messages, one per line, on HTTP/1.1 connections kept alive between
 //! requests. Most objects are small, and a request on an open connection costs both ends less
 //! than a WebSocket opened, proxied and closed for each. Connections are dialled as the
-//! WebSocket's are (`connect::dial`: the same TLS roots, the same `*.localhost` rule).
+//! WebSocket's are (`dial::dial`: the same TLS roots, the same `*.localhost` rule).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -14,8 +14,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
 
-use crate::config::Server;
-use crate::connect::{self, ConnectError};
+use crate::settings::file::Server;
+use crate::transport::dial;
+use crate::transport::error::ConnectError;
 
 /// A request, from dialling to the last byte of its answer, must be done within this long.
 const ANSWER_LIMIT: Duration = Duration::from_secs(60);
@@ -36,7 +37,7 @@ impl KeptConnections {
     /// The export at `path` in one answer, or `None` when the server says it needs a session
     /// (426).
     pub async fn export_whole(&self, server: &Server, path: &str, hello: &str) -> Result<Option<String>, ConnectError> {
-        let url = connect::endpoint(server, path);
+        let url = dial::endpoint(server, path);
         let host = url.host_str().unwrap_or_default().to_owned();
         tokio::time::timeout(ANSWER_LIMIT, self.ask(server, &url, hello)).await.unwrap_or(Err(ConnectError::TimedOut { host }))
     }
@@ -46,7 +47,7 @@ impl KeptConnections {
         let request = || -> Result<hyper::Request<Full<Bytes>>, ConnectError> {
             hyper::Request::post(&url[url::Position::BeforePath..url::Position::AfterQuery])
                 .header("host", &url[url::Position::BeforeHost..url::Position::AfterPort])
-                .header("authorization", connect::bearer(server)?)
+                .header("authorization", dial::bearer(server)?)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::copy_from_slice(hello.as_bytes())))
                 .map_err(|e| ConnectError::Protocol(e.to_string()))
@@ -62,7 +63,7 @@ impl KeptConnections {
                 }
             }
         }
-        let stream = connect::dial(url, connect::tls_config).await?;
+        let stream = dial::dial(url, dial::tls_config).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(failed)?;
         tokio::spawn(connection);
         let response = sender.send_request(request()?).await.map_err(failed)?;
@@ -91,7 +92,7 @@ impl KeptConnections {
             }
             StatusCode::UPGRADE_REQUIRED => Ok(None),
             StatusCode::UNAUTHORIZED => Err(ConnectError::Unauthorized),
-            status => Err(ConnectError::Status { status: status.as_u16(), body: connect::error_message(&body) }),
+            status => Err(ConnectError::Status { status: status.as_u16(), body: dial::error_message(&body) }),
         }
     }
 

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::sink::Database;
+use crate::sink::database::Database;
 
 /// The outcome of one pull over every server.
 #[derive(Debug, Default, Clone)]

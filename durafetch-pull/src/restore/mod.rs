@@ -9,17 +9,20 @@
 //! deletes the keys the backup lacks inside that transaction. A dry run asks the object what
 //! it holds, counts what a restore would change, and sends nothing to apply.
 
+pub(crate) mod import_session;
+pub mod source;
+
 use durafetch_sdk::core::protocol::{ChangeValue, PageWriter, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
 use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
 use futures_util::StreamExt;
 
-use crate::config::RestoreSettings;
-use crate::connect::ConnectError;
-use crate::import_session::{Ended, ImportSession, Opened};
-use crate::restore_source::{Backup, BackupObject, SourceError, TableSchema};
+use crate::restore::import_session::{Ended, ImportSession, Opened};
+use crate::restore::source::{Backup, BackupObject, SourceError, TableSchema};
 use crate::retry::{Backoff, Retryable};
-use crate::session::SessionError;
+use crate::settings::restore::RestoreSettings;
+use crate::transport::error::ConnectError;
+use crate::transport::session::SessionError;
 use crate::transport::Transport;
 
 /// How one object's restore ended.
@@ -200,7 +203,7 @@ pub enum RestoreError {
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
 /// object as it ends, beside a progress bar over the objects (on a terminal, unless `quiet`).
 pub async fn restore(settings: &RestoreSettings, quiet: bool, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
-    restore_with(settings, &crate::connect::NetworkTransport::default(), quiet, each).await
+    restore_with(settings, &crate::transport::websocket::NetworkTransport::default(), quiet, each).await
 }
 
 /// [`restore`] over `transport`.
@@ -215,7 +218,7 @@ pub async fn restore_with(
         keep_undo_copy(settings, undo, transport, quiet).await?;
         name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;
     }
-    let bar = crate::progress::object_bar(objects.len() as u64, quiet);
+    let bar = crate::pull::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
         .map(|object| async move { restore_object(settings, transport, &object).await })
         .buffer_unordered(settings.concurrency.max(1))
@@ -233,19 +236,19 @@ pub async fn restore_with(
 /// objects the filters keep, with history, so that a restore from the file puts them back.
 async fn keep_undo_copy(
     settings: &RestoreSettings,
-    undo: &crate::config::Undo,
+    undo: &crate::settings::restore::Undo,
     transport: &dyn Transport,
     quiet: bool,
 ) -> Result<(), RestoreError> {
-    let pull = crate::config::Settings {
-        db: crate::sink::Database::File(undo.file.clone()),
-        part: crate::sink::Part::WHOLE,
+    let pull = crate::settings::pull::Settings {
+        db: crate::sink::database::Database::File(undo.file.clone()),
+        part: crate::sink::database::Part::WHOLE,
         servers: vec![undo.reader.clone()],
         concurrency: settings.concurrency,
         poll_every: std::time::Duration::from_secs(1),
         filter: settings.filter.clone(),
         history: true,
-        verify: crate::config::Verify::Off,
+        verify: crate::settings::pull::Verify::Off,
         ndjson: settings.ndjson,
     };
     let summary = crate::pull::once_with(&pull, transport, quiet).await.map_err(|e| RestoreError::Undo(e.to_string()))?;

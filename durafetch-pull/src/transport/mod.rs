@@ -4,14 +4,20 @@
 //! in-memory channels, so the download, index and pull logic is tested without a network or a
 //! worker.
 
+pub(crate) mod dial;
+pub mod error;
+pub(crate) mod one_response;
+pub(crate) mod session;
+pub mod websocket;
+
 use std::future::Future;
 use std::pin::Pin;
 
 use futures_util::{Sink, Stream};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::config::Server;
-use crate::connect::ConnectError;
+use crate::settings::file::Server;
+use crate::transport::error::ConnectError;
 
 /// A connection's frames: WebSocket messages in both directions.
 pub trait LinkIo: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Send {}

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::ServerMessage;
 
-use crate::config::Server;
-use crate::session::{server_message, ClientSession, SessionError};
+use crate::settings::file::Server;
+use crate::transport::session::{server_message, ClientSession, SessionError};
 use crate::transport::Transport;
 
 pub enum ExportReader {

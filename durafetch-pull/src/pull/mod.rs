@@ -1,19 +1,28 @@
 //! A pull over every server: read each index, then download the objects that are behind with
 //! bounded concurrency; once, or continuously as the registry's watch says objects changed.
 
+pub(crate) mod download;
+pub mod error;
+pub(crate) mod export_reader;
+pub(crate) mod index;
+pub mod progress;
+
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use crate::config::{Server, Settings, Verify};
-use crate::connect::{ConnectError, NetworkTransport};
-use crate::error::TransferError;
-use crate::progress::{object_bar, Summary};
-use crate::session::SessionError;
-use crate::sink::{self, OpenError};
-use crate::sink_thread::{SinkError, SinkThread};
+use crate::pull::error::TransferError;
+use crate::pull::progress::{object_bar, Summary};
+use crate::settings::file::Server;
+use crate::settings::pull::{Settings, Verify};
+use crate::sink;
+use crate::sink::interface::SinkError;
+use crate::sink::interface::{OpenError, Sink};
+use crate::sink::thread::SinkThread;
+use crate::transport::error::ConnectError;
+use crate::transport::session::SessionError;
+use crate::transport::websocket::NetworkTransport;
 use crate::transport::Transport;
-use crate::{download, index};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -41,14 +50,25 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
     once_with(settings, &NetworkTransport::default(), quiet).await
 }
 
-/// Pulls once through `transport`.
+/// Pulls once through `transport` into the database the settings name.
 pub async fn once_with(settings: &Settings, transport: &dyn Transport, quiet: bool) -> Result<Summary, PullError> {
+    let (db, history, part) = (settings.db.clone(), settings.history, settings.part);
+    once_into(settings, transport, move || sink::open(&db, history, part), quiet).await
+}
+
+/// Pulls once through `transport` into the database `open` opens.
+pub(crate) async fn once_into(
+    settings: &Settings,
+    transport: &dyn Transport,
+    open: impl FnOnce() -> Result<Box<dyn Sink>, OpenError> + Send + 'static,
+    quiet: bool,
+) -> Result<Summary, PullError> {
     // Every server is reached before the database is opened: an unreachable server or a refused
     // token leaves the file as it was (or not created at all).
     for server in &settings.servers {
         index::probe(transport, server).await.map_err(|e| index_error(server, e))?;
     }
-    let sink = open_sink(settings).await?;
+    let sink = SinkThread::start(open).await.map_err(|source| PullError::Database { path: settings.db.to_string(), source })?;
     let pulled = async {
         let mut changed = 0;
         for server in &settings.servers {
@@ -248,13 +268,15 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use durafetch_sdk::core::cursor::Cursor;
     use serde_json::json;
 
     use super::*;
     use crate::fake_server::{file, fill, pull, settings, since, temp_db, FakeServer};
-    use crate::filter::FilterSpec;
+    use crate::settings::filter::FilterSpec;
+    use crate::sink::memory::MemoryDatabase;
 
     /// A first pull copies every object; the next reads the index since the revision the file
     /// saved, contacts only the object that changed, and asks it only for what changed since the
@@ -262,37 +284,35 @@ mod tests {
     #[tokio::test]
     async fn a_second_pull_reads_only_what_changed_since_the_saved_revision_and_cursor() {
         let server = FakeServer::filled("app");
-        let (db, dir) = temp_db("changed-since");
-        let settings = settings(&db, &["app"], FilterSpec::default());
-        let first = once_with(&settings, &server, true).await.unwrap();
+        let db = MemoryDatabase::default();
+        let settings = settings(Path::new("memory"), &["app"], FilterSpec::default());
+        let first = once_into(&settings, &server, db.opener(), true).await.unwrap();
         assert_eq!((first.objects_pulled, first.snapshots, first.keys_written), (3, 3, 9));
-        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!(db.live("app"), server.live("app"));
 
         server.write("app", "Room", "bb", "k4", Some(json!(4)));
         server.write("app", "Room", "bb", "k1", None);
-        let second = once_with(&settings, &server, true).await.unwrap();
+        let second = once_into(&settings, &server, db.opener(), true).await.unwrap();
         assert_eq!((second.index_changed, second.objects_pulled, second.snapshots), (1, 1, 0), "{second:?}");
         assert_eq!((second.keys_written, second.keys_deleted), (1, 1));
-        assert_eq!(file(&db, "app"), server.live("app"));
+        assert_eq!(db.live("app"), server.live("app"));
         let index_hellos = server.hellos("/index");
         assert_eq!(since(index_hellos.last().unwrap()), (None, 9), "the index is read since the saved revision");
         let exports = server.hellos("/export/Room/bb");
         assert_eq!(since(&exports[1]), (Some(Cursor::new(1, 3)), 0), "the export starts at the saved cursor");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// Filters choose objects before any is contacted, and keys as pages arrive.
     #[tokio::test]
     async fn filters_choose_objects_before_contacting_them_and_keys_as_they_arrive() {
         let server = FakeServer::filled("app");
-        let (db, dir) = temp_db("filters");
+        let db = MemoryDatabase::default();
         let filter = FilterSpec { classes: vec!["Room".into()], key_prefixes: vec!["k1".into(), "k3".into()], ..FilterSpec::default() };
-        let summary = once_with(&settings(&db, &["app"], filter), &server, true).await.unwrap();
+        let summary = once_into(&settings(Path::new("memory"), &["app"], filter), &server, db.opener(), true).await.unwrap();
         assert_eq!((summary.objects_pulled, summary.filtered_out), (2, 1));
         assert_eq!(server.connections("/export/Cart"), 0, "a filtered-out object is not contacted");
         let expected: BTreeMap<_, _> = server.live("app").into_iter().filter(|((name, key), _)| name != "name-cc" && key != "k2").collect();
-        assert_eq!(file(&db, "app"), expected);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(db.live("app"), expected);
     }
 
     /// Several servers share one file, each object under its own worker.

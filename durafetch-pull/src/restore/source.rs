@@ -6,8 +6,8 @@ use durafetch_sdk::core::protocol::{Change, ChangeValue, SqlPage, SqlRow, SqlVal
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::filter::Filter;
-use crate::sql_write::{ident, source_column_name};
+use crate::settings::filter::Filter;
+use crate::sink::naming::{ident, source_column_name};
 
 /// An object of the backup.
 #[derive(Debug, Clone)]
@@ -445,8 +445,8 @@ mod tests {
 
     use super::*;
     use crate::fake_server::temp_db;
-    use crate::filter::FilterSpec;
-    use crate::sqlite_sink::SqliteSink;
+    use crate::settings::filter::FilterSpec;
+    use crate::sink::sqlite::SqliteSink;
 
     fn json(key: &str, value: serde_json::Value) -> Change {
         Change { key: key.into(), value: ChangeValue::Json(value) }

@@ -15,15 +15,17 @@
 
 use std::collections::HashMap;
 
-use bytes::BytesMut;
 use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
-use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Transaction};
 
-use crate::object_write::ObjectWrite;
-use crate::postgres_copy::{copy_rows, JsonbText};
-use crate::sink::{fnv1a, last_per_key, ApplyStats};
-use crate::sql_write::{ident, local_column_name, local_table_name, row_json};
+use crate::sink::interface::ApplyStats;
+use crate::sink::naming::{ident, local_table_name, postgres_column, postgres_name};
+use crate::sink::plan::last_per_key;
+use crate::sink::plan::row_json;
+use crate::sink::plan::ObjectWrite;
+use crate::sink::postgres::columns::{column_array, columns, fit_columns, lock_table, Cell, ColumnType, FittedColumns};
+use crate::sink::postgres::copy::copy_rows;
 
 pub(crate) const SQL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sql_tables (
@@ -34,91 +36,6 @@ CREATE TABLE IF NOT EXISTS sql_tables (
     PRIMARY KEY (worker_name, class_name, table_name)
 );
 ";
-
-/// PostgreSQL cuts names at 63 bytes (and would then never find a longer one again): a longer
-/// local name keeps its first 46 bytes or fewer (a whole character), then `~` and the 16 hex
-/// digits of the FNV-1a hash of the whole name. Tables and columns alike.
-fn postgres_name(name: &str) -> String {
-    if name.len() <= 63 {
-        return name.to_owned();
-    }
-    let hash = fnv1a(name);
-    let mut cut = 46;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}~{hash:016x}", &name[..cut])
-}
-
-/// The local column of the source column `column`.
-fn postgres_column(column: &str) -> String {
-    postgres_name(&local_column_name(column))
-}
-
-/// A local column's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ColumnType {
-    Integer,
-    Real,
-    Text,
-    Blob,
-    /// Values of several types, each in the wire's form.
-    Mixed,
-}
-
-impl ColumnType {
-    fn of(value: &SqlValue) -> Option<Self> {
-        match value {
-            SqlValue::Null => None,
-            SqlValue::Integer(_) => Some(ColumnType::Integer),
-            SqlValue::Real(_) => Some(ColumnType::Real),
-            SqlValue::Text(_) => Some(ColumnType::Text),
-            SqlValue::Blob(_) => Some(ColumnType::Blob),
-        }
-    }
-
-    /// The type of a binary COPY's values for the column.
-    fn wire_type(self) -> Type {
-        match self {
-            ColumnType::Integer => Type::INT8,
-            ColumnType::Real => Type::FLOAT8,
-            ColumnType::Text => Type::TEXT,
-            ColumnType::Blob => Type::BYTEA,
-            ColumnType::Mixed => Type::JSONB,
-        }
-    }
-
-    fn sql(self) -> &'static str {
-        match self {
-            ColumnType::Integer => "bigint",
-            ColumnType::Real => "double precision",
-            ColumnType::Text => "text",
-            ColumnType::Blob => "bytea",
-            ColumnType::Mixed => "jsonb",
-        }
-    }
-
-    fn from_catalog(name: &str) -> Option<Self> {
-        Some(match name {
-            "bigint" => ColumnType::Integer,
-            "double precision" => ColumnType::Real,
-            "text" => ColumnType::Text,
-            "bytea" => ColumnType::Blob,
-            "jsonb" => ColumnType::Mixed,
-            _ => return None,
-        })
-    }
-
-    /// How a column of this type becomes `jsonb`.
-    fn to_json(self, column: &str) -> String {
-        match self {
-            ColumnType::Blob => {
-                format!("CASE WHEN {column} IS NULL THEN NULL ELSE jsonb_build_object('blob', translate(encode({column}, 'base64'), E'\\n', '')) END")
-            }
-            _ => format!("to_jsonb({column})"),
-        }
-    }
-}
 
 /// The local table of `table` for the download's class, made if `create`; `None` if it does
 /// not exist and was not to be made.
@@ -145,72 +62,6 @@ fn local_table(client: &mut impl GenericClient, write: &ObjectWrite, table: &str
         &[&write.worker, &write.class, &table, &local],
     )?;
     Ok(Some(local))
-}
-
-/// Holds a lock on the local table `local`'s shape until the transaction ends.
-fn lock_table(client: &mut impl GenericClient, local: &str) -> Result<(), postgres::Error> {
-    client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&local])?;
-    Ok(())
-}
-
-/// The source columns of the local table, by local name, with their types.
-fn columns(client: &mut impl GenericClient, local: &str) -> Result<HashMap<String, ColumnType>, postgres::Error> {
-    let rows = client.query(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns
-         WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')",
-        &[&local],
-    )?;
-    Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
-}
-
-/// The page's columns' types (`None`: not in the table, and every value NULL), and every
-/// column of the table.
-struct FittedColumns {
-    page: Vec<Option<ColumnType>>,
-    table: HashMap<String, ColumnType>,
-}
-
-/// Adds the columns the page's values need and turns to `jsonb` those a value does not fit;
-/// answers the columns as they then are.
-fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<FittedColumns, postgres::Error> {
-    let mut wanted: Vec<Option<ColumnType>> = vec![None; page.columns.len()];
-    for row in &page.rows {
-        for (i, value) in row.v.iter().flatten().enumerate().take(wanted.len()) {
-            wanted[i] = match (wanted[i], ColumnType::of(value)) {
-                (w, None) => w,
-                (None, t) => t,
-                (Some(w), Some(t)) if w == t => Some(w),
-                _ => Some(ColumnType::Mixed),
-            };
-        }
-    }
-    let names: Vec<String> = page.columns.iter().map(|c| postgres_column(c)).collect();
-    let fits = |have: &HashMap<String, ColumnType>| {
-        names.iter().zip(&wanted).all(|(name, want)| match (have.get(name), want) {
-            (_, None) => true,
-            (Some(have), Some(want)) => have == want || *have == ColumnType::Mixed,
-            (None, Some(_)) => false,
-        })
-    };
-    let mut have = columns(tx, local)?;
-    if !fits(&have) {
-        lock_table(tx, local)?;
-        have = columns(tx, local)?;
-        for (name, want) in names.iter().zip(&wanted) {
-            let column = ident(name);
-            match (have.get(name), want) {
-                (None, Some(want)) => tx.batch_execute(&format!("ALTER TABLE {} ADD COLUMN {column} {}", ident(local), want.sql()))?,
-                (Some(have), Some(want)) if have != want && *have != ColumnType::Mixed => tx.batch_execute(&format!(
-                    "ALTER TABLE {} ALTER COLUMN {column} TYPE jsonb USING {}",
-                    ident(local),
-                    have.to_json(&column)
-                ))?,
-                _ => {}
-            }
-        }
-        have = columns(tx, local)?;
-    }
-    Ok(FittedColumns { page: names.iter().map(|name| have.get(name).copied()).collect(), table: have })
 }
 
 /// A fresh snapshot's page by binary COPY (see `postgres_copy`): the page's columns that the
@@ -247,54 +98,6 @@ fn copy_page(
         Ok(())
     })
 }
-
-/// A value of a page's row as its column's type holds it; the column was fitted to the page's
-/// values before, so any other pairing is a bug, refused rather than written as NULL.
-#[derive(Debug)]
-struct Cell<'a>(&'a SqlValue, ColumnType);
-
-impl ToSql for Cell<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match (self.1, self.0) {
-            (_, SqlValue::Null) => Ok(IsNull::Yes),
-            (ColumnType::Integer, SqlValue::Integer(i)) => i.to_sql(ty, out),
-            (ColumnType::Real, SqlValue::Real(r)) => r.to_sql(ty, out),
-            (ColumnType::Text, SqlValue::Text(t)) => t.to_sql(ty, out),
-            (ColumnType::Blob, SqlValue::Blob(b)) => b.to_sql(ty, out),
-            (ColumnType::Mixed, value) => JsonbText(&serde_json::to_string(value)?).to_sql(ty, out),
-            (kind, _) => Err(format!("a value that does not fit its {} column", kind.sql()).into()),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        [Type::INT8, Type::FLOAT8, Type::TEXT, Type::BYTEA, Type::JSONB].contains(ty)
-    }
-
-    to_sql_checked!();
-}
-
-/// One column of a page's rows, as an array of the column's type.
-fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: ColumnType) -> Box<dyn ToSql + Sync> {
-    let values = rows.iter().map(|(_, values)| values.get(index).unwrap_or(&SqlValue::Null));
-    match kind {
-        ColumnType::Integer => {
-            Box::new(values.map(|v| if let SqlValue::Integer(i) = v { Some(*i) } else { None }).collect::<Vec<Option<i64>>>())
-        }
-        ColumnType::Real => Box::new(values.map(|v| if let SqlValue::Real(r) = v { Some(*r) } else { None }).collect::<Vec<Option<f64>>>()),
-        ColumnType::Text => {
-            Box::new(values.map(|v| if let SqlValue::Text(t) = v { Some(t.clone()) } else { None }).collect::<Vec<Option<String>>>())
-        }
-        ColumnType::Blob => {
-            Box::new(values.map(|v| if let SqlValue::Blob(b) = v { Some(b.clone()) } else { None }).collect::<Vec<Option<Vec<u8>>>>())
-        }
-        ColumnType::Mixed => Box::new(
-            values
-                .map(|v| (!matches!(v, SqlValue::Null)).then(|| serde_json::to_string(v).unwrap_or_default()))
-                .collect::<Vec<Option<String>>>(),
-        ),
-    }
-}
-
 /// The rows `keys` as the table holds them now, as wire values in the page's column order.
 fn held_rows(
     tx: &mut Transaction<'_>,
@@ -356,7 +159,7 @@ pub(crate) fn apply_sql_page(
     let FittedColumns { page: types, table: all } = fit_columns(tx, &local, page)?;
     let mut stats = ApplyStats::default();
     let (present, absent): (Vec<_>, Vec<_>) = last_per_key(&page.rows, |r| r.k.as_str()).into_iter().partition(|r| r.v.is_some());
-    let now = crate::object_write::now_ms();
+    let now = crate::sink::plan::now_ms();
     if !absent.is_empty() {
         let keys: Vec<&str> = absent.iter().map(|r| r.k.as_str()).collect();
         stats.deleted = if write.history {
@@ -471,7 +274,7 @@ fn delete_rows(
     condition: &str,
     extra: Option<i64>,
 ) -> Result<u64, postgres::Error> {
-    let now = crate::object_write::now_ms();
+    let now = crate::sink::plan::now_ms();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&write.do_id];
     if let Some(extra) = &extra {
         params.push(extra);

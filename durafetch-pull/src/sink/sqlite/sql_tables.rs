@@ -15,8 +15,10 @@ use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use crate::object_write::ObjectWrite;
-use crate::sink::ApplyStats;
+use crate::sink::interface::ApplyStats;
+use crate::sink::naming::{ident, local_column_name, local_table_name};
+use crate::sink::plan::row_json;
+use crate::sink::plan::ObjectWrite;
 
 pub(crate) const SQL_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sql_tables (
@@ -45,43 +47,6 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
     PRIMARY KEY (do_id, table_name)
 );
 ";
-
-/// durafetch's own columns of a local table. A source column of one of these names (any case)
-/// lands as `<name>_sql`.
-const OWN_COLUMNS: [&str; 3] = ["do_id", "_row_key", "_pull_gen"];
-
-pub(crate) fn local_table_name(class: &str, table: &str) -> String {
-    format!("{class}.{table}")
-}
-
-pub(crate) fn local_column_name(column: &str) -> String {
-    if OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(column)) {
-        format!("{column}_sql")
-    } else {
-        column.to_owned()
-    }
-}
-
-/// The source column a local column holds, or `None` for durafetch's own.
-pub(crate) fn source_column_name(local: &str) -> Option<String> {
-    if OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(local)) {
-        return None;
-    }
-    let renamed = local.strip_suffix("_sql").filter(|stem| OWN_COLUMNS.iter().any(|own| own.eq_ignore_ascii_case(stem)));
-    Some(renamed.unwrap_or(local).to_owned())
-}
-
-/// A row as `sql_history.row` holds it: a JSON object of its columns, each value in the wire's
-/// exact form (see `docs/protocol.md`).
-pub(crate) fn row_json(columns: &[String], values: &[SqlValue]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> =
-        columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-    serde_json::Value::Object(object).to_string()
-}
-
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 fn to_sql(value: &SqlValue) -> Value {
     match value {
@@ -160,7 +125,7 @@ impl<'a> RowNotes<'a> {
         } else {
             None
         };
-        Ok(RowNotes { current, history, now: crate::object_write::now_ms() })
+        Ok(RowNotes { current, history, now: crate::sink::plan::now_ms() })
     }
 
     /// Notes the row `key` about to be written with `values`, or deleted (`None`); answers
@@ -264,7 +229,7 @@ fn note_deletions(
     }
     let mut all: Vec<&dyn rusqlite::ToSql> = bound.to_vec();
     all.push(&table);
-    let now = crate::object_write::now_ms();
+    let now = crate::sink::plan::now_ms();
     all.push(&now);
     let (table_slot, now_slot) = (bound.len() + 1, bound.len() + 2);
     tx.execute(
@@ -317,8 +282,8 @@ mod tests {
     use durafetch_sdk::core::protocol::{ExportMode, IndexEntry, SqlRow};
 
     use super::*;
-    use crate::sink::Swept;
-    use crate::sqlite_sink::SqliteSink;
+    use crate::sink::interface::Swept;
+    use crate::sink::sqlite::SqliteSink;
 
     /// A file in memory (with `--history`) that knows two objects of one class, and their `do_id`s.
     fn two_objects() -> (SqliteSink, i64, i64) {

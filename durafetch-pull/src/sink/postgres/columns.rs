@@ -1,0 +1,191 @@
+//! How the sink types a local table's columns in PostgreSQL: each by the values it has held
+//! (`bigint`, `double precision`, `text`, `bytea`, or `jsonb` once they differ), widened as
+//! pages bring values that do not fit, and a value bound as its column's type holds it.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
+use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use postgres::{GenericClient, Transaction};
+
+use crate::sink::naming::{ident, postgres_column};
+use crate::sink::postgres::copy::JsonbText;
+
+/// A local column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnType {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    /// Values of several types, each in the wire's form.
+    Mixed,
+}
+
+impl ColumnType {
+    pub(crate) fn of(value: &SqlValue) -> Option<Self> {
+        match value {
+            SqlValue::Null => None,
+            SqlValue::Integer(_) => Some(ColumnType::Integer),
+            SqlValue::Real(_) => Some(ColumnType::Real),
+            SqlValue::Text(_) => Some(ColumnType::Text),
+            SqlValue::Blob(_) => Some(ColumnType::Blob),
+        }
+    }
+
+    /// The type of a binary COPY's values for the column.
+    pub(crate) fn wire_type(self) -> Type {
+        match self {
+            ColumnType::Integer => Type::INT8,
+            ColumnType::Real => Type::FLOAT8,
+            ColumnType::Text => Type::TEXT,
+            ColumnType::Blob => Type::BYTEA,
+            ColumnType::Mixed => Type::JSONB,
+        }
+    }
+
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Integer => "bigint",
+            ColumnType::Real => "double precision",
+            ColumnType::Text => "text",
+            ColumnType::Blob => "bytea",
+            ColumnType::Mixed => "jsonb",
+        }
+    }
+
+    pub(crate) fn from_catalog(name: &str) -> Option<Self> {
+        Some(match name {
+            "bigint" => ColumnType::Integer,
+            "double precision" => ColumnType::Real,
+            "text" => ColumnType::Text,
+            "bytea" => ColumnType::Blob,
+            "jsonb" => ColumnType::Mixed,
+            _ => return None,
+        })
+    }
+
+    /// How a column of this type becomes `jsonb`.
+    pub(crate) fn to_json(self, column: &str) -> String {
+        match self {
+            ColumnType::Blob => {
+                format!("CASE WHEN {column} IS NULL THEN NULL ELSE jsonb_build_object('blob', translate(encode({column}, 'base64'), E'\\n', '')) END")
+            }
+            _ => format!("to_jsonb({column})"),
+        }
+    }
+}
+
+/// The source columns of the local table, by local name, with their types.
+pub(crate) fn columns(client: &mut impl GenericClient, local: &str) -> Result<HashMap<String, ColumnType>, postgres::Error> {
+    let rows = client.query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')",
+        &[&local],
+    )?;
+    Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
+}
+
+/// The page's columns' types (`None`: not in the table, and every value NULL), and every
+/// column of the table.
+pub(crate) struct FittedColumns {
+    pub(crate) page: Vec<Option<ColumnType>>,
+    pub(crate) table: HashMap<String, ColumnType>,
+}
+
+/// Adds the columns the page's values need and turns to `jsonb` those a value does not fit;
+/// answers the columns as they then are.
+pub(crate) fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage) -> Result<FittedColumns, postgres::Error> {
+    let mut wanted: Vec<Option<ColumnType>> = vec![None; page.columns.len()];
+    for row in &page.rows {
+        for (i, value) in row.v.iter().flatten().enumerate().take(wanted.len()) {
+            wanted[i] = match (wanted[i], ColumnType::of(value)) {
+                (w, None) => w,
+                (None, t) => t,
+                (Some(w), Some(t)) if w == t => Some(w),
+                _ => Some(ColumnType::Mixed),
+            };
+        }
+    }
+    let names: Vec<String> = page.columns.iter().map(|c| postgres_column(c)).collect();
+    let fits = |have: &HashMap<String, ColumnType>| {
+        names.iter().zip(&wanted).all(|(name, want)| match (have.get(name), want) {
+            (_, None) => true,
+            (Some(have), Some(want)) => have == want || *have == ColumnType::Mixed,
+            (None, Some(_)) => false,
+        })
+    };
+    let mut have = columns(tx, local)?;
+    if !fits(&have) {
+        lock_table(tx, local)?;
+        have = columns(tx, local)?;
+        for (name, want) in names.iter().zip(&wanted) {
+            let column = ident(name);
+            match (have.get(name), want) {
+                (None, Some(want)) => tx.batch_execute(&format!("ALTER TABLE {} ADD COLUMN {column} {}", ident(local), want.sql()))?,
+                (Some(have), Some(want)) if have != want && *have != ColumnType::Mixed => tx.batch_execute(&format!(
+                    "ALTER TABLE {} ALTER COLUMN {column} TYPE jsonb USING {}",
+                    ident(local),
+                    have.to_json(&column)
+                ))?,
+                _ => {}
+            }
+        }
+        have = columns(tx, local)?;
+    }
+    Ok(FittedColumns { page: names.iter().map(|name| have.get(name).copied()).collect(), table: have })
+}
+
+/// A value of a page's row as its column's type holds it; the column was fitted to the page's
+/// values before, so any other pairing is a bug, refused rather than written as NULL.
+#[derive(Debug)]
+pub(crate) struct Cell<'a>(pub(crate) &'a SqlValue, pub(crate) ColumnType);
+
+impl ToSql for Cell<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self.1, self.0) {
+            (_, SqlValue::Null) => Ok(IsNull::Yes),
+            (ColumnType::Integer, SqlValue::Integer(i)) => i.to_sql(ty, out),
+            (ColumnType::Real, SqlValue::Real(r)) => r.to_sql(ty, out),
+            (ColumnType::Text, SqlValue::Text(t)) => t.to_sql(ty, out),
+            (ColumnType::Blob, SqlValue::Blob(b)) => b.to_sql(ty, out),
+            (ColumnType::Mixed, value) => JsonbText(&serde_json::to_string(value)?).to_sql(ty, out),
+            (kind, _) => Err(format!("a value that does not fit its {} column", kind.sql()).into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [Type::INT8, Type::FLOAT8, Type::TEXT, Type::BYTEA, Type::JSONB].contains(ty)
+    }
+
+    to_sql_checked!();
+}
+
+/// One column of a page's rows, as an array of the column's type.
+pub(crate) fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: ColumnType) -> Box<dyn ToSql + Sync> {
+    let values = rows.iter().map(|(_, values)| values.get(index).unwrap_or(&SqlValue::Null));
+    match kind {
+        ColumnType::Integer => {
+            Box::new(values.map(|v| if let SqlValue::Integer(i) = v { Some(*i) } else { None }).collect::<Vec<Option<i64>>>())
+        }
+        ColumnType::Real => Box::new(values.map(|v| if let SqlValue::Real(r) = v { Some(*r) } else { None }).collect::<Vec<Option<f64>>>()),
+        ColumnType::Text => {
+            Box::new(values.map(|v| if let SqlValue::Text(t) = v { Some(t.clone()) } else { None }).collect::<Vec<Option<String>>>())
+        }
+        ColumnType::Blob => {
+            Box::new(values.map(|v| if let SqlValue::Blob(b) = v { Some(b.clone()) } else { None }).collect::<Vec<Option<Vec<u8>>>>())
+        }
+        ColumnType::Mixed => Box::new(
+            values
+                .map(|v| (!matches!(v, SqlValue::Null)).then(|| serde_json::to_string(v).unwrap_or_default()))
+                .collect::<Vec<Option<String>>>(),
+        ),
+    }
+}
+
+/// Holds a lock on the local table `local`'s shape until the transaction ends.
+pub(crate) fn lock_table(client: &mut impl GenericClient, local: &str) -> Result<(), postgres::Error> {
+    client.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&local])?;
+    Ok(())
+}
