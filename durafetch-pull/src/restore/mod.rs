@@ -12,7 +12,8 @@
 pub(crate) mod import_session;
 pub mod source;
 
-use durafetch_sdk::core::protocol::{ChangeValue, PageWriter, SqlPage, SqlValue};
+use durafetch_sdk::core::page_writer::PageWriter;
+use durafetch_sdk::core::protocol::{ChangeValue, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::{ImportMode, TableRows, IMPORT_PAGE_TARGET_BYTES, MAX_IMPORT_PAGE_ITEMS};
 use durafetch_sdk::core::route::{ApiRoute, ImportTarget};
 use futures_util::StreamExt;

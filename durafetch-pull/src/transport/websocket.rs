@@ -122,7 +122,7 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
     data
 }
-/// A [`Stream`] that the handshake's caller keeps a handle to, so that when the server refuses
+/// A `Stream` that the handshake's caller keeps a handle to, so that when the server refuses
 /// the upgrade the rest of its answer can still be read. Only the task that polls the socket
 /// ever takes the lock, so it is never contended.
 #[derive(Clone)]

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod compaction;
 pub mod cursor;
 pub mod keys;
+pub mod page_writer;
 pub mod pending_row;
 pub mod protocol;
 pub mod restore_protocol;

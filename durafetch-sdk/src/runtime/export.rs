@@ -16,8 +16,9 @@ use super::storage::{get_many, RangeScan};
 use super::value::{encode, key_text};
 use crate::core::cursor::{settled, Cursor, ReadPlan};
 use crate::core::keys::{is_reserved, log_key, parse_log_key, LOG_END, RESERVED_END, RESERVED_PREFIX};
+use crate::core::page_writer::PageWriter;
 use crate::core::pending_row::MAX_ROW_KEYS;
-use crate::core::protocol::{Change, ChangeValue, ExportMode, PageWriter, ServerMessage, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
+use crate::core::protocol::{Change, ChangeValue, ExportMode, ServerMessage, MAX_PAGE_CHANGES, PAGE_TARGET_BYTES};
 use crate::core::storage_api::{ReadSizer, MAX_KEYS_PER_CALL, WHOLE_READ_ENTRIES};
 
 /// Log rows read at a time by an incremental export. The keys of one read are held at once, so

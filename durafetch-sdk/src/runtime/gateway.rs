@@ -7,8 +7,9 @@ use url::Url;
 use worker::{Env, Headers, Method, ObjectNamespace, Request, Response, Stub};
 
 use super::config::{self, Config};
+use super::http::{is_websocket_upgrade, json_error, Routed};
 use super::internal::{self, EXPORT_PATH, HELLO_HEADER, IMPORT_PATH, INDEX_PATH, OBJECT_HEADER};
-use super::{is_websocket_upgrade, json_error, registry, Routed};
+use super::registry;
 use crate::core::auth::{Secret, SecretError};
 use crate::core::protocol::{ProtocolError, MAX_CLIENT_MESSAGE_BYTES};
 use crate::core::route::{is_local_host, may_be_api, ApiRoute, ImportTarget, RouteError};

@@ -4,7 +4,8 @@
 
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
-use super::{config, json_error};
+use super::config;
+use super::http::json_error;
 use crate::core::auth::{Secret, INTERNAL_HEADER};
 
 /// The origin of internal calls: never resolved, the stub the call goes to decides where.

@@ -141,15 +141,3 @@ fn set_rows(entries: &Object, rows: &[(Cursor, Vec<String>)]) -> Result<(), JsVa
     }
     Ok(())
 }
-
-/// How many rows the change log holds: a debug view for tests and benchmarks.
-pub async fn log_rows(state: &worker::State) -> worker::Result<u32> {
-    let storage = state.storage();
-    let raw: &JsValue = storage.as_raw().unchecked_ref();
-    let mut scan = RangeScan::new(Some(crate::core::keys::LOG_PREFIX), Some(crate::core::keys::LOG_END));
-    let mut rows = 0;
-    while let Some(page) = scan.next_page(raw.unchecked_ref(), crate::core::protocol::MAX_PAGE_CHANGES).await? {
-        rows += page.size();
-    }
-    Ok(rows)
-}

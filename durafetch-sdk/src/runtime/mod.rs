@@ -16,9 +16,11 @@
 
 mod compactor_memory;
 mod config;
+mod debug_views;
 mod export;
 mod flow;
 mod gateway;
+mod http;
 mod import;
 mod import_apply;
 mod import_stage;
@@ -43,20 +45,12 @@ mod value;
 mod value_decode;
 mod write_hooks;
 
+pub use debug_views::{log_rows, sql_close_generation, sql_log_rows};
 pub use gateway::route_worker_request;
-pub use maintenance::log_rows;
+pub use http::Routed;
 pub use object_api::route_object_request;
 pub use object_log::install;
 pub use registry::DurafetchRegistry;
-pub use sql_storage::{sql_close_generation, sql_log_rows};
-
-/// What an instrumented entry point does with a request.
-pub enum Routed<T> {
-    /// durafetch answered it; the user's code does not run.
-    Handled(worker::Result<worker::Response>),
-    /// Not durafetch's: the user's code gets it back untouched.
-    Pass(T),
-}
 
 /// What this isolate holds for instrumented objects: a debug view for tests.
 #[derive(serde::Serialize)]
@@ -74,13 +68,4 @@ pub fn held_state() -> HeldState {
         compactor_keys: compactor_memory::keys_held(),
         compactor_keys_bound: compactor_memory::ISOLATE_COMPACTOR_KEYS,
     }
-}
-
-/// A JSON error body `{"error": message}` with the given status.
-pub(crate) fn json_error(status: u16, message: &str) -> worker::Result<worker::Response> {
-    Ok(worker::Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status))
-}
-
-pub(crate) fn is_websocket_upgrade(req: &worker::Request) -> bool {
-    req.headers().get("upgrade").ok().flatten().is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

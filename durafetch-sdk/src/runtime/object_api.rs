@@ -4,8 +4,9 @@
 
 use worker::{Request, Response, WebSocketPair};
 
+use super::http::{is_websocket_upgrade, json_error, Routed};
 use super::internal::{self, Caller, EXPORT_PATH, HELLO_HEADER, IMPORT_PATH, OBJECT_HEADER};
-use super::{export, import, json_error, object_log, one_shot, Routed};
+use super::{export, import, object_log, one_shot};
 
 /// Called by `#[durafetch]` at the top of the object's `fetch`: answers internal calls from the
 /// worker, passes everything else to the user's code untouched.
@@ -32,7 +33,7 @@ async fn serve(req: Request) -> worker::Result<Response> {
     if let Err(refused) = internal::authenticate(&log.env, &req, caller) {
         return refused;
     }
-    if !super::is_websocket_upgrade(&req) {
+    if !is_websocket_upgrade(&req) {
         return match req.headers().get(HELLO_HEADER)? {
             Some(hello) if caller == Caller::Client => one_shot::answer(&log, &hello).await,
             _ => json_error(426, "expected a WebSocket upgrade"),

@@ -9,7 +9,7 @@ use worker::Response;
 
 use super::export::export;
 use super::flow::{Hello, Outbox, SessionError};
-use super::json_error;
+use super::http::json_error;
 use super::object_log::ObjectLog;
 use crate::core::protocol::{ClientMessage, ServerMessage, ONE_RESPONSE_MAX_BYTES};
 

@@ -12,8 +12,8 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Stat
 
 use super::config::{self, REGISTRY_BINDING};
 use super::flow::{FlowSession, Outbox, SessionError};
+use super::http::json_error;
 use super::internal::{self, Caller, INDEX_PATH, REPORT_PATH};
-use super::json_error;
 use crate::core::cursor::Cursor;
 use crate::core::protocol::{IndexEntry, ObjectReport, ServerMessage};
 use crate::core::shard::shard_name;

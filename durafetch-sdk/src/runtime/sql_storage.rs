@@ -84,7 +84,7 @@ impl SqlStorage {
     }
 
     /// The first value of the first row `query` answers, as a number (0 when none).
-    fn number(&self, query: &str, bindings: &[JsValue]) -> Result<u64, JsValue> {
+    pub(crate) fn number(&self, query: &str, bindings: &[JsValue]) -> Result<u64, JsValue> {
         let rows = self.rows(query, bindings)?;
         Ok(Array::from(&rows.get(0)).get(0).as_f64().unwrap_or(0.0) as u64)
     }
@@ -192,26 +192,4 @@ impl SqlStorage {
         }
         Ok(())
     }
-}
-
-/// How many rows the change sets of the SQL half of the object's log hold: a debug view for tests.
-pub fn sql_log_rows(state: &worker::State) -> worker::Result<u32> {
-    let log = super::object_log::find(&state.id().to_string()).ok_or_else(|| worker::Error::RustError("not instrumented".into()))?;
-    let Some(sql) = log.sql.get() else { return Ok(0) };
-    let mut rows = 0;
-    for set in sql.rows(sql_capture::CHANGE_SETS, &[])?.iter() {
-        let set = Array::from(&set).get(0).as_string().unwrap_or_default();
-        rows += sql.number(&format!("SELECT count(*) FROM {}", sql_capture::ident(&set)), &[])?;
-    }
-    Ok(rows as u32)
-}
-
-/// Closes the object's SQL generation as an export does first, so that the next changes are
-/// marked anew: a debug view for benchmarks that measure what a change costs after an export.
-pub fn sql_close_generation(state: &worker::State) -> worker::Result<u64> {
-    let log = super::object_log::find(&state.id().to_string()).ok_or_else(|| worker::Error::RustError("not instrumented".into()))?;
-    let Some(sql) = log.sql.get() else { return Ok(0) };
-    let head = sql.close_generation()?;
-    log.sql_head.set(head);
-    Ok(head)
 }

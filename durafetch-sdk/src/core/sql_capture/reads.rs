@@ -2,8 +2,8 @@
 //! marks since a reader's generation, each value in a form JSON carries exactly. Positions are
 //! bound, never spliced: they are stored data.
 
+use super::own_tables::{ident, CHANGE_SET_PREFIX};
 use super::shape::TableShape;
-use super::{ident, CHANGE_SET_PREFIX};
 use crate::core::protocol::SqlValue;
 
 /// `col`'s type, then its value in a form JSON carries exactly (see [`decode_value`]).

@@ -1,7 +1,7 @@
 //! A user table as the capture sees it: its row key, columns and UNIQUE indexes, read from
 //! SQLite's pragmas; whether it can be recorded; and how its rows' keys are named in SQL.
 
-use super::{ident, MAX_KEY_COLUMNS};
+use super::own_tables::{ident, MAX_KEY_COLUMNS};
 
 /// A column as [`super::TABLE_COLUMNS`] gives it: name, place in the primary key, declared type,
 /// generated (non-zero).

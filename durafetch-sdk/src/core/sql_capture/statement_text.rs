@@ -1,7 +1,7 @@
 //! What the exec hook reads of a call's SQL text, in one pass: whether it names durafetch's
 //! reserved names, and whether it may change the schema or drop a column.
 
-use super::SQL_PREFIX;
+use super::own_tables::SQL_PREFIX;
 
 /// What the exec hook needs to know of a call's SQL text, read in one pass over it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

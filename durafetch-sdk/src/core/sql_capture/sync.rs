@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::own_tables::{change_set, ident, literal, MARK_GONE, MARK_REPLACE, MARK_VIEW};
 use super::shape::TableShape;
-use super::{change_set, ident, literal, MARK_GONE, MARK_REPLACE, MARK_VIEW};
 
 /// A table as `_durafetch_known` holds it ([`super::KNOWN_TABLES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! A recorded table's change set and the triggers that mark its rows there.
 
+use super::own_tables::{ident, CURRENT_GENERATION, NEXT_OPEN_GENERATION, OPEN_GENERATION, SQL_PREFIX};
 use super::shape::TableShape;
-use super::{ident, CURRENT_GENERATION, NEXT_OPEN_GENERATION, OPEN_GENERATION, SQL_PREFIX};
 
 impl TableShape {
     /// The change set's `CREATE TABLE`: a rowid table keyed by the rowid, or a table without
