@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use durafetch_pull::pull::{self, progress};
-use durafetch_pull::restore::{self, Outcome};
+use durafetch_pull::restore::report::{self as restore_report, ObjectReport, Outcome};
+use durafetch_pull::restore::{self, RestoreError};
 use durafetch_pull::settings::{pull as pull_settings, restore as restore_settings};
 use durafetch_pull::sink::database::{Database, Part, MAX_PARTS};
 use durafetch_pull::sink::postgres::database::PostgresSink;
@@ -131,7 +132,7 @@ fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let each = |report: &restore::ObjectReport| {
+    let each = |report: &ObjectReport| {
         if settings.ndjson {
             println!("{}", serde_json::json!({ "event": "object", "object": report }));
         } else if !quiet || matches!(report.outcome, Outcome::Failed | Outcome::Unauthorized) {
@@ -143,12 +144,12 @@ fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
         eprintln!(
             "durafetch-pull: the objects are copied into {} first; to undo the restore: {}",
             undo.file.display(),
-            restore::undo_command(&settings)
+            restore_report::undo_command(&settings)
         );
     }
     let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
-        Err(e @ restore::RestoreError::Undo(_)) => {
+        Err(e @ RestoreError::Undo(_)) => {
             eprintln!("durafetch-pull: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
@@ -157,7 +158,7 @@ fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let summary = restore::Summary::of(&reports, &settings);
+    let summary = restore_report::Summary::of(&reports, &settings);
     if !quiet {
         println!("{}", if settings.ndjson { summary.json() } else { summary.line() });
     }

@@ -1,0 +1,168 @@
+//! The backup read back: keys and rows as the file holds them, and as its history had them at a moment.
+
+use durafetch_sdk::core::cursor::Cursor;
+use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
+
+use super::*;
+use crate::fake_server::temp_db;
+use crate::settings::filter::FilterSpec;
+use crate::sink::sqlite::SqliteSink;
+
+fn json(key: &str, value: serde_json::Value) -> Change {
+    Change { key: key.into(), value: ChangeValue::Json(value) }
+}
+
+/// A file pulled with --history: the object `room` pulled three times, its history rows
+/// stamped at 1,000, 2,000 and 3,000 ms.
+fn pulled_three_times(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (db, dir) = temp_db(name);
+    let mut sink = SqliteSink::open(&db, true).unwrap();
+    let entry =
+        IndexEntry { class: "Room".into(), id: "aa".into(), name: Some("room".into()), head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+    sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+    let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+    /// One pull: its key changes and its rows of table `t`.
+    type Pull<'a> = (Vec<Change>, Vec<(&'a str, Option<Vec<SqlValue>>)>);
+    let pulls: [Pull<'_>; 3] = [
+        (
+            vec![json("", serde_json::json!("empty key")), json("a", serde_json::json!(1)), json("b", serde_json::json!(1))],
+            vec![
+                ("1", Some(vec![SqlValue::Integer(1), SqlValue::Text("t1".into())])),
+                ("2", Some(vec![SqlValue::Integer(2), SqlValue::Real(1.5)])),
+            ],
+        ),
+        (vec![json("a", serde_json::json!(2))], vec![("1", Some(vec![SqlValue::Integer(1), SqlValue::Text("t2".into())]))]),
+        (vec![Change { key: "b".into(), value: ChangeValue::Deleted }, json("c", serde_json::json!(3))], vec![("2", None)]),
+    ];
+    for (at, (changes, rows)) in pulls.into_iter().enumerate() {
+        let mode = if at == 0 { ExportMode::Snapshot } else { ExportMode::Changes };
+        let write = sink.begin(do_id, mode, Cursor::new(1, at as u64), "", false).unwrap();
+        sink.apply(write, &changes).unwrap();
+        let page = SqlPage {
+            table: "t".into(),
+            columns: vec!["id".into(), "v".into()],
+            rows: rows.into_iter().map(|(k, v)| SqlRow { k: k.into(), v }).collect(),
+        };
+        sink.save_sql_schema(write, "t", &["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v)".into()], Some(at as i64 + 5))
+            .unwrap();
+        sink.apply_sql(write, &page).unwrap();
+        sink.finish(write, Cursor::new(1, at as u64 + 1), at as u64 + 1).unwrap();
+        for table in ["kv_history", "sql_history"] {
+            sink.conn.execute(&format!("UPDATE {table} SET pulled_at = ?1 WHERE pulled_at > 100000"), [(at as i64 + 1) * 1000]).unwrap();
+        }
+    }
+    (db, dir)
+}
+
+fn all_keys(backup: &Backup, object: &BackupObject) -> Vec<(String, serde_json::Value)> {
+    let filter = Filter::new(FilterSpec::default()).unwrap();
+    let (mut keys, mut after, mut errors) = (Vec::new(), None, Vec::new());
+    loop {
+        let (page, last) = backup.keys(object, after.as_deref(), &filter, &mut errors).unwrap();
+        keys.extend(page.into_iter().map(|c| match c.value {
+            ChangeValue::Json(v) => (c.key, v),
+            other => panic!("{other:?}"),
+        }));
+        match last {
+            Some(last) => after = Some(last),
+            None => return keys,
+        }
+    }
+}
+
+fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
+    let schema =
+        TableSchema { table: "t".into(), statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".into()], autoincrement: None };
+    let (page, _) = backup.rows(object, &backup.table_source(object, &schema).unwrap(), None).unwrap();
+    page.rows.into_iter().map(|r| (r.k, r.v.unwrap())).collect()
+}
+
+/// The latest state, and the state at a moment: each key and row as the last pull before it
+/// saw it, a key or row deleted later included, one added later left out.
+#[test]
+fn keys_and_rows_are_read_as_they_were_at_each_moment() {
+    let (db, dir) = pulled_three_times("moments");
+    let filter = Filter::new(FilterSpec::default()).unwrap();
+    let latest = Backup::open(&db, Moment::Latest).unwrap();
+    let object = latest.objects(&filter).unwrap().remove(0);
+    let j = |v: i64| serde_json::json!(v);
+    assert_eq!(all_keys(&latest, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("c".into(), j(3))]);
+    assert_eq!(all_rows(&latest, &object), [("1".into(), vec![SqlValue::Integer(1), SqlValue::Text("t2".into())])]);
+
+    let between = Backup::open(&db, Moment::At(2500)).unwrap();
+    assert!(between.knows(&object).unwrap());
+    assert_eq!(all_keys(&between, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("b".into(), j(1))]);
+    assert!(between.has_key(&object, "b").unwrap() && !between.has_key(&object, "c").unwrap());
+    assert_eq!(
+        all_rows(&between, &object),
+        [
+            ("1".into(), vec![SqlValue::Integer(1), SqlValue::Text("t2".into())]),
+            ("2".into(), vec![SqlValue::Integer(2), SqlValue::Real(1.5)])
+        ]
+    );
+    let first = Backup::open(&db, Moment::At(1000)).unwrap();
+    assert_eq!(all_keys(&first, &object)[1], ("a".into(), j(1)));
+    assert!(!Backup::open(&db, Moment::At(999)).unwrap().knows(&object).unwrap(), "not pulled yet by then");
+    let mut errors = Vec::new();
+    assert_eq!(
+        latest.tables(&object, &filter, &mut errors).unwrap(),
+        [TableSchema {
+            table: "t".into(),
+            statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v)".to_string()],
+            autoincrement: Some(7)
+        }]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    // A column the backup's table generates is not sent: the target computes it, or lacks it.
+    let generated = TableSchema {
+        table: "t".into(),
+        statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v AS (id * 2))".into()],
+        autoincrement: None,
+    };
+    let source = latest.table_source(&object, &generated).unwrap();
+    assert_eq!(latest.rows(&object, &source, None).unwrap().0.columns, ["id"]);
+    // A file pulled before counters were recorded: the restore says what it cannot put back.
+    rusqlite::Connection::open(&db).unwrap().execute("UPDATE sql_schemas SET autoincrement_counter = NULL", []).unwrap();
+    let older = Backup::open(&db, Moment::Latest).unwrap();
+    assert_eq!(older.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
+    assert!(errors.len() == 1 && errors[0].contains("AUTOINCREMENT counter is not in the file"), "{errors:?}");
+    // ... and one from before the column was added is read all the same.
+    rusqlite::Connection::open(&db).unwrap().execute_batch("ALTER TABLE sql_schemas DROP COLUMN autoincrement_counter").unwrap();
+    let oldest = Backup::open(&db, Moment::Latest).unwrap();
+    assert_eq!(oldest.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// What a table's `CREATE TABLE` makes, as SQLite reads it: its generated columns, which a
+/// restore leaves to the object to compute, and whether it is AUTOINCREMENT (a word in a
+/// comment or a default is not).
+#[test]
+fn a_schema_is_read_as_sqlite_reads_it() {
+    let schema = |create: &str| TableSchema { table: "g".into(), statements: vec![create.into()], autoincrement: None };
+    let generated = schema("CREATE TABLE g (a, b AS (a * 2), c INTEGER GENERATED ALWAYS AS (a + 1) STORED, d DEFAULT 'AUTOINCREMENT')");
+    assert_eq!(generated.generated_columns(), ["b", "c"]);
+    assert!(!generated.is_autoincrement());
+    assert!(schema("CREATE TABLE g (id INTEGER PRIMARY KEY AUTOINCREMENT)").is_autoincrement());
+    assert!(schema("not sql").generated_columns().is_empty());
+}
+
+/// Pages of keys follow one another without a gap or a repeat, past the page size.
+#[test]
+fn keys_are_read_in_pages_without_gaps() {
+    let (db, dir) = temp_db("pages");
+    let mut sink = SqliteSink::open(&db, false).unwrap();
+    let entry = IndexEntry { class: "Room".into(), id: "aa".into(), name: None, head: Cursor::new(1, 9), rev: 1, changed_at: 0 };
+    sink.record_index_page("ws://s", "w", &[entry]).unwrap();
+    let do_id = sink.targets("ws://s", "", false).unwrap()[0].do_id;
+    let write = sink.begin(do_id, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+    let changes: Vec<Change> = (0..2500).map(|i| json(&format!("k{i:05}"), serde_json::json!(i))).collect();
+    sink.apply(write, &changes).unwrap();
+    sink.finish(write, Cursor::new(1, 1), 0).unwrap();
+    drop(sink);
+    let backup = Backup::open(&db, Moment::Latest).unwrap();
+    let object = backup.objects(&Filter::new(FilterSpec::default()).unwrap()).unwrap().remove(0);
+    let keys: Vec<String> = all_keys(&backup, &object).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, changes.iter().map(|c| c.key.clone()).collect::<Vec<_>>());
+    assert!(matches!(Backup::open(&db, Moment::At(0)), Err(SourceError::NoHistory)), "a file without history");
+    std::fs::remove_dir_all(dir).unwrap();
+}
