@@ -1,5 +1,5 @@
-//! What the puller trusts when it speaks TLS, to a worker (`connect`) or to PostgreSQL
-//! (`postgres_tls`): the roots a certificate may chain to, and the client settings over them.
+//! What the puller trusts when it speaks TLS, to a worker (`transport::dial`) or to
+//! PostgreSQL (`sink::postgres::tls`): the roots a certificate may chain to, and the client settings over them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -53,6 +53,9 @@ struct Imports<'a> {
     /// The file's module, then the inline modules the visitor is inside.
     here: Module,
     found: BTreeSet<Module>,
+    /// Modules a `use` named, by the name it gave them: a path that starts with that name
+    /// starts at that module.
+    aliases: BTreeMap<String, Module>,
     /// Files declared under `#[cfg(test)]`: the unit tests' own helpers.
     test_only: BTreeSet<Module>,
 }
@@ -78,11 +81,13 @@ impl Imports<'_> {
                 }
                 (at, rest)
             }
+            // A path that starts at a module a `use` named.
+            alias if self.aliases.contains_key(alias) => (self.aliases[alias].clone(), &segments[1..]),
             // A path that starts at a child module of this one.
             _ => (self.here.clone(), segments),
         };
         let mut deepest = None;
-        if first == "crate" || first == "self" || first == "super" {
+        if first == "crate" || first == "self" || first == "super" || self.aliases.contains_key(first) {
             deepest = Some(at.clone());
         }
         for segment in rest {
@@ -103,6 +108,25 @@ impl Imports<'_> {
         }
     }
 
+    /// Remembers `name` for the module `path` names, if it names one of the crate's modules.
+    fn name_module(&mut self, path: &[String], name: String) {
+        let before = std::mem::take(&mut self.found);
+        self.resolve(path);
+        let reached = std::mem::replace(&mut self.found, before);
+        let module: Option<Module> = match path.first().map(String::as_str) {
+            Some("crate") => Some(path[1..].to_vec()),
+            Some("self") => Some(self.here.iter().chain(&path[1..]).cloned().collect()),
+            Some("super") => {
+                let supers = path.iter().take_while(|s| *s == "super").count();
+                Some(self.here[..self.here.len().saturating_sub(supers)].iter().chain(&path[supers..]).cloned().collect())
+            }
+            _ => None,
+        };
+        if let Some(module) = module.filter(|m| self.known.contains_key(m) && reached.contains(m)) {
+            self.aliases.insert(name, module);
+        }
+    }
+
     fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
         match tree {
             syn::UseTree::Path(path) => {
@@ -113,11 +137,13 @@ impl Imports<'_> {
             syn::UseTree::Name(name) => {
                 prefix.push(name.ident.to_string());
                 self.resolve(prefix);
+                self.name_module(prefix, name.ident.to_string());
                 prefix.pop();
             }
             syn::UseTree::Rename(rename) => {
                 prefix.push(rename.ident.to_string());
                 self.resolve(prefix);
+                self.name_module(prefix, rename.rename.to_string());
                 prefix.pop();
             }
             syn::UseTree::Glob(_) => self.resolve(prefix),
@@ -195,7 +221,10 @@ impl<'ast> Visit<'ast> for Imports<'_> {
                 }
                 i += 3;
             }
-            self.resolve(&segments);
+            // `crate` alone is a visibility (`pub(crate)`), not a path.
+            if segments.len() > 1 {
+                self.resolve(&segments);
+            }
         }
         syn::visit::visit_macro(self, mac);
     }
@@ -219,15 +248,18 @@ fn import_graph(known: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<
     let mut test_only = BTreeSet::new();
     for (module, path) in known {
         let file = syn::parse_file(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut imports = Imports { known, here: module.clone(), found: BTreeSet::new(), test_only: BTreeSet::new() };
+        let mut imports =
+            Imports { known, here: module.clone(), found: BTreeSet::new(), aliases: BTreeMap::new(), test_only: BTreeSet::new() };
         imports.visit_file(&file);
         imports.found.remove(module);
         test_only.extend(imports.test_only);
         graph.insert(module.clone(), imports.found);
     }
-    graph.retain(|module, _| !test_only.contains(module));
+    // A test-only file's own children are test-only too.
+    let is_test_only = |module: &Module| test_only.iter().any(|t| module.starts_with(t));
+    graph.retain(|module, _| !is_test_only(module));
     for imports in graph.values_mut() {
-        imports.retain(|module| !test_only.contains(module));
+        imports.retain(|module| !is_test_only(module));
     }
     graph
 }
@@ -310,6 +342,54 @@ fn no_module_imports_another_that_imports_it_back() {
         }
     }
     assert!(found.is_empty(), "modules that import each other:\n{}", found.join("\n"));
+}
+
+/// Modules of a layer below, and the modules above them they must never reach, directly or
+/// through others: an interface does not import its implementations. A module above is named
+/// with its descendants, or alone after `=`.
+const LAYERS: [(&str, &[&str], &[&str]); 3] = [
+    (
+        "durafetch-pull",
+        &["sink::interface", "sink::database", "sink::plan", "sink::naming", "sink::postgres_error"],
+        &["sink::sqlite", "sink::postgres", "sink::memory", "sink::thread", "=sink", "pull", "restore", "transport"],
+    ),
+    (
+        "durafetch-pull",
+        &["transport", "transport::error"],
+        &["transport::websocket", "transport::one_response", "transport::dial", "pull", "sink"],
+    ),
+    ("durafetch-pull", &["settings::file", "settings::filter", "settings::pull"], &["pull", "restore", "transport"]),
+];
+
+#[test]
+fn lower_layers_never_reach_the_layers_above() {
+    let module = |s: &str| -> Module { s.split("::").map(str::to_owned).collect() };
+    let mut found = Vec::new();
+    for (krate, lower, upper) in LAYERS {
+        let graph = import_graph(&modules(&root().join(krate).join("src")));
+        for from in lower.iter().map(|m| module(m)) {
+            assert!(graph.contains_key(&from), "{krate}: no module {}", shown(&from));
+            let mut reached = BTreeSet::new();
+            let mut next = vec![from.clone()];
+            while let Some(at) = next.pop() {
+                for to in &graph[&at] {
+                    if reached.insert(to.clone()) {
+                        next.push(to.clone());
+                    }
+                }
+            }
+            let above = |to: &Module| {
+                upper.iter().any(|u| match u.strip_prefix('=') {
+                    Some(alone) => *to == module(alone),
+                    None => to.starts_with(&module(u)),
+                })
+            };
+            for to in reached.iter().filter(|to| above(to)) {
+                found.push(format!("{krate}: {} reaches {}", shown(&from), shown(to)));
+            }
+        }
+    }
+    assert!(found.is_empty(), "lower layers that reach a layer above:\n{}", found.join("\n"));
 }
 
 #[test]

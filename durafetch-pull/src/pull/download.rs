@@ -1,5 +1,5 @@
 //! Downloads one object: a snapshot or the changes since its local cursor, applied page by page,
-//! with the cursor saved together with the last page.
+//! with the cursor saved when the last page is written.
 
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{ExportMode, ServerMessage};
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(server.connections("/export/Cart/cc"), 2, "one retry");
         assert_eq!(since(&server.hellos("/export/Cart/cc")[1]).0, None, "the retry starts over: no cursor was saved");
         assert_eq!(db.live("app"), server.live("app"));
-        assert_eq!(db.cursor("cc"), Some(Cursor::new(1, 3)), "the cursor saved with the last page");
+        assert_eq!(db.cursor("cc"), Some(Cursor::new(1, 3)), "the cursor saved once the last page is written");
     }
 
     /// A small object comes in one answer, a larger one over a session after the server says

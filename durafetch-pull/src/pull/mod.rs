@@ -52,8 +52,7 @@ pub async fn once(settings: &Settings, quiet: bool) -> Result<Summary, PullError
 
 /// Pulls once through `transport` into the database the settings name.
 pub async fn once_with(settings: &Settings, transport: &dyn Transport, quiet: bool) -> Result<Summary, PullError> {
-    let (db, history, part) = (settings.db.clone(), settings.history, settings.part);
-    once_into(settings, transport, move || sink::open(&db, history, part), quiet).await
+    once_into(settings, transport, database(settings), quiet).await
 }
 
 /// Pulls once through `transport` into the database `open` opens.
@@ -68,7 +67,7 @@ pub(crate) async fn once_into(
     for server in &settings.servers {
         index::probe(transport, server).await.map_err(|e| index_error(server, e))?;
     }
-    let sink = SinkThread::start(open).await.map_err(|source| PullError::Database { path: settings.db.to_string(), source })?;
+    let sink = start_sink(settings, open).await?;
     let pulled = async {
         let mut changed = 0;
         for server in &settings.servers {
@@ -87,11 +86,18 @@ fn index_error(server: &Server, source: TransferError) -> PullError {
     PullError::Index { server: server.url.to_string(), source }
 }
 
-async fn open_sink(settings: &Settings) -> Result<SinkThread, PullError> {
+/// Opens the database the settings name, as `sink::open` does.
+fn database(settings: &Settings) -> impl FnOnce() -> Result<Box<dyn Sink>, OpenError> + Send + 'static {
     let (db, history, part) = (settings.db.clone(), settings.history, settings.part);
-    SinkThread::start(move || sink::open(&db, history, part))
-        .await
-        .map_err(|source| PullError::Database { path: settings.db.to_string(), source })
+    move || sink::open(&db, history, part)
+}
+
+/// The database `open` opens, on a thread of its own.
+async fn start_sink(
+    settings: &Settings,
+    open: impl FnOnce() -> Result<Box<dyn Sink>, OpenError> + Send + 'static,
+) -> Result<SinkThread, PullError> {
+    SinkThread::start(open).await.map_err(|source| PullError::Database { path: settings.db.to_string(), source })
 }
 
 /// Downloads every object the index shows behind (when verifying, every object it lists) that
@@ -193,7 +199,7 @@ async fn download_behind(
 pub async fn watch(settings: &Settings, quiet: bool, report: impl Fn(&Summary)) -> Result<(), PullError> {
     // Listening from the start: a signal that arrives while the first index read runs is kept.
     let stop = stop_signal();
-    let sink = open_sink(settings).await?;
+    let sink = start_sink(settings, database(settings)).await?;
     let ended = tokio::select! {
         () = stop => Ok(()),
         ended = keep_up_to_date(settings, Arc::new(NetworkTransport::default()), &sink, quiet, report) => ended,

@@ -1,14 +1,14 @@
 //! What a pull needs of its database, whichever it is: the `Sink` trait that the database
 //! thread drives, what its calls answer, and what can go wrong opening or writing it. Both
-//! databases write the same tables, and both save each object's cursor in the transaction that
-//! writes the last of the data it covers.
+//! databases write the same tables, and both save an object's cursor only once every page it
+//! covers is written (with a snapshot's sweep, in the one transaction that ends it).
 
 use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 
 use crate::retry::Retryable;
 use crate::sink::database::Part;
-use crate::sink::postgres::error::{describe, TlsSettingsError};
+use crate::sink::postgres_error::{describe, TlsSettingsError};
 
 /// Why the database could not be opened for writing.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! A database in memory, for the pull logic's unit tests: the `Sink` contract kept in maps, so
 //! that downloads, retries, filters and cursors are tested without SQLite or PostgreSQL. It
 //! keeps what the contract promises (rows by object, write stamps and the snapshot's sweep,
-//! cursors saved with the last page, heads replaced only by newer ones) and no history.
+//! cursors saved when a download finishes, heads replaced only by newer ones, each change of a
+//! page applied in turn as the file applies them) and no history, nor a writer lock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +11,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry, SqlPage, SqlValue};
 
 use crate::sink::interface::{ApplyStats, OpenError, PullTarget, Sink, SinkError, Swept, WriteId};
-use crate::sink::plan::{last_per_key, ObjectWrite, ValueColumns, Writes};
+use crate::sink::plan::{ObjectWrite, ValueColumns, Writes};
 
 /// An object as the index recorded it, and how far it was pulled.
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ struct Object {
     key_filter: Option<String>,
 }
 
+/// A table's statements and AUTOINCREMENT counter.
+type Schema = (Vec<String>, Option<i64>);
+
 #[derive(Default)]
 struct State {
     /// By the object's id.
@@ -35,11 +39,12 @@ struct State {
     keys: BTreeMap<(i64, String), (ChangeValue, i64)>,
     /// (do_id, table, row key) → the row's values and its stamp.
     rows: BTreeMap<(i64, String, String), (Vec<SqlValue>, i64)>,
-    schemas: BTreeMap<(i64, String), (Vec<String>, Option<i64>)>,
+    /// (do_id, table) → the table's schema, and its stamp.
+    schemas: BTreeMap<(i64, String), (Schema, i64)>,
     stamp: i64,
 }
 
-/// The database: each [`MemoryDatabase::sink`] writes into the same maps, and the test reads
+/// The database: each sink [`MemoryDatabase::opener`] opens writes into the same maps, and the test reads
 /// them after the pull.
 #[derive(Clone, Default)]
 pub(crate) struct MemoryDatabase(Arc<Mutex<State>>);
@@ -121,15 +126,11 @@ impl Sink for MemorySink {
                 // A head no newer than the one held changes nothing (a row left in another
                 // registry shard after a reshard).
                 Some(held) if (e.head.epoch, e.head.seq) > (held.head.epoch, held.head.seq) => {
-                    let name = recorded.name.or(held.name.take());
-                    *held = Object {
-                        do_id: held.do_id,
-                        name,
-                        local: held.local,
-                        local_sql: held.local_sql,
-                        key_filter: held.key_filter.take(),
-                        ..recorded
-                    };
+                    // As `INDEX_HEAD_NEWER`: the worker stays the one that first recorded it.
+                    held.class = recorded.class;
+                    held.name = recorded.name.or(held.name.take());
+                    held.head = recorded.head;
+                    held.server_url = recorded.server_url;
                 }
                 Some(_) => {}
             }
@@ -197,7 +198,7 @@ impl Sink for MemorySink {
     fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError> {
         self.write_page(id, |state, write, stamp| {
             let mut stats = ApplyStats::default();
-            for change in last_per_key(changes, |c| c.key.as_str()) {
+            for change in changes {
                 let key = (write.do_id, change.key.clone());
                 if matches!(change.value, ChangeValue::Deleted) {
                     stats.deleted += u64::from(state.keys.remove(&key).is_some());
@@ -214,7 +215,7 @@ impl Sink for MemorySink {
     fn apply_sql(&mut self, id: WriteId, page: &SqlPage) -> Result<ApplyStats, SinkError> {
         self.write_page(id, |state, write, stamp| {
             let mut stats = ApplyStats::default();
-            for row in last_per_key(&page.rows, |r| r.k.as_str()) {
+            for row in &page.rows {
                 let key = (write.do_id, page.table.clone(), row.k.clone());
                 match &row.v {
                     None => stats.deleted += u64::from(state.rows.remove(&key).is_some()),
@@ -236,8 +237,8 @@ impl Sink for MemorySink {
         statements: &[String],
         autoincrement: Option<i64>,
     ) -> Result<ApplyStats, SinkError> {
-        self.write_page(id, |state, write, _| {
-            state.schemas.insert((write.do_id, table.to_owned()), (statements.to_vec(), autoincrement));
+        self.write_page(id, |state, write, stamp| {
+            state.schemas.insert((write.do_id, table.to_owned()), ((statements.to_vec(), autoincrement), stamp));
             ApplyStats::default()
         })
     }
@@ -259,6 +260,7 @@ impl Sink for MemorySink {
             let (keys, rows) = (state.keys.len(), state.rows.len());
             state.keys.retain(|(d, _), (_, stamp)| *d != write.do_id || *stamp >= below);
             state.rows.retain(|(d, _, _), (_, stamp)| *d != write.do_id || *stamp >= below);
+            state.schemas.retain(|(d, _), (_, stamp)| *d != write.do_id || *stamp >= below);
             swept = Swept { keys: (keys - state.keys.len()) as u64, rows: (rows - state.rows.len()) as u64 };
         }
         let object = state.objects.values_mut().find(|o| o.do_id == write.do_id).ok_or(SinkError::Abandoned)?;

@@ -12,6 +12,7 @@ pub(crate) mod memory;
 pub mod naming;
 pub mod plan;
 pub mod postgres;
+pub mod postgres_error;
 pub mod sqlite;
 pub mod thread;
 

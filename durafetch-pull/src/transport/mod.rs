@@ -1,5 +1,5 @@
-//! The seam under the sessions: how a session reaches a server. In production the
-//! `connect` module's `NetworkTransport` opens an authenticated WebSocket, or asks for a small
+//! The seam under the sessions: how a session reaches a server. In production
+//! `websocket`'s `NetworkTransport` opens an authenticated WebSocket, or asks for a small
 //! export in one HTTP request (`one_response`); in tests a scripted fake server answers over
 //! in-memory channels, so the download, index and pull logic is tested without a network or a
 //! worker.

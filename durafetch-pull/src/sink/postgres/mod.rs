@@ -12,7 +12,6 @@
 pub(crate) mod columns;
 pub(crate) mod copy;
 pub mod database;
-pub mod error;
 pub(crate) mod keys;
 pub(crate) mod sql_tables;
 pub(crate) mod tls;

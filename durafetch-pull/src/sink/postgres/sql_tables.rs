@@ -64,7 +64,7 @@ fn local_table(client: &mut impl GenericClient, write: &ObjectWrite, table: &str
     Ok(Some(local))
 }
 
-/// A fresh snapshot's page by binary COPY (see `postgres_copy`): the page's columns that the
+/// A fresh snapshot's page by binary COPY (see `copy`): the page's columns that the
 /// table has, each value as its column's type holds it.
 fn copy_page(
     tx: &mut Transaction<'_>,

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::ParsedCertificate;
 use tokio_rustls::rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::sink::postgres::error::{refused_by_rule, tls_required, TlsSettingsError};
+use crate::sink::postgres_error::{refused_by_rule, tls_required, TlsSettingsError};
 use crate::tls::{self};
 
 /// libpq's `sslmode`.

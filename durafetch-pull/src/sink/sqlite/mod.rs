@@ -1,7 +1,6 @@
 //! The SQLite sink, a local file (`file`): each download's pages written in stamped
 //! transactions (`object_write`), SQL pages into a local table per (class, table)
-//! (`sql_tables`); each object's cursor written in the same transaction as the last of the
-//! data it covers.
+//! (`sql_tables`); each object's cursor saved once every page it covers is written.
 
 pub(crate) mod file;
 pub(crate) mod object_write;

@@ -1,5 +1,5 @@
 //! PostgreSQL's errors in words: what the server said, which of its refusals are about TLS, and
-//! TLS settings that cannot be used.
+//! TLS settings that cannot be used. In the bottom layer, as the interface's errors name them.
 
 use crate::tls::CertificateFileError;
 
