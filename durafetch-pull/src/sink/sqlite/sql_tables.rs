@@ -12,8 +12,8 @@
 use std::collections::HashSet;
 
 use durafetch_sdk::core::protocol::{SqlPage, SqlValue};
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
 
 use crate::sink::interface::ApplyStats;
 use crate::sink::naming::{ident, local_column_name, local_table_name};
@@ -48,13 +48,30 @@ CREATE TABLE IF NOT EXISTS sql_schemas (
 );
 ";
 
+/// A wire value bound as SQLite holds it, borrowed: a page's texts and blobs are bound where
+/// they are, not copied per row.
+struct Bound<'a>(&'a SqlValue);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::from(self)))
+    }
+}
+
+/// A wire value as SQLite holds it, owned: what a row read back from the file is compared with.
 fn to_sql(value: &SqlValue) -> Value {
-    match value {
-        SqlValue::Null => Value::Null,
-        SqlValue::Integer(i) => Value::Integer(*i),
-        SqlValue::Real(r) => Value::Real(*r),
-        SqlValue::Text(t) => Value::Text(t.clone()),
-        SqlValue::Blob(b) => Value::Blob(b.clone()),
+    ValueRef::from(&Bound(value)).into()
+}
+
+impl<'a> From<&'a Bound<'a>> for ValueRef<'a> {
+    fn from(bound: &'a Bound<'a>) -> Self {
+        match bound.0 {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(i) => ValueRef::Integer(*i),
+            SqlValue::Real(r) => ValueRef::Real(*r),
+            SqlValue::Text(t) => ValueRef::Text(t.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }
     }
 }
 
@@ -162,6 +179,9 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
         if slots.is_empty() { "" } else { ", " },
         slots.join(", ")
     ))?;
+    // What every row shares is bound once (SQLite keeps bindings from one execution to the next).
+    replace.raw_bind_parameter(1, write.do_id)?;
+    replace.raw_bind_parameter(3, stamp)?;
     let mut delete = tx.prepare_cached(&format!("DELETE FROM {} WHERE do_id = ?1 AND _row_key = ?2", ident(&local)))?;
     let mut notes = RowNotes::new(tx, write, &local, &columns)?;
     let mut stats = ApplyStats::default();
@@ -171,9 +191,16 @@ pub(crate) fn apply_sql_page(tx: &Connection, write: &ObjectWrite, stamp: i64, p
                 if notes.note(write.do_id, page, &row.k, Some(values))? && write.compare {
                     stats.differed += 1;
                 }
-                let mut bound: Vec<Value> = vec![Value::Integer(write.do_id), Value::Text(row.k.clone()), Value::Integer(stamp)];
-                bound.extend(values.iter().map(to_sql));
-                replace.execute(params_from_iter(bound))?;
+                // Every slot is bound anew for each row: a row short of the page's columns must
+                // not keep the values of the row before it.
+                if values.len() != columns.len() {
+                    return Err(rusqlite::Error::InvalidParameterCount(values.len() + 3, columns.len() + 3));
+                }
+                replace.raw_bind_parameter(2, &row.k)?;
+                for (i, value) in values.iter().enumerate() {
+                    replace.raw_bind_parameter(i + 4, Bound(value))?;
+                }
+                replace.raw_execute()?;
                 stats.written += 1;
             }
             None => {
@@ -307,6 +334,25 @@ mod tests {
         let mut stmt = sink.conn.prepare(query).unwrap();
         let width = stmt.column_count();
         stmt.query_map([], |r| (0..width).map(|i| r.get::<_, Value>(i)).collect()).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// A row short of (or past) its page's columns fails the page whole: no row of it is
+    /// written, and none takes the values the row before it bound.
+    #[test]
+    fn a_row_of_the_wrong_width_fails_its_page_whole() {
+        let (mut sink, a, _) = two_objects();
+        let write = sink.begin(a, ExportMode::Snapshot, Cursor::new(1, 0), "", false).unwrap();
+        let (int, text) = (SqlValue::Integer, |t: &str| SqlValue::Text(t.into()));
+        let (int_value, text_value) = (Value::Integer, |t: &str| Value::Text(t.into()));
+        for short in [vec![int(2)], vec![int(2), text("b"), int(3)]] {
+            let bad = page(&["id", "name"], vec![("1", Some(vec![int(1), text("a")])), ("2", Some(short))]);
+            assert!(sink.apply_sql(write, &bad).is_err());
+        }
+        sink.apply_sql(write, &page(&["id", "name"], vec![("3", Some(vec![int(3), text("c")]))])).unwrap();
+        assert_eq!(
+            rows(&sink, r#"SELECT _row_key, id, name FROM "Shop.items""#),
+            [vec![Value::Text("3".into()), int_value(3), text_value("c")]]
+        );
     }
 
     /// Objects of one class on different schemas share one local table whose columns are the
