@@ -149,7 +149,7 @@ fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
     }
     let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
-        Err(e @ RestoreError::Undo(_)) => {
+        Err(e @ (RestoreError::Undo(_) | RestoreError::DryRun(_))) => {
             eprintln!("durafetch-pull: {e}");
             return ExitCode::from(EXIT_FAILED);
         }

@@ -10,6 +10,13 @@ use durafetch_e2e::{
 use serde_json::json;
 
 /// Values of every kind, in objects of both storage backends.
+/// A dry run's counts against the objects as they are: keys added, changed, deleted, then rows.
+fn would(run: &RestoreRun) -> [u64; 6] {
+    let would = &run.summary["would"];
+    ["keys_added", "keys_changed", "keys_deleted", "rows_added", "rows_changed", "rows_deleted"]
+        .map(|field| would[field].as_u64().unwrap_or_else(|| panic!("no would.{field}: {} {}", run.summary, run.stderr)))
+}
+
 fn fill(worker: &LocalWorker) {
     for i in 0..10 {
         worker.post(
@@ -82,6 +89,8 @@ fn a_backup_restored_into_another_worker_pulls_back_identical() {
         assert_eq!(dry.count(field), run.count(field), "{field}: the dry run's count");
     }
     assert_eq!(run.count("rows_written"), 5 * (3 + 2 + 3));
+    // Into objects that hold nothing, everything the restore writes is added.
+    assert_eq!(would(&dry), [run.count("keys_written"), 0, 0, run.count("rows_written"), 0, 0]);
     let kv0 = run.objects.iter().find(|o| o["name"] == "kv-0").unwrap();
     assert!(kv0["not_restored"][0].as_str().unwrap().starts_with("typed-error"), "{kv0}");
 
@@ -140,6 +149,16 @@ fn modes_replace_merge_and_empty() {
     worker.pull_settled(&after);
     assert_eq!(named_contents(&after), changed, "a refused restore wrote");
 
+    // Dry runs against the objects as they are: a and u changed, c and v would go; row 1
+    // changed, row 3 and extra's row would go. A merge changes the same and deletes nothing.
+    let dry_replace = restore_into(&worker, &backup, &["--mode", "replace", "--dry-run"]);
+    assert_eq!(dry_replace.code, Some(0), "{:?} {}", dry_replace.objects, dry_replace.stderr);
+    assert_eq!(would(&dry_replace), [0, 2, 2, 0, 1, 2], "{:?}", dry_replace.objects);
+    let dry_merge = restore_into(&worker, &backup, &["--mode", "merge", "--dry-run"]);
+    assert_eq!(would(&dry_merge), [0, 2, 0, 0, 1, 0], "{:?}", dry_merge.objects);
+    worker.pull_settled(&after);
+    assert_eq!(named_contents(&after), changed, "a dry run wrote");
+
     let merged = restore_into(&worker, &backup, &["--mode", "merge"]);
     assert_eq!(merged.code, Some(0), "{:?}", merged.objects);
     assert_eq!((merged.count("keys_written"), merged.count("keys_deleted"), merged.count("rows_written")), (3, 0, 2));
@@ -153,6 +172,7 @@ fn modes_replace_merge_and_empty() {
 
     let dry = restore_into(&worker, &backup, &["--mode", "replace", "--dry-run"]);
     assert_eq!(dry.code, Some(0), "{:?}", dry.objects);
+    assert_eq!(would(&dry), [0, 0, 2, 0, 0, 2], "after the merge, only what replace deletes differs");
     worker.pull_settled(&after);
     assert_eq!(named_contents(&after), merged_contents, "a dry run wrote");
     let replaced = restore_into(&worker, &backup, &["--mode", "replace"]);

@@ -9,6 +9,7 @@
 //! deletes the keys the backup lacks inside that transaction. A dry run asks the object what
 //! it holds, counts what a restore would change, and sends nothing to apply.
 
+pub(crate) mod dry_run;
 pub(crate) mod import_session;
 pub mod report;
 pub mod source;
@@ -21,7 +22,7 @@ use futures_util::StreamExt;
 
 use crate::restore::import_session::{Ended, ImportSession, Opened};
 use crate::restore::report::{ObjectReport, Outcome};
-use crate::restore::source::{Backup, BackupObject, SourceError, TableSchema};
+use crate::restore::source::{Backup, BackupObject, Moment, SourceError, TableSchema};
 use crate::retry::{Backoff, Retryable};
 use crate::settings::restore::RestoreSettings;
 use crate::transport::error::ConnectError;
@@ -36,6 +37,9 @@ pub enum RestoreError {
     /// The copy to undo with could not be pulled: nothing was restored.
     #[error("cannot keep a copy of the target to undo the restore with ({0}); nothing was restored (--no-undo restores without one)")]
     Undo(String),
+    /// The objects a dry run compares the backup with could not be read.
+    #[error("cannot read the target's objects to compare the backup with ({0}); nothing was written")]
+    DryRun(String),
 }
 
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
@@ -53,12 +57,22 @@ pub async fn restore_with(
 ) -> Result<Vec<ObjectReport>, RestoreError> {
     let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
     if let Some(undo) = &settings.undo {
-        keep_undo_copy(settings, undo, transport, quiet).await?;
+        copy_target(settings, &undo.reader, &undo.file, transport, quiet).await.map_err(RestoreError::Undo)?;
         name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;
     }
+    // A dry run compares the backup with the objects as they are, copied the same way.
+    let compared = match &settings.dry_run_reader {
+        Some(reader) => {
+            let copy = TargetCopy::new();
+            copy_target(settings, reader, &copy.0, transport, quiet).await.map_err(RestoreError::DryRun)?;
+            Some(copy)
+        }
+        None => None,
+    };
+    let compared = compared.as_ref().map(|copy| copy.0.as_path());
     let bar = crate::pull::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
-        .map(|object| async move { restore_object(settings, transport, &object).await })
+        .map(|object| async move { restore_object(settings, transport, &object, compared).await })
         .buffer_unordered(settings.concurrency.max(1))
         .inspect(|report| {
             bar.inc(1);
@@ -70,18 +84,20 @@ pub async fn restore_with(
     Ok(reports)
 }
 
-/// Pulls the objects the restore writes into, as they are now, into the undo file: the target's
-/// objects the filters keep, with history, so that a restore from the file puts them back.
-async fn keep_undo_copy(
+/// Pulls the objects the restore writes into, as they are now, into `file` with `reader`'s
+/// token: the target's objects the filters keep, with history, so that a restore from the file
+/// puts them back (the undo copy), or so that a dry run compares the backup with them.
+async fn copy_target(
     settings: &RestoreSettings,
-    undo: &crate::settings::restore::Undo,
+    reader: &crate::settings::file::Server,
+    file: &std::path::Path,
     transport: &dyn Transport,
     quiet: bool,
-) -> Result<(), RestoreError> {
+) -> Result<(), String> {
     let pull = crate::settings::pull::Settings {
-        db: crate::sink::database::Database::File(undo.file.clone()),
+        db: crate::sink::database::Database::File(file.to_path_buf()),
         part: crate::sink::database::Part::WHOLE,
-        servers: vec![undo.reader.clone()],
+        servers: vec![reader.clone()],
         concurrency: settings.concurrency,
         poll_every: std::time::Duration::from_secs(1),
         filter: settings.filter.clone(),
@@ -89,10 +105,29 @@ async fn keep_undo_copy(
         verify: crate::settings::pull::Verify::Off,
         ndjson: settings.ndjson,
     };
-    let summary = crate::pull::once_with(&pull, transport, quiet).await.map_err(|e| RestoreError::Undo(e.to_string()))?;
+    let summary = crate::pull::once_with(&pull, transport, quiet).await.map_err(|e| e.to_string())?;
     match summary.failed.first() {
-        Some(failed) => Err(RestoreError::Undo(format!("{} objects failed, the first: {failed}", summary.failed.len()))),
+        Some(failed) => Err(format!("{} objects failed, the first: {failed}", summary.failed.len())),
         None => Ok(()),
+    }
+}
+
+/// A dry run's copy of the target: a new file in the temporary folder, removed with its WAL
+/// once the dry run ends.
+struct TargetCopy(std::path::PathBuf);
+
+impl TargetCopy {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        TargetCopy(std::env::temp_dir().join(format!("durafetch-dry-run-{}-{nanos}.sqlite", std::process::id())))
+    }
+}
+
+impl Drop for TargetCopy {
+    fn drop(&mut self) {
+        for ending in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ending}", self.0.display()));
+        }
     }
 }
 
@@ -110,6 +145,33 @@ fn name_undo_scope(file: &std::path::Path, objects: &[BackupObject]) -> rusqlite
         }
     }
     tx.commit()
+}
+
+/// A dry run's report with what the restore would add, change and delete, against the
+/// target's object as `compared` copied it (none there: an empty object).
+fn would_change(
+    settings: &RestoreSettings,
+    backup: &Backup,
+    object: &BackupObject,
+    compared: Option<&std::path::Path>,
+    mut report: ObjectReport,
+) -> ObjectReport {
+    let counted = (|| {
+        let copy = compared.map(|file| Backup::open(file, Moment::Latest)).transpose()?;
+        let held = match &copy {
+            Some(copy) => copy.objects(&settings.filter)?,
+            None => Vec::new(),
+        };
+        let target = copy.as_ref().zip(dry_run::counterpart(object, &held));
+        dry_run::compare(backup, object, target, &settings.filter, settings.mode)
+    })();
+    match counted {
+        Ok(would) => {
+            report.would = Some(would);
+            report
+        }
+        Err(e) => report.ended(Outcome::Failed, format!("the dry run could not compare the object as it is: {e}")),
+    }
 }
 
 /// A failure of one object's restore.
@@ -133,7 +195,12 @@ impl Retryable for ObjectError {
     }
 }
 
-async fn restore_object(settings: &RestoreSettings, transport: &dyn Transport, object: &BackupObject) -> ObjectReport {
+async fn restore_object(
+    settings: &RestoreSettings,
+    transport: &dyn Transport,
+    object: &BackupObject,
+    compared: Option<&std::path::Path>,
+) -> ObjectReport {
     let report = ObjectReport::new(object);
     let backup = match Backup::open(&settings.db, settings.moment) {
         Ok(backup) => backup,
@@ -156,6 +223,7 @@ async fn restore_object(settings: &RestoreSettings, transport: &dyn Transport, o
     loop {
         let attempt = ObjectRestore { settings, backup: &backup, object, report: report.clone() };
         match attempt.run(transport, &path).await {
+            Ok(report) if report.outcome == Outcome::WouldRestore => return would_change(settings, &backup, object, compared, report),
             Ok(report) => return report,
             Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
             Err(AttemptError::Object(e)) if settings.mode != ImportMode::Empty && backoff.retry_after(&e, &object.id).await => {}

@@ -1,6 +1,7 @@
 //! What a restore reports: each object's outcome and counts, the summary over them, and the
 //! command that undoes the restore.
 
+use crate::restore::dry_run::WouldChange;
 use crate::restore::source::BackupObject;
 use crate::settings::restore::RestoreSettings;
 
@@ -37,6 +38,9 @@ pub struct ObjectReport {
     /// Keys the file holds as errors (no value to restore), and tables it cannot make.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_restored: Vec<String>,
+    /// A dry run: what the restore would add, change and delete, against the object as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would: Option<WouldChange>,
 }
 
 impl ObjectReport {
@@ -52,6 +56,7 @@ impl ObjectReport {
             rows_written: 0,
             rows_deleted: 0,
             not_restored: Vec::new(),
+            would: None,
         }
     }
 
@@ -73,6 +78,9 @@ impl ObjectReport {
         );
         let outcome = serde_json::to_value(self.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let mut line = format!("{who}: {} ({counts})", outcome.replace('_', " "));
+        if let Some(would) = &self.would {
+            line.push_str(&format!("\n  against the object as it is: {}", would.line()));
+        }
         if let Some(message) = &self.message {
             line.push_str(&format!(": {message}"));
         }
@@ -101,6 +109,9 @@ pub struct Summary {
     pub keys_deleted: u64,
     pub rows_written: u64,
     pub rows_deleted: u64,
+    /// A dry run: what the restore would add, change and delete over every object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would: Option<WouldChange>,
 }
 
 impl Summary {
@@ -122,6 +133,9 @@ impl Summary {
             summary.keys_deleted += report.keys_deleted;
             summary.rows_written += report.rows_written;
             summary.rows_deleted += report.rows_deleted;
+            if let Some(would) = report.would {
+                summary.would = Some(summary.would.unwrap_or_default().plus(would));
+            }
         }
         summary
     }
@@ -141,7 +155,8 @@ impl Summary {
             self.keys_deleted,
             self.rows_written,
             self.rows_deleted
-        ) + &undo
+        ) + &self.would.map_or(String::new(), |would| format!("\nagainst the objects as they are: {}", would.line()))
+            + &undo
     }
 
     pub fn json(&self) -> String {

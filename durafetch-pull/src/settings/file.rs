@@ -90,6 +90,8 @@ pub enum ConfigError {
     NoToken { url: String, var: String },
     #[error("a replace or merge first pulls the objects it writes into, to undo it with: set {var} to a token of the target's DURAFETCH_AUTH (or name another variable with --read-token-env), or pass --no-undo")]
     UndoNeedsReader { var: String },
+    #[error("a dry run of a replace or merge reads the target's objects to say what would change: set {var} to a token of the target's DURAFETCH_AUTH (or name another variable with --read-token-env)")]
+    DryRunNeedsReader { var: String },
     #[error("the undo file {0} exists already: name a new one with --undo")]
     UndoExists(PathBuf),
     #[error("concurrency must be at least 1")]

@@ -16,6 +16,9 @@ pub struct RestoreSettings {
     pub target: Server,
     /// Where the objects' state before the restore is pulled first, and what reads it.
     pub undo: Option<Undo>,
+    /// A dry run of a replace or merge: the target, with a reading token, to compare the
+    /// backup with the objects as they are.
+    pub dry_run_reader: Option<Server>,
     /// The flags of the command that puts it back (the filters, the target and its token's variable).
     pub undo_args: Vec<String>,
     pub mode: ImportMode,
@@ -50,7 +53,8 @@ pub struct RestoreFlags {
     /// equal to the backup (deleting what the backup lacks), `merge` writes over it and deletes nothing.
     #[arg(long, value_enum, default_value = "empty")]
     pub mode: RestoreMode,
-    /// Print, per object, what would be written and deleted; change nothing.
+    /// Print, per object, what would be written and deleted, and what of it the object lacks,
+    /// holds otherwise or would lose (read with the reading token); change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Where a replace or merge first pulls the objects it writes into, as they are, so that a
@@ -61,7 +65,7 @@ pub struct RestoreFlags {
     #[arg(long)]
     pub no_undo: bool,
     /// The environment variable that holds a token of the target's DURAFETCH_AUTH, with which
-    /// the undo copy is pulled.
+    /// the undo copy is pulled (and a dry run reads the objects as they are).
     #[arg(long, value_name = "NAME", default_value = "DURAFETCH_AUTH")]
     pub read_token_env: String,
     /// Restore each key and row as the file's history had it at this moment (RFC 3339); needs a
@@ -141,6 +145,16 @@ impl RestoreSettings {
             };
             Some(Undo { file, reader })
         };
+        // A dry run reads the objects as they are, to say what would change; into an empty
+        // object everything is added.
+        let dry_run_reader = if flags.dry_run && mode != ImportMode::Empty {
+            Some(
+                server(entry(), &flags.read_token_env, &env)
+                    .map_err(|_| ConfigError::DryRunNeedsReader { var: flags.read_token_env.clone() })?,
+            )
+        } else {
+            None
+        };
         let mut undo_args = vec![format!("--to={}", flags.to)];
         if flags.token_env != "DURAFETCH_RESTORE_AUTH" {
             undo_args.push(format!("--token-env={}", flags.token_env));
@@ -154,6 +168,7 @@ impl RestoreSettings {
             db: flags.db,
             target,
             undo,
+            dry_run_reader,
             undo_args,
             mode,
             dry_run: flags.dry_run,

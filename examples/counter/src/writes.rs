@@ -370,30 +370,6 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
                 count += 1;
             }
         }
-        "sql_scan_exact" => {
-            // The export's own read of the table, each value typed exactly, read as `sql_scan`
-            // reads: what an export of the table costs at the least, before any page is built.
-            let sql = storage.sql();
-            let mut columns: Vec<durafetch_sdk::core::sql_capture::ColumnInfo> = Vec::new();
-            for row in sql.exec(durafetch_sdk::core::sql_capture::TABLE_COLUMNS, vec!["bench_rows".into()])?.raw() {
-                let text = |v: &worker::SqlStorageValue| match v {
-                    worker::SqlStorageValue::String(s) => s.clone(),
-                    _ => String::new(),
-                };
-                let number = |v: &worker::SqlStorageValue| match v {
-                    worker::SqlStorageValue::Integer(i) => *i as u32,
-                    worker::SqlStorageValue::Float(f) => *f as u32,
-                    _ => 0,
-                };
-                let row = row?;
-                columns.push((text(&row[0]), number(&row[1]), text(&row[2]), number(&row[3])));
-            }
-            let shape = durafetch_sdk::core::sql_capture::TableShape::from_columns("bench_rows".into(), false, &columns);
-            for row in sql.exec(&shape.scan_page(None), vec![i64::MAX.into()])?.raw() {
-                row?;
-                count += 1;
-            }
-        }
         "single" | "single_with_row" => {
             for i in 0..plan.keys {
                 let key = format!("s-{i:08}");

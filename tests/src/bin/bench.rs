@@ -660,14 +660,6 @@ fn main() {
         format!("first pull of one object's 100,000-row table ({table_rows} rows of 100 B) vs SELECT * inside it, median of 3"),
     ));
     let table_export_rate = 100_000.0 / export_alone(runtime, &dir.path().join("p2-table-0.sqlite"), "p2-table");
-    let exact_ms = median((0..3).map(|_| bench(&worker, "sql", "p2-table", "sql_scan_exact", 0, 0).0).collect());
-    rows.push(rate_row(
-        "P2 SQL table: the export's own read alone / the object's SELECT * rate",
-        (selected as f64 / (exact_ms / 1000.0), "rows/s"),
-        (select_rate, "rows/s"),
-        "(the ceiling of any export of these rows, typed exactly)",
-        "the export's query of the whole table (each value's type and exact form, the key's literals) read inside the object as SELECT * is, no page built, median of 3",
-    ));
     rows.push(rate_row(
         "P2 SQL table: the export alone / the object's SELECT * rate",
         (table_export_rate, "rows/s"),

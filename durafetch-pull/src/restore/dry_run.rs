@@ -1,0 +1,206 @@
+//! What a dry run compares: each object's keys and rows in the backup against the target's, as
+//! a pull copied them just before, so that it says what a restore would add, change and delete.
+//! Both sides are read from files the same sink wrote, so a value compares by what it is, not by
+//! how two writers spelled it.
+
+use std::collections::BTreeMap;
+
+use durafetch_sdk::core::protocol::{Change, ChangeValue, SqlPage, SqlValue};
+use durafetch_sdk::core::restore_protocol::ImportMode;
+
+use crate::restore::source::{Backup, BackupObject, SourceError, TableSchema};
+use crate::settings::filter::Filter;
+
+/// What a restore would do to one object, counted against the object as it is.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WouldChange {
+    /// Keys the object lacks.
+    pub keys_added: u64,
+    /// Keys the object holds with another value.
+    pub keys_changed: u64,
+    /// Keys the object holds that the backup lacks (a replace only).
+    pub keys_deleted: u64,
+    pub rows_added: u64,
+    pub rows_changed: u64,
+    pub rows_deleted: u64,
+}
+
+impl WouldChange {
+    pub(crate) fn plus(self, other: WouldChange) -> WouldChange {
+        WouldChange {
+            keys_added: self.keys_added + other.keys_added,
+            keys_changed: self.keys_changed + other.keys_changed,
+            keys_deleted: self.keys_deleted + other.keys_deleted,
+            rows_added: self.rows_added + other.rows_added,
+            rows_changed: self.rows_changed + other.rows_changed,
+            rows_deleted: self.rows_deleted + other.rows_deleted,
+        }
+    }
+
+    /// One line for a person.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "keys {} added, {} changed, {} deleted; rows {} added, {} changed, {} deleted",
+            self.keys_added, self.keys_changed, self.keys_deleted, self.rows_added, self.rows_changed, self.rows_deleted
+        )
+    }
+}
+
+/// How one item of the backup stands against the object's.
+enum Side<T> {
+    Backup(T),
+    Target(T),
+    Both(T, T),
+}
+
+/// Walks two sequences of items in key order, read a page at a time, side by side.
+fn merge_pages<T>(
+    mut backup: impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<String>), SourceError>,
+    mut target: impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<String>), SourceError>,
+    key: impl Fn(&T) -> &str,
+    mut each: impl FnMut(Side<T>),
+) -> Result<(), SourceError> {
+    let mut ours = Pages::new();
+    let mut theirs = Pages::new();
+    loop {
+        let (a, b) = (ours.peek(&mut backup)?, theirs.peek(&mut target)?);
+        let side = match (a, b) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) => key(a).cmp(key(b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+        };
+        each(match side {
+            std::cmp::Ordering::Less => Side::Backup(ours.take()),
+            std::cmp::Ordering::Greater => Side::Target(theirs.take()),
+            std::cmp::Ordering::Equal => Side::Both(ours.take(), theirs.take()),
+        });
+    }
+}
+
+/// Items read a page at a time: the page in hand, and where the next one starts.
+struct Pages<T> {
+    page: std::collections::VecDeque<T>,
+    next: Option<String>,
+    started: bool,
+}
+
+impl<T> Pages<T> {
+    fn new() -> Self {
+        Pages { page: Default::default(), next: None, started: false }
+    }
+
+    fn peek(
+        &mut self,
+        read: &mut impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<String>), SourceError>,
+    ) -> Result<Option<&T>, SourceError> {
+        while self.page.is_empty() && (!self.started || self.next.is_some()) {
+            let (items, next) = read(self.next.as_deref())?;
+            (self.page, self.next, self.started) = (items.into(), next, true);
+        }
+        Ok(self.page.front())
+    }
+
+    fn take(&mut self) -> T {
+        self.page.pop_front().expect("peeked")
+    }
+}
+
+/// A row as a map of its columns: a column one file's table has and the other's lacks is NULL,
+/// as a restore leaves it.
+fn row_map(columns: &[String], values: &[SqlValue]) -> BTreeMap<String, SqlValue> {
+    columns.iter().cloned().zip(values.iter().cloned()).filter(|(_, v)| *v != SqlValue::Null).collect()
+}
+
+/// A page of rows, each with its key and its columns, and where the next page starts.
+type RowPage = Result<(Vec<(String, BTreeMap<String, SqlValue>)>, Option<String>), SourceError>;
+
+/// The rows of `schema`'s table, each with its key and its columns, for [`merge_pages`].
+fn table_rows<'a>(
+    backup: &'a Backup,
+    object: &'a BackupObject,
+    schema: &TableSchema,
+) -> Result<impl FnMut(Option<&str>) -> RowPage + 'a, SourceError> {
+    let source = backup.table_source(object, schema)?;
+    Ok(move |after: Option<&str>| {
+        let (SqlPage { columns, rows, .. }, last) = backup.rows(object, &source, after)?;
+        let rows = rows.into_iter().filter_map(|row| Some((row.k, row_map(&columns, &row.v?)))).collect();
+        Ok((rows, last))
+    })
+}
+
+/// No items: the side of a comparison that holds none.
+fn no_items<T>(_: Option<&str>) -> Result<(Vec<T>, Option<String>), SourceError> {
+    Ok((Vec::new(), None))
+}
+
+/// Counts what restoring `object` from `backup` in `mode` would do to the target's object as
+/// `target` copied it (`None`: the target has no such object).
+pub(crate) fn compare(
+    backup: &Backup,
+    object: &BackupObject,
+    target: Option<(&Backup, &BackupObject)>,
+    filter: &Filter,
+    mode: ImportMode,
+) -> Result<WouldChange, SourceError> {
+    let mut would = WouldChange::default();
+    let replace = mode == ImportMode::Replace;
+    let mut errors = Vec::new();
+    let backup_keys = |after: Option<&str>| backup.keys(object, after, filter, &mut Vec::new());
+    let count_key = |would: &mut WouldChange, side: Side<Change>| match side {
+        // A key the backup holds without a value is not restored: the object keeps its own.
+        Side::Backup(c) | Side::Both(c, _) if matches!(c.value, ChangeValue::Unsupported(_)) => {}
+        Side::Backup(_) => would.keys_added += 1,
+        Side::Both(ours, theirs) => would.keys_changed += u64::from(ours.value != theirs.value),
+        Side::Target(_) => would.keys_deleted += u64::from(replace),
+    };
+    let count_row = |would: &mut WouldChange, side: Side<(String, BTreeMap<String, SqlValue>)>| match side {
+        Side::Backup(_) => would.rows_added += 1,
+        Side::Both((_, ours), (_, theirs)) => would.rows_changed += u64::from(ours != theirs),
+        Side::Target(_) => would.rows_deleted += u64::from(replace),
+    };
+    let tables = backup.tables(object, filter, &mut errors)?;
+    match target {
+        None => {
+            merge_pages(backup_keys, no_items, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
+            for schema in &tables {
+                merge_pages(table_rows(backup, object, schema)?, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
+            }
+        }
+        Some((copy, held)) => {
+            let target_keys = |after: Option<&str>| copy.keys(held, after, filter, &mut Vec::new());
+            merge_pages(backup_keys, target_keys, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
+            let held_tables = copy.tables(held, filter, &mut errors)?;
+            for schema in &tables {
+                match held_tables.iter().find(|t| t.table == schema.table) {
+                    Some(theirs) => merge_pages(
+                        table_rows(backup, object, schema)?,
+                        table_rows(copy, held, theirs)?,
+                        |r| r.0.as_str(),
+                        |side| count_row(&mut would, side),
+                    )?,
+                    None => {
+                        merge_pages(table_rows(backup, object, schema)?, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?
+                    }
+                }
+            }
+            // A replace drops the tables the backup lacks.
+            for theirs in held_tables.iter().filter(|t| replace && !tables.iter().any(|s| s.table == t.table)) {
+                merge_pages(no_items, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
+            }
+        }
+    }
+    Ok(would)
+}
+
+/// The target's object in the copy that a restore of `object` writes into: the one of that
+/// name in the class, or an unnamed one by its id.
+pub(crate) fn counterpart<'a>(object: &BackupObject, held: &'a [BackupObject]) -> Option<&'a BackupObject> {
+    held.iter().find(|h| {
+        h.class == object.class
+            && match &object.name {
+                Some(name) => h.name.as_deref() == Some(name),
+                None => h.id == object.id,
+            }
+    })
+}
