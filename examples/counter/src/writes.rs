@@ -354,6 +354,18 @@ async fn bench(state: &State, plan: Bench) -> Result<Value> {
             }
             count = plan.keys;
         }
+        "sql_insert_batched" => {
+            // The rows a restore of the P2 table writes, as an app would insert them: statements
+            // of 50 rows, every value bound (the runtime binds at most 100 values a statement).
+            let sql = sql.as_ref().expect("an sql_ kind");
+            for first in (0..plan.keys).step_by(50) {
+                let ids = first..plan.keys.min(first + 50);
+                let slots = vec!["(?, ?)"; ids.clone().count()].join(", ");
+                let values: Vec<worker::SqlStorageValue> = ids.flat_map(|i| [(i as i64 + 1).into(), value.clone().into()]).collect();
+                rows_written += sql.exec(&format!("INSERT INTO bench_rows (id, v) VALUES {slots}"), values)?.rows_written();
+            }
+            count = plan.keys;
+        }
         "sql_insert_one_statement" | "sql_insert_one_statement_noop_trigger" => {
             let sql = sql.as_ref().expect("an sql_ kind");
             let cursor = sql.exec(

@@ -690,6 +690,46 @@ fn main() {
         "the same 100,000 rows written by the puller's sink as SQL pages of 2,000 into a new file, no network, median of 3",
     ));
 
+    // P10 for SQL tables: the P2 table restored into an empty object of a second worker, vs
+    // that worker's own INSERTs of as many rows, each timed from outside as P10 above.
+    let mut target = worker.start_beside_restorable("durafetch-bench-restore-sql");
+    let target_runtime = target.runtime_port();
+    target.pulls_via(target_runtime);
+    let timed_post = |path: &str, body: &str| {
+        let started = Instant::now();
+        target.post_text(path, body);
+        started.elapsed().as_secs_f64()
+    };
+    let inserts = r#"{"kind":"sql_insert_batched","keys":100000,"value_bytes":100}"#;
+    timed_post("sql/p10-sql-warm-up/bench", inserts);
+    let (mut restores, mut inserted, mut restored) = (Vec::new(), Vec::new(), 0);
+    for round in 0..4 {
+        let started = Instant::now();
+        let run =
+            RestoreRun::run(restorer(&target.api_url(), &dir.path().join("p2-table-0.sqlite"), RESTORE_TOKEN, &["--name", "p2-table"]));
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
+        restored = run.count("rows_written");
+        let insert_secs = timed_post(&format!("sql/p10-sql-inserts-{round}/bench"), inserts);
+        target.sql("p2-table", "DROP TABLE bench_rows");
+        if round > 0 {
+            restores.push(secs);
+            inserted.push(insert_secs);
+        }
+    }
+    rows.push(rate_row(
+        "P10 SQL table: restore rate / the object's own batched INSERT rate",
+        (restored as f64 / median(restores), "rows/s"),
+        (100_000.0 / median(inserted), "rows/s"),
+        "≥ 0.8",
+        format!(
+            "durafetch-pull restore (release) of the P2 file's {restored}-row table into an empty object of a second worker, the whole \
+             run from start to exit, vs a request that makes that worker's object INSERT 100,000 rows of 100 B in statements of 50 \
+             rows, every value bound, timed by its client; after a warm-up round, the median of 3, the table dropped between rounds"
+        ),
+    ));
+    drop(target);
+
     // Last, as they add large objects that the pulls above would otherwise download too.
     // P2 for 100 KiB values, and the time to the first row of a 100,000-key object.
     bench(&worker, "sql", "p2-big", "batched", 1000, 100 * 1024);
