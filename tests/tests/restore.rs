@@ -189,6 +189,36 @@ fn modes_replace_merge_and_empty() {
     assert_eq!(state.into_iter().collect::<Vec<_>>(), [("u".to_string(), "1".to_string())], "the unnamed object, by its id");
 }
 
+/// A dry run finds the rows of a table keyed by a declared key (not its rowid) by that key:
+/// the new rowids a restore or the app hands out are no change, and a merge compares only the
+/// backup's columns.
+#[test]
+fn a_dry_run_finds_rows_by_their_declared_key() {
+    let worker = LocalWorker::start_restorable();
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.sqlite");
+    let people: Vec<String> = (1..=12).map(|i| format!("('p{i}@x', {i})")).collect();
+    worker.sql(
+        "people",
+        &format!("CREATE TABLE people (email TEXT PRIMARY KEY, age INTEGER); INSERT INTO people VALUES {};", people.join(", ")),
+    );
+    worker.pull_settled(&backup);
+    // The same rows under new rowids.
+    worker.sql("people", "DELETE FROM people WHERE email IN ('p1@x', 'p12@x'); INSERT INTO people VALUES ('p12@x', 12), ('p1@x', 1);");
+    let dry = restore_into(&worker, &backup, &["--mode", "replace", "--dry-run"]);
+    assert_eq!(would(&dry), [0; 6], "{:?} {}", dry.objects, dry.stderr);
+    // One row changed, one gone, one new; a column the backup lacks, which a merge leaves.
+    worker.sql(
+        "people",
+        "UPDATE people SET age = 40 WHERE email = 'p4@x'; DELETE FROM people WHERE email = 'p5@x'; \
+         INSERT INTO people VALUES ('new@x', 0); ALTER TABLE people ADD COLUMN note TEXT; UPDATE people SET note = 'n' WHERE email = 'p6@x';",
+    );
+    let dry = restore_into(&worker, &backup, &["--mode", "replace", "--dry-run"]);
+    assert_eq!(would(&dry), [0, 0, 0, 1, 2, 1], "{:?}", dry.objects);
+    let dry = restore_into(&worker, &backup, &["--mode", "merge", "--dry-run"]);
+    assert_eq!(would(&dry), [0, 0, 0, 1, 1, 0], "{:?}", dry.objects);
+}
+
 /// What SQLite keeps beside a table's rows comes back too: an AUTOINCREMENT table hands out no
 /// key its source handed out (a deleted one included), and a merge never lowers a counter the
 /// object has moved past; generated columns are computed again; rows whose declared key is NULL

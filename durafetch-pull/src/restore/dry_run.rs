@@ -3,7 +3,7 @@
 //! Both sides are read from files the same sink wrote, so a value compares by what it is, not by
 //! how two writers spelled it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use durafetch_sdk::core::protocol::{Change, ChangeValue, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::ImportMode;
@@ -106,14 +106,82 @@ impl<T> Pages<T> {
     }
 }
 
-/// A row as a map of its columns: a column one file's table has and the other's lacks is NULL,
-/// as a restore leaves it.
-fn row_map(columns: &[String], values: &[SqlValue]) -> BTreeMap<String, SqlValue> {
-    columns.iter().cloned().zip(values.iter().cloned()).filter(|(_, v)| *v != SqlValue::Null).collect()
+/// A row as a map of its columns.
+type Row = BTreeMap<String, SqlValue>;
+
+/// A page of rows, each with the file's row key, and where the next page starts.
+type RowPage = Result<(Vec<(String, Row)>, Option<String>), SourceError>;
+
+/// Whether a restore leaves the object's row `theirs` as the backup's `ours`: a replace makes
+/// the table again from the backup (a column only one side has is NULL on the other), a merge
+/// writes the backup's columns only and leaves the object's others as they are.
+fn same_row(ours: &Row, theirs: &Row, mode: ImportMode) -> bool {
+    let null = SqlValue::Null;
+    let same = |column: &String| ours.get(column).unwrap_or(&null) == theirs.get(column).unwrap_or(&null);
+    match mode {
+        ImportMode::Merge => ours.keys().all(same),
+        _ => ours.keys().chain(theirs.keys()).all(same),
+    }
 }
 
-/// A page of rows, each with its key and its columns, and where the next page starts.
-type RowPage = Result<(Vec<(String, BTreeMap<String, SqlValue>)>, Option<String>), SourceError>;
+/// The declared key's columns when a restore finds a table's rows again by them rather than by
+/// the rowid the file keys them by: a rowid table whose declared key is not an INTEGER PRIMARY
+/// KEY (which is the rowid), and gets new rowids when it is made again. `None`: the file's row
+/// key finds the row (the rowid kept, or a WITHOUT ROWID table's key).
+fn declared_key(schema: &TableSchema) -> Option<Vec<String>> {
+    let scratch = schema.made_alone()?;
+    let without_rowid: bool = scratch.query_row("SELECT wr FROM pragma_table_list WHERE name = ?1", [&schema.table], |r| r.get(0)).ok()?;
+    let key: Vec<(String, String)> = scratch
+        .prepare("SELECT name, type FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
+        .and_then(|mut stmt| stmt.query_map([&schema.table], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .ok()?;
+    let is_rowid = matches!(key.as_slice(), [(_, kind)] if kind.eq_ignore_ascii_case("INTEGER"));
+    (!without_rowid && !key.is_empty() && !is_rowid).then(|| key.into_iter().map(|(name, _)| name).collect())
+}
+
+/// Every row `read` reads, a page at a time.
+fn each_row(mut read: impl FnMut(Option<&str>) -> RowPage, mut each: impl FnMut(Row)) -> Result<(), SourceError> {
+    let mut after: Option<String> = None;
+    loop {
+        let (rows, next) = read(after.as_deref())?;
+        rows.into_iter().for_each(|(_, row)| each(row));
+        match next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Counts a table whose rows are found again by their declared key's values: the object's rows
+/// held by key (a dry run's memory grows with the table), the backup's read past them. A row
+/// with a NULL in its key matches none: a restore adds it anew.
+fn count_by_key(
+    would: &mut WouldChange,
+    ours: impl FnMut(Option<&str>) -> RowPage,
+    theirs: impl FnMut(Option<&str>) -> RowPage,
+    key: &[String],
+    mode: ImportMode,
+) -> Result<(), SourceError> {
+    let key_of = |row: &Row| -> Option<String> {
+        let values: Option<Vec<&SqlValue>> = key.iter().map(|c| row.get(c).filter(|v| **v != SqlValue::Null)).collect();
+        serde_json::to_string(&values?).ok()
+    };
+    let (mut held, mut unmatched) = (HashMap::new(), 0u64);
+    each_row(theirs, |row| match key_of(&row) {
+        Some(key) => {
+            held.insert(key, row);
+        }
+        None => unmatched += 1,
+    })?;
+    each_row(ours, |row| match key_of(&row).and_then(|key| held.remove(&key)) {
+        Some(theirs) => would.rows_changed += u64::from(!same_row(&row, &theirs, mode)),
+        None => would.rows_added += 1,
+    })?;
+    if mode == ImportMode::Replace {
+        would.rows_deleted += held.len() as u64 + unmatched;
+    }
+    Ok(())
+}
 
 /// The rows of `schema`'s table, each with its key and its columns, for [`merge_pages`].
 fn table_rows<'a>(
@@ -124,7 +192,7 @@ fn table_rows<'a>(
     let source = backup.table_source(object, schema)?;
     Ok(move |after: Option<&str>| {
         let (SqlPage { columns, rows, .. }, last) = backup.rows(object, &source, after)?;
-        let rows = rows.into_iter().filter_map(|row| Some((row.k, row_map(&columns, &row.v?)))).collect();
+        let rows = rows.into_iter().filter_map(|row| Some((row.k, columns.iter().cloned().zip(row.v?).collect()))).collect();
         Ok((rows, last))
     })
 }
@@ -154,9 +222,9 @@ pub(crate) fn compare(
         Side::Both(ours, theirs) => would.keys_changed += u64::from(ours.value != theirs.value),
         Side::Target(_) => would.keys_deleted += u64::from(replace),
     };
-    let count_row = |would: &mut WouldChange, side: Side<(String, BTreeMap<String, SqlValue>)>| match side {
+    let count_row = |would: &mut WouldChange, side: Side<(String, Row)>| match side {
         Side::Backup(_) => would.rows_added += 1,
-        Side::Both((_, ours), (_, theirs)) => would.rows_changed += u64::from(ours != theirs),
+        Side::Both((_, ours), (_, theirs)) => would.rows_changed += u64::from(!same_row(&ours, &theirs, mode)),
         Side::Target(_) => would.rows_deleted += u64::from(replace),
     };
     let tables = backup.tables(object, filter, &mut errors)?;
@@ -171,21 +239,19 @@ pub(crate) fn compare(
             let target_keys = |after: Option<&str>| copy.keys(held, after, filter, &mut Vec::new());
             merge_pages(backup_keys, target_keys, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
             let held_tables = copy.tables(held, filter, &mut errors)?;
+            // The object's table names match whatever their case, as SQLite's do.
             for schema in &tables {
-                match held_tables.iter().find(|t| t.table == schema.table) {
-                    Some(theirs) => merge_pages(
-                        table_rows(backup, object, schema)?,
-                        table_rows(copy, held, theirs)?,
-                        |r| r.0.as_str(),
-                        |side| count_row(&mut would, side),
-                    )?,
-                    None => {
-                        merge_pages(table_rows(backup, object, schema)?, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?
+                let ours = table_rows(backup, object, schema)?;
+                match (held_tables.iter().find(|t| t.table.eq_ignore_ascii_case(&schema.table)), declared_key(schema)) {
+                    (Some(theirs), Some(key)) => count_by_key(&mut would, ours, table_rows(copy, held, theirs)?, &key, mode)?,
+                    (Some(theirs), None) => {
+                        merge_pages(ours, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?
                     }
+                    (None, _) => merge_pages(ours, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?,
                 }
             }
             // A replace drops the tables the backup lacks.
-            for theirs in held_tables.iter().filter(|t| replace && !tables.iter().any(|s| s.table == t.table)) {
+            for theirs in held_tables.iter().filter(|t| replace && !tables.iter().any(|s| s.table.eq_ignore_ascii_case(&t.table))) {
                 merge_pages(no_items, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
             }
         }

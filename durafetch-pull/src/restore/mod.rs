@@ -57,19 +57,20 @@ pub async fn restore_with(
 ) -> Result<Vec<ObjectReport>, RestoreError> {
     let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
     if let Some(undo) = &settings.undo {
-        copy_target(settings, &undo.reader, &undo.file, transport, quiet).await.map_err(RestoreError::Undo)?;
+        copy_target(settings, &undo.reader, &undo.file, true, transport, quiet).await.map_err(RestoreError::Undo)?;
         name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;
     }
     // A dry run compares the backup with the objects as they are, copied the same way.
-    let compared = match &settings.dry_run_reader {
+    let copy = match &settings.dry_run_reader {
         Some(reader) => {
-            let copy = TargetCopy::new();
-            copy_target(settings, reader, &copy.0, transport, quiet).await.map_err(RestoreError::DryRun)?;
-            Some(copy)
+            let copy = TargetCopy::new().map_err(|e| RestoreError::DryRun(e.to_string()))?;
+            copy_target(settings, reader, &copy.file, false, transport, quiet).await.map_err(RestoreError::DryRun)?;
+            let held = Backup::open(&copy.file, Moment::Latest)?.objects(&settings.filter)?;
+            Some((copy, held))
         }
         None => None,
     };
-    let compared = compared.as_ref().map(|copy| copy.0.as_path());
+    let compared = copy.as_ref().map(|(copy, held)| (copy.file.as_path(), held.as_slice()));
     let bar = crate::pull::progress::object_bar(objects.len() as u64, quiet);
     let reports: Vec<ObjectReport> = futures_util::stream::iter(objects)
         .map(|object| async move { restore_object(settings, transport, &object, compared).await })
@@ -85,12 +86,13 @@ pub async fn restore_with(
 }
 
 /// Pulls the objects the restore writes into, as they are now, into `file` with `reader`'s
-/// token: the target's objects the filters keep, with history, so that a restore from the file
-/// puts them back (the undo copy), or so that a dry run compares the backup with them.
+/// token: the target's objects the filters keep, with `history` for the undo copy, so that a
+/// restore from the file puts them back, or without, for a dry run to compare the backup with.
 async fn copy_target(
     settings: &RestoreSettings,
     reader: &crate::settings::file::Server,
     file: &std::path::Path,
+    history: bool,
     transport: &dyn Transport,
     quiet: bool,
 ) -> Result<(), String> {
@@ -101,7 +103,7 @@ async fn copy_target(
         concurrency: settings.concurrency,
         poll_every: std::time::Duration::from_secs(1),
         filter: settings.filter.clone(),
-        history: true,
+        history,
         verify: crate::settings::pull::Verify::Off,
         ndjson: settings.ndjson,
     };
@@ -112,22 +114,18 @@ async fn copy_target(
     }
 }
 
-/// A dry run's copy of the target: a new file in the temporary folder, removed with its WAL
-/// once the dry run ends.
-struct TargetCopy(std::path::PathBuf);
-
-impl TargetCopy {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        TargetCopy(std::env::temp_dir().join(format!("durafetch-dry-run-{}-{nanos}.sqlite", std::process::id())))
-    }
+/// A dry run's copy of the target: a file in a new folder of the temporary folder that only
+/// this user can read (it holds the objects' data), removed with the folder once the dry run
+/// ends.
+struct TargetCopy {
+    file: std::path::PathBuf,
+    _folder: tempfile::TempDir,
 }
 
-impl Drop for TargetCopy {
-    fn drop(&mut self) {
-        for ending in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ending}", self.0.display()));
-        }
+impl TargetCopy {
+    fn new() -> std::io::Result<Self> {
+        let folder = tempfile::Builder::new().prefix("durafetch-dry-run-").tempdir()?;
+        Ok(TargetCopy { file: folder.path().join("target.sqlite"), _folder: folder })
     }
 }
 
@@ -148,22 +146,21 @@ fn name_undo_scope(file: &std::path::Path, objects: &[BackupObject]) -> rusqlite
 }
 
 /// A dry run's report with what the restore would add, change and delete, against the
-/// target's object as `compared` copied it (none there: an empty object).
+/// target's object as the copy `compared` holds it, with the objects it holds (none: an empty
+/// object).
 fn would_change(
     settings: &RestoreSettings,
     backup: &Backup,
     object: &BackupObject,
-    compared: Option<&std::path::Path>,
+    compared: Option<(&std::path::Path, &[BackupObject])>,
     mut report: ObjectReport,
 ) -> ObjectReport {
     let counted = (|| {
-        let copy = compared.map(|file| Backup::open(file, Moment::Latest)).transpose()?;
-        let held = match &copy {
-            Some(copy) => copy.objects(&settings.filter)?,
-            None => Vec::new(),
+        let target = match compared.and_then(|(file, held)| Some((file, dry_run::counterpart(object, held)?))) {
+            Some((file, held)) => Some((Backup::open(file, Moment::Latest)?, held)),
+            None => None,
         };
-        let target = copy.as_ref().zip(dry_run::counterpart(object, &held));
-        dry_run::compare(backup, object, target, &settings.filter, settings.mode)
+        dry_run::compare(backup, object, target.as_ref().map(|(copy, held)| (copy, *held)), &settings.filter, settings.mode)
     })();
     match counted {
         Ok(would) => {
@@ -199,7 +196,7 @@ async fn restore_object(
     settings: &RestoreSettings,
     transport: &dyn Transport,
     object: &BackupObject,
-    compared: Option<&std::path::Path>,
+    compared: Option<(&std::path::Path, &[BackupObject])>,
 ) -> ObjectReport {
     let report = ObjectReport::new(object);
     let backup = match Backup::open(&settings.db, settings.moment) {

@@ -71,7 +71,7 @@ pub struct TableSchema {
 impl TableSchema {
     /// The table made alone from its `CREATE TABLE`, in a database of its own in memory, so that
     /// SQLite itself says what the statement makes; `None` if SQLite cannot make it alone.
-    fn made_alone(&self) -> Option<Connection> {
+    pub(crate) fn made_alone(&self) -> Option<Connection> {
         let scratch = Connection::open_in_memory().ok()?;
         scratch.execute_batch(self.statements.first()?).ok()?;
         Some(scratch)
