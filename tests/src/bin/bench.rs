@@ -232,6 +232,44 @@ fn sqlite_alone(dir: &Path, rows: usize, value_bytes: usize, per_page: usize) ->
     median(times)
 }
 
+/// P10's rounds: the object `name` of `db` restored into an empty object of `target` (through
+/// the runtime's own socket), then `target`'s own writes (`bench` kind `body` into a new object
+/// under `prefix`), each timed from outside, and `empty` making the restored object empty again.
+/// After a warm-up round (the restored object's class, the puller's file cache), the medians of
+/// 3: (what the restore's `count` says it wrote, restore seconds, the writes' seconds).
+fn restore_rounds(
+    mut target: LocalWorker,
+    db: &Path,
+    name: &str,
+    count: &str,
+    (prefix, body): (&str, &str),
+    empty: impl Fn(&LocalWorker),
+) -> (u64, f64, f64) {
+    let runtime = target.runtime_port();
+    target.pulls_via(runtime);
+    let timed_post = |path: &str| {
+        let started = Instant::now();
+        target.post_text(path, body);
+        started.elapsed().as_secs_f64()
+    };
+    timed_post(&format!("sql/{prefix}-warm-up/bench"));
+    let (mut restores, mut writes, mut restored) = (Vec::new(), Vec::new(), 0);
+    for round in 0..4 {
+        let started = Instant::now();
+        let run = RestoreRun::run(restorer(&target.api_url(), db, RESTORE_TOKEN, &["--name", name]));
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
+        restored = run.count(count);
+        let write_secs = timed_post(&format!("sql/{prefix}-{round}/bench"));
+        empty(&target);
+        if round > 0 {
+            restores.push(secs);
+            writes.push(write_secs);
+        }
+    }
+    (restored, median(restores), median(writes))
+}
+
 /// Where [`sink_rounds`] writes: new files in a folder, or new databases on a PostgreSQL server.
 enum SinkPlace<'a> {
     Files(&'a Path),
@@ -465,32 +503,11 @@ fn main() {
     // P10: the 100,000-key object restored from that file into an empty object of a second
     // worker, vs that worker's own batched puts of as many keys, each timed from outside (a
     // restore's last write, like a request's response, waits until storage has them).
-    let mut target = worker.start_beside_restorable("durafetch-bench-restore");
-    let target_runtime = target.runtime_port();
-    target.pulls_via(target_runtime);
-    let timed_post = |path: &str, body: &str| {
-        let started = Instant::now();
-        target.post_text(path, body);
-        started.elapsed().as_secs_f64()
-    };
+    let target = worker.start_beside_restorable("durafetch-bench-restore");
     let batched = r#"{"kind":"batched","keys":100000,"value_bytes":100}"#;
-    timed_post("sql/p10-warm-up/bench", batched);
-    let (mut restores, mut puts, mut restored) = (Vec::new(), Vec::new(), 0);
-    for round in 0..4 {
-        let started = Instant::now();
-        let run = RestoreRun::run(restorer(&target.api_url(), &db, RESTORE_TOKEN, &["--name", &full]));
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
-        restored = run.count("keys_written");
-        let put_secs = timed_post(&format!("sql/p10-puts-{round}/bench"), batched);
-        target.post(&format!("sql/{full}/delete_all"), "");
-        // The first round warms the restored object's class and the puller's file cache.
-        if round > 0 {
-            restores.push(secs);
-            puts.push(put_secs);
-        }
-    }
-    let (restore_secs, put_secs) = (median(restores), median(puts));
+    let (restored, restore_secs, put_secs) = restore_rounds(target, &db, &full, "keys_written", ("p10-puts", batched), |target| {
+        target.post(&format!("sql/{full}/delete_all"), "")
+    });
     let (restore_rate, put_rate) = (restored as f64 / restore_secs, 100_000.0 / put_secs);
     rows.push(rate_row(
         "P10 restore rate / the object's own batched put rate",
@@ -503,7 +520,6 @@ fn main() {
              timed by its client; after a warm-up round, the median of 3, the object emptied (delete_all) between rounds"
         ),
     ));
-    drop(target);
 
     // P3: incremental pulls, each after its own writes to the object, against the full pull.
     let incremental: [(&str, &str, &str, &str); 3] = [
@@ -692,35 +708,16 @@ fn main() {
 
     // P10 for SQL tables: the P2 table restored into an empty object of a second worker, vs
     // that worker's own INSERTs of as many rows, each timed from outside as P10 above.
-    let mut target = worker.start_beside_restorable("durafetch-bench-restore-sql");
-    let target_runtime = target.runtime_port();
-    target.pulls_via(target_runtime);
-    let timed_post = |path: &str, body: &str| {
-        let started = Instant::now();
-        target.post_text(path, body);
-        started.elapsed().as_secs_f64()
-    };
+    let target = worker.start_beside_restorable("durafetch-bench-restore-sql");
     let inserts = r#"{"kind":"sql_insert_batched","keys":100000,"value_bytes":100}"#;
-    timed_post("sql/p10-sql-warm-up/bench", inserts);
-    let (mut restores, mut inserted, mut restored) = (Vec::new(), Vec::new(), 0);
-    for round in 0..4 {
-        let started = Instant::now();
-        let run =
-            RestoreRun::run(restorer(&target.api_url(), &dir.path().join("p2-table-0.sqlite"), RESTORE_TOKEN, &["--name", "p2-table"]));
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
-        restored = run.count("rows_written");
-        let insert_secs = timed_post(&format!("sql/p10-sql-inserts-{round}/bench"), inserts);
-        target.sql("p2-table", "DROP TABLE bench_rows");
-        if round > 0 {
-            restores.push(secs);
-            inserted.push(insert_secs);
-        }
-    }
+    let (restored, restore_secs, insert_secs) =
+        restore_rounds(target, &dir.path().join("p2-table-0.sqlite"), "p2-table", "rows_written", ("p10-sql-inserts", inserts), |target| {
+            target.sql("p2-table", "DROP TABLE bench_rows")
+        });
     rows.push(rate_row(
         "P10 SQL table: restore rate / the object's own batched INSERT rate",
-        (restored as f64 / median(restores), "rows/s"),
-        (100_000.0 / median(inserted), "rows/s"),
+        (restored as f64 / restore_secs, "rows/s"),
+        (100_000.0 / insert_secs, "rows/s"),
         "≥ 0.8",
         format!(
             "durafetch-pull restore (release) of the P2 file's {restored}-row table into an empty object of a second worker, the whole \
@@ -728,7 +725,6 @@ fn main() {
              rows, every value bound, timed by its client; after a warm-up round, the median of 3, the table dropped between rounds"
         ),
     ));
-    drop(target);
 
     // Last, as they add large objects that the pulls above would otherwise download too.
     // P2 for 100 KiB values, and the time to the first row of a 100,000-key object.
