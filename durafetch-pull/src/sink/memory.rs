@@ -11,7 +11,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry, SqlPage, SqlValue};
 
 use crate::sink::interface::{ApplyStats, OpenError, PullTarget, Sink, SinkError, Swept, WriteId};
-use crate::sink::plan::{ObjectWrite, ValueColumns, Writes};
+use crate::sink::plan::{ObjectWrite, Reading, ValueColumns, Writes};
 
 /// An object as the index recorded it, and how far it was pulled.
 #[derive(Debug, Clone)]
@@ -181,18 +181,8 @@ impl Sink for MemorySink {
             state.stamp
         });
         drop(state);
-        Ok(self.writes.start(ObjectWrite {
-            do_id,
-            worker: object.worker,
-            class: object.class,
-            name: object.name,
-            sweep_below,
-            fresh: mode == ExportMode::Snapshot && !held_rows,
-            read_at,
-            key_filter: key_filter.to_owned(),
-            history: false,
-            compare,
-        }))
+        let reading = Reading { mode, read_at, key_filter, compare };
+        Ok(self.writes.start(ObjectWrite::new(do_id, (object.worker, object.class, object.name), reading, sweep_below, false)))
     }
 
     fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError> {

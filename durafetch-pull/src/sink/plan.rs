@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durafetch_sdk::core::cursor::Cursor;
-use durafetch_sdk::core::protocol::{ChangeValue, SqlValue};
+use durafetch_sdk::core::protocol::{ChangeValue, ExportMode, SqlValue};
 
 use crate::sink::interface::{SinkError, WriteId};
 
@@ -31,6 +31,40 @@ pub(crate) struct ObjectWrite {
     pub(crate) history: bool,
     /// Count the rows that differ from the file's before writing them.
     pub(crate) compare: bool,
+}
+
+/// How a download reads its object, as `Sink::begin` is asked.
+pub(crate) struct Reading<'a> {
+    pub(crate) mode: ExportMode,
+    pub(crate) read_at: Cursor,
+    pub(crate) key_filter: &'a str,
+    pub(crate) compare: bool,
+}
+
+impl ObjectWrite {
+    /// A download of the object `do_id` (its worker, class and name as the index recorded them);
+    /// `sweep_below` is the stamp a snapshot took because the database held rows of the object,
+    /// and a snapshot without one is fresh.
+    pub(crate) fn new(
+        do_id: i64,
+        (worker, class, name): (String, String, Option<String>),
+        reading: Reading<'_>,
+        sweep_below: Option<i64>,
+        history: bool,
+    ) -> Self {
+        ObjectWrite {
+            do_id,
+            worker,
+            class,
+            name,
+            sweep_below,
+            fresh: reading.mode == ExportMode::Snapshot && sweep_below.is_none(),
+            read_at: reading.read_at,
+            key_filter: reading.key_filter.to_owned(),
+            history,
+            compare: reading.compare,
+        }
+    }
 }
 
 /// The downloads a sink is writing, by the id their handles name.

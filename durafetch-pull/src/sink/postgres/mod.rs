@@ -22,7 +22,7 @@ use durafetch_sdk::core::cursor::Cursor;
 use durafetch_sdk::core::protocol::{Change, ExportMode, IndexEntry, SqlPage};
 
 use crate::sink::interface::{ApplyStats, PullTarget, Sink, SinkError, Swept, WriteId};
-use crate::sink::plan::{now_ms, ObjectWrite, INDEX_HEAD_NEWER};
+use crate::sink::plan::{now_ms, ObjectWrite, Reading, INDEX_HEAD_NEWER};
 use crate::sink::postgres::database::PostgresSink;
 use crate::sink::postgres::keys::apply_changes;
 
@@ -126,21 +126,9 @@ impl Sink for PostgresSink {
         };
         let sweep_below =
             if held_rows { Some(self.client.query_one("SELECT nextval('durafetch_write_stamp')", &[])?.get::<_, i64>(0)) } else { None };
-        let fresh = mode == ExportMode::Snapshot && !held_rows;
         self.client.execute("UPDATE durable_objects SET last_started_at = $2 WHERE do_id = $1", &[&do_id, &now_ms()])?;
-        let write = ObjectWrite {
-            do_id,
-            worker,
-            class,
-            name: row.get(2),
-            sweep_below,
-            fresh,
-            read_at,
-            key_filter: key_filter.to_owned(),
-            history: self.history,
-            compare,
-        };
-        Ok(self.writes.start(write))
+        let reading = Reading { mode, read_at, key_filter, compare };
+        Ok(self.writes.start(ObjectWrite::new(do_id, (worker, class, row.get(2)), reading, sweep_below, self.history)))
     }
 
     fn apply(&mut self, id: WriteId, changes: &[Change]) -> Result<ApplyStats, SinkError> {

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 
 use crate::sink::interface::SinkError;
 use crate::sink::interface::{ApplyStats, Swept, WriteId};
-use crate::sink::plan::{now_ms, ObjectWrite, ValueColumns};
+use crate::sink::plan::{now_ms, ObjectWrite, Reading, ValueColumns};
 use crate::sink::sqlite::file::SqliteSink;
 use crate::sink::sqlite::sql_tables::{apply_sql_page, drop_sql_table, holds_sql_rows, save_schema, sweep_sql_rows};
 
@@ -27,21 +27,9 @@ impl SqliteSink {
             ExportMode::Changes => false,
         };
         let sweep_below = if held_rows { Some(next_write_stamp(&self.conn)?) } else { None };
-        let fresh = mode == ExportMode::Snapshot && !held_rows;
         self.conn.execute("UPDATE durable_objects SET last_started_at = ?2 WHERE do_id = ?1", params![do_id, now_ms()])?;
-        let write = ObjectWrite {
-            do_id,
-            worker,
-            class,
-            name,
-            sweep_below,
-            fresh,
-            read_at,
-            key_filter: key_filter.to_owned(),
-            history: self.history,
-            compare,
-        };
-        Ok(self.writes.start(write))
+        let reading = Reading { mode, read_at, key_filter, compare };
+        Ok(self.writes.start(ObjectWrite::new(do_id, (worker, class, name), reading, sweep_below, self.history)))
     }
 
     /// Applies a page of changes in one transaction, its rows stamped with a new write stamp.
