@@ -71,25 +71,32 @@ fn add_file(roots: &mut rustls::RootCertStore, path: &Path, setting: &'static st
     Ok(())
 }
 
-/// Why a certificate was refused, in words: the TLS error somewhere in `error`'s sources.
-pub(crate) fn refusal_reason(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+/// The TLS error somewhere in `error`'s sources, itself or inside an I/O error, as the TLS
+/// stack and the clients over it wrap it.
+pub(crate) fn tls_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
     let mut next = Some(error);
     while let Some(error) = next {
         let found = error
             .downcast_ref::<rustls::Error>()
             .or_else(|| error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| inner.downcast_ref()));
-        if let Some(rustls::Error::InvalidCertificate(why)) = found {
-            use rustls::CertificateError as Why;
-            return Some(match why {
-                Why::UnknownIssuer => "it is signed by an authority this machine does not trust".to_owned(),
-                Why::NotValidForName | Why::NotValidForNameContext { .. } => format!("it is not valid for the name {host}"),
-                Why::Expired | Why::ExpiredContext { .. } => "it has expired".to_owned(),
-                other => format!("{other:?}"),
-            });
+        if found.is_some() {
+            return found;
         }
         next = error.source();
     }
     None
+}
+
+/// Why a certificate was refused, in words, if a refused certificate is what `error` is.
+pub(crate) fn refusal_reason(error: &(dyn std::error::Error + 'static), host: &str) -> Option<String> {
+    use rustls::CertificateError as Why;
+    let rustls::Error::InvalidCertificate(why) = tls_error_in(error)? else { return None };
+    Some(match why {
+        Why::UnknownIssuer => "it is signed by an authority this machine does not trust".to_owned(),
+        Why::NotValidForName | Why::NotValidForNameContext { .. } => format!("it is not valid for the name {host}"),
+        Why::Expired | Why::ExpiredContext { .. } => "it has expired".to_owned(),
+        other => format!("{other:?}"),
+    })
 }
 
 #[cfg(test)]

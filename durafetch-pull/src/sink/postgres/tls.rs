@@ -233,16 +233,9 @@ impl ServerCertVerifier for Unnamed {
 /// Whether `error` is TLS failing where plain text may still work: the handshake failed, or
 /// the server's rules refuse this address over TLS. libpq's `prefer` then connects in plain text.
 pub(crate) fn tls_failed(error: &postgres::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(inner) = source {
-        if inner.is::<rustls::Error>()
-            || inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).is_some_and(|e| e.is::<rustls::Error>())
-        {
-            return true;
-        }
-        source = inner.source();
-    }
-    error.to_string().starts_with("error performing TLS handshake") || refused_by_rule(error, &["SSL encryption", "SSL on"])
+    tls::tls_error_in(error).is_some()
+        || error.to_string().starts_with("error performing TLS handshake")
+        || refused_by_rule(error, &["SSL encryption", "SSL on"])
 }
 
 #[cfg(test)]
