@@ -158,7 +158,8 @@ impl PostgresServer {
 
     /// A new empty database; answers its URL.
     pub fn create_database(&self, name: &str) -> String {
-        self.client("postgres").batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        // The name quoted as an identifier, never spliced as SQL.
+        self.client("postgres").batch_execute(&format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""))).unwrap();
         self.url(name)
     }
 

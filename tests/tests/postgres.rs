@@ -537,7 +537,7 @@ fn postgresql_over_tls_as_sslmode_says() {
     std::fs::write(&ca_file, &ca.ca_pem).unwrap();
     let ca_file = ca_file.to_str().unwrap();
     let pull = |db: &str, host: &str, query: &str, env: &[(&str, &str)]| {
-        server.client("postgres").batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        server.create_database(db);
         let url = format!("postgres://durafetch@{host}:{}/{db}{query}", server.port);
         let mut cmd = worker.puller(Path::new(&url), TOKEN, &[]);
         cmd.env_remove("PGSSLMODE").env_remove("PGSSLROOTCERT");
