@@ -228,33 +228,32 @@ pub(crate) fn compare(
         Side::Target(_) => would.rows_deleted += u64::from(replace),
     };
     let tables = backup.tables(object, filter, &mut errors)?;
-    match target {
-        None => {
-            merge_pages(backup_keys, no_items, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
-            for schema in &tables {
-                merge_pages(table_rows(backup, object, schema)?, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
+    // No object in the target: it holds no key and no table.
+    let target_keys = |after: Option<&str>| match target {
+        Some((copy, held)) => copy.keys(held, after, filter, &mut Vec::new()),
+        None => no_items(after),
+    };
+    merge_pages(backup_keys, target_keys, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
+    let held_tables = match target {
+        Some((copy, held)) => copy.tables(held, filter, &mut errors)?.into_iter().map(|t| (copy, held, t)).collect(),
+        None => Vec::new(),
+    };
+    // The object's table names match whatever their case, as SQLite's do.
+    for schema in &tables {
+        let ours = table_rows(backup, object, schema)?;
+        match (held_tables.iter().find(|(_, _, t)| t.table.eq_ignore_ascii_case(&schema.table)), declared_key(schema)) {
+            (Some((copy, held, theirs)), Some(key)) => count_by_key(&mut would, ours, table_rows(copy, held, theirs)?, &key, mode)?,
+            (Some((copy, held, theirs)), None) => {
+                merge_pages(ours, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?
             }
+            (None, _) => merge_pages(ours, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?,
         }
-        Some((copy, held)) => {
-            let target_keys = |after: Option<&str>| copy.keys(held, after, filter, &mut Vec::new());
-            merge_pages(backup_keys, target_keys, |c| c.key.as_str(), |side| count_key(&mut would, side))?;
-            let held_tables = copy.tables(held, filter, &mut errors)?;
-            // The object's table names match whatever their case, as SQLite's do.
-            for schema in &tables {
-                let ours = table_rows(backup, object, schema)?;
-                match (held_tables.iter().find(|t| t.table.eq_ignore_ascii_case(&schema.table)), declared_key(schema)) {
-                    (Some(theirs), Some(key)) => count_by_key(&mut would, ours, table_rows(copy, held, theirs)?, &key, mode)?,
-                    (Some(theirs), None) => {
-                        merge_pages(ours, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?
-                    }
-                    (None, _) => merge_pages(ours, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?,
-                }
-            }
-            // A replace drops the tables the backup lacks.
-            for theirs in held_tables.iter().filter(|t| replace && !tables.iter().any(|s| s.table.eq_ignore_ascii_case(&t.table))) {
-                merge_pages(no_items, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
-            }
-        }
+    }
+    // A replace drops the tables the backup lacks.
+    for (copy, held, theirs) in
+        held_tables.iter().filter(|(_, _, t)| replace && !tables.iter().any(|s| s.table.eq_ignore_ascii_case(&t.table)))
+    {
+        merge_pages(no_items, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
     }
     Ok(would)
 }
