@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use durafetch_pull::pull::{self, progress};
+use durafetch_pull::restore;
 use durafetch_pull::restore::report::{self as restore_report, ObjectReport, Outcome};
-use durafetch_pull::restore::{self, RestoreError};
 use durafetch_pull::settings::{pull as pull_settings, restore as restore_settings};
 use durafetch_pull::sink::database::{Database, Part, MAX_PARTS};
 use durafetch_pull::sink::postgres::database::PostgresSink;
@@ -149,7 +149,7 @@ fn run_restore(flags: restore_settings::RestoreFlags, quiet: bool) -> ExitCode {
     }
     let reports = match runtime.block_on(restore::restore(&settings, quiet || settings.ndjson, each)) {
         Ok(reports) => reports,
-        Err(e @ (RestoreError::Undo(_) | RestoreError::DryRun(_))) => {
+        Err(e) if e.is_failure() => {
             eprintln!("durafetch-pull: {e}");
             return ExitCode::from(EXIT_FAILED);
         }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use durafetch_sdk::core::protocol::{Change, ChangeValue, SqlPage, SqlValue};
 use durafetch_sdk::core::restore_protocol::ImportMode;
 
-use crate::restore::source::{Backup, BackupObject, SourceError, TableSchema};
+use crate::restore::source::{BackupObject, BackupSource, SourceError, TableSchema};
 use crate::settings::filter::Filter;
 
 /// What a restore would do to one object, counted against the object as it is.
@@ -185,7 +185,7 @@ fn count_by_key(
 
 /// The rows of `schema`'s table, each with its key and its columns, for [`merge_pages`].
 fn table_rows<'a>(
-    backup: &'a Backup,
+    backup: &'a dyn BackupSource,
     object: &'a BackupObject,
     schema: &TableSchema,
 ) -> Result<impl FnMut(Option<&str>) -> RowPage + 'a, SourceError> {
@@ -205,9 +205,9 @@ fn no_items<T>(_: Option<&str>) -> Result<(Vec<T>, Option<String>), SourceError>
 /// Counts what restoring `object` from `backup` in `mode` would do to the target's object as
 /// `target` copied it (`None`: the target has no such object).
 pub(crate) fn compare(
-    backup: &Backup,
+    backup: &dyn BackupSource,
     object: &BackupObject,
-    target: Option<(&Backup, &BackupObject)>,
+    target: Option<(&dyn BackupSource, &BackupObject)>,
     filter: &Filter,
     mode: ImportMode,
 ) -> Result<WouldChange, SourceError> {
@@ -242,9 +242,9 @@ pub(crate) fn compare(
     for schema in &tables {
         let ours = table_rows(backup, object, schema)?;
         match (held_tables.iter().find(|(_, _, t)| t.table.eq_ignore_ascii_case(&schema.table)), declared_key(schema)) {
-            (Some((copy, held, theirs)), Some(key)) => count_by_key(&mut would, ours, table_rows(copy, held, theirs)?, &key, mode)?,
+            (Some((copy, held, theirs)), Some(key)) => count_by_key(&mut would, ours, table_rows(*copy, held, theirs)?, &key, mode)?,
             (Some((copy, held, theirs)), None) => {
-                merge_pages(ours, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?
+                merge_pages(ours, table_rows(*copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?
             }
             (None, _) => merge_pages(ours, no_items, |r| r.0.as_str(), |side| count_row(&mut would, side))?,
         }
@@ -253,7 +253,7 @@ pub(crate) fn compare(
     for (copy, held, theirs) in
         held_tables.iter().filter(|(_, _, t)| replace && !tables.iter().any(|s| s.table.eq_ignore_ascii_case(&t.table)))
     {
-        merge_pages(no_items, table_rows(copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
+        merge_pages(no_items, table_rows(*copy, held, theirs)?, |r| r.0.as_str(), |side| count_row(&mut would, side))?;
     }
     Ok(would)
 }

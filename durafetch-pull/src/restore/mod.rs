@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 
 use crate::restore::import_session::{Ended, ImportSession, Opened};
 use crate::restore::report::{ObjectReport, Outcome};
-use crate::restore::source::{Backup, BackupObject, Moment, SourceError, TableSchema};
+use crate::restore::source::{BackupObject, BackupSource, Moment, SourceError, SqliteBackup, TableSchema};
 use crate::retry::{Backoff, Retryable};
 use crate::settings::restore::RestoreSettings;
 use crate::transport::error::ConnectError;
@@ -42,6 +42,17 @@ pub enum RestoreError {
     DryRun(String),
 }
 
+impl RestoreError {
+    /// Whether a run failed (status 1: the backup's database or the target could not be read),
+    /// rather than being asked what cannot be done (status 2).
+    pub fn is_failure(&self) -> bool {
+        match self {
+            RestoreError::Source(e) => e.is_unreachable(),
+            RestoreError::Undo(_) | RestoreError::DryRun(_) => true,
+        }
+    }
+}
+
 /// Restores every object of the file the filter keeps over WebSockets; `each` hears of each
 /// object as it ends, beside a progress bar over the objects (on a terminal, unless `quiet`).
 pub async fn restore(settings: &RestoreSettings, quiet: bool, each: impl Fn(&ObjectReport)) -> Result<Vec<ObjectReport>, RestoreError> {
@@ -55,7 +66,7 @@ pub async fn restore_with(
     quiet: bool,
     each: impl Fn(&ObjectReport),
 ) -> Result<Vec<ObjectReport>, RestoreError> {
-    let objects = Backup::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
+    let objects = source::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
     if let Some(undo) = &settings.undo {
         copy_target(settings, &undo.reader, &undo.file, true, transport, quiet).await.map_err(RestoreError::Undo)?;
         name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;
@@ -65,7 +76,7 @@ pub async fn restore_with(
         Some(reader) => {
             let copy = TargetCopy::new().map_err(|e| RestoreError::DryRun(e.to_string()))?;
             copy_target(settings, reader, &copy.file, false, transport, quiet).await.map_err(RestoreError::DryRun)?;
-            let held = Backup::open(&copy.file, Moment::Latest)?.objects(&settings.filter)?;
+            let held = SqliteBackup::open(&copy.file, Moment::Latest)?.objects(&settings.filter)?;
             Some((copy, held))
         }
         None => None,
@@ -150,17 +161,23 @@ fn name_undo_scope(file: &std::path::Path, objects: &[BackupObject]) -> rusqlite
 /// object).
 fn would_change(
     settings: &RestoreSettings,
-    backup: &Backup,
+    backup: &dyn BackupSource,
     object: &BackupObject,
     compared: Option<(&std::path::Path, &[BackupObject])>,
     mut report: ObjectReport,
 ) -> ObjectReport {
     let counted = (|| {
         let target = match compared.and_then(|(file, held)| Some((file, dry_run::counterpart(object, held)?))) {
-            Some((file, held)) => Some((Backup::open(file, Moment::Latest)?, held)),
+            Some((file, held)) => Some((SqliteBackup::open(file, Moment::Latest)?, held)),
             None => None,
         };
-        dry_run::compare(backup, object, target.as_ref().map(|(copy, held)| (copy, *held)), &settings.filter, settings.mode)
+        dry_run::compare(
+            backup,
+            object,
+            target.as_ref().map(|(copy, held)| (copy as &dyn BackupSource, *held)),
+            &settings.filter,
+            settings.mode,
+        )
     })();
     match counted {
         Ok(would) => {
@@ -199,7 +216,7 @@ async fn restore_object(
     compared: Option<(&std::path::Path, &[BackupObject])>,
 ) -> ObjectReport {
     let report = ObjectReport::new(object);
-    let backup = match Backup::open(&settings.db, settings.moment) {
+    let backup = match source::open(&settings.db, settings.moment) {
         Ok(backup) => backup,
         Err(e) => return report.ended(Outcome::Failed, e.to_string()),
     };
@@ -218,9 +235,11 @@ async fn restore_object(
     // second attempt would be refused by what the first one wrote.
     let mut backoff = Backoff::new();
     loop {
-        let attempt = ObjectRestore { settings, backup: &backup, object, report: report.clone() };
+        let attempt = ObjectRestore { settings, backup: backup.as_ref(), object, report: report.clone() };
         match attempt.run(transport, &path).await {
-            Ok(report) if report.outcome == Outcome::WouldRestore => return would_change(settings, &backup, object, compared, report),
+            Ok(report) if report.outcome == Outcome::WouldRestore => {
+                return would_change(settings, backup.as_ref(), object, compared, report)
+            }
             Ok(report) => return report,
             Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
             Err(AttemptError::Object(e)) if settings.mode != ImportMode::Empty && backoff.retry_after(&e, &object.id).await => {}
@@ -243,7 +262,7 @@ impl<E: Into<ObjectError>> From<E> for AttemptError {
 
 struct ObjectRestore<'a> {
     settings: &'a RestoreSettings,
-    backup: &'a Backup,
+    backup: &'a dyn BackupSource,
     object: &'a BackupObject,
     report: ObjectReport,
 }

@@ -102,8 +102,6 @@ pub enum ConfigError {
     NoBackup(PathBuf),
     #[error("--shard splits the objects between pullers that write one PostgreSQL database; give --db a postgres:// URL")]
     ShardOfFile,
-    #[error("a restore reads a SQLite file a pull wrote; restoring from PostgreSQL is not supported")]
-    RestoreFromPostgres,
     #[error(transparent)]
     Filter(#[from] FilterError),
 }

@@ -12,7 +12,8 @@ use crate::sink::database::Database;
 /// What the flags asked of a restore ([`RestoreFlags`]).
 #[derive(Debug)]
 pub struct RestoreSettings {
-    pub db: PathBuf,
+    /// The backup: the SQLite file or the PostgreSQL database a pull wrote.
+    pub db: Database,
     pub target: Server,
     /// Where the objects' state before the restore is pulled first, and what reads it.
     pub undo: Option<Undo>,
@@ -40,8 +41,8 @@ pub struct Undo {
 /// `durafetch-pull restore`'s flags.
 #[derive(Debug, clap::Args)]
 pub struct RestoreFlags {
-    /// The SQLite file a pull wrote, to restore from. Example: --db backup.sqlite
-    #[arg(long, value_name = "FILE")]
+    /// The database a pull wrote, to restore from: its SQLite file or a PostgreSQL URL. Example: --db backup.sqlite
+    #[arg(long, value_name = "FILE|URL")]
     pub db: PathBuf,
     /// The worker to write into: its API's URL, as a pull's --server. Example: --to wss://durafetch_my-app-staging.example.com
     #[arg(long, value_name = "URL")]
@@ -108,10 +109,8 @@ fn new_undo_file(db: &Path) -> PathBuf {
 impl RestoreSettings {
     /// Settings from the flags and the environment.
     pub fn resolve(flags: RestoreFlags, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        if matches!(Database::parse(flags.db.clone()), Database::Postgres(_)) {
-            return Err(ConfigError::RestoreFromPostgres);
-        }
-        if !flags.db.exists() {
+        let db = Database::parse(flags.db.clone());
+        if matches!(db, Database::File(_)) && !flags.db.exists() {
             return Err(ConfigError::NoBackup(flags.db));
         }
         let entry = || ServerEntry { ws_url: flags.to.clone(), auth_token: None, auth_token_env: None };
@@ -141,7 +140,11 @@ impl RestoreSettings {
             let file = match &flags.undo {
                 Some(file) if file.exists() => return Err(ConfigError::UndoExists(file.clone())),
                 Some(file) => file.clone(),
-                None => new_undo_file(&flags.db),
+                // A database has no folder: its undo copy goes into the working directory.
+                None => new_undo_file(match &db {
+                    Database::File(file) => file,
+                    Database::Postgres(_) => Path::new("durafetch.sqlite"),
+                }),
             };
             Some(Undo { file, reader })
         };
@@ -165,7 +168,7 @@ impl RestoreSettings {
         undo_args.push("--mode=replace".to_owned());
         undo_args.extend(flags.filter.to_args());
         Ok(RestoreSettings {
-            db: flags.db,
+            db,
             target,
             undo,
             dry_run_reader,

@@ -1,10 +1,11 @@
 //! The backup read back: keys and rows as the file holds them, and as its history had them at a moment.
 
 use durafetch_sdk::core::cursor::Cursor;
-use durafetch_sdk::core::protocol::{ExportMode, IndexEntry};
+use durafetch_sdk::core::protocol::{Change, ChangeValue, ExportMode, IndexEntry, SqlPage, SqlRow, SqlValue};
 
 use super::*;
 use crate::fake_server::temp_db;
+use crate::settings::filter::Filter;
 use crate::settings::filter::FilterSpec;
 use crate::sink::sqlite::SqliteSink;
 
@@ -54,7 +55,7 @@ fn pulled_three_times(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     (db, dir)
 }
 
-fn all_keys(backup: &Backup, object: &BackupObject) -> Vec<(String, serde_json::Value)> {
+fn all_keys(backup: &SqliteBackup, object: &BackupObject) -> Vec<(String, serde_json::Value)> {
     let filter = Filter::new(FilterSpec::default()).unwrap();
     let (mut keys, mut after, mut errors) = (Vec::new(), None, Vec::new());
     loop {
@@ -70,7 +71,7 @@ fn all_keys(backup: &Backup, object: &BackupObject) -> Vec<(String, serde_json::
     }
 }
 
-fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
+fn all_rows(backup: &SqliteBackup, object: &BackupObject) -> Vec<(String, Vec<SqlValue>)> {
     let schema =
         TableSchema { table: "t".into(), statements: vec!["CREATE TABLE t (id INTEGER PRIMARY KEY, v)".into()], autoincrement: None };
     let (page, _) = backup.rows(object, &backup.table_source(object, &schema).unwrap(), None).unwrap();
@@ -83,13 +84,13 @@ fn all_rows(backup: &Backup, object: &BackupObject) -> Vec<(String, Vec<SqlValue
 fn keys_and_rows_are_read_as_they_were_at_each_moment() {
     let (db, dir) = pulled_three_times("moments");
     let filter = Filter::new(FilterSpec::default()).unwrap();
-    let latest = Backup::open(&db, Moment::Latest).unwrap();
+    let latest = SqliteBackup::open(&db, Moment::Latest).unwrap();
     let object = latest.objects(&filter).unwrap().remove(0);
     let j = |v: i64| serde_json::json!(v);
     assert_eq!(all_keys(&latest, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("c".into(), j(3))]);
     assert_eq!(all_rows(&latest, &object), [("1".into(), vec![SqlValue::Integer(1), SqlValue::Text("t2".into())])]);
 
-    let between = Backup::open(&db, Moment::At(2500)).unwrap();
+    let between = SqliteBackup::open(&db, Moment::At(2500)).unwrap();
     assert!(between.knows(&object).unwrap());
     assert_eq!(all_keys(&between, &object), [("".into(), serde_json::json!("empty key")), ("a".into(), j(2)), ("b".into(), j(1))]);
     assert!(between.has_key(&object, "b").unwrap() && !between.has_key(&object, "c").unwrap());
@@ -100,9 +101,9 @@ fn keys_and_rows_are_read_as_they_were_at_each_moment() {
             ("2".into(), vec![SqlValue::Integer(2), SqlValue::Real(1.5)])
         ]
     );
-    let first = Backup::open(&db, Moment::At(1000)).unwrap();
+    let first = SqliteBackup::open(&db, Moment::At(1000)).unwrap();
     assert_eq!(all_keys(&first, &object)[1], ("a".into(), j(1)));
-    assert!(!Backup::open(&db, Moment::At(999)).unwrap().knows(&object).unwrap(), "not pulled yet by then");
+    assert!(!SqliteBackup::open(&db, Moment::At(999)).unwrap().knows(&object).unwrap(), "not pulled yet by then");
     let mut errors = Vec::new();
     assert_eq!(
         latest.tables(&object, &filter, &mut errors).unwrap(),
@@ -123,27 +124,44 @@ fn keys_and_rows_are_read_as_they_were_at_each_moment() {
     assert_eq!(latest.rows(&object, &source, None).unwrap().0.columns, ["id"]);
     // A file pulled before counters were recorded: the restore says what it cannot put back.
     rusqlite::Connection::open(&db).unwrap().execute("UPDATE sql_schemas SET autoincrement_counter = NULL", []).unwrap();
-    let older = Backup::open(&db, Moment::Latest).unwrap();
+    let older = SqliteBackup::open(&db, Moment::Latest).unwrap();
     assert_eq!(older.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
     assert!(errors.len() == 1 && errors[0].contains("AUTOINCREMENT counter is not in the file"), "{errors:?}");
     // ... and one from before the column was added is read all the same.
     rusqlite::Connection::open(&db).unwrap().execute_batch("ALTER TABLE sql_schemas DROP COLUMN autoincrement_counter").unwrap();
-    let oldest = Backup::open(&db, Moment::Latest).unwrap();
+    let oldest = SqliteBackup::open(&db, Moment::Latest).unwrap();
     assert_eq!(oldest.tables(&object, &filter, &mut errors).unwrap()[0].autoincrement, None);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// What a table's `CREATE TABLE` makes, as SQLite reads it: its generated columns, which a
 /// restore leaves to the object to compute, and whether it is AUTOINCREMENT (a word in a
-/// comment or a default is not).
+/// comment or a default is not); and which source column each local column holds, a name
+/// PostgreSQL's 63 bytes shortened included.
 #[test]
 fn a_schema_is_read_as_sqlite_reads_it() {
+    use crate::sink::naming::{local_column_name, postgres_column};
     let schema = |create: &str| TableSchema { table: "g".into(), statements: vec![create.into()], autoincrement: None };
     let generated = schema("CREATE TABLE g (a, b AS (a * 2), c INTEGER GENERATED ALWAYS AS (a + 1) STORED, d DEFAULT 'AUTOINCREMENT')");
-    assert_eq!(generated.generated_columns(), ["b", "c"]);
+    let locals = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let pairs = |pairs: &[(&str, &str)]| pairs.iter().map(|(l, s)| (l.to_string(), s.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        TableSource::new(&generated, None, locals(&["a", "b", "c", "d", "e"]), local_column_name).columns,
+        pairs(&[("a", "a"), ("d", "d"), ("e", "e")])
+    );
     assert!(!generated.is_autoincrement());
     assert!(schema("CREATE TABLE g (id INTEGER PRIMARY KEY AUTOINCREMENT)").is_autoincrement());
-    assert!(schema("not sql").generated_columns().is_empty());
+    assert_eq!(
+        TableSource::new(&schema("not sql"), None, locals(&["do_id_sql", "x"]), local_column_name).columns,
+        pairs(&[("do_id_sql", "do_id"), ("x", "x")])
+    );
+    let long = "l".repeat(200);
+    let own = schema(&format!("CREATE TABLE g (do_id, {long}, v)"));
+    let shortened = postgres_column(&long);
+    assert_eq!(
+        TableSource::new(&own, None, locals(&["do_id_sql", &shortened, "v"]), postgres_column).columns,
+        pairs(&[("do_id_sql", "do_id"), (&shortened, &long), ("v", "v")])
+    );
 }
 
 /// Pages of keys follow one another without a gap or a repeat, past the page size.
@@ -159,10 +177,10 @@ fn keys_are_read_in_pages_without_gaps() {
     sink.apply(write, &changes).unwrap();
     sink.finish(write, Cursor::new(1, 1), 0).unwrap();
     drop(sink);
-    let backup = Backup::open(&db, Moment::Latest).unwrap();
+    let backup = SqliteBackup::open(&db, Moment::Latest).unwrap();
     let object = backup.objects(&Filter::new(FilterSpec::default()).unwrap()).unwrap().remove(0);
     let keys: Vec<String> = all_keys(&backup, &object).into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, changes.iter().map(|c| c.key.clone()).collect::<Vec<_>>());
-    assert!(matches!(Backup::open(&db, Moment::At(0)), Err(SourceError::NoHistory)), "a file without history");
+    assert!(matches!(SqliteBackup::open(&db, Moment::At(0)), Err(SourceError::NoHistory)), "a file without history");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -127,28 +127,33 @@ pub struct PostgresSink {
     pub(crate) writes: Writes,
 }
 
+/// A connection to the database at `url`, with libpq's TLS settings and password rules.
+pub(crate) fn connect(url: &str) -> Result<Client, OpenError> {
+    // A password kept out of the URL (and so out of `ps`) may come from PGPASSWORD, as
+    // PostgreSQL's own tools take it.
+    let (url, tls) = tls::split(url, |name| std::env::var(name).ok())?;
+    let mut config: postgres::Config = url.parse().map_err(OpenError::PostgresUrl)?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    tls.connect(&config, tls.connector()?).map_err(|error| {
+        let host = config.get_hosts().iter().find_map(|host| match host {
+            postgres::config::Host::Tcp(name) => Some(name.clone()),
+            _ => None,
+        });
+        let refused = tls.checks_certificates().then(|| crate::tls::refusal_reason(&error, host.as_deref().unwrap_or_default()));
+        match refused.flatten() {
+            Some(reason) => OpenError::PostgresCertificate { host: host.unwrap_or_default(), reason },
+            None => OpenError::Postgres(error),
+        }
+    })
+}
+
 impl PostgresSink {
     pub fn open(url: &str, history: bool, part: Part) -> Result<Self, OpenError> {
-        // A password kept out of the URL (and so out of `ps`) may come from PGPASSWORD, as
-        // PostgreSQL's own tools take it.
-        let (url, tls) = tls::split(url, |name| std::env::var(name).ok())?;
-        let mut config: postgres::Config = url.parse().map_err(OpenError::PostgresUrl)?;
-        if config.get_password().is_none() {
-            if let Ok(password) = std::env::var("PGPASSWORD") {
-                config.password(password);
-            }
-        }
-        let mut client = tls.connect(&config, tls.connector()?).map_err(|error| {
-            let host = config.get_hosts().iter().find_map(|host| match host {
-                postgres::config::Host::Tcp(name) => Some(name.clone()),
-                _ => None,
-            });
-            let refused = tls.checks_certificates().then(|| crate::tls::refusal_reason(&error, host.as_deref().unwrap_or_default()));
-            match refused.flatten() {
-                Some(reason) => OpenError::PostgresCertificate { host: host.unwrap_or_default(), reason },
-                None => OpenError::Postgres(error),
-            }
-        })?;
+        let mut client = connect(url)?;
         // The writer's lock first, so that a puller turned away has waited on nothing (a
         // schema statement may wait on a reader's open transaction). Session locks: PostgreSQL
         // lets them go when the connection ends, however the puller ends, so none outlives it.
