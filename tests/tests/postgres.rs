@@ -163,7 +163,8 @@ fn postgres_holds_what_the_file_holds_at_every_step_with_history() {
             break;
         }
     }
-    assert_eq!(prices(&mut client), [(1, Some("2".to_string())), (4, Some(r#""free""#.to_string()))]);
+    // The REAL already there keeps its fraction (`to_jsonb` would have made it the INTEGER 2).
+    assert_eq!(prices(&mut client), [(1, Some("2.0".to_string())), (4, Some(r#""free""#.to_string()))]);
 
     // A new database pulled without --history takes PostgreSQL's bulk path (COPY) for every
     // object's first download: the same keys, and the same SQL rows and column types, for a
@@ -795,6 +796,17 @@ fn a_postgresql_backup_restores_as_the_file_pulled_beside_it() {
         source.post(&format!("kv/kv-0/put_typed?key=typed-{kind}"), kind);
     }
     source.post("kv/kv-0/put_multiple_raw", r#"{"B": 1, "a": 2, "Z": 3, "_x": 4, "é": 5}"#);
+    // REALs in a column PostgreSQL types `double precision`, until a later pull brings a TEXT
+    // into it and the column becomes `jsonb`: each REAL must still restore as the REAL it was.
+    // And a column whose values are all NULL, which PostgreSQL's table never gets: restored NULL,
+    // not its default.
+    source.sql(
+        "sql-2",
+        "CREATE TABLE widened (id INTEGER PRIMARY KEY, r);
+         INSERT INTO widened VALUES (1, 2.0), (2, 1e308 * 10), (3, -1e308 * 10), (4, 0.1), (5, 1e21), (6, 123456789.125), (7, 5e-324), (9, 1e16), (10, 1e19);
+         CREATE TABLE sparse (id INTEGER PRIMARY KEY, never TEXT DEFAULT 'a default');
+         INSERT INTO sparse VALUES (1, NULL), (2, NULL);",
+    );
     // Several pages of keys and of rows, read from PostgreSQL a page at a time.
     for chunk in 0..3 {
         let entries: serde_json::Map<String, serde_json::Value> =
@@ -818,6 +830,7 @@ fn a_postgresql_backup_restores_as_the_file_pulled_beside_it() {
     std::thread::sleep(Duration::from_millis(20));
     source.post("kv/kv-1/put?key=a", r#""later""#);
     source.sql("sql-1", "DELETE FROM items WHERE id = 1; UPDATE pairs SET v = 'later' WHERE a = 'x' AND b = 1;");
+    source.sql("sql-2", "INSERT INTO widened VALUES (8, 'text')");
     pull_both();
 
     let run = restore_into(&target, Path::new(&url), &[]);

@@ -13,6 +13,7 @@ pub(crate) mod dry_run;
 pub(crate) mod import_session;
 pub mod report;
 pub mod source;
+mod target_copy;
 
 use durafetch_sdk::core::page_writer::PageWriter;
 use durafetch_sdk::core::protocol::{ChangeValue, SqlPage, SqlValue};
@@ -23,6 +24,7 @@ use futures_util::StreamExt;
 use crate::restore::import_session::{Ended, ImportSession, Opened};
 use crate::restore::report::{ObjectReport, Outcome};
 use crate::restore::source::{BackupObject, BackupSource, Moment, SourceError, SqliteBackup, TableSchema};
+use crate::restore::target_copy::{copy_target, name_undo_scope, TargetCopy};
 use crate::retry::{Backoff, Retryable};
 use crate::settings::restore::RestoreSettings;
 use crate::transport::error::ConnectError;
@@ -96,66 +98,6 @@ pub async fn restore_with(
     Ok(reports)
 }
 
-/// Pulls the objects the restore writes into, as they are now, into `file` with `reader`'s
-/// token: the target's objects the filters keep, with `history` for the undo copy, so that a
-/// restore from the file puts them back, or without, for a dry run to compare the backup with.
-async fn copy_target(
-    settings: &RestoreSettings,
-    reader: &crate::settings::file::Server,
-    file: &std::path::Path,
-    history: bool,
-    transport: &dyn Transport,
-    quiet: bool,
-) -> Result<(), String> {
-    let pull = crate::settings::pull::Settings {
-        db: crate::sink::database::Database::File(file.to_path_buf()),
-        part: crate::sink::database::Part::WHOLE,
-        servers: vec![reader.clone()],
-        concurrency: settings.concurrency,
-        poll_every: std::time::Duration::from_secs(1),
-        filter: settings.filter.clone(),
-        history,
-        verify: crate::settings::pull::Verify::Off,
-        ndjson: settings.ndjson,
-    };
-    let summary = crate::pull::once_with(&pull, transport, quiet).await.map_err(|e| e.to_string())?;
-    match summary.failed.first() {
-        Some(failed) => Err(format!("{} objects failed, the first: {failed}", summary.failed.len())),
-        None => Ok(()),
-    }
-}
-
-/// A dry run's copy of the target: a file in a new folder of the temporary folder that only
-/// this user can read (it holds the objects' data), removed with the folder once the dry run
-/// ends.
-struct TargetCopy {
-    file: std::path::PathBuf,
-    _folder: tempfile::TempDir,
-}
-
-impl TargetCopy {
-    fn new() -> std::io::Result<Self> {
-        let folder = tempfile::Builder::new().prefix("durafetch-dry-run-").tempdir()?;
-        Ok(TargetCopy { file: folder.path().join("target.sqlite"), _folder: folder })
-    }
-}
-
-/// Writes into the undo file which objects this restore writes into (by name, or an unnamed one
-/// by id): a restore from the file puts back those only, not the other objects the pull copied,
-/// which this restore never touched.
-fn name_undo_scope(file: &std::path::Path, objects: &[BackupObject]) -> rusqlite::Result<()> {
-    let mut conn = rusqlite::Connection::open(file)?;
-    let tx = conn.transaction()?;
-    tx.execute_batch("CREATE TABLE undo_scope (class_name TEXT NOT NULL, name TEXT, id TEXT NOT NULL)")?;
-    {
-        let mut insert = tx.prepare("INSERT INTO undo_scope (class_name, name, id) VALUES (?1, ?2, ?3)")?;
-        for object in objects {
-            insert.execute(rusqlite::params![object.class, object.name, object.id])?;
-        }
-    }
-    tx.commit()
-}
-
 /// A dry run's report with what the restore would add, change and delete, against the
 /// target's object as the copy `compared` holds it, with the objects it holds (none: an empty
 /// object).
@@ -204,6 +146,8 @@ impl Retryable for ObjectError {
         match self {
             ObjectError::Session(SessionError::Connect(e)) => !e.is_permanent(),
             ObjectError::Session(SessionError::Closed | SessionError::Silent) => true,
+            // The backup's database unreachable, or a lock it waited for too long: read anew.
+            ObjectError::Source(e) => e.is_unreachable(),
             _ => false,
         }
     }
@@ -216,13 +160,13 @@ async fn restore_object(
     compared: Option<(&std::path::Path, &[BackupObject])>,
 ) -> ObjectReport {
     let report = ObjectReport::new(object);
-    let backup = match source::open(&settings.db, settings.moment) {
+    let mut backup = match source::open(&settings.db, settings.moment) {
         Ok(backup) => backup,
         Err(e) => return report.ended(Outcome::Failed, e.to_string()),
     };
     match backup.knows(object) {
         Ok(true) => {}
-        Ok(false) => return report.ended(Outcome::Skipped, "the file has no record of this object by that time"),
+        Ok(false) => return report.ended(Outcome::Skipped, "the backup has no record of this object by that time"),
         Err(e) => return report.ended(Outcome::Failed, e.to_string()),
     }
     let target = match &object.name {
@@ -231,7 +175,8 @@ async fn restore_object(
     };
     let path = ApiRoute::Import { class: object.class.clone(), target }.to_string();
     // An attempt applies all or nothing, so another attempt after a failure starts from the
-    // object as it was. Only `empty` gets one: if its reply, not its transaction, was lost, a
+    // object as it was. With `empty`, only one that failed reading the backup, before it asked
+    // the object to apply anything: if the reply, not the transaction, of an `end` was lost, a
     // second attempt would be refused by what the first one wrote.
     let mut backoff = Backoff::new();
     loop {
@@ -242,7 +187,17 @@ async fn restore_object(
             }
             Ok(report) => return report,
             Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
-            Err(AttemptError::Object(e)) if settings.mode != ImportMode::Empty && backoff.retry_after(&e, &object.id).await => {}
+            Err(AttemptError::Object(e))
+                if (settings.mode != ImportMode::Empty || matches!(e, ObjectError::Source(_)))
+                    && backoff.retry_after(&e, &object.id).await =>
+            {
+                if let ObjectError::Source(_) = e {
+                    backup = match source::open(&settings.db, settings.moment) {
+                        Ok(backup) => backup,
+                        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
+                    };
+                }
+            }
             Err(AttemptError::Object(e)) => return report.ended(Outcome::Failed, e.to_string()),
         }
     }

@@ -98,7 +98,7 @@ pub enum ConfigError {
     Concurrency,
     #[error("{0:?} is not an RFC 3339 time; give one such as 2026-11-29T17:00:00Z or 2026-11-29T18:00:00+01:00")]
     BadTime(String),
-    #[error("the backup file {0} does not exist; pass the file a pull wrote with --db")]
+    #[error("the backup file {0} does not exist; pass the file a pull wrote, or a postgres:// URL, with --db")]
     NoBackup(PathBuf),
     #[error("--shard splits the objects between pullers that write one PostgreSQL database; give --db a postgres:// URL")]
     ShardOfFile,

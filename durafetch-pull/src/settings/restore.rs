@@ -59,7 +59,8 @@ pub struct RestoreFlags {
     #[arg(long)]
     pub dry_run: bool,
     /// Where a replace or merge first pulls the objects it writes into, as they are, so that a
-    /// restore from it undoes this one. Default: a new file beside --db, named with the time.
+    /// restore from it undoes this one. Default: a new file beside --db (in the working directory
+    /// when --db is a PostgreSQL URL), named with the time.
     #[arg(long, value_name = "FILE", conflicts_with = "no_undo")]
     pub undo: Option<PathBuf>,
     /// Keep no copy to undo with (a replace or merge keeps one by default).
@@ -140,11 +141,12 @@ impl RestoreSettings {
             let file = match &flags.undo {
                 Some(file) if file.exists() => return Err(ConfigError::UndoExists(file.clone())),
                 Some(file) => file.clone(),
-                // A database has no folder: its undo copy goes into the working directory.
-                None => new_undo_file(match &db {
-                    Database::File(file) => file,
-                    Database::Postgres(_) => Path::new("durafetch.sqlite"),
-                }),
+                // A database has no folder: its undo copy goes into the working directory,
+                // named whole so that the command printed to undo works from anywhere.
+                None => match &db {
+                    Database::File(file) => new_undo_file(file),
+                    Database::Postgres(_) => new_undo_file(&std::env::current_dir().unwrap_or_default().join("durafetch.sqlite")),
+                },
             };
             Some(Undo { file, reader })
         };

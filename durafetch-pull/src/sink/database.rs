@@ -17,7 +17,11 @@ pub enum Database {
 impl Database {
     pub fn parse(value: PathBuf) -> Self {
         match value.to_str() {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Database::Postgres(url.to_owned()),
+            // A URL's scheme has no case; the client takes it in lower case only.
+            Some(url) if ["postgres://", "postgresql://"].iter().any(|s| url.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s))) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or_default();
+                Database::Postgres(format!("{}://{rest}", scheme.to_ascii_lowercase()))
+            }
             _ => Database::File(value),
         }
     }
@@ -127,6 +131,8 @@ mod tests {
         assert_eq!(db.to_string(), "postgres://puller:***@db.internal:5433/backup");
         assert!(!format!("{db:?}").contains("s3cret"));
         assert_eq!(Database::parse("backup.sqlite".into()), Database::File("backup.sqlite".into()));
+        assert_eq!(Database::parse("PostgreSQL://h/Db".into()), Database::Postgres("postgresql://h/Db".into()), "a scheme has no case");
+        assert_eq!(Database::parse("postgres.sqlite".into()), Database::File("postgres.sqlite".into()));
         let in_query = Database::parse("postgres://puller@db.internal/backup?sslmode=require&password=s3cret".into());
         assert_eq!(in_query.to_string(), "postgres://puller@db.internal/backup?sslmode=require&password=***");
     }

@@ -137,12 +137,32 @@ fn json_text(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
-/// A row as `sql_history.row` holds it: a JSON object of its columns, each value in the wire's
-/// exact form (see `docs/protocol.md`).
+/// A row as `sql_history.row` holds it: a JSON object of its columns, each value as
+/// [`value_json`] writes it.
 pub(crate) fn row_json(columns: &[String], values: &[SqlValue]) -> String {
-    let object: serde_json::Map<String, serde_json::Value> =
-        columns.iter().cloned().zip(values.iter().map(|v| serde_json::to_value(v).unwrap_or_default())).collect();
-    serde_json::Value::Object(object).to_string()
+    let fields: Vec<String> = columns
+        .iter()
+        .zip(values)
+        .map(|(column, value)| format!("{}:{}", serde_json::Value::from(column.as_str()), value_json(value)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A value in the wire's exact form (see `docs/protocol.md`) as JSON text, a finite REAL spelled
+/// with a point and no exponent (`1e16` as `10000000000000000.0`): PostgreSQL's `jsonb` keeps a
+/// number's digits and its point but not its exponent, and would hand `1e16` back as an INTEGER.
+pub(crate) fn value_json(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Real(r) if r.is_finite() => {
+            let text = r.to_string();
+            if text.contains('.') {
+                text
+            } else {
+                text + ".0"
+            }
+        }
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
 }
 
 /// Of items that may name one key several times, the last for each key, in the order of those
@@ -184,5 +204,26 @@ mod tests {
         for other in [serde_json::json!(1.5), serde_json::json!({"b": [1, "\""], "a": null})] {
             assert_eq!(json_text(&other), other.to_string());
         }
+    }
+
+    /// Every value reads back as itself, and a REAL's text keeps a point and no exponent, which
+    /// is what `jsonb` keeps (it prints `1e16` as the digits of an INTEGER).
+    #[test]
+    fn values_are_written_as_jsonb_reads_them_back() {
+        let reals = [2.0, 0.1, 1e16, 9.3e18, 1e21, -1e300, 5e-324, 123456789.125, f64::MAX, f64::INFINITY, f64::NEG_INFINITY];
+        for value in reals.map(SqlValue::Real).into_iter().chain([
+            SqlValue::Integer(i64::MIN),
+            SqlValue::Text("\"1e16\"".into()),
+            SqlValue::Blob(vec![0, 255]),
+            SqlValue::Null,
+        ]) {
+            let text = value_json(&value);
+            if let SqlValue::Real(r) = value {
+                assert!(!r.is_finite() || (text.contains('.') && !text.contains('e')), "{text}");
+            }
+            assert_eq!(serde_json::from_str::<SqlValue>(&text).unwrap(), value, "{text}");
+        }
+        let row = row_json(&["a \"b\"".into(), "r".into()], &[SqlValue::Text("x".into()), SqlValue::Real(1e16)]);
+        assert_eq!(row, r#"{"a \"b\"":"x","r":10000000000000000.0}"#);
     }
 }

@@ -238,7 +238,7 @@ fn sqlite_alone(dir: &Path, rows: usize, value_bytes: usize, per_page: usize) ->
 /// After a warm-up round (the restored object's class, the puller's file cache), the medians of
 /// 3: (what the restore's `count` says it wrote, restore seconds, the writes' seconds).
 fn restore_rounds(
-    mut target: LocalWorker,
+    target: &mut LocalWorker,
     db: &Path,
     name: &str,
     count: &str,
@@ -261,7 +261,7 @@ fn restore_rounds(
         assert_eq!(run.code, Some(0), "the restore failed: {:?} {}", run.objects, run.stderr);
         restored = run.count(count);
         let write_secs = timed_post(&format!("sql/{prefix}-{round}/bench"));
-        empty(&target);
+        empty(target);
         if round > 0 {
             restores.push(secs);
             writes.push(write_secs);
@@ -498,16 +498,18 @@ fn main() {
         "(reported)",
         "100,000 rows of 100 B in pages of 2,000 (one transaction of three statements over arrays each), no network, median of 3",
     ));
-    drop(postgres);
 
     // P10: the 100,000-key object restored from that file into an empty object of a second
     // worker, vs that worker's own batched puts of as many keys, each timed from outside (a
     // restore's last write, like a request's response, waits until storage has them).
-    let target = worker.start_beside_restorable("durafetch-bench-restore");
+    let mut target = worker.start_beside_restorable("durafetch-bench-restore");
     let batched = r#"{"kind":"batched","keys":100000,"value_bytes":100}"#;
-    let (restored, restore_secs, put_secs) = restore_rounds(target, &db, &full, "keys_written", ("p10-puts", batched), |target| {
-        target.post(&format!("sql/{full}/delete_all"), "")
-    });
+    let delete_all = |target: &LocalWorker| target.post(&format!("sql/{full}/delete_all"), "");
+    let (restored, restore_secs, put_secs) = restore_rounds(&mut target, &db, &full, "keys_written", ("p10-puts", batched), delete_all);
+    // The same object restored from the PostgreSQL database P2 pulled it into.
+    let (from_postgres, postgres_secs, _) =
+        restore_rounds(&mut target, Path::new(&pg_url), &full, "keys_written", ("p10-puts-pg", batched), delete_all);
+    drop(postgres);
     let (restore_rate, put_rate) = (restored as f64 / restore_secs, 100_000.0 / put_secs);
     rows.push(rate_row(
         "P10 restore rate / the object's own batched put rate",
@@ -519,6 +521,13 @@ fn main() {
              whole run from start to exit, vs a request that makes that worker's object put 100,000 keys of 100 B in puts of 128 keys, \
              timed by its client; after a warm-up round, the median of 3, the object emptied (delete_all) between rounds"
         ),
+    ));
+    rows.push(rate_row(
+        "P10 restore from PostgreSQL / from the SQLite file",
+        (from_postgres as f64 / postgres_secs, "keys/s"),
+        (restore_rate, "keys/s"),
+        "(reported)",
+        "the same restore with --db the PostgreSQL database the P2 pull into PostgreSQL wrote (the same object), rounds as above",
     ));
 
     // P3: incremental pulls, each after its own writes to the object, against the full pull.
@@ -708,12 +717,16 @@ fn main() {
 
     // P10 for SQL tables: the P2 table restored into an empty object of a second worker, vs
     // that worker's own INSERTs of as many rows, each timed from outside as P10 above.
-    let target = worker.start_beside_restorable("durafetch-bench-restore-sql");
+    let mut target = worker.start_beside_restorable("durafetch-bench-restore-sql");
     let inserts = r#"{"kind":"sql_insert_batched","keys":100000,"value_bytes":100}"#;
-    let (restored, restore_secs, insert_secs) =
-        restore_rounds(target, &dir.path().join("p2-table-0.sqlite"), "p2-table", "rows_written", ("p10-sql-inserts", inserts), |target| {
-            target.sql("p2-table", "DROP TABLE bench_rows")
-        });
+    let (restored, restore_secs, insert_secs) = restore_rounds(
+        &mut target,
+        &dir.path().join("p2-table-0.sqlite"),
+        "p2-table",
+        "rows_written",
+        ("p10-sql-inserts", inserts),
+        |target| target.sql("p2-table", "DROP TABLE bench_rows"),
+    );
     rows.push(rate_row(
         "P10 SQL table: restore rate / the object's own batched INSERT rate",
         (restored as f64 / restore_secs, "rows/s"),

@@ -24,18 +24,18 @@ pub enum SourceError {
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot open the PostgreSQL database: {0}")]
     PostgresOpen(#[from] crate::sink::interface::OpenError),
-    #[error("cannot read the PostgreSQL database: {0}")]
+    #[error("cannot read the PostgreSQL database: {}", crate::sink::postgres_error::describe(.0))]
     Postgres(#[from] ::postgres::Error),
     #[error("the PostgreSQL database holds no durafetch tables (no pull wrote into it, or its search_path names another schema)")]
     NotABackup,
     #[error("the connection to the PostgreSQL database ended")]
     Stopped,
     #[error(
-        "the file holds no history, so it cannot say how objects were at an earlier time; --at needs a file that every pull since the first wrote with --history"
+        "the backup holds no history, so it cannot say how objects were at an earlier time; --at needs a backup that every pull since the first wrote with --history"
     )]
     NoHistory,
     #[error(
-        "its history starts after its first pull (keys without history rows), so the file cannot say how it was at that time; --at needs every pull since the first to have run with --history"
+        "its history starts after its first pull (keys without history rows), so the backup cannot say how it was at that time; --at needs every pull since the first to have run with --history"
     )]
     PartialHistory,
     #[error(
@@ -50,16 +50,23 @@ impl SourceError {
     /// Whether the database could not be reached or read, rather than read and found to be no
     /// backup of what was asked: another run may succeed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, SourceError::PostgresOpen(_) | SourceError::Postgres(_) | SourceError::Stopped)
+        match self {
+            // A URL or TLS settings that cannot work are the operator's to fix, as for a pull.
+            SourceError::PostgresOpen(e) => !e.is_config(),
+            SourceError::Postgres(_) | SourceError::Stopped => true,
+            _ => false,
+        }
     }
 }
 
 /// One SQL table of a class in the backup: its local table (none if the backup never held its
-/// rows) and that table's columns, each as (local name, source name).
+/// rows) and the columns a restore sends, each as (its local column, source name). A column of
+/// the table's schema that the local table lacks has no local column, and is sent as NULL:
+/// PostgreSQL's tables gain a column only with its first value that is not NULL.
 pub struct TableSource {
     pub(crate) table: String,
     pub(crate) local: Option<String>,
-    pub(crate) columns: Vec<(String, String)>,
+    pub(crate) columns: Vec<(Option<String>, String)>,
     /// The columns the table generates, whose values the history holds but a restore leaves out.
     generated: Vec<String>,
 }
@@ -70,16 +77,25 @@ impl TableSource {
     pub(crate) fn new(schema: &TableSchema, local: Option<String>, locals: Vec<String>, local_name: impl Fn(&str) -> String) -> Self {
         let made = schema.columns();
         let generated: Vec<String> = made.iter().filter(|(_, generated)| *generated).map(|(name, _)| name.clone()).collect();
-        let columns = locals
+        let is_generated = |source: &str| generated.iter().any(|name| name.eq_ignore_ascii_case(source));
+        let mut columns: Vec<(Option<String>, String)> = locals
             .into_iter()
             .filter_map(|local| {
                 let source = match made.iter().find(|(source, _)| local_name(source) == local) {
                     Some((source, _)) => source.clone(),
                     None => source_column_name(&local)?,
                 };
-                (!generated.iter().any(|name| name.eq_ignore_ascii_case(&source))).then_some((local, source))
+                (!is_generated(&source)).then_some((Some(local), source))
             })
             .collect();
+        if local.is_some() {
+            let missing: Vec<String> = made
+                .iter()
+                .filter(|(name, generated)| !generated && !columns.iter().any(|(_, source)| source.eq_ignore_ascii_case(name)))
+                .map(|(name, _)| name.clone())
+                .collect();
+            columns.extend(missing.into_iter().map(|name| (None, name)));
+        }
         TableSource { table: schema.table.clone(), local, columns, generated }
     }
 }

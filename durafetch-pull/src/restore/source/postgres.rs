@@ -33,12 +33,39 @@ struct Reader<'a> {
     tx: Transaction<'a>,
 }
 
-/// A query whose rows are being fetched a page at a time: which sequence it reads, and the key
-/// (the first column) of the last row fetched; `None` once every row was.
+/// A query whose rows are being fetched a page at a time: which sequence it reads, the key (the
+/// first column) of the last row fetched, and whether that was its last row.
 struct OpenPages {
     pages: String,
     portal: Portal,
     last: Option<String>,
+    done: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// The read-only transaction every read of the backup runs in, its snapshot taken after the
+    /// local tables are locked: a pull that changes a table's columns rewrites it, and a
+    /// snapshot taken before would find the rewritten table empty.
+    fn start(client: &'a mut postgres::Client) -> Result<Self, SourceError> {
+        // The tables of the schema a pull writes (`current_schema()`, as the sink finds them).
+        let made: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'durable_objects')",
+                &[],
+            )?
+            .get(0);
+        if !made {
+            return Err(SourceError::NotABackup);
+        }
+        let locals: Vec<String> = client.query("SELECT DISTINCT local_table FROM sql_tables", &[])?.iter().map(|r| r.get(0)).collect();
+        let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))?;
+        if !locals.is_empty() {
+            let tables: Vec<String> = locals.iter().map(|local| ident(local)).collect();
+            tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", tables.join(", ")))?;
+        }
+        Ok(Reader { open: None, tx })
+    }
 }
 
 impl Reader<'_> {
@@ -46,17 +73,27 @@ impl Reader<'_> {
     /// `params` (`after` among them), ordered by its first column: fetched from the query
     /// already open if it stopped at `after`, else from `query` run anew.
     fn page(&mut self, pages: String, after: Option<&str>, query: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, SourceError> {
-        let follows = |open: &OpenPages| open.pages == pages && open.last.as_deref() == after && after.is_some();
+        let follows = |open: &OpenPages| open.pages == pages && after.is_some() && open.last.as_deref() == after;
         let portal = match self.open.take() {
+            Some(open) if follows(&open) && open.done => {
+                self.open = Some(open);
+                return Ok(Vec::new());
+            }
             Some(open) if follows(&open) => open.portal,
             _ => self.tx.bind(query, params)?,
         };
         let rows = self.tx.query_portal(&portal, PAGE_ROWS as i32)?;
-        let last = (rows.len() == PAGE_ROWS as usize).then(|| rows.last().map(|r| r.get::<_, String>(0))).flatten();
-        self.open = Some(OpenPages { pages, portal, last });
+        let done = rows.len() < PAGE_ROWS as usize;
+        let last = rows.last().map(|r| r.get::<_, String>(0)).or_else(|| after.map(str::to_owned));
+        self.open = Some(OpenPages { pages, portal, last, done });
         Ok(rows)
     }
 }
+
+/// How long a read waits for a lock before it gives up: a pull that changes a table's columns
+/// waits for the restores reading it, and a restore of another object that queued behind that
+/// pull would hold up every object of the run, the first included, for ever.
+const LOCK_TIMEOUT: &str = "5s";
 
 pub struct PostgresBackup {
     reads: mpsc::Sender<Read>,
@@ -74,12 +111,11 @@ impl PostgresBackup {
                 Ok(client) => client,
                 Err(e) => return drop(opened.send(Err(SourceError::from(e)))),
             };
-            let tx = match client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start() {
-                Ok(tx) => tx,
-                Err(e) => return drop(opened.send(Err(SourceError::from(e)))),
+            let mut reader = match Reader::start(&mut client) {
+                Ok(reader) => reader,
+                Err(e) => return drop(opened.send(Err(e))),
             };
             let _ = opened.send(Ok(()));
-            let mut reader = Reader { open: None, tx };
             // Until the backup is dropped; the transaction and the connection end here.
             for read in incoming {
                 read(&mut reader);
@@ -87,23 +123,15 @@ impl PostgresBackup {
         });
         is_open.recv().unwrap_or(Err(SourceError::Stopped))?;
         let mut backup = PostgresBackup { reads, moment, has_counters: false };
-        let (made, has_history, has_counters) = backup.read(|reader| {
-            let client = &mut reader.tx;
-            let made: bool = client.query_one("SELECT to_regclass('durable_objects') IS NOT NULL", &[])?.get(0);
-            if !made {
-                return Ok((false, false, false));
-            }
-            let row = client.query_one(
+        let (has_history, has_counters): (bool, bool) = backup.read(|reader| {
+            let row = reader.tx.query_one(
                 "SELECT EXISTS (SELECT 1 FROM kv_history) OR EXISTS (SELECT 1 FROM sql_history),
                         EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                                 AND table_name = 'sql_schemas' AND column_name = 'autoincrement_counter')",
                 &[],
             )?;
-            Ok((true, row.get(0), row.get(1)))
+            Ok((row.get(0), row.get(1)))
         })?;
-        if !made {
-            return Err(SourceError::NotABackup);
-        }
         if matches!(moment, Moment::At(_)) && !has_history {
             return Err(SourceError::NoHistory);
         }
@@ -299,16 +327,21 @@ impl BackupSource for PostgresBackup {
             // Each column as its type holds it; a `jsonb` one (values of several types) as the
             // wire's text, which says each value's type.
             let types = Self::local_columns(&mut reader.tx, &local)?;
+            // A column the local table lacks holds NULL, read as a text that is never there.
             let kinds: Vec<ColumnType> = columns
                 .iter()
-                .map(|(name, _)| types.iter().find(|(n, _)| n == name).and_then(|(_, kind)| *kind).unwrap_or(ColumnType::Mixed))
+                .map(|(name, _)| {
+                    let typed = name.as_ref().and_then(|name| types.iter().find(|(n, _)| n == name));
+                    typed.map_or(ColumnType::Text, |(_, kind)| kind.unwrap_or(ColumnType::Mixed))
+                })
                 .collect();
             let selected: String = columns
                 .iter()
                 .zip(&kinds)
-                .map(|((name, _), kind)| match kind {
-                    ColumnType::Mixed => format!(", {}::text", ident(name)),
-                    _ => format!(", {}", ident(name)),
+                .map(|((name, _), kind)| match (name, kind) {
+                    (None, _) => ", NULL::text".to_owned(),
+                    (Some(name), ColumnType::Mixed) => format!(", {}::text", ident(name)),
+                    (Some(name), _) => format!(", {}", ident(name)),
                 })
                 .collect();
             let query = format!(
@@ -328,7 +361,7 @@ impl BackupSource for PostgresBackup {
                         ColumnType::Mixed => match row.get::<_, Option<String>>(at) {
                             None => SqlValue::Null,
                             Some(text) => serde_json::from_str(&text)
-                                .map_err(|e| SourceError::BadValue(format!("{local} column {}: {e}", columns[i].0)))?,
+                                .map_err(|e| SourceError::BadValue(format!("{local} column {}: {e}", columns[i].1)))?,
                         },
                     });
                 }

@@ -209,7 +209,7 @@ impl BackupSource for SqliteBackup {
         let TableSource { local, columns, .. } = source;
         let Some(local) = local else { return Ok(Vec::new()) };
         let (op, after) = page_start(after);
-        let selected: Vec<String> = columns.iter().map(|(l, _)| format!(", {}", ident(l))).collect();
+        let selected: Vec<String> = columns.iter().map(|(l, _)| format!(", {}", l.as_deref().map_or("NULL".into(), ident))).collect();
         let query = format!(
             "SELECT _row_key{} FROM {} WHERE do_id = ?1 AND _row_key {op} ?2 ORDER BY _row_key LIMIT ?3",
             selected.concat(),

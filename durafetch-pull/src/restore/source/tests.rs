@@ -144,11 +144,15 @@ fn a_schema_is_read_as_sqlite_reads_it() {
     let schema = |create: &str| TableSchema { table: "g".into(), statements: vec![create.into()], autoincrement: None };
     let generated = schema("CREATE TABLE g (a, b AS (a * 2), c INTEGER GENERATED ALWAYS AS (a + 1) STORED, d DEFAULT 'AUTOINCREMENT')");
     let locals = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let pairs = |pairs: &[(&str, &str)]| pairs.iter().map(|(l, s)| (l.to_string(), s.to_string())).collect::<Vec<_>>();
+    let pairs = |pairs: &[(&str, &str)]| pairs.iter().map(|(l, s)| (Some(l.to_string()), s.to_string())).collect::<Vec<_>>();
     assert_eq!(
         TableSource::new(&generated, None, locals(&["a", "b", "c", "d", "e"]), local_column_name).columns,
         pairs(&[("a", "a"), ("d", "d"), ("e", "e")])
     );
+    // A column the local table lacks (PostgreSQL adds one with its first value) is sent as NULL.
+    let mut lacking = pairs(&[("a", "a")]);
+    lacking.push((None, "d".into()));
+    assert_eq!(TableSource::new(&generated, Some("t".into()), locals(&["a"]), local_column_name).columns, lacking);
     assert!(!generated.is_autoincrement());
     assert!(schema("CREATE TABLE g (id INTEGER PRIMARY KEY AUTOINCREMENT)").is_autoincrement());
     assert_eq!(

@@ -10,6 +10,7 @@ use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{GenericClient, Transaction};
 
 use crate::sink::naming::{ident, postgres_column};
+use crate::sink::plan::value_json;
 use crate::sink::postgres::copy::JsonbText;
 
 /// A local column's type.
@@ -66,12 +67,23 @@ impl ColumnType {
         })
     }
 
-    /// How a column of this type becomes `jsonb`.
+    /// How a column of this type becomes `jsonb`: each value in the wire's exact form, as a
+    /// page's mixed values are written, so that a restore reads back what the object held. A
+    /// REAL keeps a fraction (`to_jsonb` would turn `2.0` into the INTEGER `2`, and infinity
+    /// into a string): its shortest exact digits (`extra_float_digits`, set by the caller) as a
+    /// numeric, which spells an exponent out, with `.0` where it has no point.
     pub(crate) fn to_json(self, column: &str) -> String {
         match self {
             ColumnType::Blob => {
                 format!("CASE WHEN {column} IS NULL THEN NULL ELSE jsonb_build_object('blob', translate(encode({column}, 'base64'), E'\\n', '')) END")
             }
+            ColumnType::Real => format!(
+                "CASE WHEN {column} IS NULL THEN NULL
+                      WHEN {column} = 'Infinity' THEN '{{\"real\": \"inf\"}}'::jsonb
+                      WHEN {column} = '-Infinity' THEN '{{\"real\": \"-inf\"}}'::jsonb
+                      WHEN {column}::text::numeric::text LIKE '%.%' THEN {column}::text::numeric::text::jsonb
+                      ELSE ({column}::text::numeric::text || '.0')::jsonb END"
+            ),
             _ => format!("to_jsonb({column})"),
         }
     }
@@ -119,6 +131,8 @@ pub(crate) fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage)
     let mut have = columns(tx, local)?;
     if !fits(&have) {
         lock_table(tx, local)?;
+        // A REAL's text its shortest exact digits on every server version (10 and 11 give 15).
+        tx.batch_execute("SET LOCAL extra_float_digits = 3")?;
         have = columns(tx, local)?;
         for (name, want) in names.iter().zip(&wanted) {
             let column = ident(name);
@@ -150,7 +164,7 @@ impl ToSql for Cell<'_> {
             (ColumnType::Real, SqlValue::Real(r)) => r.to_sql(ty, out),
             (ColumnType::Text, SqlValue::Text(t)) => t.to_sql(ty, out),
             (ColumnType::Blob, SqlValue::Blob(b)) => b.to_sql(ty, out),
-            (ColumnType::Mixed, value) => JsonbText(&serde_json::to_string(value)?).to_sql(ty, out),
+            (ColumnType::Mixed, value) => JsonbText(&value_json(value)).to_sql(ty, out),
             (kind, _) => Err(format!("a value that does not fit its {} column", kind.sql()).into()),
         }
     }
@@ -176,11 +190,9 @@ pub(crate) fn column_array(rows: &[(&str, &[SqlValue])], index: usize, kind: Col
         ColumnType::Blob => {
             Box::new(values.map(|v| if let SqlValue::Blob(b) = v { Some(b.clone()) } else { None }).collect::<Vec<Option<Vec<u8>>>>())
         }
-        ColumnType::Mixed => Box::new(
-            values
-                .map(|v| (!matches!(v, SqlValue::Null)).then(|| serde_json::to_string(v).unwrap_or_default()))
-                .collect::<Vec<Option<String>>>(),
-        ),
+        ColumnType::Mixed => {
+            Box::new(values.map(|v| (!matches!(v, SqlValue::Null)).then(|| value_json(v))).collect::<Vec<Option<String>>>())
+        }
     }
 }
 
