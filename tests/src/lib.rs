@@ -390,8 +390,8 @@ impl LocalWorker {
     /// An object's user keys and values as it reads them itself (`kv/<name>/get`).
     pub fn object_state(&self, class: &str, name: &str) -> BTreeMap<String, String> {
         let url = format!("{}/{class}/{name}/get", self.base());
-        let body = ureq::get(&url).call().expect("get").into_string().unwrap();
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // Read whole: a 50 MB object's state is over `into_string`'s 10 MB.
+        let value: serde_json::Value = serde_json::from_reader(ureq::get(&url).call().expect("get").into_reader()).unwrap();
         // The example renders bytes as {"bytes": [..]}; the file's rows are read as <bytes:HEX>.
         let render = |v: &serde_json::Value| match v.get("bytes").and_then(|b| b.as_array()) {
             Some(bytes) => format!("<bytes:{}>", bytes.iter().map(|b| format!("{:02X}", b.as_u64().unwrap_or(0))).collect::<String>()),

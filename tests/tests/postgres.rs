@@ -891,3 +891,38 @@ fn assert_same_but_key_order(got: &std::collections::BTreeSet<String>, want: &st
     let (missing, extra): (Vec<_>, Vec<_>) = (want.difference(&got).collect(), got.difference(&want).collect());
     assert!(missing.is_empty() && extra.is_empty(), "\nmissing: {missing:?}\nextra: {extra:?}");
 }
+
+/// A pull that must change a table's columns while another session reads the table (a restore
+/// reads an object's tables in one transaction) gives up waiting after a while rather than
+/// stall the table for every reader: that object fails for the run, the others are pulled, and
+/// the next run, the reader gone, changes the column.
+#[test]
+fn a_column_change_behind_a_reader_gives_up_rather_than_stall_the_table() {
+    let worker = LocalWorker::start(Some(TOKEN));
+    let server = PostgresServer::start();
+    let url = server.create_database("held");
+    worker.sql("held", "CREATE TABLE t (id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 1);");
+    let first = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+
+    let mut reader = server.client("held");
+    let mut reading = reader.transaction().unwrap();
+    reading.batch_execute(r#"LOCK TABLE "CounterSql.t" IN ACCESS SHARE MODE"#).unwrap();
+    worker.sql("held", "INSERT INTO t VALUES (2, 'text');");
+    worker.post("kv/beside/put?key=k", "1");
+    let started = Instant::now();
+    let held = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    let waited = started.elapsed();
+    let failed = &held.summary.as_ref().unwrap()["failed"];
+    assert_eq!(held.code, Some(1), "{}", held.stderr);
+    let failed: Vec<&str> = failed.as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    assert!(matches!(failed.as_slice(), [one] if one.contains("name \"held\"") && one.contains("lock timeout")), "{failed:?}");
+    println!("a pull behind a reader gave up after {waited:?}");
+    assert_eq!(read_pg(&url).get(&("CounterKv".to_string(), "beside".to_string())).map(|keys| keys.len()), Some(1));
+    // Meanwhile the table was never held from its readers for longer than one wait.
+    reading.rollback().unwrap();
+
+    let after = worker.pull_with(Path::new(&url), TOKEN, &[]);
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
+    assert_eq!(pg_sql_rows(&url, "held", "t"), [json!({"id": 1, "v": 1}), json!({"id": 2, "v": "text"})]);
+}

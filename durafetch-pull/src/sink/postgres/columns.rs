@@ -99,6 +99,9 @@ pub(crate) fn columns(client: &mut impl GenericClient, local: &str) -> Result<Ha
     Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
 }
 
+/// How long a change of a local table's columns waits for the table's readers.
+const COLUMN_CHANGE_WAIT: &str = "10s";
+
 /// The page's columns' types (`None`: not in the table, and every value NULL), and every
 /// column of the table.
 pub(crate) struct FittedColumns {
@@ -132,7 +135,10 @@ pub(crate) fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage)
     if !fits(&have) {
         lock_table(tx, local)?;
         // A REAL's text its shortest exact digits on every server version (10 and 11 give 15).
-        tx.batch_execute("SET LOCAL extra_float_digits = 3")?;
+        // A change of columns waits for every reader of the table (a restore reads an object's
+        // tables in one transaction), and every reader after it waits for it: give up after a
+        // while, failing the object's download for this run, rather than stall the table.
+        tx.batch_execute(&format!("SET LOCAL extra_float_digits = 3; SET LOCAL lock_timeout = '{COLUMN_CHANGE_WAIT}'"))?;
         have = columns(tx, local)?;
         for (name, want) in names.iter().zip(&wanted) {
             let column = ident(name);
@@ -146,6 +152,7 @@ pub(crate) fn fit_columns(tx: &mut Transaction<'_>, local: &str, page: &SqlPage)
                 _ => {}
             }
         }
+        tx.batch_execute("SET LOCAL lock_timeout TO DEFAULT")?;
         have = columns(tx, local)?;
     }
     Ok(FittedColumns { page: names.iter().map(|name| have.get(name).copied()).collect(), table: have })
