@@ -68,7 +68,10 @@ pub async fn restore_with(
     quiet: bool,
     each: impl Fn(&ObjectReport),
 ) -> Result<Vec<ObjectReport>, RestoreError> {
-    let objects = source::open(&settings.db, settings.moment)?.objects(&settings.filter)?;
+    let objects = source::interface::of_one_worker(
+        source::open(&settings.db, settings.moment)?.objects(&settings.filter)?,
+        settings.worker.as_deref(),
+    )?;
     if let Some(undo) = &settings.undo {
         copy_target(settings, &undo.reader, &undo.file, true, transport, quiet).await.map_err(RestoreError::Undo)?;
         name_undo_scope(&undo.file, &objects).map_err(|e| RestoreError::Undo(e.to_string()))?;

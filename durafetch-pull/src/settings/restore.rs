@@ -26,6 +26,8 @@ pub struct RestoreSettings {
     pub dry_run: bool,
     pub moment: Moment,
     pub filter: Filter,
+    /// Only the objects a pull read from this worker.
+    pub worker: Option<String>,
     pub concurrency: usize,
     pub ndjson: bool,
 }
@@ -74,6 +76,10 @@ pub struct RestoreFlags {
     /// file every pull wrote with --history. Example: --at 2026-11-29T17:00:00Z
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// Restore only the objects pulled from this worker (the file's `worker_name`): needed when
+    /// the backup holds objects of one name from several workers. Example: --worker my-app
+    #[arg(long, value_name = "NAME")]
+    pub worker: Option<String>,
     #[command(flatten)]
     pub filter: FilterSpec,
     /// How many objects to restore at once.
@@ -179,6 +185,7 @@ impl RestoreSettings {
             dry_run: flags.dry_run,
             moment,
             filter: Filter::new(flags.filter)?,
+            worker: flags.worker,
             concurrency: flags.concurrency,
             ndjson: flags.ndjson,
         })

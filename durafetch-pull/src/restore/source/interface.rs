@@ -44,6 +44,10 @@ pub enum SourceError {
     NoSchema(String),
     #[error("a value in the file does not parse: {0}")]
     BadValue(String),
+    #[error(
+        "the backup holds objects of one name from several workers ({0}), which a restore would write into the same object: choose one with --worker"
+    )]
+    SeveralWorkers(String),
 }
 
 impl SourceError {
@@ -283,6 +287,24 @@ pub trait BackupSource {
         };
         Ok((page, last))
     }
+}
+
+/// The objects of `worker` (all if none), refused if two of them, from different workers,
+/// would be restored into the same object (one class and name): pulls of several workers may
+/// share a backup, and each worker names its objects alone.
+pub fn of_one_worker(objects: Vec<BackupObject>, worker: Option<&str>) -> Result<Vec<BackupObject>, SourceError> {
+    let objects: Vec<BackupObject> = objects.into_iter().filter(|o| worker.is_none_or(|w| o.worker == w)).collect();
+    let mut seen: std::collections::HashMap<(&str, &str), &str> = std::collections::HashMap::new();
+    for object in &objects {
+        let Some(name) = object.name.as_deref() else { continue };
+        match seen.insert((object.class.as_str(), name), object.worker.as_str()) {
+            Some(other) if other != object.worker => {
+                return Err(SourceError::SeveralWorkers(format!("{} {name:?}: workers {other} and {}", object.class, object.worker)))
+            }
+            _ => {}
+        }
+    }
+    Ok(objects)
 }
 
 /// One key as the backup holds it: its value's kind (`json`, `tagged`, `bytes`, or an error's),

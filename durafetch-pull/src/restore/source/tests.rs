@@ -188,3 +188,24 @@ fn keys_are_read_in_pages_without_gaps() {
     assert!(matches!(SqliteBackup::open(&db, Moment::At(0)), Err(SourceError::NoHistory)), "a file without history");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Objects of one name from several workers would be restored into one object: refused unless
+/// `--worker` chooses; unnamed ones (told apart by id) and other names pass.
+#[test]
+fn one_name_from_two_workers_is_refused_until_a_worker_is_chosen() {
+    let object = |worker: &str, name: Option<&str>, id: &str| BackupObject {
+        do_id: 0,
+        worker: worker.into(),
+        class: "Room".into(),
+        name: name.map(Into::into),
+        id: id.into(),
+    };
+    let objects =
+        vec![object("a", Some("lobby"), "1"), object("b", Some("lobby"), "2"), object("b", Some("hall"), "3"), object("a", None, "4")];
+    let refused = interface::of_one_worker(objects.clone(), None).unwrap_err();
+    assert!(refused.to_string().contains(r#"Room "lobby": workers a and b"#) && refused.to_string().contains("--worker"), "{refused}");
+    let chosen = interface::of_one_worker(objects.clone(), Some("b")).unwrap();
+    assert_eq!(chosen.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+    let apart = vec![object("a", Some("lobby"), "1"), object("a", None, "4"), object("b", None, "5"), object("b", Some("hall"), "3")];
+    assert_eq!(interface::of_one_worker(apart, None).unwrap().len(), 4);
+}
