@@ -69,7 +69,7 @@ pub async fn restore_with(
     each: impl Fn(&ObjectReport),
 ) -> Result<Vec<ObjectReport>, RestoreError> {
     let objects = source::interface::of_one_worker(
-        source::open(&settings.db, settings.moment)?.objects(&settings.filter)?,
+        source::open(&settings.db, settings.moment, None)?.objects(&settings.filter)?,
         settings.worker.as_deref(),
     )?;
     if let Some(undo) = &settings.undo {
@@ -163,15 +163,6 @@ async fn restore_object(
     compared: Option<(&std::path::Path, &[BackupObject])>,
 ) -> ObjectReport {
     let report = ObjectReport::new(object);
-    let mut backup = match source::open(&settings.db, settings.moment) {
-        Ok(backup) => backup,
-        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
-    };
-    match backup.knows(object) {
-        Ok(true) => {}
-        Ok(false) => return report.ended(Outcome::Skipped, "the backup has no record of this object by that time"),
-        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
-    }
     let target = match &object.name {
         Some(name) => ImportTarget::Name(name.clone()),
         None => ImportTarget::Id { id: object.id.clone(), worker: object.worker.clone() },
@@ -180,28 +171,31 @@ async fn restore_object(
     // An attempt applies all or nothing, so another attempt after a failure starts from the
     // object as it was. With `empty`, only one that failed reading the backup, before it asked
     // the object to apply anything: if the reply, not the transaction, of an `end` was lost, a
-    // second attempt would be refused by what the first one wrote.
+    // second attempt would be refused by what the first one wrote. Each attempt reads the
+    // backup anew, from a snapshot of its own.
     let mut backoff = Backoff::new();
     loop {
-        let attempt = ObjectRestore { settings, backup: backup.as_ref(), object, report: report.clone() };
-        match attempt.run(transport, &path).await {
-            Ok(report) if report.outcome == Outcome::WouldRestore => {
-                return would_change(settings, backup.as_ref(), object, compared, report)
-            }
-            Ok(report) => return report,
-            Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
-            Err(AttemptError::Object(e))
-                if (settings.mode != ImportMode::Empty || matches!(e, ObjectError::Source(_)))
-                    && backoff.retry_after(&e, &object.id).await =>
-            {
-                if let ObjectError::Source(_) = e {
-                    backup = match source::open(&settings.db, settings.moment) {
-                        Ok(backup) => backup,
-                        Err(e) => return report.ended(Outcome::Failed, e.to_string()),
-                    };
+        let failed = match source::open(&settings.db, settings.moment, Some(object)) {
+            Ok(backup) => match backup.knows(object) {
+                Ok(false) => return report.ended(Outcome::Skipped, "the backup has no record of this object by that time"),
+                Ok(true) => {
+                    let attempt = ObjectRestore { settings, backup: backup.as_ref(), object, report: report.clone() };
+                    match attempt.run(transport, &path).await {
+                        Ok(report) if report.outcome == Outcome::WouldRestore => {
+                            return would_change(settings, backup.as_ref(), object, compared, report)
+                        }
+                        Ok(report) => return report,
+                        Err(AttemptError::Refused(outcome, message)) => return report.ended(outcome, message),
+                        Err(AttemptError::Object(e)) => e,
+                    }
                 }
-            }
-            Err(AttemptError::Object(e)) => return report.ended(Outcome::Failed, e.to_string()),
+                Err(e) => ObjectError::Source(e),
+            },
+            Err(e) => ObjectError::Source(e),
+        };
+        let may_retry = settings.mode != ImportMode::Empty || matches!(failed, ObjectError::Source(_));
+        if !(may_retry && backoff.retry_after(&failed, &object.id).await) {
+            return report.ended(Outcome::Failed, failed.to_string());
         }
     }
 }

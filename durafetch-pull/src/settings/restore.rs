@@ -147,12 +147,15 @@ impl RestoreSettings {
             let file = match &flags.undo {
                 Some(file) if file.exists() => return Err(ConfigError::UndoExists(file.clone())),
                 Some(file) => file.clone(),
-                // A database has no folder: its undo copy goes into the working directory,
-                // named whole so that the command printed to undo works from anywhere.
-                None => match &db {
-                    Database::File(file) => new_undo_file(file),
-                    Database::Postgres(_) => new_undo_file(&std::env::current_dir().unwrap_or_default().join("durafetch.sqlite")),
-                },
+                // Named whole, so that the command printed to undo works from anywhere; a
+                // database has no folder, so its undo copy goes into the working directory.
+                None => {
+                    let beside = match &db {
+                        Database::File(file) => file.as_path(),
+                        Database::Postgres(_) => Path::new("durafetch.sqlite"),
+                    };
+                    new_undo_file(&std::path::absolute(beside).unwrap_or_else(|_| beside.to_path_buf()))
+                }
             };
             Some(Undo { file, reader })
         };

@@ -30,6 +30,8 @@ pub enum SourceError {
     NotABackup,
     #[error("the connection to the PostgreSQL database ended")]
     Stopped,
+    #[error("a pull made a table of the object's class while the restore started to read it")]
+    TablesChanged,
     #[error(
         "the backup holds no history, so it cannot say how objects were at an earlier time; --at needs a backup that every pull since the first wrote with --history"
     )]
@@ -57,7 +59,16 @@ impl SourceError {
         match self {
             // A URL or TLS settings that cannot work are the operator's to fix, as for a pull.
             SourceError::PostgresOpen(e) => !e.is_config(),
-            SourceError::Postgres(_) | SourceError::Stopped => true,
+            // A connection lost or refused, the server going down, a lock or a conflict waited
+            // out; not a refusal (a grant missing, a table an older release lacks).
+            SourceError::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_none_or(|code| {
+                        let code = code.code();
+                        code.starts_with("08") || code.starts_with("57P") || ["55P03", "40001", "40P01", "53300"].contains(&code)
+                    })
+            }
+            SourceError::Stopped | SourceError::TablesChanged => true,
             _ => false,
         }
     }
@@ -342,7 +353,9 @@ fn history_values(source: &TableSource, k: &str, columns: &[String], text: &str)
         serde_json::from_str(text).map_err(|e| SourceError::BadValue(format!("{table} row {k}: {e}")))?;
     // A column the object had then but the backup's table no longer names.
     let generated = |name: &String| source.generated.iter().any(|g| g.eq_ignore_ascii_case(name));
-    if let Some(name) = named.keys().find(|name| !columns.contains(name) && !generated(name)) {
+    // (A column whose every value was NULL: PostgreSQL's table never had it, and a NULL is what
+    // the restore sends for a column the page lacks.)
+    if let Some((name, _)) = named.iter().find(|(name, value)| !value.is_null() && !columns.contains(name) && !generated(name)) {
         return Err(SourceError::BadValue(format!("{table} row {k}: column {name} is not in the file's table")));
     }
     columns

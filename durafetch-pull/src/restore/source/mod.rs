@@ -17,11 +17,11 @@ pub use crate::restore::source::postgres::PostgresBackup;
 pub use crate::restore::source::sqlite::SqliteBackup;
 use crate::sink::database::Database;
 
-/// The backup `db` holds, read as it was at `moment`.
-pub fn open(db: &Database, moment: Moment) -> Result<Box<dyn BackupSource>, SourceError> {
+/// The backup `db` holds, read as it was at `moment`: to list its objects, or to read `object`.
+pub fn open(db: &Database, moment: Moment, object: Option<&BackupObject>) -> Result<Box<dyn BackupSource>, SourceError> {
     Ok(match db {
         Database::File(path) => Box::new(SqliteBackup::open(path, moment)?),
-        Database::Postgres(url) => Box::new(PostgresBackup::open(url, moment)?),
+        Database::Postgres(url) => Box::new(PostgresBackup::open(url, moment, object)?),
     })
 }
 

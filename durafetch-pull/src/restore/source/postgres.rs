@@ -17,7 +17,7 @@ use std::sync::mpsc;
 
 use durafetch_sdk::core::protocol::{SqlRow, SqlValue};
 use postgres::types::ToSql;
-use postgres::{IsolationLevel, Portal, Row, Transaction};
+use postgres::{GenericClient, IsolationLevel, Portal, Row, Transaction};
 
 use crate::restore::source::interface::{
     page_start, BackupObject, BackupSource, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
@@ -42,27 +42,41 @@ struct OpenPages {
     done: bool,
 }
 
+/// The local tables of a worker's class, in name order.
+fn class_tables(client: &mut impl GenericClient, (worker, class): (&str, &str)) -> Result<Vec<String>, postgres::Error> {
+    let rows = client
+        .query("SELECT local_table FROM sql_tables WHERE worker_name = $1 AND class_name = $2 ORDER BY local_table", &[&worker, &class])?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 impl<'a> Reader<'a> {
-    /// The read-only transaction every read of the backup runs in, its snapshot taken after the
-    /// local tables are locked: a pull that changes a table's columns rewrites it, and a
-    /// snapshot taken before would find the rewritten table empty.
-    fn start(client: &'a mut postgres::Client) -> Result<Self, SourceError> {
-        // The tables of the schema a pull writes (`current_schema()`, as the sink finds them).
-        let made: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'durable_objects')",
-                &[],
-            )?
-            .get(0);
+    /// The read-only transaction every read of the backup runs in. For an object (`class`: its
+    /// worker and class), its class's SQL tables are locked before the snapshot is taken: a pull
+    /// that changes a table's columns rewrites it, and a snapshot taken before the rewrite would
+    /// find the table empty. A table the class gained between the listing and the snapshot is
+    /// not locked: the read fails, to be tried again.
+    fn start(client: &'a mut postgres::Client, class: Option<(&str, &str)>) -> Result<Self, SourceError> {
+        // The tables of the schema a pull writes (`current_schema()`, as the sink finds them),
+        // whether or not this role may read them.
+        let made: bool =
+            client.query_one("SELECT to_regclass(quote_ident(current_schema()) || '.durable_objects') IS NOT NULL", &[])?.get(0);
         if !made {
             return Err(SourceError::NotABackup);
         }
-        let locals: Vec<String> = client.query("SELECT DISTINCT local_table FROM sql_tables", &[])?.iter().map(|r| r.get(0)).collect();
+        let locals = match class {
+            Some(class) => class_tables(client, class)?,
+            None => Vec::new(),
+        };
         let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
         tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))?;
         if !locals.is_empty() {
             let tables: Vec<String> = locals.iter().map(|local| ident(local)).collect();
             tx.batch_execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", tables.join(", ")))?;
+        }
+        if let Some(class) = class {
+            if class_tables(&mut tx, class)? != locals {
+                return Err(SourceError::TablesChanged);
+            }
         }
         Ok(Reader { open: None, tx })
     }
@@ -90,10 +104,10 @@ impl Reader<'_> {
     }
 }
 
-/// How long a read waits for a lock before it gives up: a pull that changes a table's columns
-/// waits for the restores reading it, and a restore of another object that queued behind that
-/// pull would hold up every object of the run, the first included, for ever.
-const LOCK_TIMEOUT: &str = "5s";
+/// How long a restore waits to lock an object's tables: longer than a pull waits to change a
+/// table's columns (`sink::postgres::columns`), which gives up first, so that a restore queued
+/// behind such a pull goes on once the pull has.
+const LOCK_TIMEOUT: &str = "30s";
 
 pub struct PostgresBackup {
     reads: mpsc::Sender<Read>,
@@ -102,16 +116,19 @@ pub struct PostgresBackup {
 }
 
 impl PostgresBackup {
-    pub fn open(url: &str, moment: Moment) -> Result<Self, SourceError> {
+    /// The backup at `url` as it was at `moment`, read in one snapshot; for `object`, with its
+    /// class's tables locked (none for a listing of the objects).
+    pub fn open(url: &str, moment: Moment, object: Option<&BackupObject>) -> Result<Self, SourceError> {
         let (reads, incoming) = mpsc::channel::<Read>();
         let (opened, is_open) = mpsc::sync_channel(1);
         let url = url.to_owned();
+        let class = object.map(|o| (o.worker.clone(), o.class.clone()));
         std::thread::spawn(move || {
             let mut client = match crate::sink::postgres::database::connect(&url) {
                 Ok(client) => client,
                 Err(e) => return drop(opened.send(Err(SourceError::from(e)))),
             };
-            let mut reader = match Reader::start(&mut client) {
+            let mut reader = match Reader::start(&mut client, class.as_ref().map(|(w, c)| (w.as_str(), c.as_str()))) {
                 Ok(reader) => reader,
                 Err(e) => return drop(opened.send(Err(e))),
             };

@@ -99,8 +99,10 @@ pub(crate) fn columns(client: &mut impl GenericClient, local: &str) -> Result<Ha
     Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
 }
 
-/// How long a change of a local table's columns waits for the table's readers.
-const COLUMN_CHANGE_WAIT: &str = "10s";
+/// How long a change of a local table's columns waits for the table's readers, while every
+/// later reader and writer of the table waits behind it: short, and shorter than a restore
+/// waits for its locks (`restore::source::postgres`).
+const COLUMN_CHANGE_WAIT: &str = "2s";
 
 /// The page's columns' types (`None`: not in the table, and every value NULL), and every
 /// column of the table.

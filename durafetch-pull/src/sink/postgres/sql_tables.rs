@@ -7,8 +7,7 @@
 //! precision`, TEXT `text`, BLOB `bytea`), and is added only then: until a value arrives, its
 //! rows hold NULL there by its absence. A value of another type turns the column into `jsonb`
 //! holding each value in the wire's exact form (`docs/protocol.md`), so nothing is lost or
-//! silently converted; the values already there become JSON as PostgreSQL converts them, which
-//! writes a REAL with no fraction (`2.0`) as `2`.
+//! silently converted, the values already there included (`columns::ColumnType::to_json`).
 //!
 //! Schema changes take an advisory lock on the table first, and every page reads the columns
 //! afresh, so pullers of other parts that write the same table never trip over each other.

@@ -122,7 +122,7 @@ struct RowNotes<'a> {
     /// The row as the file holds it.
     current: Option<rusqlite::CachedStatement<'a>>,
     /// With `--history`: one row per SQL row change seen, the row as a JSON object of its
-    /// columns, each value in the wire's exact form (see `docs/protocol.md`), or a deletion.
+    /// columns, each value as `plan::value_json` writes it, or a deletion.
     history: Option<rusqlite::CachedStatement<'a>>,
     now: i64,
 }
