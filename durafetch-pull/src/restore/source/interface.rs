@@ -204,13 +204,7 @@ pub trait BackupSource {
 
     /// The next page of the history's records of `table`'s rows after `after`, each the last at
     /// or before `at`: (row key, the row as JSON by column name, none if deleted).
-    fn history_rows(
-        &self,
-        object: &BackupObject,
-        table: &str,
-        after: Option<&str>,
-        at: i64,
-    ) -> Result<Vec<(String, Option<String>)>, SourceError>;
+    fn history_rows(&self, object: &BackupObject, table: &str, after: Option<&str>, at: i64) -> Result<HistoryPage, SourceError>;
 
     /// The objects the filter keeps that some pull finished, in class and name order.
     fn objects(&self, filter: &Filter) -> Result<Vec<BackupObject>, SourceError> {
@@ -317,6 +311,10 @@ pub fn of_one_worker(objects: Vec<BackupObject>, worker: Option<&str>) -> Result
     }
     Ok(objects)
 }
+
+/// A page of the history's records of a table's rows: each row's key, and the row as JSON by
+/// column name (none: deleted).
+pub type HistoryPage = Vec<(String, Option<String>)>;
 
 /// One key as the backup holds it: its value's kind (`json`, `tagged`, `bytes`, or an error's),
 /// its JSON text, its bytes, or why it holds none.

@@ -20,7 +20,7 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, IsolationLevel, Portal, Row, Transaction};
 
 use crate::restore::source::interface::{
-    page_start, BackupObject, BackupSource, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
+    page_start, BackupObject, BackupSource, HistoryPage, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
 };
 use crate::sink::naming::{ident, postgres_column};
 use crate::sink::postgres::columns::ColumnType;
@@ -388,13 +388,7 @@ impl BackupSource for PostgresBackup {
         })
     }
 
-    fn history_rows(
-        &self,
-        object: &BackupObject,
-        table: &str,
-        after: Option<&str>,
-        at: i64,
-    ) -> Result<Vec<(String, Option<String>)>, SourceError> {
+    fn history_rows(&self, object: &BackupObject, table: &str, after: Option<&str>, at: i64) -> Result<HistoryPage, SourceError> {
         let (op, from) = page_start(after);
         let (do_id, table, from, after) = (object.do_id, table.to_owned(), from.to_owned(), after.map(str::to_owned));
         let query = format!(

@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::restore::source::interface::{
-    page_start, BackupObject, BackupSource, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
+    page_start, BackupObject, BackupSource, HistoryPage, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
 };
 use crate::sink::naming::{ident, local_column_name};
 
@@ -225,13 +225,7 @@ impl BackupSource for SqliteBackup {
         Ok(rows)
     }
 
-    fn history_rows(
-        &self,
-        object: &BackupObject,
-        table: &str,
-        after: Option<&str>,
-        at: i64,
-    ) -> Result<Vec<(String, Option<String>)>, SourceError> {
+    fn history_rows(&self, object: &BackupObject, table: &str, after: Option<&str>, at: i64) -> Result<HistoryPage, SourceError> {
         let (op, after) = page_start(after);
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT row_key, CASE WHEN deleted THEN NULL ELSE coalesce(row, '{{}}') END FROM sql_history h
