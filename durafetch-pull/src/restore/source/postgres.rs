@@ -13,6 +13,7 @@
 //! query, sorted once, whose rows are fetched a page at a time while the next page asked for
 //! follows the last one fetched (a portal of the transaction).
 
+use std::collections::HashMap;
 use std::sync::mpsc;
 
 use durafetch_sdk::core::protocol::{SqlRow, SqlValue};
@@ -23,14 +24,16 @@ use crate::restore::source::interface::{
     page_start, BackupObject, BackupSource, HistoryPage, KeyRecord, Moment, SourceError, TableSchema, TableSource, PAGE_ROWS,
 };
 use crate::sink::naming::{ident, postgres_column};
-use crate::sink::postgres::columns::ColumnType;
+use crate::sink::postgres::columns::{ordered_columns, ColumnType};
 
 type Read = Box<dyn FnOnce(&mut Reader<'_>) + Send>;
 
-/// The connection's transaction, and the sequence of pages being read, if any (closed first).
+/// The connection's transaction, the sequence of pages being read, if any (closed first), and
+/// the columns of each local table read so far, which the locks taken keep as they are.
 struct Reader<'a> {
     open: Option<OpenPages>,
     tx: Transaction<'a>,
+    columns: HashMap<String, Vec<(String, Option<ColumnType>)>>,
 }
 
 /// A query whose rows are being fetched a page at a time: which sequence it reads, the key (the
@@ -78,11 +81,20 @@ impl<'a> Reader<'a> {
                 return Err(SourceError::TablesChanged);
             }
         }
-        Ok(Reader { open: None, tx })
+        Ok(Reader { open: None, tx, columns: HashMap::new() })
     }
 }
 
 impl Reader<'_> {
+    /// The source columns of the local table `local` in order, with their types.
+    fn columns_of(&mut self, local: &str) -> Result<&[(String, Option<ColumnType>)], SourceError> {
+        if !self.columns.contains_key(local) {
+            let columns = ordered_columns(&mut self.tx, local)?;
+            self.columns.insert(local.to_owned(), columns);
+        }
+        Ok(&self.columns[local])
+    }
+
     /// The page after `after` of the sequence `pages`, which `query` reads from there on with
     /// `params` (`after` among them), ordered by its first column: fetched from the query
     /// already open if it stopped at `after`, else from `query` run anew.
@@ -172,17 +184,6 @@ impl PostgresBackup {
             &[&object.worker, &object.class, &table],
         )?;
         Ok(row.map(|r| r.get(0)))
-    }
-
-    /// The local table's source columns in order, with their types.
-    fn local_columns(client: &mut Transaction<'_>, local: &str) -> Result<Vec<(String, Option<ColumnType>)>, SourceError> {
-        let rows = client.query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns
-             WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')
-             ORDER BY ordinal_position",
-            &[&local],
-        )?;
-        Ok(rows.iter().map(|r| (r.get(0), ColumnType::from_catalog(r.get(1)))).collect())
     }
 }
 
@@ -328,9 +329,8 @@ impl BackupSource for PostgresBackup {
     fn table_source(&self, object: &BackupObject, schema: &TableSchema) -> Result<TableSource, SourceError> {
         let (object, table) = (object.clone(), schema.table.clone());
         let (local, names) = self.read(move |reader| {
-            let client = &mut reader.tx;
-            let Some(local) = Self::local_table(client, &object, &table)? else { return Ok((None, Vec::new())) };
-            let names = Self::local_columns(client, &local)?.into_iter().map(|(name, _)| name).collect();
+            let Some(local) = Self::local_table(&mut reader.tx, &object, &table)? else { return Ok((None, Vec::new())) };
+            let names = reader.columns_of(&local)?.iter().map(|(name, _)| name.clone()).collect();
             Ok((Some(local), names))
         })?;
         Ok(TableSource::new(schema, local, names, postgres_column))
@@ -343,7 +343,7 @@ impl BackupSource for PostgresBackup {
         self.read(move |reader| {
             // Each column as its type holds it; a `jsonb` one (values of several types) as the
             // wire's text, which says each value's type.
-            let types = Self::local_columns(&mut reader.tx, &local)?;
+            let types = reader.columns_of(&local)?;
             // A column the local table lacks holds NULL, read as a text that is never there.
             let kinds: Vec<ColumnType> = columns
                 .iter()

@@ -22,10 +22,9 @@ impl SqliteBackup {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         if let Moment::At(_) = moment {
-            let has = |table: &str| -> rusqlite::Result<bool> {
-                conn.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0)).or(Ok(false))
-            };
-            if !has("kv_history")? && !has("sql_history")? {
+            // A file from before history tables existed has neither: no rows either way.
+            let holds = |query: &str| conn.query_row(query, [], |r| r.get(0)).unwrap_or(false);
+            if !holds("SELECT EXISTS (SELECT 1 FROM kv_history)") && !holds("SELECT EXISTS (SELECT 1 FROM sql_history)") {
                 return Err(SourceError::NoHistory);
             }
         }

@@ -91,12 +91,19 @@ impl ColumnType {
 
 /// The source columns of the local table, by local name, with their types.
 pub(crate) fn columns(client: &mut impl GenericClient, local: &str) -> Result<HashMap<String, ColumnType>, postgres::Error> {
+    Ok(ordered_columns(client, local)?.into_iter().filter_map(|(name, kind)| Some((name, kind?))).collect())
+}
+
+/// The source columns of the local table in their order, each with its type (`None`: a type
+/// the sink does not make).
+pub(crate) fn ordered_columns(client: &mut impl GenericClient, local: &str) -> Result<Vec<(String, Option<ColumnType>)>, postgres::Error> {
     let rows = client.query(
         "SELECT column_name::text, data_type::text FROM information_schema.columns
-         WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')",
+         WHERE table_schema = current_schema() AND table_name = $1 AND column_name NOT IN ('do_id', '_row_key', '_pull_gen')
+         ORDER BY ordinal_position",
         &[&local],
     )?;
-    Ok(rows.iter().filter_map(|r| Some((r.get(0), ColumnType::from_catalog(r.get(1))?))).collect())
+    Ok(rows.iter().map(|r| (r.get(0), ColumnType::from_catalog(r.get(1)))).collect())
 }
 
 /// How long a change of a local table's columns waits for the table's readers, while every
